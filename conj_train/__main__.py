@@ -1,0 +1,7 @@
+"""``python -m conj_train`` runs the ``conj`` CLI."""
+
+import sys
+
+from conj_train.cli import main
+
+sys.exit(main())

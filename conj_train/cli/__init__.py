@@ -1,0 +1,53 @@
+"""The ``conj`` command line.
+
+Each subcommand lives in its own module under ``conj_train.cli`` and exposes
+``register(subparsers)``. Those modules import nothing heavy at top level (no torch, transformers,
+trl, datasets): ``conj --help`` and ``conj CMD --help`` must answer in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from conj_train import __version__
+from conj_train.errors import ConjError
+
+# Subcommand modules, in the order ``conj --help`` lists them.
+COMMAND_MODULES = ("tiny_model", "data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="conj",
+        description="Train generative LLM judges from preference data (Con-J).",
+    )
+    parser.add_argument("--version", action="version", version=f"conj-train {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"conj_train.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``conj`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ConjError as e:
+        print(f"conj {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The engine interface shared by the sampling and evaluation stages.
+
+TRL offers no offline sampler (its vLLM integration serves online RL), so conj-train keeps its own
+minimal one. An engine turns fully rendered prompts (chat template already applied) into ``n``
+generations each, one seed per generation, and reports token counts and why each one stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings. Defaults are Con-J's repeated-sampling values (conj-spec section 3)."""
+
+    temperature: float = 1.2
+    top_p: float = 0.95
+    top_k: int = 50
+    repetition_penalty: float = 1.2
+    max_new_tokens: int = 512
+    # Greedy decoding ignores temperature/top-p/top-k and the seeds.
+    greedy: bool = False
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One rendered prompt and the seeds of its samples (``len(seeds)`` samples are drawn)."""
+
+    key: str
+    prompt: str
+    seeds: Sequence[int]
+    # Optional text forced at the start of the assistant turn (e.g. ' {"原因":'); it is part of the
+    # model input, not of the returned text.
+    prefill: str = ""
+
+
+@dataclass
+class Generation:
+    """One generated sample."""
+
+    key: str
+    index: int
+    seed: int
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    extra: dict = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """What the sampling and evaluation stages need from an engine."""
+
+    name: str
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of ``text`` as the engine will see it."""
+        ...
+
+    @property
+    def max_context(self) -> int:
+        """Longest prompt + generation the engine's model accepts."""
+        ...
+
+    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Generation]:
+        """Generate ``len(req.seeds)`` samples for every request, returned in request order."""
+        ...
