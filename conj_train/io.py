@@ -110,7 +110,7 @@ class JsonlAppender:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _truncate_partial_last_line(self.path)
-        self._f = open(self.path, "a", encoding="utf-8")
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
 
     def write_batch(self, rows: Iterable[dict]) -> None:
         """Append ``rows`` and fsync them."""

@@ -16,7 +16,7 @@ from conj_train import __version__
 from conj_train.errors import ConjError
 
 # Subcommand modules, in the order ``conj --help`` lists them.
-COMMAND_MODULES = ("tiny_model", "data")
+COMMAND_MODULES = ("tiny_model", "data", "sample")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``conj`` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -1,0 +1,105 @@
+"""Recipe loading: flat YAML files -> stage config dataclasses, with ``--key value`` overrides.
+
+Recipes are flat, one per experiment (alignment-handbook style). Unknown keys are errors, not
+silently ignored: a typo in an ablation must not quietly run the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from conj_train.errors import ConjError
+
+T = TypeVar("T")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing, unreadable or non-mapping file is a ConjError."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConjError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConjError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConjError(f"{p}: a recipe must be a YAML mapping of key: value")
+    return data
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["--n", "4", "--hint_reading=code"]`` into ``{"n": 4, "hint_reading": "code"}``.
+
+    Values are read as YAML scalars, so numbers, booleans, null and ``[a, b]`` lists keep their type.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if not item.startswith("--") or item == "--":
+            raise ConjError(f"expected --key value, got {item!r}")
+        key = item[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(items) and not items[i + 1].startswith("--"):
+            raw = items[i + 1]
+            i += 2
+        else:
+            raw = "true"
+            i += 1
+        try:
+            out[key.replace("-", "_")] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            out[key.replace("-", "_")] = raw
+    return out
+
+
+def build_config(cls: type[T], values: dict[str, Any], *, where: str = "config") -> T:
+    """Instantiate dataclass ``cls`` from ``values``; unknown keys raise a ConjError with a hint."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, sorted(names), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConjError(f"unknown key {key!r} in {where}{hint}")
+    try:
+        cfg = cls(**values)
+    except TypeError as e:
+        raise ConjError(f"{where}: {e}") from e
+    validate = getattr(cfg, "validate", None)
+    if validate is not None:
+        validate()
+    return cfg
+
+
+def load_config(cls: type[T], path: str | Path | None, overrides: Sequence[str] = (),
+                *, section: str | None = None) -> T:
+    """Load a recipe (optionally one ``section:`` of it) into ``cls`` and apply CLI overrides."""
+    values: dict[str, Any] = {}
+    where = "command-line options"
+    if path is not None:
+        values = read_yaml(path)
+        if section is not None:
+            values = values.get(section) or {}
+            if not isinstance(values, dict):
+                raise ConjError(f"{path}: section {section!r} must be a mapping")
+        where = f"{path}" + (f" [{section}]" if section else "")
+    values = {**values, **parse_overrides(overrides)}
+    return build_config(cls, values, where=where)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A dataclass config as a plain dict (for manifests and hashes)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,359 @@
+"""The default engine: Hugging Face transformers with a KV-cached sampling loop of its own.
+
+Why not ``model.generate``: on small models its per-step Python overhead dominates, and with
+``num_return_sequences=n`` it prefills the same prompt n times. This loop runs each prompt once, fans
+its KV cache out to the n samples (``DynamicCache.batch_repeat_interleave``), then feeds one token per
+row per step through the model's own forward. The logits pipeline copies ``generate``'s (repetition
+penalty, then temperature, top-k, top-p, each with transformers' semantics); ``bench/sample.py``
+measures both.
+
+Reproducibility. Each sample draws its randomness from its own ``torch.Generator`` seeded with its seed
+(exponential race: ``argmax(p / E)`` with ``E ~ Exp(1)`` drawn per row, an exact draw from ``p``). A
+unit of work is one request (prompt + prefill and its seeds), never padded and never mixed with other
+prompts, so on a given device type, dtype and library versions a request's texts are bitwise the same
+whatever other requests, order, sharding or restarts surround it. Not guaranteed: that a seed gives
+the same text under a different seeds list (the rows of a request share matrix products, and CPU and
+GPU GEMMs round differently for different row counts, so a rare near-tie can flip a token), nor across
+CPU/GPU (different RNG streams and kernels). Packing same-length prompts (``batch_tokens > 0``) trades
+that cross-request guarantee for throughput, for the same reason.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from conj_train.engines.base import Generation, GenerationRequest, SamplingParams
+from conj_train.errors import ConjError
+
+_DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def check_params(params: SamplingParams) -> None:
+    """Reject decoding settings that transformers' processors would reject (or silently misuse)."""
+    if params.max_new_tokens < 1:
+        raise ConjError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
+    if not params.repetition_penalty > 0:
+        raise ConjError(f"repetition_penalty must be > 0, got {params.repetition_penalty}")
+    if params.greedy:
+        return
+    if not params.temperature > 0:
+        raise ConjError(f"temperature must be > 0 when sampling (use greedy), got {params.temperature}")
+    if not 0 < params.top_p <= 1:
+        raise ConjError(f"top_p must be in (0, 1], got {params.top_p}")
+    if params.top_k < 0:
+        raise ConjError(f"top_k must be >= 0 (0 disables it), got {params.top_k}")
+
+
+def process_logits(logits: Any, seen: Any, params: SamplingParams) -> Any:
+    """Turn float32 next-token logits ``[rows, vocab]`` into the scores ``generate`` would sample from.
+
+    ``seen`` marks, per row, the tokens of prompt + generated text (the repetition-penalty set). Order
+    and formulas follow transformers' RepetitionPenalty, Temperature, TopK and TopP processors; greedy
+    applies the repetition penalty only, as ``generate(do_sample=False)`` does.
+    """
+    import torch
+
+    scores = logits
+    if params.repetition_penalty != 1.0:
+        penalty = params.repetition_penalty
+        scores = torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores)
+    if params.greedy:
+        return scores
+    if params.temperature != 1.0:
+        scores = scores / params.temperature
+    if params.top_k:
+        kth = torch.topk(scores, min(params.top_k, scores.shape[-1]))[0][..., -1, None]
+        scores = scores.masked_fill(scores < kth, -float("inf"))
+    if params.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=False)
+        drop = sorted_scores.softmax(dim=-1).cumsum(dim=-1) <= (1 - params.top_p)
+        drop[..., -1:] = False
+        scores = scores.masked_fill(drop.scatter(1, order, drop), -float("inf"))
+    return scores
+
+
+def pick_tokens(scores: Any, generators: Sequence[Any] | None) -> Any:
+    """Greedy argmax when ``generators`` is None, else one exact draw per row from its own generator."""
+    import torch
+
+    if generators is None:
+        return scores.argmax(dim=-1)
+    probs = scores.softmax(dim=-1)
+    noise = torch.empty_like(probs)
+    for row, gen in enumerate(generators):
+        noise[row].exponential_(generator=gen)
+    # E == 0 would turn a zero-probability token into 0/0 = nan, which argmax prefers.
+    noise.clamp_(min=torch.finfo(noise.dtype).tiny)
+    return (probs / noise).argmax(dim=-1)
+
+
+class KVDecoder:
+    """Prefill prompts once, fan each cache out to its rows, then feed one token per row per step.
+
+    ``prompts`` must all have the same length (nothing is padded). After construction ``logits`` holds
+    the float32 next-token logits of every row ``[sum(rows), vocab]``; :meth:`step` advances all live rows
+    by one token and :meth:`keep` drops finished rows from the cache.
+    """
+
+    def __init__(self, model: Any, prompts: Sequence[Sequence[int]], rows: Sequence[int]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        if len({len(p) for p in prompts}) != 1:
+            raise ValueError("KVDecoder packs prompts of one token length only")
+        self._model = model
+        self._cache = DynamicCache(config=model.config)
+        self._cache_kw = _cache_kwarg(model)
+        device = model.device
+        ids = torch.tensor([list(p) for p in prompts], dtype=torch.long, device=device)
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kw: self._cache})
+        logits = out.logits[:, -1].float()
+        fan_out = torch.tensor(list(rows), device=device)
+        if len(prompts) == 1:
+            self._cache.batch_repeat_interleave(int(rows[0]))
+        else:
+            self._cache.batch_select_indices(torch.repeat_interleave(torch.arange(len(prompts), device=device),
+                                                                     fan_out))
+        self.logits = torch.repeat_interleave(logits, fan_out, dim=0)
+
+    def step(self, tokens: Any) -> Any:
+        """Feed one token per live row; return the next float32 logits ``[rows, vocab]``."""
+        out = self._model(input_ids=tokens[:, None], use_cache=True, **{self._cache_kw: self._cache})
+        self.logits = out.logits[:, -1].float()
+        return self.logits
+
+    def keep(self, index: Any) -> None:
+        """Keep only the rows at ``index`` (a 1-D long tensor) in the cache and the current logits."""
+        self._cache.batch_select_indices(index)
+        self.logits = self.logits[index]
+
+
+def _cache_kwarg(model: Any) -> str:
+    # transformers 5.24 renamed ``past_key_values`` to ``cache``; older 5.x only knows the old name.
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+class HFEngine:
+    """Generate judgments with a local or cached Hugging Face causal LM (see the module docstring)."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str = "auto",
+        device: str | None = None,
+        trust_remote_code: bool = False,
+        attn_implementation: str | None = None,
+        batch_tokens: int = 0,
+        threads: int | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if dtype not in _DTYPES:
+            raise ConjError(f"unknown dtype {dtype!r}; expected one of {', '.join(_DTYPES)}")
+        if batch_tokens < 0:
+            raise ConjError(f"batch_tokens must be >= 0, got {batch_tokens}")
+        if not os.path.isdir(model_path) and _looks_local(model_path):
+            raise ConjError(f"model path not found: {model_path}")
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as err:
+            raise ConjError(f"cannot load a tokenizer from {model_path}: {err}") from err
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ConjError(f"the tokenizer of {model_path} has no chat template; judge prompts need one")
+        kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        try:
+            model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=trust_remote_code,
+                                                         **kwargs)
+        except (OSError, ValueError) as err:
+            raise ConjError(f"cannot load a causal LM from {model_path}: {err}") from err
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval()
+        self.batch_tokens = batch_tokens
+        # Public so that benchmarks can force full-length generations on both sides.
+        self.stop_token_ids: set[int] = _stop_ids(self.tokenizer, self.model)
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of ``text`` (no special tokens added: the chat template already has them)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, request: GenerationRequest) -> list[int]:
+        """Token ids of the model input of ``request``: its prompt followed by its prefill."""
+        return list(self.tokenizer(request.prompt + request.prefill, add_special_tokens=False)["input_ids"])
+
+    @property
+    def max_context(self) -> int:
+        """Longest prompt + generation the model accepts (its position limit)."""
+        cfg = self.model.config
+        for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            if getattr(cfg, attr, None):
+                return int(getattr(cfg, attr))
+        return int(self.tokenizer.model_max_length)
+
+    def fits(self, request: GenerationRequest, params: SamplingParams) -> bool:
+        """Whether prompt + prefill + ``max_new_tokens`` fits the context (the stage skips those that don't)."""
+        return len(self.prompt_ids(request)) + params.max_new_tokens <= self.max_context
+
+    def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Generation]:
+        """Generate ``len(req.seeds)`` samples for every request, returned in request order."""
+        by_key: dict[int, list[Generation]] = {}
+        index = {id(r): i for i, r in enumerate(requests)}
+        for req, gens in self._run(requests, params):
+            by_key[index[id(req)]] = gens
+        return [g for i in range(len(requests)) for g in by_key[i]]
+
+    def generate_iter(
+        self, requests: Sequence[GenerationRequest], params: SamplingParams
+    ) -> Iterator[list[Generation]]:
+        """Yield each request's samples as soon as its unit finishes (request order unless packing)."""
+        for _req, gens in self._run(requests, params):
+            yield gens
+
+    def _run(
+        self, requests: Sequence[GenerationRequest], params: SamplingParams
+    ) -> Iterator[tuple[GenerationRequest, list[Generation]]]:
+        import torch
+
+        check_params(params)
+        encoded = []
+        for req in requests:
+            ids = self.prompt_ids(req)
+            if not ids:
+                raise ConjError(f"request {req.key}: empty prompt")
+            if len(ids) + params.max_new_tokens > self.max_context:
+                raise ConjError(f"request {req.key}: {len(ids)} prompt tokens + {params.max_new_tokens} new "
+                                f"tokens exceed the model's context of {self.max_context}")
+            encoded.append(ids)
+        for req in requests:
+            if not req.seeds:
+                yield req, []
+        with torch.inference_mode():
+            for unit in self._units(requests, encoded, params):
+                outs = self._decode([encoded[i] for i in unit], [requests[i] for i in unit], params)
+                for i, gens in zip(unit, outs, strict=True):
+                    yield requests[i], gens
+
+    def _units(
+        self, requests: Sequence[GenerationRequest], encoded: list[list[int]], params: SamplingParams
+    ) -> Iterator[list[int]]:
+        """Group request indices into decode units: one request each, or same-length packs if enabled."""
+        if not self.batch_tokens:
+            yield from ([i] for i, req in enumerate(requests) if req.seeds)
+            return
+        groups: dict[int, list[int]] = {}
+        for i, req in enumerate(requests):
+            if req.seeds:
+                groups.setdefault(len(encoded[i]), []).append(i)
+        for length, members in groups.items():
+            unit: list[int] = []
+            used = 0
+            for i in members:
+                cost = _rows(requests[i], params) * (length + params.max_new_tokens)
+                if unit and used + cost > self.batch_tokens:
+                    yield unit
+                    unit, used = [], 0
+                unit.append(i)
+                used += cost
+            if unit:
+                yield unit
+
+    def _decode(
+        self, prompts: list[list[int]], reqs: list[GenerationRequest], params: SamplingParams
+    ) -> list[list[Generation]]:
+        """Decode one unit; every request's rows start from its prompt's shared prefill."""
+        import torch
+
+        rows = [_rows(r, params) for r in reqs]
+        dec = KVDecoder(self.model, prompts, rows)
+        vocab = dec.logits.shape[-1]
+        device = dec.logits.device
+        owner = [(k, j) for k, n in enumerate(rows) for j in range(n)]
+        seen = torch.zeros((len(prompts), vocab), dtype=torch.bool, device=device)
+        for k, prompt in enumerate(prompts):
+            seen[k, torch.tensor([t for t in prompt if t < vocab], dtype=torch.long, device=device)] = True
+        seen = torch.repeat_interleave(seen, torch.tensor(rows, device=device), dim=0)
+        gens = None if params.greedy else [
+            torch.Generator(device=device).manual_seed(int(reqs[k].seeds[j])) for k, j in owner
+        ]
+        stop = torch.tensor(sorted(self.stop_token_ids), dtype=torch.long, device=device)
+        live = list(range(len(owner)))
+        out_tokens: list[list[int]] = [[] for _ in owner]
+        stopped = [False] * len(owner)
+        logits = dec.logits
+        for step in range(params.max_new_tokens):
+            tokens = pick_tokens(process_logits(logits, seen, params), gens)
+            seen[torch.arange(len(live), device=device), tokens] = True
+            hits = torch.isin(tokens, stop).tolist()
+            for row, tok, hit in zip(live, tokens.tolist(), hits, strict=True):
+                out_tokens[row].append(tok)
+                stopped[row] = hit
+            keep = [p for p, hit in enumerate(hits) if not hit]
+            if not keep or step == params.max_new_tokens - 1:
+                break
+            if len(keep) < len(live):
+                idx = torch.tensor(keep, dtype=torch.long, device=device)
+                dec.keep(idx)
+                tokens, seen = tokens[idx], seen[idx]
+                live = [live[p] for p in keep]
+                if gens is not None:
+                    gens = [gens[p] for p in keep]
+            logits = dec.step(tokens)
+        return self._package(reqs, rows, prompts, out_tokens, stopped, params)
+
+    def _package(
+        self,
+        reqs: list[GenerationRequest],
+        rows: list[int],
+        prompts: list[list[int]],
+        out_tokens: list[list[int]],
+        stopped: list[bool],
+        params: SamplingParams,
+    ) -> list[list[Generation]]:
+        results: list[list[Generation]] = []
+        first = 0
+        for req, n, prompt in zip(reqs, rows, prompts, strict=True):
+            gens = []
+            for j, seed in enumerate(req.seeds):
+                # Greedy decodes one row per request: every seed gets the same text.
+                row = first + (0 if params.greedy else j)
+                toks = out_tokens[row]
+                text_toks = toks[:-1] if stopped[row] else toks
+                text = self.tokenizer.decode(text_toks, skip_special_tokens=True,
+                                             clean_up_tokenization_spaces=False)
+                gens.append(Generation(
+                    key=req.key, index=j, seed=int(seed), text=text,
+                    finish_reason="stop" if stopped[row] else "length",
+                    prompt_tokens=len(prompt), completion_tokens=len(toks),
+                ))
+            results.append(gens)
+            first += n
+        return results
+
+
+def _rows(req: GenerationRequest, params: SamplingParams) -> int:
+    return 1 if params.greedy else len(req.seeds)
+
+
+def _looks_local(path: str) -> bool:
+    # A hub id is "name" or "org/name"; anything else (absolute, ./, ~, deeper, backslashes) is a folder.
+    return os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path
+
+
+def _stop_ids(tokenizer: Any, model: Any) -> set[int]:
+    ids: set[int] = set()
+    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value:
+            ids.update(int(v) for v in value)
+    return ids

@@ -1,0 +1,554 @@
+"""Stage 1: contrastive judgment sampling (repeated + hint-driven), resumable and data-parallel.
+
+TRL has no offline sampler (its vLLM support serves online RL) and OpenRLHF removed its batch
+inference tool, so this small module owns the loop. For each preference pair it writes
+
+* ``repeated``: ``n`` judgments of the judge prompt (Con-J: n=8, T=1.2, top-p 0.95);
+* ``hint_correct`` / ``hint_wrong``: ``hint_samples`` judgments each, told the right / wrong answer
+  (``paper`` reading: the hint is in the prompt; ``code`` reading: a neutral prompt whose output is
+  wrapped into JSON with the hinted verdict afterwards, as the released code does).
+
+Layout of ``output_dir``::
+
+    prompts/shard-00000-of-00001.jsonl     one judge prompt per pair (pair id, label, prompt text)
+    judgments/shard-00000-of-00001.jsonl   one record per judgment, appended + fsynced per batch
+    manifests/shard-00000-of-00001.json    per-shard config hash and counts (atomic)
+    manifest.json                          merged manifest, written when every shard is complete
+
+Every judgment's seed derives from (run seed, pair id, kind, sample index), so the set of outputs does
+not depend on batch size, shard count or restarts; a killed run resumes by skipping every
+(pair, kind, index) already on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conj_train.config import config_to_dict
+from conj_train.engines.base import Generation, GenerationRequest, SamplingParams
+from conj_train.errors import ConjError
+from conj_train.io import (
+    JsonlAppender,
+    atomic_write_json,
+    iter_jsonl,
+    library_versions,
+    read_json,
+    stable_hash,
+    write_jsonl,
+)
+
+KINDS = ("repeated", "hint_correct", "hint_wrong")
+
+# Fields that do not change what is generated: excluded from the config hash so that, e.g., a
+# different batch size or shard count can resume the same run.
+_RUNTIME_FIELDS = {"output_dir", "overwrite", "batch_pairs", "threads", "shard", "progress",
+                   "gpu_memory_utilization", "merge_only"}
+
+
+@dataclass
+class SampleConfig:
+    """Configuration of the sampling stage; defaults are Con-J's released values."""
+
+    model: str = ""
+    dataset: str = ""
+    output_dir: str = ""
+    dataset_format: str | None = None
+    dataset_config: str | None = None
+    dataset_split: str | None = None
+    field_map: dict[str, str] | None = None
+    multi_turn: str = "context"
+    max_pairs: int | None = None
+    template: str = "conj-zh"
+    system_prompt: str | None = None
+    swap_seed: int = 2021
+    engine: str = "hf"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    # Repeated sampling (conj-spec section 3).
+    n: int = 8
+    temperature: float = 1.2
+    top_p: float = 0.95
+    top_k: int = 50
+    repetition_penalty: float = 1.2
+    max_new_tokens: int = 512
+    # Hint-driven sampling (conj-spec section 4).
+    hint_samples: int = 1
+    hint_reading: str = "paper"
+    hint_when: str = "always"
+    hint_temperature: float = 1.0
+    hint_top_p: float = 0.9
+    seed: int = 1688
+    # Runtime only.
+    batch_pairs: int = 8
+    threads: int | None = None
+    shard: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    merge_only: bool = False
+
+    def validate(self) -> None:
+        """Check values that would otherwise fail deep inside a run."""
+        for name in ("model", "dataset", "output_dir"):
+            if not getattr(self, name):
+                raise ConjError(f"sample: '{name}' is required")
+        if self.n < 0 or self.hint_samples < 0:
+            raise ConjError("sample: n and hint_samples must be >= 0")
+        if self.n == 0 and self.hint_samples == 0:
+            raise ConjError("sample: nothing to do (n = 0 and hint_samples = 0)")
+        if self.hint_reading not in ("paper", "code"):
+            raise ConjError(f"sample: hint_reading must be 'paper' or 'code', not {self.hint_reading!r}")
+        if self.hint_when not in ("always", "fallback"):
+            raise ConjError(f"sample: hint_when must be 'always' or 'fallback', not {self.hint_when!r}")
+        if self.hint_when == "fallback" and self.n == 0:
+            raise ConjError("sample: hint_when=fallback needs repeated samples (n > 0)")
+        if self.engine not in ("hf", "vllm"):
+            raise ConjError(f"sample: engine must be 'hf' or 'vllm', not {self.engine!r}")
+        if self.shard is not None:
+            parse_shard(self.shard)
+
+    def repeated_params(self) -> SamplingParams:
+        """Decoding settings of the repeated pass."""
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                              repetition_penalty=self.repetition_penalty,
+                              max_new_tokens=self.max_new_tokens)
+
+    def hint_params(self) -> SamplingParams:
+        """Decoding settings of the hint pass (the released code's defaults: T 1.0, top-p 0.9)."""
+        return SamplingParams(temperature=self.hint_temperature, top_p=self.hint_top_p,
+                              top_k=self.top_k, repetition_penalty=self.repetition_penalty,
+                              max_new_tokens=self.max_new_tokens)
+
+    def output_hash(self) -> str:
+        """Hash of every setting that changes what is generated."""
+        d = {k: v for k, v in config_to_dict(self).items() if k not in _RUNTIME_FIELDS}
+        return stable_hash(d)
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/K"`` -> ``(i, K)`` with 0 <= i < K."""
+    try:
+        i_s, k_s = spec.split("/")
+        i, k = int(i_s), int(k_s)
+    except ValueError:
+        raise ConjError(f"shard must look like i/K (e.g. 0/4), not {spec!r}") from None
+    if not 0 <= i < k:
+        raise ConjError(f"shard {spec!r}: need 0 <= i < K")
+    return i, k
+
+
+def shard_of(pair_id: str, num_shards: int) -> int:
+    """The shard a pair belongs to: a hash of its stable id, so edits elsewhere do not move it."""
+    return int(hashlib.sha256(pair_id.encode()).hexdigest()[:12], 16) % num_shards
+
+
+def derive_seed(run_seed: int, pair_id: str, kind: str, index: int) -> int:
+    """The seed of one judgment, a function of (run seed, pair id, kind, sample index) only."""
+    h = hashlib.sha256(f"{run_seed}\x1f{pair_id}\x1f{kind}\x1f{index}".encode()).hexdigest()
+    return int(h[:15], 16)  # < 2**60: fits every engine's seed type
+
+
+def shard_name(i: int, k: int) -> str:
+    """File stem of shard ``i`` of ``k``."""
+    return f"shard-{i:05d}-of-{k:05d}"
+
+
+@dataclass
+class SampleResult:
+    """What a sampling run did (one shard, or the merged run)."""
+
+    output_dir: Path
+    counts: dict[str, Any] = field(default_factory=dict)
+    complete: bool = False
+    merged: bool = False
+    summary: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# Work planning
+
+
+@dataclass
+class _Unit:
+    """One request: a pair's prompt for one kind, with the sample indices still to generate."""
+
+    pair_id: str
+    kind: str
+    label: int
+    prompt_text: str  # rendered with the chat template
+    prompt_hash: str
+    indices: list[int]
+    seeds: list[int]
+    hint_verdict: int | None = None
+    wrap: bool = False
+
+
+def _kind_count(cfg: SampleConfig, kind: str) -> int:
+    return cfg.n if kind == "repeated" else cfg.hint_samples
+
+
+def _load_items(cfg: SampleConfig) -> tuple[list[dict], dict]:
+    from conj_train.data import load_preferences
+    from conj_train.prompts import build_judge_prompts, label_balance
+
+    res = load_preferences(cfg.dataset, format=cfg.dataset_format, config=cfg.dataset_config,
+                           split=cfg.dataset_split, field_map=cfg.field_map, multi_turn=cfg.multi_turn)
+    records = res.records[: cfg.max_pairs] if cfg.max_pairs else res.records
+    items = build_judge_prompts(records, template=cfg.template, seed=cfg.swap_seed)
+    info = {"ingest": res.report.to_dict(), "pairs": len(items), "label_balance": label_balance(items)}
+    return items, info
+
+
+def _render(tokenizer: Any, cfg: SampleConfig, user_text: str) -> str:
+    from conj_train.prompts import render_chat
+
+    return render_chat(tokenizer, user_text, system=cfg.system_prompt)
+
+
+def _units_for(cfg: SampleConfig, item: dict, kinds: Iterable[str], tokenizer: Any,
+               done: set[tuple[str, str, int]]) -> Iterator[_Unit]:
+    from conj_train.prompts import build_hint_prompt
+
+    pid, label = item["pair_id"], int(item["label"])
+    for kind in kinds:
+        count = _kind_count(cfg, kind)
+        todo = [i for i in range(count) if (pid, kind, i) not in done]
+        if not todo:
+            continue
+        if kind == "repeated":
+            user, hint_verdict, wrap = item["prompt"], None, False
+        else:
+            hint = build_hint_prompt(item, hint="correct" if kind == "hint_correct" else "wrong",
+                                     reading=cfg.hint_reading, template=cfg.template)
+            user, hint_verdict, wrap = hint["prompt"], int(hint["verdict"]), bool(hint["wrap"])
+        text = _render(tokenizer, cfg, user)
+        yield _Unit(pid, kind, label, text, stable_hash(text), todo,
+                    [derive_seed(cfg.seed, pid, kind, i) for i in todo], hint_verdict, wrap)
+
+
+def _judgment_record(unit: _Unit, gen: Generation, cfg: SampleConfig) -> dict:
+    from conj_train.prompts import wrap_hint_output
+
+    text = wrap_hint_output(gen.text, unit.hint_verdict, template=cfg.template) if unit.wrap else gen.text
+    rec = {
+        "judgment_id": f"{unit.pair_id}:{unit.kind}:{unit.indices[gen.index]}",
+        "pair_id": unit.pair_id,
+        "kind": unit.kind,
+        "index": unit.indices[gen.index],
+        "label": unit.label,
+        "hint_verdict": unit.hint_verdict,
+        "prompt_hash": unit.prompt_hash,
+        "text": text,
+        "finish_reason": gen.finish_reason,
+        "prompt_tokens": gen.prompt_tokens,
+        "completion_tokens": gen.completion_tokens,
+        "seed": gen.seed,
+    }
+    if unit.wrap:
+        rec["raw_text"] = gen.text
+    return rec
+
+
+# --------------------------------------------------------------------------------------------
+# Running one shard
+
+
+def _check_run_dir(out: Path, cfg: SampleConfig, name: str) -> None:
+    """Refuse to mix outputs of a different config into ``out`` unless ``overwrite``."""
+    import shutil
+
+    manifest = out / "manifests" / f"{name}.json"
+    merged = out / "manifest.json"
+    for path in (manifest, merged):
+        if path.exists() and read_json(path).get("config_hash") != cfg.output_hash():
+            if not cfg.overwrite:
+                raise ConjError(f"{out} holds a sampling run with a different config; pass "
+                                "--overwrite to replace it or choose a new output_dir")
+            shutil.rmtree(out)
+            return
+
+
+def _done_keys(path: Path) -> tuple[set[tuple[str, str, int]], list[dict]]:
+    if not path.exists():
+        return set(), []
+    rows = list(iter_jsonl(path, drop_partial_last_line=True))
+    return {(r["pair_id"], r["kind"], int(r["index"])) for r in rows}, rows
+
+
+def _make_engine(cfg: SampleConfig) -> Any:
+    if cfg.engine == "vllm":
+        from conj_train.engines.vllm import VLLMEngine
+
+        return VLLMEngine(cfg.model, tensor_parallel_size=cfg.tensor_parallel_size, dtype=cfg.dtype,
+                          seed=cfg.seed, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                          max_model_len=cfg.max_model_len, trust_remote_code=cfg.trust_remote_code)
+    from conj_train.engines.hf import HFEngine
+
+    return HFEngine(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+                    threads=cfg.threads)
+
+
+def load_tokenizer(model: str, trust_remote_code: bool = False) -> Any:
+    """The judge's tokenizer; a missing path or a tokenizer without a chat template is a ConjError."""
+    from transformers import AutoTokenizer
+
+    looks_local = model.startswith((".", "/", "~")) or Path(model).exists()
+    if looks_local and not Path(model).expanduser().exists():
+        raise ConjError(f"model path not found: {model}")
+    try:
+        tok = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ConjError(f"cannot load tokenizer of {model}: {str(e).splitlines()[0]}") from e
+    if not getattr(tok, "chat_template", None):
+        raise ConjError(f"the tokenizer of {model} has no chat template; set one (tokenizer.chat_template)")
+    return tok
+
+
+def _count_parseable(rows: Iterable[dict]) -> tuple[int, int]:
+    from conj_train.verdicts import parse_verdict
+
+    total = ok = 0
+    for r in rows:
+        total += 1
+        ok += parse_verdict(r["text"], "strict").verdict is not None
+    return ok, total
+
+
+def _one_sided(rows: list[dict]) -> bool:
+    """True when a pair's repeated samples are all right or all wrong (no contrast among them)."""
+    from conj_train.verdicts import parse_verdict
+
+    verdicts = [parse_verdict(r["text"], "strict").verdict for r in rows]
+    right = sum(v == r["label"] for v, r in zip(verdicts, rows, strict=True))
+    wrong = sum(v is not None and v != r["label"] for v, r in zip(verdicts, rows, strict=True))
+    return right == 0 or wrong == 0
+
+
+def run_sample(cfg: SampleConfig, *, rank: int | None = None, world: int | None = None,
+               engine: Any = None, merge: bool = True) -> SampleResult:
+    """Sample one shard (``cfg.shard``, or ``rank``/``world`` under accelerate).
+
+    With ``merge`` the merged manifest is written once every shard has finished. A shard that already
+    finished with the same config is not redone (the rerun is a no-op that says so).
+    """
+    if cfg.shard is not None:
+        rank, world = parse_shard(cfg.shard)
+    rank, world = rank or 0, world or 1
+    out = Path(cfg.output_dir)
+    if cfg.merge_only:
+        return merge_shards(out, cfg)
+    name = shard_name(rank, world)
+    _check_run_dir(out, cfg, name)
+    manifest_path = out / "manifests" / f"{name}.json"
+    if manifest_path.exists() and read_json(manifest_path).get("complete"):
+        result = SampleResult(out, read_json(manifest_path)["counts"], complete=True,
+                              summary=f"{out}: shard {rank}/{world} already complete; nothing to do")
+        if merge and _all_shards_written(out, world):
+            merged = merge_shards(out, cfg)
+            merged.summary = result.summary + "\n" + merged.summary
+            return merged
+        return result
+
+    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    items, info = _load_items(cfg)
+    mine = [it for it in items if shard_of(it["pair_id"], world) == rank]
+    write_jsonl(out / "prompts" / f"{name}.jsonl", (_prompt_row(it) for it in mine))
+    jpath = out / "judgments" / f"{name}.jsonl"
+    done, existing = _done_keys(jpath)
+    first_kinds = ["repeated"] if cfg.hint_when == "fallback" else [k for k in KINDS if _kind_count(cfg, k)]
+    engine = engine or _make_engine(cfg)
+    counts: Counter[str] = Counter()
+    skipped: dict[str, set[str]] = {}
+    with JsonlAppender(jpath) as sink:
+        _sample_pass(cfg, engine, tokenizer, mine, first_kinds, done, sink, counts, skipped)
+        if cfg.hint_when == "fallback" and cfg.hint_samples:
+            done, rows = _done_keys(jpath)
+            fallback = _fallback_items(mine, rows)
+            counts["fallback_pairs"] = len(fallback)
+            _sample_pass(cfg, engine, tokenizer, fallback, ["hint_correct", "hint_wrong"], done, sink,
+                         counts, skipped)
+    _, rows = _done_keys(jpath)
+    shard_counts = _summarise(rows, len(mine), {k: len(v) for k, v in skipped.items()}, counts)
+    atomic_write_json(manifest_path, {
+        "stage": "sample", "shard": [rank, world], "config_hash": cfg.output_hash(),
+        "config": config_to_dict(cfg), "input": info, "counts": shard_counts, "complete": True,
+        "resumed_from": len(existing), "versions": library_versions(),
+    })
+    result = SampleResult(out, shard_counts, complete=True, summary=format_summary(shard_counts))
+    if merge and _all_shards_written(out, world):
+        result = merge_shards(out, cfg)
+    return result
+
+
+def _prompt_row(item: dict) -> dict:
+    keep = ("pair_id", "label", "prompt", "question", "answer1", "answer2", "template")
+    row = {k: item[k] for k in keep if k in item}
+    row["prompt_hash"] = stable_hash(item["prompt"])
+    return row
+
+
+def _fallback_items(items: list[dict], rows: list[dict]) -> list[dict]:
+    by_pair: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["kind"] == "repeated":
+            by_pair.setdefault(r["pair_id"], []).append(r)
+    return [it for it in items if by_pair.get(it["pair_id"]) and _one_sided(by_pair[it["pair_id"]])]
+
+
+def _sample_pass(cfg: SampleConfig, engine: Any, tokenizer: Any, items: list[dict], kinds: list[str],
+                 done: set, sink: JsonlAppender, counts: Counter, skipped: dict[str, set[str]]) -> None:
+    """Generate every missing judgment of ``items`` for ``kinds``, a batch of pairs at a time.
+
+    Each batch is written (append + fsync) before the next starts, so a kill loses at most the batch
+    in flight. Prompts longer than the engine's context minus ``max_new_tokens`` are skipped and
+    counted, never truncated.
+    """
+    from tqdm.auto import tqdm
+
+    todo = [it for it in items if any((it["pair_id"], k, i) not in done
+                                      for k in kinds for i in range(_kind_count(cfg, k)))]
+    params = {"repeated": cfg.repeated_params(), "hint": cfg.hint_params()}
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="pair", desc=f"sample {'+'.join(kinds)}",
+               disable=not cfg.progress)
+    t0, tokens = time.perf_counter(), 0
+    for start in range(0, len(todo), cfg.batch_pairs):
+        batch = todo[start: start + cfg.batch_pairs]
+        fits: list[_Unit] = []
+        for u in (u for it in batch for u in _units_for(cfg, it, kinds, tokenizer, done)):
+            if engine.count_tokens(u.prompt_text) + cfg.max_new_tokens > engine.max_context:
+                skipped.setdefault("prompt_too_long", set()).add(u.pair_id)
+            else:
+                fits.append(u)
+        records: list[dict] = []
+        for group in ("repeated", "hint"):
+            us = [u for u in fits if u.kind.startswith(group)]
+            if not us:
+                continue
+            reqs = [GenerationRequest(key=f"{u.pair_id}:{u.kind}", prompt=u.prompt_text, seeds=u.seeds)
+                    for u in us]
+            by_key: dict[str, list[Generation]] = {}
+            for g in engine.generate(reqs, params[group]):
+                by_key.setdefault(g.key, []).append(g)
+            for u in us:
+                for g in by_key.get(f"{u.pair_id}:{u.kind}", []):
+                    records.append(_judgment_record(u, g, cfg))
+                    tokens += g.completion_tokens
+        sink.write_batch(records)
+        done.update((r["pair_id"], r["kind"], r["index"]) for r in records)
+        bar.update(len(batch))
+        bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - t0, 1e-9):.0f}")
+    bar.close()
+    counts["generated_tokens"] += tokens
+
+
+def _summarise(rows: list[dict], pairs: int, skipped: dict, counts: Counter) -> dict:
+    by_kind = Counter(r["kind"] for r in rows)
+    length = sum(r["finish_reason"] == "length" for r in rows)
+    parseable, total = _count_parseable(rows)
+    out = {
+        "pairs": pairs,
+        "judgments": len(rows),
+        "by_kind": dict(by_kind),
+        "finish_length": length,
+        "parseable": parseable,
+        "skipped_pairs": skipped,
+    }
+    if "fallback_pairs" in counts:
+        out["fallback_pairs"] = counts["fallback_pairs"]
+    if total:
+        out["share_length"] = round(length / total, 4)
+        out["share_parseable"] = round(parseable / total, 4)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Merging shards
+
+
+def _all_shards_written(out: Path, world: int) -> bool:
+    return all((out / "manifests" / f"{shard_name(i, world)}.json").exists() for i in range(world))
+
+
+def merge_shards(out: Path, cfg: SampleConfig) -> SampleResult:
+    """Check that every shard finished with this config, then write the merged ``manifest.json``."""
+    mdir = out / "manifests"
+    manifests = sorted(mdir.glob("shard-*.json")) if mdir.is_dir() else []
+    if not manifests:
+        raise ConjError(f"{out}: no shard manifests to merge")
+    shards = [read_json(p) for p in manifests]
+    worlds = {tuple(m["shard"])[1] for m in shards}
+    if len(worlds) != 1:
+        raise ConjError(f"{out}: shards of different shard counts {sorted(worlds)}; rerun with one count")
+    world = worlds.pop()
+    missing = [i for i in range(world) if not (mdir / f"{shard_name(i, world)}.json").exists()]
+    if missing:
+        raise ConjError(f"{out}: shards not finished yet: {missing}")
+    if any(m["config_hash"] != cfg.output_hash() for m in shards):
+        raise ConjError(f"{out}: a shard was written with a different config")
+    seen: set[tuple[str, str, int]] = set()
+    total: Counter[str] = Counter()
+    by_kind: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+    for i in range(world):
+        for r in iter_jsonl(out / "judgments" / f"{shard_name(i, world)}.jsonl", drop_partial_last_line=True):
+            key = (r["pair_id"], r["kind"], int(r["index"]))
+            if key in seen:
+                raise ConjError(f"{out}: duplicate judgment {key} across shards")
+            seen.add(key)
+            by_kind[r["kind"]] += 1
+            total["finish_length"] += r["finish_reason"] == "length"
+    for m in shards:
+        total["pairs"] += m["counts"]["pairs"]
+        total["parseable"] += m["counts"]["parseable"]
+        total["fallback_pairs"] += m["counts"].get("fallback_pairs", 0)
+        skipped.update(m["counts"].get("skipped_pairs", {}))
+    n_j = len(seen)
+    counts = {"pairs": total["pairs"], "judgments": n_j, "by_kind": dict(by_kind),
+              "finish_length": total["finish_length"], "parseable": total["parseable"],
+              "share_length": round(total["finish_length"] / n_j, 4) if n_j else 0.0,
+              "share_parseable": round(total["parseable"] / n_j, 4) if n_j else 0.0,
+              "skipped_prompts": dict(skipped)}
+    if cfg.hint_when == "fallback":
+        counts["fallback_pairs"] = total["fallback_pairs"]
+    first = shards[0]
+    atomic_write_json(out / "manifest.json", {
+        "stage": "sample", "config_hash": cfg.output_hash(), "config": config_to_dict(cfg),
+        "input": first.get("input", {}), "shards": world, "counts": counts, "complete": True,
+        "versions": library_versions(),
+    })
+    summary = format_summary(counts)
+    return SampleResult(out, counts, complete=True, merged=True, summary=summary)
+
+
+def format_summary(counts: dict) -> str:
+    """A few human lines about a finished run."""
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(counts.get("by_kind", {}).items()))
+    lines = [
+        f"judgments written: {counts['judgments']} for {counts['pairs']} pairs ({kinds})",
+        f"ended by length: {counts.get('share_length', 0):.1%}; "
+        f"parseable (strict): {counts.get('share_parseable', 0):.1%}",
+    ]
+    if counts.get("skipped_prompts"):
+        lines.append(f"skipped prompts: {counts['skipped_prompts']}")
+    if "fallback_pairs" in counts:
+        lines.append(f"pairs given hint samples (fallback): {counts['fallback_pairs']}")
+    return "\n".join(lines)
+
+
+def load_judgments(output_dir: str | Path) -> Any:
+    """The merged judgments of a finished run as a ``datasets.Dataset``."""
+    from datasets import load_dataset
+
+    out = Path(output_dir)
+    if not (out / "manifest.json").exists():
+        raise ConjError(f"{out}: no finished sampling run (manifest.json missing)")
+    files = sorted(str(p) for p in (out / "judgments").glob("shard-*.jsonl"))
+    return load_dataset("json", data_files=files, split="train")
