@@ -22,6 +22,7 @@ not depend on batch size, shard count or restarts; a killed run resumes by skipp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections import Counter
@@ -191,6 +192,14 @@ class _Unit:
     wrap: bool = False
 
 
+@functools.lru_cache(maxsize=8)
+def _template(name: str) -> Any:
+    """The judge template, read once per run (a user template file is not re-read per pair)."""
+    from conj_train.prompts import get_template
+
+    return get_template(name)
+
+
 def _kind_count(cfg: SampleConfig, kind: str) -> int:
     return cfg.n if kind == "repeated" else cfg.hint_samples
 
@@ -227,7 +236,7 @@ def _units_for(cfg: SampleConfig, item: dict, kinds: Iterable[str], tokenizer: A
             user, hint_verdict, wrap = item["prompt"], None, False
         else:
             hint = build_hint_prompt(item, hint="correct" if kind == "hint_correct" else "wrong",
-                                     reading=cfg.hint_reading, template=cfg.template)
+                                     reading=cfg.hint_reading, template=_template(cfg.template))
             user, hint_verdict, wrap = hint["prompt"], int(hint["verdict"]), bool(hint["wrap"])
         text = _render(tokenizer, cfg, user)
         yield _Unit(pid, kind, label, text, stable_hash(text), todo,
@@ -237,7 +246,8 @@ def _units_for(cfg: SampleConfig, item: dict, kinds: Iterable[str], tokenizer: A
 def _judgment_record(unit: _Unit, gen: Generation, cfg: SampleConfig) -> dict:
     from conj_train.prompts import wrap_hint_output
 
-    text = wrap_hint_output(gen.text, unit.hint_verdict, template=cfg.template) if unit.wrap else gen.text
+    text = (wrap_hint_output(gen.text, unit.hint_verdict, template=_template(cfg.template))
+            if unit.wrap else gen.text)
     rec = {
         "judgment_id": f"{unit.pair_id}:{unit.kind}:{unit.indices[gen.index]}",
         "pair_id": unit.pair_id,

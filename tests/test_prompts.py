@@ -94,19 +94,22 @@ def test_paper_reading_appends_the_hint_to_the_judge_prompt() -> None:
     correct = build_hint_prompt(item, hint="correct")
     wrong = build_hint_prompt(item, hint="wrong")
     assert correct["reading"] == "paper" and not correct["wrap"]
-    assert correct["prompt"] == item["prompt"] + f"\n已知回答{k}更好，请说明原因，并按上述JSON格式输出你的判断。"
-    assert wrong["prompt"] == item["prompt"] + f"\n已知回答{3 - k}更好，请说明原因，并按上述JSON格式输出你的判断。"
+    sentence = "更好，请说明原因，并按上述JSON格式输出你的判断。"
+    assert correct["prompt"] == item["prompt"] + f"\n已知回答{k}" + sentence
+    assert wrong["prompt"] == item["prompt"] + f"\n已知回答{3 - k}" + sentence
     assert wrong["verdict"] == 3 - k
 
 
 def test_conj_en_template_asks_for_english_keys() -> None:
     (item,) = build_judge_prompts([rec("p4")], template="conj-en")
     tpl = get_template("conj-en")
-    assert (tpl.rationale_key, tpl.verdict_key, tpl.eval_prefill) == ("reason", "better_answer", ' {"reason":')
+    assert (tpl.rationale_key, tpl.verdict_key) == ("reason", "better_answer")
+    assert tpl.eval_prefill == ' {"reason":'
     assert '{"reason": "your explanation", "better_answer": 1}' in item["prompt"]
     assert item["prompt"].endswith(f"\nAnswer 1: {item['answer1']}\nAnswer 2: {item['answer2']}")
     hinted = build_hint_prompt(item, hint="correct")
-    assert hinted["prompt"].startswith(item["prompt"] + f"\nIt is known that answer {item['label']} is better.")
+    k = item["label"]
+    assert hinted["prompt"].startswith(item["prompt"] + f"\nIt is known that answer {k} is better.")
     assert "原因" not in hinted["prompt"]
     assert get_template("conj-zh").eval_prefill == ' {"原因":'
 
@@ -139,7 +142,8 @@ def test_both_orders_renders_each_pair_twice_swapped() -> None:
     single = build_judge_prompts(records)
     both = build_judge_prompts(records, both_orders=True)
     assert len(both) == 20
-    for r, one, (first, second) in zip(records, single, zip(both[::2], both[1::2], strict=True), strict=True):
+    pairs = zip(both[::2], both[1::2], strict=True)
+    for r, one, (first, second) in zip(records, single, pairs, strict=True):
         assert first == one and not first["swapped"] and second["swapped"]
         assert {first["label"], second["label"]} == {1, 2}
         assert (second["answer1"], second["answer2"]) == (first["answer2"], first["answer1"])
@@ -149,12 +153,17 @@ def test_both_orders_renders_each_pair_twice_swapped() -> None:
 
 
 def test_multi_turn_context_is_shown_before_the_question() -> None:
-    context = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello! How can I help?"}]
+    context = [
+        {"role": "user", "content": "Hi there"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+    ]
     (zh,) = build_judge_prompts([rec("m1", context=context, q="Now add 1+1")])
     head = ZH_JUDGE_HEAD.removesuffix("问题：")
-    assert zh["prompt"].startswith(head + "对话历史：\n用户：Hi there\n助手：Hello! How can I help?\n问题：Now add 1+1\n")
+    transcript = "对话历史：\n用户：Hi there\n助手：Hello! How can I help?\n"
+    assert zh["prompt"].startswith(head + transcript + "问题：Now add 1+1\n")
     (en,) = build_judge_prompts([rec("m1", context=context)], template="conj-en")
-    assert "Conversation history:\nUser: Hi there\nAssistant: Hello! How can I help?\nQuestion: " in en["prompt"]
+    en_transcript = "Conversation history:\nUser: Hi there\nAssistant: Hello! How can I help?\n"
+    assert en_transcript + "Question: " in en["prompt"]
     code = build_hint_prompt(zh, hint="correct", reading="code")["prompt"]
     assert code.startswith(ZH_ANALYSE_HEAD.removesuffix("问题：") + "对话历史：\n用户：Hi there\n")
 
@@ -192,15 +201,15 @@ def test_user_template_fills_placeholders_in_one_pass(tmp_path: Path) -> None:
     r["chosen"] = "literal {answer2} and {context}"
     (item,) = build_judge_prompts([r], template=str(path))
     a1, a2 = slot_answers(r, item["label"])
-    assert item["prompt"] == f'Judge. Reply {{"reason": "...", "better_answer": 1 or 2}}.\nQ: say {{answer1}}\nA: {a1}\nB: {a2}'
+    head = 'Judge. Reply {"reason": "...", "better_answer": 1 or 2}.\n'
+    assert item["prompt"] == head + "Q: say {answer1}\nA: " + a1 + "\nB: " + a2
     assert get_template(str(path)).verdict_key == "better_answer"
     hinted = build_hint_prompts([item], reading="paper")
     assert [h["verdict"] for h in hinted] == [item["label"], 3 - item["label"]]
     assert hinted[0]["prompt"].startswith(item["prompt"] + "\nIt is known that answer")
 
     (multi,) = build_judge_prompts([rec("u2", context=[{"role": "user", "content": "hey"}])], template=path)
-    assert multi["prompt"].startswith('Judge. Reply {"reason": "...", "better_answer": 1 or 2}.\n'
-                                      "Conversation history:\nUser: hey\nQ: ")
+    assert multi["prompt"].startswith(head + "Conversation history:\nUser: hey\nQ: ")
 
 
 @pytest.mark.parametrize(

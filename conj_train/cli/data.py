@@ -1,5 +1,121 @@
-"""Placeholder: replaced by the data-ingestion work."""
+"""``conj data check|convert``: inspect preference data, or convert it to canonical JSONL records."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
 
 
-def register(sub):
-    sub.add_parser("data", help="(in progress)")
+def _source_args(p: argparse.ArgumentParser) -> None:
+    from conj_train.data.formats import FORMATS  # stdlib-only module: cheap enough for --help
+
+    p.add_argument("source", help="a .json/.jsonl(.gz)/.parquet/.csv file, a folder, a save_to_disk "
+                   "folder, or a Hugging Face Hub dataset id")
+    p.add_argument("--format", help=f"input format (default: auto-detect): {', '.join(FORMATS)}")
+    p.add_argument("--config", help="Hub dataset config name")
+    p.add_argument("--split", help="split of a Hub dataset or DatasetDict (default: train)")
+    p.add_argument("--multi-turn", choices=("context", "first_turn"), default="context",
+                   help="keep earlier turns as context (default) or use the first user turn only (Con-J)")
+    p.add_argument("--pku-label", choices=("better", "safer"), default="better",
+                   help="PKU-SafeRLHF label to use as the preference (default: better)")
+    p.add_argument("--field", action="append", default=[], metavar="KEY=NAME",
+                   help="map fields for format 'fields': prompt_field=, chosen_field=, rejected_field=, "
+                   "context_field=, source_field= (repeatable)")
+    p.add_argument("--strict", action="store_true", help="fail on the first row that would be skipped")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``data`` subcommand with its ``check`` and ``convert`` actions."""
+    p = sub.add_parser("data", help="check or convert preference data",
+                       description="Read preference data of any supported format into canonical records.")
+    actions = p.add_subparsers(dest="data_action", metavar="ACTION")
+    check = actions.add_parser("check", help="report rows used, skips by reason, formats and lengths")
+    _source_args(check)
+    check.add_argument("--tokenizer", help="tokenizer folder/id for token-length percentiles")
+    convert = actions.add_parser("convert", help="write canonical records as JSONL and print the report")
+    _source_args(convert)
+    convert.add_argument("--output", "-o", required=True, help="output .jsonl path")
+    convert.add_argument("--decontaminate", nargs="+", action="extend", default=[], metavar="EVAL_SOURCE",
+                         help="drop rows whose question appears in these evaluation sources")
+    convert.add_argument("--ngram", type=int, metavar="N",
+                         help="with --decontaminate: also drop rows sharing any N-word sequence")
+    p.set_defaults(func=run, data_parser=p)
+
+
+def _field_map(pairs: list[str]) -> dict[str, str] | None:
+    from conj_train.errors import ConjError
+
+    out = {}
+    for pair in pairs:
+        key, sep, name = pair.partition("=")
+        if not sep or not key or not name:
+            raise ConjError(f"--field expects KEY=NAME (e.g. prompt_field=question), got {pair!r}")
+        out[key.strip()] = name.strip()
+    return out or None
+
+
+def _load(args: argparse.Namespace, **extra: Any):
+    from conj_train.data import load_preferences
+
+    return load_preferences(
+        args.source, format=args.format, config=args.config, split=args.split,
+        field_map=_field_map(args.field), multi_turn=args.multi_turn, pku_label=args.pku_label,
+        strict=args.strict, **extra,
+    )
+
+
+def _print_report(info: dict) -> None:
+    print(f"source:      {info['dataset']}")
+    print(f"format:      {info['format']}")
+    print(f"rows read:   {info['rows_read']}")
+    print(f"rows used:   {info['rows_used']}")
+    print(f"skipped:     {sum(info['skipped'].values())}")
+    for reason, n in sorted(info["skipped"].items(), key=lambda kv: -kv[1]):
+        examples = info["skip_examples"].get(reason, [])
+        more = ", ..." if n > len(examples) else ""
+        print(f"  {reason:<18} {n:>7}  (rows {', '.join(map(str, examples))}{more})")
+    print(f"multi-turn:  {info['multi_turn_rows']} ({100 * info['multi_turn_share']:.1f}% of used rows)")
+    for unit, table in info.get("lengths", {}).items():
+        print(f"length in {unit}:")
+        print(" " * 12 + "".join(f"{k:>9}" for k in ("p50", "p90", "p99", "max")))
+        for key, q in table.items():
+            print(f"  {key:<10}" + "".join(f"{q[k]:>9}" for k in ("p50", "p90", "p99", "max")))
+
+
+def _tokenizer(path: str | None) -> Any:
+    if not path:
+        return None
+    from conj_train.errors import ConjError
+
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except Exception as e:
+        raise ConjError(f"cannot load tokenizer {path!r}: {str(e).splitlines()[0][:200]}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch ``conj data ACTION``."""
+    if args.data_action is None:
+        args.data_parser.print_help()
+        return 2
+    from conj_train.data import length_stats, write_records
+
+    if args.data_action == "check":
+        tokenizer = _tokenizer(args.tokenizer)
+        result = _load(args)
+        info = {**result.report.to_dict(), "lengths": length_stats(result.records, tokenizer)}
+    else:
+        result = _load(args, decontaminate_against=args.decontaminate or None, ngram=args.ngram)
+        written = write_records(args.output, result.records)
+        info = {**result.report.to_dict(), "output": args.output, "written": written}
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False))
+    else:
+        _print_report(info)
+        if "output" in info:
+            print(f"wrote {info['written']} records to {info['output']}")
+    return 0

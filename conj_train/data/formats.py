@@ -218,7 +218,10 @@ def trl_conversational(row: dict, opts: Options) -> Draft:
 
 @register("skywork", lambda k, s: "prompt" not in k and isinstance(_first(s, "chosen"), list))
 def skywork(row: dict, opts: Options) -> Draft:
-    """Skywork / TRL conversational implicit prompt: full conversations; the last turn is the answer."""
+    """Skywork / TRL conversational implicit prompt: full conversations; the last turn is the answer.
+
+    The prompt turns are taken from ``chosen`` (as Con-J does); ``rejected`` only gives its last turn.
+    """
     _need(row, "chosen", "rejected")
     conv = row["chosen"]
     prompt = conv[:-1] if isinstance(conv, list) else conv
@@ -253,7 +256,8 @@ def hh_rlhf(row: dict, opts: Options) -> Draft:
     parts = _HH_TAG.split(chosen[:cut])
     if parts[0].strip():
         raise Skip("missing_field", "transcript does not start with 'Human:'")
-    turns = [{"role": _HH_ROLES[r], "content": t.strip()} for r, t in zip(parts[1::2], parts[2::2])]
+    pairs = zip(parts[1::2], parts[2::2], strict=True)
+    turns = [{"role": _HH_ROLES[role], "content": text.strip()} for role, text in pairs]
     start = cut + len("\n\nAssistant:")
     return Draft(turns, chosen[start:].strip(), rejected[start:].strip())
 
@@ -327,5 +331,6 @@ def detect_format(rows: list[Any], where: str) -> Format:
     shown = ", ".join(sorted(map(str, keys))[:12]) or "none"
     raise ConjError(
         f"cannot detect the preference format of {where} from its fields ({shown}); pass --format "
-        f"({', '.join(FORMATS)}) or map fields with --field prompt_field=... chosen_field=... rejected_field=..."
+        f"({', '.join(FORMATS)}) or map fields with --field prompt_field=NAME chosen_field=NAME "
+        "rejected_field=NAME"
     )

@@ -98,7 +98,10 @@ def read_file(path: Path) -> Table:
 
 
 def _dataset_rows(ds: Any, name: str, split: str | None) -> Table:
-    """Rows of a ``datasets`` Dataset, or of one split of a DatasetDict (default "train")."""
+    """Rows of a ``datasets`` Dataset, or of one split of a DatasetDict (default "train").
+
+    A single Dataset ignores ``split``: the Hub loader has already applied it.
+    """
     import datasets
 
     if isinstance(ds, datasets.DatasetDict | datasets.IterableDatasetDict):
@@ -107,8 +110,6 @@ def _dataset_rows(ds: Any, name: str, split: str | None) -> Table:
         if chosen not in splits:
             raise ConjError(f"{name}: choose a split with --split (available: {', '.join(splits)})")
         ds = ds[chosen]
-    elif split:
-        raise ConjError(f"{name}: holds a single split; drop --split {split}")
     rows = [dict(r) for r in ds]
     return Table(name, rows, [None] * len(rows))
 
@@ -144,7 +145,7 @@ def read_source(source: str, *, config: str | None = None, split: str | None = N
             if not files:
                 raise ConjError(f"{path}: folder has no data files ({', '.join(DATA_SUFFIXES)})")
             tables = [read_file(p) for p in files]
-            for p, t in zip(files, tables):
+            for p, t in zip(files, tables, strict=True):
                 t.name = str(p.relative_to(path).with_name(_label(p)))
     elif _suffix(path) or source.startswith((".", "/", "~")) or not _HUB_ID.match(source):
         raise ConjError(f"{source}: no such file or folder")

@@ -20,6 +20,7 @@ that cross-request guarantee for throughput, for the same reason.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Iterator, Sequence
@@ -47,47 +48,66 @@ def check_params(params: SamplingParams) -> None:
         raise ConjError(f"top_k must be >= 0 (0 disables it), got {params.top_k}")
 
 
-def process_logits(logits: Any, seen: Any, params: SamplingParams) -> Any:
-    """Turn float32 next-token logits ``[rows, vocab]`` into the scores ``generate`` would sample from.
+def penalize(logits: Any, seen: Any, penalty: float) -> Any:
+    """Repetition penalty as transformers applies it: divide positive / multiply negative logits of
+    the tokens marked in ``seen`` (prompt + generated so far, per row)."""
+    import torch
 
-    ``seen`` marks, per row, the tokens of prompt + generated text (the repetition-penalty set). Order
-    and formulas follow transformers' RepetitionPenalty, Temperature, TopK and TopP processors; greedy
-    applies the repetition penalty only, as ``generate(do_sample=False)`` does.
+    if penalty == 1.0:
+        return logits
+    return torch.where(seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
+
+
+def token_distribution(scores: Any, params: SamplingParams) -> tuple[Any, Any]:
+    """Temperature, top-k and top-p as ``generate`` applies them, in that order, to penalized scores.
+
+    Returns ``(ids, probs)``: the candidate token ids ``[rows, m]`` (None: the whole vocabulary in id
+    order) and their probabilities, zero for candidates top-p removed. With top-k on, only the k best
+    scores are softmaxed and sorted, which is what makes top-p cheap on large vocabularies; the result is
+    the distribution of transformers' warpers up to float rounding.
     """
     import torch
 
-    scores = logits
-    if params.repetition_penalty != 1.0:
-        penalty = params.repetition_penalty
-        scores = torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty), scores)
-    if params.greedy:
-        return scores
     if params.temperature != 1.0:
         scores = scores / params.temperature
-    if params.top_k:
-        kth = torch.topk(scores, min(params.top_k, scores.shape[-1]))[0][..., -1, None]
-        scores = scores.masked_fill(scores < kth, -float("inf"))
+    vocab = scores.shape[-1]
+    ids = None
+    k = min(params.top_k, vocab)
+    if 0 < k < vocab:
+        vals, ids = torch.topk(scores, k)
+        # transformers keeps every score equal to the k-th one; ties there need the full-vocab path.
+        if bool(((scores >= vals[:, -1:]).sum(-1) > k).any()):
+            scores = scores.masked_fill(scores < vals[:, -1:], -float("inf"))
+            ids = None
+        else:
+            scores, ids = vals.flip(-1), ids.flip(-1)
     if params.top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, descending=False)
-        drop = sorted_scores.softmax(dim=-1).cumsum(dim=-1) <= (1 - params.top_p)
+        if ids is None:
+            scores, ids = torch.sort(scores, descending=False, stable=True)
+        probs = scores.softmax(dim=-1)
+        drop = probs.cumsum(dim=-1) <= (1 - params.top_p)
         drop[..., -1:] = False
-        scores = scores.masked_fill(drop.scatter(1, order, drop), -float("inf"))
-    return scores
+        return ids, probs.masked_fill(drop, 0.0)
+    return ids, scores.softmax(dim=-1)
 
 
-def pick_tokens(scores: Any, generators: Sequence[Any] | None) -> Any:
-    """Greedy argmax when ``generators`` is None, else one exact draw per row from its own generator."""
+def sample(ids: Any, probs: Any, uniforms: Any) -> Any:
+    """One inverse-CDF draw per row: ``uniforms[row]`` in [0, 1) picks a candidate in proportion to ``probs``."""
     import torch
 
-    if generators is None:
+    cdf = probs.cumsum(dim=-1)
+    target = (uniforms * cdf[:, -1]).unsqueeze(-1)
+    # right=True never lands on a zero-probability candidate; the clamp absorbs u * total rounding up.
+    pick = torch.searchsorted(cdf, target, right=True).clamp_(max=probs.shape[-1] - 1)
+    return pick.squeeze(-1) if ids is None else ids.gather(1, pick).squeeze(-1)
+
+
+def next_tokens(logits: Any, seen: Any, params: SamplingParams, uniforms: Any | None) -> Any:
+    """The next token of every row: penalized argmax when greedy, else a draw with ``uniforms``."""
+    scores = penalize(logits, seen, params.repetition_penalty)
+    if params.greedy:
         return scores.argmax(dim=-1)
-    probs = scores.softmax(dim=-1)
-    noise = torch.empty_like(probs)
-    for row, gen in enumerate(generators):
-        noise[row].exponential_(generator=gen)
-    # E == 0 would turn a zero-probability token into 0/0 = nan, which argmax prefers.
-    noise.clamp_(min=torch.finfo(noise.dtype).tiny)
-    return (probs / noise).argmax(dim=-1)
+    return sample(*token_distribution(scores, params), uniforms)
 
 
 class KVDecoder:
@@ -95,17 +115,25 @@ class KVDecoder:
 
     ``prompts`` must all have the same length (nothing is padded). After construction ``logits`` holds
     the float32 next-token logits of every row ``[sum(rows), vocab]``; :meth:`step` advances all live rows
-    by one token and :meth:`keep` drops finished rows from the cache.
+    by one token and :meth:`keep` drops finished rows from the cache. ``capacity`` (prompt + new tokens)
+    lets full-attention layers write into a preallocated buffer instead of growing by ``torch.cat``.
     """
 
-    def __init__(self, model: Any, prompts: Sequence[Sequence[int]], rows: Sequence[int]) -> None:
+    def __init__(
+        self, model: Any, prompts: Sequence[Sequence[int]], rows: Sequence[int], capacity: int = 0
+    ) -> None:
         import torch
         from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
         if len({len(p) for p in prompts}) != 1:
             raise ValueError("KVDecoder packs prompts of one token length only")
         self._model = model
         self._cache = DynamicCache(config=model.config)
+        if capacity:
+            # Sliding-window and other special layers keep their own class.
+            self._cache.layers = [_buffer_layer_class()(capacity) if type(layer) is DynamicLayer else layer
+                                  for layer in self._cache.layers]
         self._cache_kw = _cache_kwarg(model)
         device = model.device
         ids = torch.tensor([list(p) for p in prompts], dtype=torch.long, device=device)
@@ -129,6 +157,56 @@ class KVDecoder:
         """Keep only the rows at ``index`` (a 1-D long tensor) in the cache and the current logits."""
         self._cache.batch_select_indices(index)
         self.logits = self.logits[index]
+
+
+@functools.cache
+def _buffer_layer_class() -> type:
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferLayer(DynamicLayer):
+        """A full-attention cache layer over a preallocated ``[batch, heads, capacity, dim]`` buffer.
+
+        ``DynamicLayer`` concatenates the whole cache at every step (O(length) copies per token, about a
+        quarter of a decode step on small models); this one writes the new positions in place and hands
+        attention a view of the filled part, which gives bitwise the same attention inputs.
+        """
+
+        def __init__(self, capacity: int) -> None:
+            super().__init__()
+            self.capacity = capacity
+            self.filled = 0
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            new = key_states.shape[-2]
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                shape = (*key_states.shape[:2], max(self.capacity, new), key_states.shape[-1])
+                self._k = key_states.new_empty(shape)
+                self._v = value_states.new_empty((*shape[:3], value_states.shape[-1]))
+            if self.filled + new > self._k.shape[-2]:
+                raise ValueError(f"KV buffer of {self._k.shape[-2]} positions overflows")
+            self._k[:, :, self.filled : self.filled + new] = key_states
+            self._v[:, :, self.filled : self.filled + new] = value_states
+            self.filled += new
+            self._refresh()
+            return self.keys, self.values
+
+        def _refresh(self) -> None:
+            self.keys = self._k[:, :, : self.filled]
+            self.values = self._v[:, :, : self.filled]
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            if self.filled:
+                self._k = self._k.repeat_interleave(repeats, dim=0)
+                self._v = self._v.repeat_interleave(repeats, dim=0)
+                self._refresh()
+
+        def batch_select_indices(self, indices: Any) -> None:
+            if self.filled:
+                self._k, self._v = self._k[indices], self._v[indices]
+                self._refresh()
+
+    return BufferLayer
 
 
 def _cache_kwarg(model: Any) -> str:
@@ -274,7 +352,7 @@ class HFEngine:
         import torch
 
         rows = [_rows(r, params) for r in reqs]
-        dec = KVDecoder(self.model, prompts, rows)
+        dec = KVDecoder(self.model, prompts, rows, capacity=len(prompts[0]) + params.max_new_tokens)
         vocab = dec.logits.shape[-1]
         device = dec.logits.device
         owner = [(k, j) for k, n in enumerate(rows) for j in range(n)]
@@ -282,16 +360,19 @@ class HFEngine:
         for k, prompt in enumerate(prompts):
             seen[k, torch.tensor([t for t in prompt if t < vocab], dtype=torch.long, device=device)] = True
         seen = torch.repeat_interleave(seen, torch.tensor(rows, device=device), dim=0)
-        gens = None if params.greedy else [
-            torch.Generator(device=device).manual_seed(int(reqs[k].seeds[j])) for k, j in owner
-        ]
+        # A row's whole random stream (one uniform per step) comes from its own seed, drawn up front.
+        uniforms = None if params.greedy else torch.stack([
+            torch.rand(params.max_new_tokens, device=device,
+                       generator=torch.Generator(device=device).manual_seed(int(reqs[k].seeds[j])))
+            for k, j in owner
+        ])
         stop = torch.tensor(sorted(self.stop_token_ids), dtype=torch.long, device=device)
         live = list(range(len(owner)))
         out_tokens: list[list[int]] = [[] for _ in owner]
         stopped = [False] * len(owner)
         logits = dec.logits
         for step in range(params.max_new_tokens):
-            tokens = pick_tokens(process_logits(logits, seen, params), gens)
+            tokens = next_tokens(logits, seen, params, None if uniforms is None else uniforms[:, step])
             seen[torch.arange(len(live), device=device), tokens] = True
             hits = torch.isin(tokens, stop).tolist()
             for row, tok, hit in zip(live, tokens.tolist(), hits, strict=True):
@@ -305,8 +386,8 @@ class HFEngine:
                 dec.keep(idx)
                 tokens, seen = tokens[idx], seen[idx]
                 live = [live[p] for p in keep]
-                if gens is not None:
-                    gens = [gens[p] for p in keep]
+                if uniforms is not None:
+                    uniforms = uniforms[idx]
             logits = dec.step(tokens)
         return self._package(reqs, rows, prompts, out_tokens, stopped, params)
 

@@ -21,13 +21,19 @@ Choices, and why:
   the copies of one prompt share a single prefill, so the cost over ``n=k`` is small.
 * **Token prompts.** The prompt text (chat template already applied) plus the prefill is tokenized
   once here with ``add_special_tokens=False`` and sent as ``{"prompt_token_ids": [...]}``. vLLM
-  would encode a text prompt *with* special tokens, adding a second BOS to templates that already
-  start with one (Llama 3); token prompts also make :meth:`VLLMEngine.count_tokens` exact and the
-  copies of a prompt token-identical, which prefix caching needs.
-* **top_k.** ``0``/``None``/negative means "off" in :class:`SamplingParams`; it is sent as ``-1``,
-  which every vLLM version accepts as "disabled" (new versions prefer ``0``, old ones reject it).
-* **Greedy.** ``temperature=0`` (vLLM then ignores top-p/top-k and the seed); still one request per
-  sample so every requested sample gets a record.
+  encodes a text prompt with the tokenizer's special tokens by default, adding a second BOS to
+  templates that already start with one (Llama 3). Token prompts also make
+  :meth:`VLLMEngine.count_tokens` exact and the copies of a prompt token-identical, which prefix
+  caching needs.
+* **Settings.** :func:`conj_train.engines.hf.check_params` runs first, so both engines accept the
+  same settings; vLLM's own ``SamplingParams`` validation (e.g. ``temperature <= 2`` in recent
+  versions) then surfaces as a :class:`ConjError`. ``top_k=0`` ("off") is sent as ``-1``, which
+  every vLLM version accepts as "disabled" (new versions prefer ``0``, old ones reject it).
+* **Greedy.** ``temperature=0`` (vLLM then ignores top-p/top-k and the seed), one vLLM request per
+  prompt whose text every seed of that request shares, as the hf engine does.
+* **Length.** Like the hf engine, a prompt (with prefill) whose tokens plus ``max_new_tokens``
+  exceed ``max_model_len`` is a :class:`ConjError` naming the request; the sampling stage skips such
+  prompts before they get here.
 * **Finish reasons.** vLLM reports ``stop`` (EOS or stop string), ``length`` (``max_tokens`` or the
   context limit), and, rarely, ``repetition``, ``abort`` or ``error`` (V1's
   ``FINISH_REASON_STRINGS``). The last three did not end naturally, so they are recorded as
@@ -58,6 +64,7 @@ from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from conj_train.engines.base import FinishReason, Generation, GenerationRequest, SamplingParams
+from conj_train.engines.hf import check_params
 from conj_train.errors import ConjError
 
 log = logging.getLogger(__name__)
@@ -146,6 +153,12 @@ def _check_devices_not_shared(tensor_parallel_size: int, env: Mapping[str, str])
     )
 
 
+def _check_seeds(req: GenerationRequest) -> None:
+    for index, seed in enumerate(req.seeds):
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
+            raise ConjError(f"request {req.key}: seed {index} is {seed!r}; seeds must be ints in [0, 2^63)")
+
+
 def _import_vllm() -> Any:
     try:
         return importlib.import_module("vllm")
@@ -225,7 +238,7 @@ class VLLMEngine:
         raise RuntimeError("cannot determine the vLLM engine's max_model_len")
 
     def _sampling_params(self, params: SamplingParams, seed: int) -> Any:
-        top_k = params.top_k if params.top_k and params.top_k > 0 else -1
+        top_k = params.top_k if params.top_k > 0 else -1
         kwargs: dict[str, Any] = {
             "n": 1,
             "seed": seed,
@@ -256,7 +269,11 @@ class VLLMEngine:
         """
         if chunk_size < 1:
             raise ConjError(f"chunk_size must be at least 1, got {chunk_size}")
-        self._sampling_params(params, 0)  # fail on bad settings before any work
+        # Fail on bad settings before any work: the checks every engine shares, then vLLM's own.
+        check_params(params)
+        self._sampling_params(params, 0)
+        for req in requests:
+            _check_seeds(req)
         for start in range(0, len(requests), chunk_size):
             yield self._generate_chunk(requests[start : start + chunk_size], params)
 
@@ -266,31 +283,37 @@ class VLLMEngine:
         limit = self.max_context
         prompts: list[dict[str, list[int]]] = []
         sampling: list[Any] = []
-        slots: list[tuple[GenerationRequest, int, int]] = []
+        plan: list[tuple[GenerationRequest, int]] = []
         for req in requests:
+            if not req.seeds:
+                continue
             ids = self._encode(req.prompt + req.prefill)
-            if len(ids) >= limit:
+            if not ids:
+                raise ConjError(f"request {req.key}: empty prompt")
+            if len(ids) + params.max_new_tokens > limit:
                 raise ConjError(
-                    f"request {req.key}: prompt has {len(ids)} tokens, but the vLLM engine's max context "
-                    f"is {limit}; shorten or filter the prompt, or raise max_model_len"
+                    f"request {req.key}: {len(ids)} prompt tokens + {params.max_new_tokens} new tokens "
+                    f"exceed the vLLM engine's max context of {limit}"
                 )
-            for index, seed in enumerate(req.seeds):
-                if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
-                    raise ConjError(
-                        f"request {req.key}: seed {index} is {seed!r}; seeds must be ints in [0, 2^63)"
-                    )
+            # Greedy runs one vLLM request per prompt and every seed shares its text, as in the hf engine.
+            for seed in req.seeds[:1] if params.greedy else req.seeds:
                 prompts.append({"prompt_token_ids": ids})
-                sampling.append(self._sampling_params(params, seed))
-                slots.append((req, index, seed))
+                sampling.append(self._sampling_params(params, int(seed)))
+            plan.append((req, len(ids)))
         if not prompts:
             return []
         outputs = self._llm.generate(prompts, sampling, use_tqdm=False)
         if len(outputs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} requests")
-        return [
-            self._to_generation(req, index, seed, out, len(prompt["prompt_token_ids"]))
-            for (req, index, seed), out, prompt in zip(slots, outputs, prompts, strict=True)
-        ]
+        gens: list[Generation] = []
+        pos = 0
+        for req, n_prompt in plan:
+            n_out = 1 if params.greedy else len(req.seeds)
+            outs = outputs[pos : pos + n_out] * (len(req.seeds) if params.greedy else 1)
+            pos += n_out
+            for index, (seed, out) in enumerate(zip(req.seeds, outs, strict=True)):
+                gens.append(self._to_generation(req, index, int(seed), out, n_prompt))
+        return gens
 
     def _to_generation(
         self, req: GenerationRequest, index: int, seed: int, out: Any, n_prompt: int

@@ -65,6 +65,8 @@ class SamplingParams:
             raise ValueError(f"repetition_penalty must be greater than zero, got {self.repetition_penalty}.")
         if not math.isfinite(self.temperature) or self.temperature < 0.0:
             raise ValueError(f"temperature must be non-negative, got {self.temperature}.")
+        if self.temperature > 2.0:
+            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}.")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
         if not isinstance(self.top_k, int) or self.top_k < -1:
@@ -163,11 +165,15 @@ class LLM:
         self.calls: list[dict[str, Any]] = []
         self._seed = seed
         self._counter = 0
-        self._tokenizer = AutoTokenizer.from_pretrained(tokenizer or model, trust_remote_code=trust_remote_code)
+        self._tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer or model, trust_remote_code=trust_remote_code
+        )
         derived = json.loads((Path(model) / "config.json").read_text())["max_position_embeddings"]
         max_model_len = kwargs.get("max_model_len") or derived
         if max_model_len > derived:
-            raise ValueError(f"max_model_len ({max_model_len}) is greater than the derived max_model_len ({derived}).")
+            raise ValueError(
+                f"max_model_len ({max_model_len}) is greater than the derived max_model_len ({derived})."
+            )
         self.llm_engine = LLMEngine(ModelConfig(max_model_len))
         self.model_config = self.llm_engine.model_config
         special = set(self._tokenizer.all_special_ids)
@@ -189,7 +195,11 @@ class LLM:
         seq = [prompts] if isinstance(prompts, (str, dict)) else list(prompts)
         if sampling_params is None:
             sampling_params = SamplingParams()
-        params = [sampling_params] * len(seq) if isinstance(sampling_params, SamplingParams) else list(sampling_params)
+        params = (
+            [sampling_params] * len(seq)
+            if isinstance(sampling_params, SamplingParams)
+            else list(sampling_params)
+        )
         if len(params) != len(seq):
             raise ValueError("The lengths of prompts and params must be the same.")
         outputs = [self._run(p, sp) for p, sp in zip(seq, params, strict=True)]
@@ -206,7 +216,9 @@ class LLM:
             text, ids = prompt["prompt"], list(self._tokenizer.encode(prompt["prompt"]))
         limit = self.llm_engine.model_config.max_model_len
         if len(ids) > limit:
-            raise ValueError(f"The decoder prompt (length {len(ids)}) is longer than the maximum model length of {limit}.")
+            raise ValueError(
+                f"The decoder prompt (length {len(ids)}) is longer than the maximum model length of {limit}."
+            )
         request_id = str(self._counter)
         self._counter += 1
         budget = limit - len(ids)
@@ -215,7 +227,9 @@ class LLM:
         completions = [self._complete(i, ids, params, budget, request_id) for i in range(params.n)]
         return RequestOutput(request_id, text, ids, None, completions, True)
 
-    def _complete(self, index: int, ids: list[int], params: SamplingParams, budget: int, request_id: str) -> CompletionOutput:
+    def _complete(
+        self, index: int, ids: list[int], params: SamplingParams, budget: int, request_id: str
+    ) -> CompletionOutput:
         if params.temperature < _SAMPLING_EPS:
             key: list[Any] = [ids]
         elif params.seed is not None:
