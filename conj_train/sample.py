@@ -264,6 +264,8 @@ def _judgment_record(unit: _Unit, gen: Generation, cfg: SampleConfig) -> dict:
     }
     if unit.wrap:
         rec["raw_text"] = gen.text
+    if gen.extra:
+        rec["extra"] = gen.extra
     return rec
 
 
@@ -300,10 +302,16 @@ def _make_engine(cfg: SampleConfig) -> Any:
         return VLLMEngine(cfg.model, tensor_parallel_size=cfg.tensor_parallel_size, dtype=cfg.dtype,
                           seed=cfg.seed, gpu_memory_utilization=cfg.gpu_memory_utilization,
                           max_model_len=cfg.max_model_len, trust_remote_code=cfg.trust_remote_code)
+    import os
+
+    import torch
+
     from conj_train.engines.hf import HFEngine
 
+    # One GPU per process under accelerate/torchrun; LOCAL_RANK is unset for a single process.
+    device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else None
     return HFEngine(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
-                    threads=cfg.threads)
+                    threads=cfg.threads, device=device)
 
 
 def load_tokenizer(model: str, trust_remote_code: bool = False) -> Any:

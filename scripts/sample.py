@@ -2,8 +2,8 @@
 
     accelerate launch --multi_gpu --num_processes K scripts/sample.py --config recipes/demo/sample.yaml
 
-Each process samples the pairs whose stable id hashes to its rank and writes its own shard; rank 0
-merges once all shards are done. Single process: ``conj sample`` does the same.
+Each process samples the pairs whose stable id hashes to its rank and writes its own shard; the last
+process to finish merges the shards. Single process: ``conj sample`` does the same.
 """
 
 from __future__ import annotations
@@ -11,33 +11,32 @@ from __future__ import annotations
 import argparse
 import sys
 
-from conj_train.cli.common import accelerate_rank_world, load_stage_config
+from conj_train.cli.common import launcher_rank_world, load_stage_config
 from conj_train.errors import ConjError
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``--config`` + overrides, sample this rank's shard, merge on rank 0."""
+    """Parse ``--config`` + overrides, sample this rank's shard, merge when all shards are done."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="recipe YAML")
     args, overrides = parser.parse_known_args(argv)
-    rank, world, state = accelerate_rank_world()
+    rank, world = launcher_rank_world()
     try:
-        from conj_train.sample import SampleConfig, merge_shards, run_sample
+        from conj_train.sample import SampleConfig, run_sample
 
         cfg = load_stage_config(SampleConfig, args.config, overrides, section="sample")
+        if cfg.engine == "vllm":
+            from conj_train.engines.vllm import pin_local_devices
+
+            pin_local_devices(cfg.tensor_parallel_size)
         if world > 1 and cfg.threads is None:
             import torch
 
             # Processes sharing CPU cores slow each other several-fold with more than one thread.
             if not torch.cuda.is_available():
-                torch.set_num_threads(1)
-        result = run_sample(cfg, rank=rank, world=world, merge=world == 1)
-        if state is not None:
-            state.wait_for_everyone()
-            if state.is_main_process:
-                result = merge_shards(result.output_dir, cfg)
-        if rank == 0:
-            print(result.summary or result.counts)
+                cfg.threads = 1
+        result = run_sample(cfg, rank=rank, world=world)
+        print(f"[rank {rank}] {result.summary or result.counts}")
     except ConjError as e:
         print(f"sample: error: {e}", file=sys.stderr)
         return 2

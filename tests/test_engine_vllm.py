@@ -52,10 +52,10 @@ def _requests() -> list[GenerationRequest]:
     ]
 
 
-def test_missing_vllm_gives_install_hint(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> None:
+def test_missing_vllm_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(ConjError) as err:
-        VLLMEngine(str(tiny_model_dir))
+        VLLMEngine("Qwen/Qwen2-7B-Instruct")
     assert str(err.value) == INSTALL_HINT
     assert "pip install 'conj-train[vllm]'" in str(err.value)
 

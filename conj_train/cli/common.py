@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -19,13 +19,13 @@ def load_stage_config(cls: type[T], path: str | None, overrides: Sequence[str], 
     return load_config(cls, path, overrides, section=use_section)
 
 
-def accelerate_rank_world() -> tuple[int, int, Any]:
-    """(rank, world size, PartialState) when launched by accelerate/torchrun, else (0, 1, None)."""
+def launcher_rank_world() -> tuple[int, int]:
+    """(rank, world size) from the variables accelerate launch / torchrun set, else (0, 1).
+
+    Read from the environment rather than through ``accelerate.PartialState``: sampling processes
+    never talk to each other (each writes its own shard, the last to finish merges), and creating a
+    process group would bind CUDA devices before vLLM pins them.
+    """
     import os
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1, None
-    from accelerate import PartialState
-
-    state = PartialState()
-    return state.process_index, state.num_processes, state
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

@@ -1,21 +1,24 @@
 """The default engine: Hugging Face transformers with a KV-cached sampling loop of its own.
 
-Why not ``model.generate``: on small models its per-step Python overhead dominates, and with
-``num_return_sequences=n`` it prefills the same prompt n times. This loop runs each prompt once, fans
-its KV cache out to the n samples (``DynamicCache.batch_repeat_interleave``), then feeds one token per
-row per step through the model's own forward. The logits pipeline copies ``generate``'s (repetition
-penalty, then temperature, top-k, top-p, each with transformers' semantics); ``bench/sample.py``
-measures both.
+Why not ``model.generate``: with ``num_return_sequences=n`` it prefills the same prompt n times, and on
+small models its per-step overhead dominates. This loop runs each prompt once, fans its KV cache out
+to the n samples (``batch_repeat_interleave`` on the cache), then feeds one token per row per step
+through the model's own forward; finished rows leave the batch. Full-attention cache layers write into
+a preallocated buffer instead of ``DynamicLayer``'s per-step ``torch.cat``. The logits pipeline is
+``generate``'s (repetition penalty, then temperature, top-k, top-p, with transformers' semantics);
+greedy is the penalized argmax. ``bench/sample.py`` measures this loop against ``generate``.
 
-Reproducibility. Each sample draws its randomness from its own ``torch.Generator`` seeded with its seed
-(exponential race: ``argmax(p / E)`` with ``E ~ Exp(1)`` drawn per row, an exact draw from ``p``). A
-unit of work is one request (prompt + prefill and its seeds), never padded and never mixed with other
-prompts, so on a given device type, dtype and library versions a request's texts are bitwise the same
-whatever other requests, order, sharding or restarts surround it. Not guaranteed: that a seed gives
-the same text under a different seeds list (the rows of a request share matrix products, and CPU and
-GPU GEMMs round differently for different row counts, so a rare near-tie can flip a token), nor across
-CPU/GPU (different RNG streams and kernels). Packing same-length prompts (``batch_tokens > 0``) trades
-that cross-request guarantee for throughput, for the same reason.
+Reproducibility. Each sample owns a ``torch.Generator`` seeded with its seed, which draws one uniform
+per step up front; a token is the inverse-CDF pick of that uniform on the filtered distribution. A unit
+of work is one request (prompt + prefill and its seeds): never padded, never mixed with other prompts.
+So on one device type, dtype and library versions, a request's texts are bitwise the same whatever
+other requests, order, sharding or restarts surround it (tested on CPU fp32). Not guaranteed:
+- the same seed under a different seeds list: a request's rows share matrix products, and CPU (measured:
+  row 0 of a GEMM differs in the last bit between 1 row and 2+ rows) and GPU GEMMs round differently
+  for different row counts, so a rare near-tie can flip a token;
+- CPU vs GPU, or across GPU models (different RNG streams and kernels);
+- packing same-length prompts (``batch_tokens > 0``) breaks the cross-request guarantee for the same
+  reason, which is why it is off by default.
 """
 
 from __future__ import annotations
@@ -61,10 +64,11 @@ def penalize(logits: Any, seen: Any, penalty: float) -> Any:
 def token_distribution(scores: Any, params: SamplingParams) -> tuple[Any, Any]:
     """Temperature, top-k and top-p as ``generate`` applies them, in that order, to penalized scores.
 
-    Returns ``(ids, probs)``: the candidate token ids ``[rows, m]`` (None: the whole vocabulary in id
-    order) and their probabilities, zero for candidates top-p removed. With top-k on, only the k best
-    scores are softmaxed and sorted, which is what makes top-p cheap on large vocabularies; the result is
-    the distribution of transformers' warpers up to float rounding.
+    Returns ``(ids, weights)``: the candidate token ids ``[rows, m]`` (None: the whole vocabulary in id
+    order) and weights proportional to their probabilities, zero for candidates top-p removed. With
+    top-k on, only the k best scores are softmaxed and sorted, which makes top-p cheap on large
+    vocabularies; the distribution is that of transformers' warpers up to float rounding (and, for
+    tied scores at the top-p boundary, up to which tie is dropped).
     """
     import torch
 
@@ -74,13 +78,14 @@ def token_distribution(scores: Any, params: SamplingParams) -> tuple[Any, Any]:
     ids = None
     k = min(params.top_k, vocab)
     if 0 < k < vocab:
-        vals, ids = torch.topk(scores, k)
-        # transformers keeps every score equal to the k-th one; ties there need the full-vocab path.
-        if bool(((scores >= vals[:, -1:]).sum(-1) > k).any()):
-            scores = scores.masked_fill(scores < vals[:, -1:], -float("inf"))
+        vals, ids = torch.topk(scores, k + 1)
+        # transformers keeps every score equal to the k-th one: a (k+1)-th equal to it is a tie that
+        # needs the full-vocab path.
+        if bool((vals[:, k] == vals[:, k - 1]).any()):
+            scores = scores.masked_fill(scores < vals[:, k - 1 : k], -float("inf"))
             ids = None
         else:
-            scores, ids = vals.flip(-1), ids.flip(-1)
+            scores, ids = vals[:, :k].flip(-1), ids[:, :k].flip(-1)
     if params.top_p < 1.0:
         if ids is None:
             scores, ids = torch.sort(scores, descending=False, stable=True)
@@ -134,10 +139,14 @@ class KVDecoder:
             # Sliding-window and other special layers keep their own class.
             self._cache.layers = [_buffer_layer_class()(capacity) if type(layer) is DynamicLayer else layer
                                   for layer in self._cache.layers]
-        self._cache_kw = _cache_kwarg(model)
+        forward_args = inspect.signature(model.forward).parameters
+        # transformers 5.24 renamed ``past_key_values`` to ``cache``; older 5.x only knows the old name.
+        self._cache_kw = "cache" if "cache" in forward_args else "past_key_values"
+        # The prefill needs the last position's logits only (remote-code models may lack the option).
+        last_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
         device = model.device
         ids = torch.tensor([list(p) for p in prompts], dtype=torch.long, device=device)
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kw: self._cache})
+        out = model(input_ids=ids, use_cache=True, **last_only, **{self._cache_kw: self._cache})
         logits = out.logits[:, -1].float()
         fan_out = torch.tensor(list(rows), device=device)
         if len(prompts) == 1:
@@ -161,6 +170,7 @@ class KVDecoder:
 
 @functools.cache
 def _buffer_layer_class() -> type:
+    import torch
     from transformers.cache_utils import DynamicLayer
 
     class BufferLayer(DynamicLayer):
@@ -183,8 +193,10 @@ def _buffer_layer_class() -> type:
                 shape = (*key_states.shape[:2], max(self.capacity, new), key_states.shape[-1])
                 self._k = key_states.new_empty(shape)
                 self._v = value_states.new_empty((*shape[:3], value_states.shape[-1]))
-            if self.filled + new > self._k.shape[-2]:
-                raise ValueError(f"KV buffer of {self._k.shape[-2]} positions overflows")
+            if self.filled + new > self._k.shape[-2]:  # outgrown: double, like a list would
+                grow = max(self.filled + new, 2 * self._k.shape[-2]) - self._k.shape[-2]
+                self._k = torch.nn.functional.pad(self._k, (0, 0, 0, grow))
+                self._v = torch.nn.functional.pad(self._v, (0, 0, 0, grow))
             self._k[:, :, self.filled : self.filled + new] = key_states
             self._v[:, :, self.filled : self.filled + new] = value_states
             self.filled += new
@@ -207,11 +219,6 @@ def _buffer_layer_class() -> type:
                 self._refresh()
 
     return BufferLayer
-
-
-def _cache_kwarg(model: Any) -> str:
-    # transformers 5.24 renamed ``past_key_values`` to ``cache``; older 5.x only knows the old name.
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class HFEngine:
@@ -247,7 +254,9 @@ class HFEngine:
             raise ConjError(f"cannot load a tokenizer from {model_path}: {err}") from err
         if not getattr(self.tokenizer, "chat_template", None):
             raise ConjError(f"the tokenizer of {model_path} has no chat template; judge prompts need one")
-        kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype),
+                                  "device_map": self.device}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         try:
@@ -255,8 +264,7 @@ class HFEngine:
                                                          **kwargs)
         except (OSError, ValueError) as err:
             raise ConjError(f"cannot load a causal LM from {model_path}: {err}") from err
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = model.to(self.device).eval()
+        self.model = model.eval()
         self.batch_tokens = batch_tokens
         # Public so that benchmarks can force full-length generations on both sides.
         self.stop_token_ids: set[int] = _stop_ids(self.tokenizer, self.model)
@@ -284,22 +292,21 @@ class HFEngine:
 
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Generation]:
         """Generate ``len(req.seeds)`` samples for every request, returned in request order."""
-        by_key: dict[int, list[Generation]] = {}
-        index = {id(r): i for i, r in enumerate(requests)}
-        for req, gens in self._run(requests, params):
-            by_key[index[id(req)]] = gens
-        return [g for i in range(len(requests)) for g in by_key[i]]
+        done = dict(self._run(requests, params))
+        return [g for i in range(len(requests)) for g in done[i]]
 
     def generate_iter(
         self, requests: Sequence[GenerationRequest], params: SamplingParams
     ) -> Iterator[list[Generation]]:
-        """Yield each request's samples as soon as its unit finishes (request order unless packing)."""
-        for _req, gens in self._run(requests, params):
+        """Yield each request's samples as soon as they are done: in request order, except that with
+        packing on, requests come in packs of equal prompt length."""
+        for _index, gens in self._run(requests, params):
             yield gens
 
     def _run(
         self, requests: Sequence[GenerationRequest], params: SamplingParams
-    ) -> Iterator[tuple[GenerationRequest, list[Generation]]]:
+    ) -> Iterator[tuple[int, list[Generation]]]:
+        """Yield ``(request index, its generations)`` unit by unit."""
         import torch
 
         check_params(params)
@@ -312,26 +319,28 @@ class HFEngine:
                 raise ConjError(f"request {req.key}: {len(ids)} prompt tokens + {params.max_new_tokens} new "
                                 f"tokens exceed the model's context of {self.max_context}")
             encoded.append(ids)
-        for req in requests:
-            if not req.seeds:
-                yield req, []
         with torch.inference_mode():
             for unit in self._units(requests, encoded, params):
+                if not requests[unit[0]].seeds:
+                    yield unit[0], []
+                    continue
                 outs = self._decode([encoded[i] for i in unit], [requests[i] for i in unit], params)
-                for i, gens in zip(unit, outs, strict=True):
-                    yield requests[i], gens
+                yield from zip(unit, outs, strict=True)
 
     def _units(
         self, requests: Sequence[GenerationRequest], encoded: list[list[int]], params: SamplingParams
     ) -> Iterator[list[int]]:
-        """Group request indices into decode units: one request each, or same-length packs if enabled."""
+        """Group request indices into decode units: one request each, or same-length packs if enabled
+        (a request without seeds is always a unit of its own)."""
         if not self.batch_tokens:
-            yield from ([i] for i, req in enumerate(requests) if req.seeds)
+            yield from ([i] for i in range(len(requests)))
             return
         groups: dict[int, list[int]] = {}
         for i, req in enumerate(requests):
             if req.seeds:
                 groups.setdefault(len(encoded[i]), []).append(i)
+            else:
+                yield [i]
         for length, members in groups.items():
             unit: list[int] = []
             used = 0
@@ -408,8 +417,8 @@ class HFEngine:
                 # Greedy decodes one row per request: every seed gets the same text.
                 row = first + (0 if params.greedy else j)
                 toks = out_tokens[row]
-                text_toks = toks[:-1] if stopped[row] else toks
-                text = self.tokenizer.decode(text_toks, skip_special_tokens=True,
+                # Special tokens are skipped as vLLM does by default (Con-J's outputs came from vLLM).
+                text = self.tokenizer.decode(toks[:-1] if stopped[row] else toks, skip_special_tokens=True,
                                              clean_up_tokenization_spaces=False)
                 gens.append(Generation(
                     key=req.key, index=j, seed=int(seed), text=text,

@@ -1,0 +1,292 @@
+"""Benchmark: stage-2 classification (strict parse + length rule) and pair building, end to end.
+
+Synthesises ``--pairs`` pair ids x (8 repeated + 1 hint_correct + 1 hint_wrong) judgments (1,000,000 by
+default) with a realistic mix: each pair has a difficulty (how often the judge is right), repeated
+samples are clean JSON with a Chinese rationale of 100-600 characters (some fenced, some with a
+leading space), about 8% are unparseable (free text, JSON cut off by the token limit); hint outputs
+follow the hint with 95% probability (paper reading, JSON written by the model) and
+``--long-hint-share`` of them (default 5%) have a 600-740 character rationale: long enough for the
+length rule yet short enough to fit 512 Qwen2 tokens (a longer one is cut off at sampling, is not
+valid JSON and skips the rule). The rule tokenizes with the tiny model's tokenizer, which has Qwen2's
+pre-tokenizer regex, the dominant cost (about 2 ms per 700 CJK characters). Generation is
+done in chunks and not timed; only ``classify_judgment`` + ``build_pairs`` (and the final balancing and
+split) are.
+
+The baseline, in the same process, is a straightforward reimplementation of the original Con-J
+script's per-``test_id`` loop (``json.loads`` + its non-greedy regexes, global ``random`` shuffles,
+the same length rule and tokenizer) on the first ``--baseline-pairs`` pairs. The last line printed is
+``filter rate: N judgments/s``.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/filter.py --pairs 100000 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import re
+import tempfile
+import time
+from collections import Counter
+from typing import Any
+
+from conj_train.filter import gc_paused
+from conj_train.pairs import (
+    LengthRule,
+    Pair,
+    PairRules,
+    balance_by_label,
+    build_pairs,
+    classify_judgment,
+    split_of,
+)
+
+CHUNK_PAIRS = 5_000
+N_REPEATED = 8
+_ZH = (
+    "回答1", "回答2", "的计算过程", "是正确的", "存在明显错误", "更加完整", "覆盖了问题的所有方面", "逻辑清晰",
+    "语言流畅", "但是", "因此", "相比之下", "没有回答用户的问题", "给出了具体的例子", "准确性更高", "连贯性较差",
+    "，", "，", "。", "；", "“关键步骤”", "提到了", "步骤", "结论", "用户", "需要", "解释",
+)  # fmt: skip
+# Share of pairs by how often the judge is right on them (easy ... adversarial).
+DIFFICULTY = ((0.95, 40), (0.7, 30), (0.4, 20), (0.1, 10))
+
+
+def _zh(rng: random.Random, low: int, high: int) -> str:
+    target = rng.randint(low, high)
+    parts: list[str] = []
+    size = 0
+    while size < target:
+        piece = rng.choice(_ZH)
+        parts.append(piece)
+        size += len(piece)
+    return "".join(parts)[:target]
+
+
+def _judgment_text(rng: random.Random, verdict: int, long_share: float = 0.0) -> tuple[str, str]:
+    """(text, finish_reason) of a parseable judgment with ``verdict``."""
+    low, high = (600, 740) if rng.random() < long_share else (100, 600)
+    body = json.dumps({"原因": _zh(rng, low, high), "更好的回答": verdict}, ensure_ascii=False)
+    r = rng.random()
+    if r < 0.1:
+        return f"以下是我的判断：\n```json\n{body}\n```", "stop"
+    return (" " + body if r < 0.5 else body), "stop"
+
+
+def _unparseable_text(rng: random.Random) -> tuple[str, str]:
+    if rng.random() < 0.6:
+        full = json.dumps({"原因": _zh(rng, 300, 700), "更好的回答": 1}, ensure_ascii=False)
+        return " " + full[: rng.randint(20, len(full) - 20)], "length"
+    return "我认为" + _zh(rng, 50, 300), "stop"
+
+
+def make_chunk(rng: random.Random, start: int, n_pairs: int,
+               long_hint_share: float) -> list[tuple[str, int, list[dict]]]:
+    """``n_pairs`` synthetic pair ids with their judgment records."""
+    out = []
+    for p in range(start, start + n_pairs):
+        pid, label = f"pair-{p:07d}", rng.choice((1, 2))
+        right = rng.choices([d[0] for d in DIFFICULTY], weights=[d[1] for d in DIFFICULTY])[0]
+        recs = []
+        for i in range(N_REPEATED):
+            if rng.random() < 0.08:
+                text, finish = _unparseable_text(rng)
+            else:
+                text, finish = _judgment_text(rng, label if rng.random() < right else 3 - label)
+            recs.append({"judgment_id": f"{pid}:repeated:{i}", "kind": "repeated", "index": i, "text": text,
+                         "finish_reason": finish})
+        for kind, hinted in (("hint_correct", label), ("hint_wrong", 3 - label)):
+            r = rng.random()
+            if r < 0.02:
+                text, finish = _unparseable_text(rng)
+            else:
+                text, finish = _judgment_text(rng, hinted if r < 0.97 else 3 - hinted, long_hint_share)
+            recs.append({"judgment_id": f"{pid}:{kind}:0", "kind": kind, "index": 0, "text": text,
+                         "finish_reason": finish})
+        out.append((pid, label, recs))
+    return out
+
+
+class TimedTokenizer:
+    """Counts calls and time spent in the tokenizer (the length rule's cost)."""
+
+    def __init__(self, tok: Any) -> None:
+        self.tok, self.seconds, self.calls = tok, 0.0, 0
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Timed ``encode``."""
+        t0 = time.perf_counter()
+        try:
+            return self.tok.encode(text, add_special_tokens=add_special_tokens)
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.calls += 1
+
+    def decode(self, ids: list[int]) -> str:
+        """Timed ``decode``."""
+        t0 = time.perf_counter()
+        try:
+            return self.tok.decode(ids)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def run_ours(chunk: list[tuple[str, int, list[dict]]], tokenizer: Any, rules: PairRules,
+             rule: LengthRule) -> list[Pair]:
+    """Classification + pair building of one chunk, as the stage does it."""
+    pairs: list[Pair] = []
+    for pid, label, recs in chunk:
+        js = [classify_judgment(r, label, tokenizer=tokenizer, length_rule=rule) for r in recs]
+        pairs += build_pairs(pid, label, js, rules).pairs
+    return pairs
+
+
+# --- the original script's loop, reimplemented from conj-spec 5.1 / 6.2 / 6.3, as the baseline ------
+
+_KEY = "更好的回答"
+
+
+def _loads(s: str) -> Any:
+    try:
+        return json.loads(s)
+    except ValueError:
+        return None
+
+
+def original_evaluate(text: str) -> int | str:
+    """The original training parser (non-greedy regexes, first/last object)."""
+    text = text.strip().replace("”，", '",').replace("”,", '",')
+    found: Any = None
+    if "```json" in text:
+        m = re.search(r"```json(.*?)```", text, re.DOTALL)
+        if m is not None:
+            found = _loads(m.group(1))
+    if found is None and text.startswith("{"):
+        found = _loads(text)
+    if found is None and "{" in text and "}" in text:
+        m = re.search(r"{(.*?)}", text, re.DOTALL)
+        if m is not None:
+            found = _loads(m.group(0))
+            if isinstance(found, dict) and _KEY not in found:
+                found = _loads("{" + re.findall(r"{(.*?)}", text, re.DOTALL)[-1] + "}")
+    if found is None and _KEY in text:
+        m = re.search(r'"更好的回答":(.*?)([12])', text, re.DOTALL)
+        if m is not None:
+            found = {_KEY: int(m.group(2))}
+    if not isinstance(found, dict) or found.get(_KEY) not in (1, 2):
+        return "None"
+    return found[_KEY]
+
+
+def _original_split(items: list[dict], label: int, tokenizer: Any, length_check: bool) -> dict[str, list]:
+    out: dict[str, list] = {"positive": [], "negative": [], "unknown": []}
+    for item in items:
+        result = original_evaluate(item["text"])
+        if length_check and len(item["text"]) > 600:
+            try:
+                obj = json.loads(item["text"])
+                ids = tokenizer.encode(obj["原因"], add_special_tokens=False)
+                if len(ids) > 400:
+                    head = tokenizer.decode(ids[:400])
+                    cut = max(head.rfind("。"), head.rfind("."))
+                    if cut == -1:
+                        result = "negative"
+                        item = {**item, "text": tokenizer.decode(ids[:512])}
+                    else:
+                        obj["原因"] = head[:cut]
+                        item = {**item, "text": json.dumps(obj, ensure_ascii=False)}
+            except (ValueError, KeyError, TypeError):
+                pass
+        key = "positive" if result == label else "unknown" if result == "None" else "negative"
+        out[key].append(item)
+    return out
+
+
+def run_original(chunk: list[tuple[str, int, list[dict]]], tokenizer: Any) -> Counter:
+    """The original per-test_id loop; returns pair counts by type."""
+    random.seed(2021)
+    counts: Counter[str] = Counter()
+    for _pid, label, recs in chunk:
+        best = _original_split([r for r in recs if r["kind"] == "repeated"], label, tokenizer, False)
+        good = _original_split([r for r in recs if r["kind"] == "hint_correct"], label, tokenizer, True)
+        bad = _original_split([r for r in recs if r["kind"] == "hint_wrong"], label, tokenizer, True)
+        random.shuffle(best["positive"])
+        random.shuffle(best["negative"])
+        if best["positive"] and best["negative"]:
+            counts["best_of_n"] += min(len(best["positive"]), len(best["negative"]), 3)
+        if best["positive"] and best["unknown"]:
+            counts["best_of_n_positive2unknown"] += 1
+        if good["positive"] and bad["negative"]:
+            counts["preamble"] += 1
+        elif not good["negative"] and not bad["positive"]:
+            counts["preamble2unknown"] += 1
+    return counts
+
+
+def main() -> None:
+    """Run the benchmark; the last line is the end-to-end filter rate."""
+    from transformers import AutoTokenizer
+
+    from conj_train.tiny import build_tiny_model
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=100_000, help="pair ids (x10 judgments)")
+    ap.add_argument("--baseline-pairs", type=int, default=10_000, help="pair ids for the original's loop")
+    ap.add_argument("--long-hint-share", type=float, default=0.05,
+                    help="share of hint outputs with a 600-740 character rationale (length rule)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    n_judgments = args.pairs * (N_REPEATED + 2)
+    print(f"python {platform.python_version()} on {platform.machine()}, pairs={args.pairs}, "
+          f"judgments={n_judgments}, long hint share={args.long_hint_share}, seed={args.seed}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = AutoTokenizer.from_pretrained(build_tiny_model(f"{tmp}/tiny", seed=0))
+
+    rules, rule = PairRules(), LengthRule()
+    rng = random.Random(args.seed)
+    ours = TimedTokenizer(tok)
+    ours_s = 0.0
+    pairs: list[Pair] = []
+    chars = 0
+    subset: list[tuple[str, int, list[dict]]] = []
+    for start in range(0, args.pairs, CHUNK_PAIRS):
+        chunk = make_chunk(rng, start, min(CHUNK_PAIRS, args.pairs - start), args.long_hint_share)
+        chars += sum(len(r["text"]) for _, _, recs in chunk for r in recs)
+        if len(subset) < args.baseline_pairs:
+            subset += chunk[: args.baseline_pairs - len(subset)]
+        t0 = time.perf_counter()
+        with gc_paused():
+            pairs += run_ours(chunk, ours, rules, rule)
+        ours_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    train = [p for p in pairs if split_of(p.pair_id, 0.05) == "train"]
+    balanced, _ = balance_by_label(train, 2021)
+    ours_s += time.perf_counter() - t0
+    rate = n_judgments / ours_s
+    print(f"mean judgment length {chars / n_judgments:.0f} chars")
+    print(f"ours: {len(pairs)} pairs {dict(sorted(Counter(p.pair_type for p in pairs).items()))}; "
+          f"{len(balanced)} train pairs after balancing")
+    print(f"ours: {n_judgments} judgments in {ours_s:.2f} s = {rate:,.0f}/s; of which tokenizer "
+          f"{ours.seconds:.2f} s ({ours.calls} encodes); without it {n_judgments / (ours_s - ours.seconds):,.0f}/s")
+
+    n_sub = sum(len(recs) for _, _, recs in subset)
+    sub_tok, orig_tok = TimedTokenizer(tok), TimedTokenizer(tok)
+    t0 = time.perf_counter()
+    with gc_paused():
+        sub_ours = Counter(p.pair_type for p in run_ours(subset, sub_tok, rules, rule))
+    sub_ours_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sub_orig = run_original(subset, orig_tok)
+    orig_s = time.perf_counter() - t0
+    print(f"subset of {len(subset)} pairs ({n_sub} judgments): ours {n_sub / sub_ours_s:,.0f}/s, "
+          f"original loop {n_sub / orig_s:,.0f}/s (x{orig_s / sub_ours_s:.2f}); without tokenizer time "
+          f"ours {n_sub / (sub_ours_s - sub_tok.seconds):,.0f}/s, original {n_sub / (orig_s - orig_tok.seconds):,.0f}/s")
+    print(f"  pairs by type, ours {dict(sorted(sub_ours.items()))}")
+    print(f"  pairs by type, original {dict(sorted(sub_orig.items()))}")
+    print(f"filter rate: {rate:.0f} judgments/s")
+
+
+if __name__ == "__main__":
+    main()

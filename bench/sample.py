@@ -1,0 +1,145 @@
+"""Sampling throughput: HFEngine's shared-prefill KV loop vs plain ``model.generate``.
+
+Builds a tiny random Qwen2 (``conj_train.tiny``) in a temporary folder, renders Con-J-shaped prompts
+(about 4x the generation length, lengths spread so no two are equal) and draws ``n`` samples per
+prompt at Con-J's decoding settings. Both sides are forced to the full length (end-of-sequence
+disabled on both), run in the same process, interleaved, after a warm-up round. The baseline is
+``generate(do_sample=True, num_return_sequences=n, ...)`` in two layouts: one call per prompt, and one
+call over all prompts (left-padded); the final ratio is taken against the faster of the two.
+
+    .venv/bin/python bench/sample.py [--hidden 64 --layers 2 --prompts 12 --n 8 --threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+FILLER = (
+    "As an evaluation expert, given a question and two possible answers to it, please select which "
+    "answer best fits in terms of coherence, accuracy, coverage, and the overall quality. "
+    "The weather today is sunny with a light breeze. Paris is the capital of France. "
+    "回答1中的计算是错误的，回答2给出了正确的结果，因此回答2更好。法国的首都是巴黎。 "
+)
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--prompts", type=int, default=12)
+    ap.add_argument("--prompt-tokens", type=int, default=512)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    return ap.parse_args()
+
+
+def make_prompts(tokenizer, count: int, target: int) -> list[str]:
+    """Chat-rendered judge-like prompts of roughly ``target`` tokens, all of different lengths."""
+    ids = tokenizer(FILLER * (target // 20 + 10), add_special_tokens=False)["input_ids"]
+    overhead = len(tokenizer.apply_chat_template([{"role": "user", "content": ""}], tokenize=True,
+                                                 add_generation_prompt=True)["input_ids"])
+    prompts = []
+    for i in range(count):
+        body = target - overhead - 32 + (64 * i) // max(count, 1)
+        text = tokenizer.decode(ids[:body])
+        prompts.append(tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                     add_generation_prompt=True))
+    return prompts
+
+
+def timed(fn: Callable[[], int]) -> tuple[int, float, float]:
+    """Run ``fn`` (returns generated tokens); return tokens, wall seconds, process CPU seconds."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    tokens = fn()
+    return tokens, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    """Build the model, run the three methods interleaved, print tokens/s and the ratio."""
+    args = parse_args()
+    import torch
+    from transformers import GenerationConfig
+
+    from conj_train.engines.base import GenerationRequest, SamplingParams
+    from conj_train.engines.hf import HFEngine
+    from conj_train.tiny import build_tiny_model
+
+    torch.set_num_threads(args.threads)
+    params = SamplingParams(max_new_tokens=args.new_tokens)  # Con-J: T 1.2, top-p 0.95, top-k 50, rp 1.2
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny_model(Path(tmp) / "model", hidden=args.hidden, layers=args.layers, seed=0)
+        engine = HFEngine(str(model_dir), dtype="float32", device="cpu", threads=args.threads)
+    tok, model = engine.tokenizer, engine.model
+    prompts = make_prompts(tok, args.prompts, args.prompt_tokens)
+    requests = [GenerationRequest(key=str(i), prompt=p, seeds=[1000 * i + j for j in range(args.n)])
+                for i, p in enumerate(prompts)]
+    lengths = [len(engine.prompt_ids(r)) for r in requests]
+
+    # Full-length generations on both sides: no stop tokens anywhere.
+    engine.stop_token_ids = set()
+    model.generation_config.eos_token_id = None
+    gen_cfg = GenerationConfig(
+        do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+        repetition_penalty=params.repetition_penalty, max_new_tokens=params.max_new_tokens,
+        num_return_sequences=args.n, eos_token_id=None, pad_token_id=tok.pad_token_id,
+    )
+    single = [torch.tensor([engine.prompt_ids(r)]) for r in requests]
+    tok.padding_side = "left"
+    padded = tok([r.prompt for r in requests], add_special_tokens=False, padding=True, return_tensors="pt")
+
+    def run_engine() -> int:
+        return sum(g.completion_tokens for g in engine.generate(requests, params))
+
+    def run_generate_each() -> int:
+        total = 0
+        with torch.inference_mode():
+            for ids in single:
+                out = model.generate(ids, generation_config=gen_cfg)
+                total += out[:, ids.shape[1]:].numel()
+        return total
+
+    def run_generate_batched() -> int:
+        with torch.inference_mode():
+            out = model.generate(**padded, generation_config=gen_cfg)
+        return out[:, padded["input_ids"].shape[1]:].numel()
+
+    methods = {"HFEngine (shared prefill, KV loop)": run_engine,
+               "generate, one call per prompt": run_generate_each,
+               "generate, all prompts padded": run_generate_batched}
+    expected = args.prompts * args.n * args.new_tokens
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
+    names = list(methods)
+    for rep in range(args.repeats + 1):
+        torch.manual_seed(rep)
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
+            tokens, wall, cpu = timed(methods[name])
+            if tokens != expected:
+                raise SystemExit(f"{name}: {tokens} tokens generated, expected {expected}")
+            if rep:  # round 0 warms up
+                results[name].append((tokens / wall, tokens / cpu))
+
+    print(f"model hidden {args.hidden} layers {args.layers}; {args.prompts} prompts of {min(lengths)}-"
+          f"{max(lengths)} tokens (mean {statistics.mean(lengths):.0f}), n={args.n}, "
+          f"{args.new_tokens} new tokens, {args.threads} thread(s), {args.repeats} repeats after warm-up")
+    print(f"{'method':40s} {'median tok/s':>12s} {'best tok/s':>11s} {'median CPU tok/s':>17s}")
+    medians = {}
+    for name, runs in results.items():
+        medians[name] = statistics.median(w for w, _ in runs)
+        print(f"{name:40s} {medians[name]:12.0f} {max(w for w, _ in runs):11.0f} "
+              f"{statistics.median(c for _, c in runs):17.0f}")
+    engine_name, *baselines = names
+    best_baseline = max(baselines, key=medians.get)
+    print(f"faster baseline: {best_baseline}")
+    print(f"ratio vs num_return_sequences: {medians[engine_name] / medians[best_baseline]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
