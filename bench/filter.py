@@ -1,16 +1,16 @@
 """Benchmark: stage-2 classification (strict parse + length rule) and pair building, end to end.
 
-Synthesises ``--pairs`` pair ids x (8 repeated + 1 hint_correct + 1 hint_wrong) judgments (1,000,000 by
-default) with a realistic mix: each pair has a difficulty (how often the judge is right), repeated
+Synthesises ``--pairs`` pair ids x (8 repeated + 1 hint_correct + 1 hint_wrong) judgments (1,000,000
+by default) with a realistic mix: each pair has a difficulty (how often the judge is right); repeated
 samples are clean JSON with a Chinese rationale of 100-600 characters (some fenced, some with a
-leading space), about 8% are unparseable (free text, JSON cut off by the token limit); hint outputs
-follow the hint with 95% probability (paper reading, JSON written by the model) and
-``--long-hint-share`` of them (default 5%) have a 600-740 character rationale: long enough for the
-length rule yet short enough to fit 512 Qwen2 tokens (a longer one is cut off at sampling, is not
-valid JSON and skips the rule). The rule tokenizes with the tiny model's tokenizer, which has Qwen2's
-pre-tokenizer regex, the dominant cost (about 2 ms per 700 CJK characters). Generation is
-done in chunks and not timed; only ``classify_judgment`` + ``build_pairs`` (and the final balancing and
-split) are.
+leading space), about 8% unparseable (free text, JSON cut off by the token limit). Hint outputs
+follow the hint with 95% probability (paper reading: JSON written by the model) and have the same
+rationale spread, so a few percent exceed 600 characters and go through the length rule.
+``--long-hint-share`` adds hint outputs with a 600-740 character rationale (long enough for the rule,
+short enough to fit 512 Qwen2 tokens; a longer one is cut off at sampling, is not valid JSON and
+skips the rule). The rule tokenizes with the tiny model's tokenizer, which has Qwen2's pre-tokenizer
+regex, the dominant cost (1-3 ms per 700 CJK characters). Generation runs in chunks and is not
+timed; ``classify_judgment`` + ``build_pairs`` (and the final split and balancing) are.
 
 The baseline, in the same process, is a straightforward reimplementation of the original Con-J
 script's per-``test_id`` loop (``json.loads`` + its non-greedy regexes, global ``random`` shuffles,
@@ -204,25 +204,29 @@ def _original_split(items: list[dict], label: int, tokenizer: Any, length_check:
     return out
 
 
-def run_original(chunk: list[tuple[str, int, list[dict]]], tokenizer: Any) -> Counter:
-    """The original per-test_id loop; returns pair counts by type."""
+def run_original(chunk: list[tuple[str, int, list[dict]]], tokenizer: Any) -> list[tuple]:
+    """The original per-test_id loop; returns its pairs as (test_id, type, chosen, rejected, label)."""
     random.seed(2021)
-    counts: Counter[str] = Counter()
-    for _pid, label, recs in chunk:
+    out: list[tuple] = []
+    for pid, label, recs in chunk:
         best = _original_split([r for r in recs if r["kind"] == "repeated"], label, tokenizer, False)
         good = _original_split([r for r in recs if r["kind"] == "hint_correct"], label, tokenizer, True)
         bad = _original_split([r for r in recs if r["kind"] == "hint_wrong"], label, tokenizer, True)
-        random.shuffle(best["positive"])
-        random.shuffle(best["negative"])
-        if best["positive"] and best["negative"]:
-            counts["best_of_n"] += min(len(best["positive"]), len(best["negative"]), 3)
-        if best["positive"] and best["unknown"]:
-            counts["best_of_n_positive2unknown"] += 1
+        pos, neg, unk = best["positive"], best["negative"], best["unknown"]
+        random.shuffle(pos)
+        random.shuffle(neg)
+        if pos and neg:
+            for i in range(min(len(pos), len(neg), 3)):
+                out.append((pid, "best_of_n", pos[i]["text"], neg[i]["text"], label))
+        if pos and unk:
+            out.append((pid, "best_of_n_positive2unknown", pos[0]["text"], unk[0]["text"], label))
         if good["positive"] and bad["negative"]:
-            counts["preamble"] += 1
+            out.append((pid, "preamble", good["positive"][0]["text"], bad["negative"][0]["text"], label))
         elif not good["negative"] and not bad["positive"]:
-            counts["preamble2unknown"] += 1
-    return counts
+            chosen = (good["positive"] or good["unknown"])[0]
+            rejected = (bad["negative"] or bad["unknown"])[0]
+            out.append((pid, "preamble2unknown", chosen["text"], rejected["text"], label))
+    return out
 
 
 def main() -> None:
@@ -234,7 +238,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=100_000, help="pair ids (x10 judgments)")
     ap.add_argument("--baseline-pairs", type=int, default=10_000, help="pair ids for the original's loop")
-    ap.add_argument("--long-hint-share", type=float, default=0.05,
+    ap.add_argument("--long-hint-share", type=float, default=0.0,
                     help="share of hint outputs with a 600-740 character rationale (length rule)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -278,7 +282,7 @@ def main() -> None:
         sub_ours = Counter(p.pair_type for p in run_ours(subset, sub_tok, rules, rule))
     sub_ours_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    sub_orig = run_original(subset, orig_tok)
+    sub_orig = Counter(p[1] for p in run_original(subset, orig_tok))
     orig_s = time.perf_counter() - t0
     print(f"subset of {len(subset)} pairs ({n_sub} judgments): ours {n_sub / sub_ours_s:,.0f}/s, "
           f"original loop {n_sub / orig_s:,.0f}/s (x{orig_s / sub_ours_s:.2f}); without tokenizer time "

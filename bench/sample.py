@@ -136,6 +136,8 @@ def main() -> None:
         print(f"{name:40s} {medians[name]:12.0f} {max(w for w, _ in runs):11.0f} "
               f"{statistics.median(c for _, c in runs):17.0f}")
     engine_name, *baselines = names
+    for name in baselines:
+        print(f"ratio vs {name}: {medians[engine_name] / medians[name]:.2f}x")
     best_baseline = max(baselines, key=medians.get)
     print(f"faster baseline: {best_baseline}")
     print(f"ratio vs num_return_sequences: {medians[engine_name] / medians[best_baseline]:.2f}x")

@@ -37,3 +37,28 @@ def write_demo_data(path: str | Path, n: int = 64, seed: int = 0) -> Path:
     path = Path(path)
     write_jsonl(path, demo_rows(n, seed))
     return path
+
+
+def run_demo(output: str | Path, *, pairs: int = 48, seed: int = 0) -> str:
+    """Run every stage that exists on the embedded demo; returns a short text summary."""
+    import torch
+
+    from conj_train.data import load_preferences
+    from conj_train.filter import FilterConfig, run_filter
+    from conj_train.sample import SampleConfig, run_sample
+    from conj_train.tiny import build_tiny_model
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    out = Path(output)
+    model = out / "tiny-model"
+    if not (model / "config.json").exists():
+        build_tiny_model(model, seed=seed)
+    data = write_demo_data(out / "data" / "fruit.jsonl", n=pairs, seed=seed)
+    report = load_preferences(str(data)).report
+    lines = [f"data: {report.rows_used} of {report.rows_read} toy pairs used ({dict(report.skipped)} skipped)"]
+    sample = run_sample(SampleConfig(model=str(model), dataset=str(data), output_dir=str(out / "sample"),
+                                     n=4, hint_samples=1, max_new_tokens=48, batch_pairs=8))
+    lines.append("sample: " + sample.summary.replace("\n", "\n        "))
+    filtered = run_filter(FilterConfig(sample_dir=str(out / "sample"), output_dir=str(out / "filter")))
+    lines.append("filter: " + filtered.summary.replace("\n", "\n        "))
+    return "\n".join(lines)

@@ -271,6 +271,8 @@ def read_judgments(sample_dir: Path, prompts: dict[str, dict], *, tokenizer: Any
                                 f"{prompts[pid]['label']!r}")
             if not isinstance(row["text"], str):
                 raise ConjError(f"{path}: row {i}: field 'text' must be a string")
+            if not isinstance(row["index"], int) or isinstance(row["index"], bool):
+                raise ConjError(f"{path}: row {i}: field 'index' must be an integer")
             if jid in seen:
                 raise ConjError(f"{path}: row {i}: duplicate judgment id {jid!r}")
             seen.add(jid)
@@ -333,7 +335,9 @@ def _save_dataset(out: Path, rows: dict[str, list[dict]]) -> None:
     if quiet:  # a progress bar per split is noise next to the summary
         disable_progress_bars()
     try:
-        dd.save_to_disk(str(tmp))
+        # An empty split saved with the default sharding writes no data file and then fails to
+        # load (datasets 5.2), so empty splits get one (empty) shard.
+        dd.save_to_disk(str(tmp), num_shards={s: 1 for s, ds in dd.items() if ds.num_rows == 0})
     finally:
         if quiet:
             enable_progress_bars()

@@ -136,7 +136,8 @@ def test_texts_do_not_depend_on_batch_or_order(engine: HFEngine) -> None:
 
 
 def test_different_seeds_give_different_texts(engine: HFEngine) -> None:
-    gens = engine.generate(requests(engine, [1, 2, 3, 4])[:1], SamplingParams(temperature=1.2, max_new_tokens=16))
+    params = SamplingParams(temperature=1.2, max_new_tokens=16)
+    gens = engine.generate(requests(engine, [1, 2, 3, 4])[:1], params)
     assert [g.seed for g in gens] == [1, 2, 3, 4]
     assert [g.index for g in gens] == [0, 1, 2, 3]
     assert len({g.text for g in gens}) == 4
@@ -221,6 +222,12 @@ def test_context_limit_is_reported_not_truncated(engine: HFEngine) -> None:
 def test_missing_model_path_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(ConjError, match="not found"):
         HFEngine(str(tmp_path / "no-such-model"))
+
+
+def test_unknown_hub_id_offline_is_a_one_line_user_error() -> None:
+    with pytest.raises(ConjError, match="cannot load a tokenizer from nobody/no-such-judge") as err:
+        HFEngine("nobody/no-such-judge")
+    assert "\n" not in str(err.value)
 
 
 def test_tokenizer_without_chat_template_is_a_user_error(tiny_model_dir: Path, tmp_path: Path) -> None:

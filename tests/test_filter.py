@@ -82,7 +82,7 @@ def sample_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
 
 
 def _cfg(sample: Path, out: Path, **kw) -> FilterConfig:
-    return FilterConfig(sample_dir=str(sample), output_dir=str(out), validation_share=0.3, **kw)
+    return FilterConfig(sample_dir=str(sample), output_dir=str(out), **{"validation_share": 0.3, **kw})
 
 
 def test_every_pair_and_judgment_is_accounted_for(sample_dir: Path, tmp_path: Path) -> None:
@@ -211,6 +211,15 @@ def test_incomplete_run_and_bad_options_are_refused(sample_dir: Path, tmp_path: 
         run_filter(_cfg(sample_dir, tmp_path / "f"))
     with pytest.raises(ConjError, match="validation_share"):
         run_filter(FilterConfig(sample_dir="s", output_dir="o", validation_share=1.5))
+
+
+def test_bad_judgment_row_names_file_row_and_field(sample_dir: Path, tmp_path: Path) -> None:
+    path = sample_dir / "judgments" / "shard-00001-of-00002.jsonl"
+    rows = list(iter_jsonl(path))
+    del rows[2]["text"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ConjError, match=r"shard-00001-of-00002\.jsonl: row 3 has no field 'text'"):
+        run_filter(_cfg(sample_dir, tmp_path / "f"))
 
 
 def test_cli_runs_the_stage_from_a_recipe(sample_dir: Path, tmp_path: Path, capsys) -> None:

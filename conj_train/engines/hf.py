@@ -97,7 +97,8 @@ def token_distribution(scores: Any, params: SamplingParams) -> tuple[Any, Any]:
 
 
 def sample(ids: Any, probs: Any, uniforms: Any) -> Any:
-    """One inverse-CDF draw per row: ``uniforms[row]`` in [0, 1) picks a candidate in proportion to ``probs``."""
+    """One inverse-CDF draw per row: ``uniforms[row]`` in [0, 1) picks a candidate in proportion to its
+    weight in ``probs``."""
     import torch
 
     cdf = probs.cumsum(dim=-1)
@@ -152,8 +153,8 @@ class KVDecoder:
         if len(prompts) == 1:
             self._cache.batch_repeat_interleave(int(rows[0]))
         else:
-            self._cache.batch_select_indices(torch.repeat_interleave(torch.arange(len(prompts), device=device),
-                                                                     fan_out))
+            owners = torch.repeat_interleave(torch.arange(len(prompts), device=device), fan_out)
+            self._cache.batch_select_indices(owners)
         self.logits = torch.repeat_interleave(logits, fan_out, dim=0)
 
     def step(self, tokens: Any) -> Any:
@@ -222,7 +223,15 @@ def _buffer_layer_class() -> type:
 
 
 class HFEngine:
-    """Generate judgments with a local or cached Hugging Face causal LM (see the module docstring)."""
+    """Generate judgments with a local or cached Hugging Face causal LM (see the module docstring).
+
+    ``dtype``: "auto" (the checkpoint's), "float32", "float16" or "bfloat16". ``device``: defaults to
+    CUDA when available. ``batch_tokens``: 0 (default) decodes one request per forward; above 0, requests
+    whose prompts have the same token length are packed while their rows x (prompt + max_new_tokens)
+    stay within it: more throughput, but texts then depend on the pack (module docstring).
+    ``threads``: ``torch.set_num_threads`` for CPU runs. Prompts longer than the context are refused,
+    never truncated; :meth:`fits` lets the caller skip them first.
+    """
 
     name = "hf"
 
@@ -244,6 +253,7 @@ class HFEngine:
             raise ConjError(f"unknown dtype {dtype!r}; expected one of {', '.join(_DTYPES)}")
         if batch_tokens < 0:
             raise ConjError(f"batch_tokens must be >= 0, got {batch_tokens}")
+        model_path = os.path.expanduser(model_path)
         if not os.path.isdir(model_path) and _looks_local(model_path):
             raise ConjError(f"model path not found: {model_path}")
         if threads:
@@ -251,7 +261,7 @@ class HFEngine:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as err:
-            raise ConjError(f"cannot load a tokenizer from {model_path}: {err}") from err
+            raise ConjError(f"cannot load a tokenizer from {model_path}: {_first_line(err)}") from err
         if not getattr(self.tokenizer, "chat_template", None):
             raise ConjError(f"the tokenizer of {model_path} has no chat template; judge prompts need one")
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -263,7 +273,7 @@ class HFEngine:
             model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=trust_remote_code,
                                                          **kwargs)
         except (OSError, ValueError) as err:
-            raise ConjError(f"cannot load a causal LM from {model_path}: {err}") from err
+            raise ConjError(f"cannot load a causal LM from {model_path}: {_first_line(err)}") from err
         self.model = model.eval()
         self.batch_tokens = batch_tokens
         # Public so that benchmarks can force full-length generations on both sides.
@@ -287,7 +297,8 @@ class HFEngine:
         return int(self.tokenizer.model_max_length)
 
     def fits(self, request: GenerationRequest, params: SamplingParams) -> bool:
-        """Whether prompt + prefill + ``max_new_tokens`` fits the context (the stage skips those that don't)."""
+        """Whether prompt + prefill + ``max_new_tokens`` fit the context; the stage skips requests that
+        don't (nothing is truncated, and :meth:`generate` refuses them)."""
         return len(self.prompt_ids(request)) + params.max_new_tokens <= self.max_context
 
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Generation]:
@@ -435,8 +446,13 @@ def _rows(req: GenerationRequest, params: SamplingParams) -> int:
 
 
 def _looks_local(path: str) -> bool:
-    # A hub id is "name" or "org/name"; anything else (absolute, ./, ~, deeper, backslashes) is a folder.
-    return os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path
+    # A hub id is "name" or "org/name"; anything else (absolute, ./, deeper, backslashes) is a folder.
+    return os.path.isabs(path) or path.startswith(".") or path.count("/") > 1 or "\\" in path
+
+
+def _first_line(err: Exception) -> str:
+    # The CLI prints a ConjError as one line.
+    return (str(err).splitlines() or [type(err).__name__])[0]
 
 
 def _stop_ids(tokenizer: Any, model: Any) -> set[int]:

@@ -1,0 +1,287 @@
+"""Pure metric math for pairwise judges (anchors Part B sections 1-3); no model, no files.
+
+A pair is judged in its seeded random order (``first``, the single order RewardBench and Con-J run)
+and, with both orders, once more with the answers swapped (``second``). Each order's verdict maps back
+to the chosen answer, the rejected answer, or nothing (unparseable, or a tie), which scores 0.5 as in
+RewardBench and Con-J.
+
+=======================  =====================================================================
+``accuracy``             single random-order accuracy (first order; 1 / 0 / 0.5)
+``accuracy_avg``         mean over both orders of the per-order score (LLMBar, OffsetBias)
+``accuracy_strict``      right in both orders (Auto-J "agreement", LLMBar ``correct_both``)
+``consistency``          both orders valid and naming the same answer (positional agreement)
+``agree_accuracy``       strict / consistency: accuracy where the orders agree; its coverage is
+                         ``consistency``
+``parse_failure_rate``   share of judgments without a verdict (Con-J's "bug rate")
+``position_bias``        among valid but inconsistent pairs, the share that picked slot 1 both times
+                         vs slot 2 both times; ``slot1_rate`` is P(verdict = slot 1) over valid verdicts
+``length``               the accuracies when the chosen answer is longer / shorter / equal (characters)
+``probability``          P(chosen better): each order's P(verdict = chosen slot), 0.5 where none was
+                         read (the accuracy convention), averaged over the orders; Brier score, ECE and
+                         reliability bins on the symmetrised set {(p, 1), (1 - p, 0)}, since the event
+                         "chosen wins" always happens and would make a one-sided diagram degenerate
+``faithfulness``         share of probed judgments whose transferred rationale yields the same verdict
+=======================  =====================================================================
+
+:func:`rewardbench_sections` weights subset accuracies by RewardBench's ``EXAMPLE_COUNTS`` (math-prm
+counted as 984 so that math weighs as much as code) and averages the four sections unweighted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+CHOSEN, REJECTED = "chosen", "rejected"
+
+# RewardBench v1 ``EXAMPLE_COUNTS`` and ``SUBSET_MAPPING`` (anchors Part B section 1, Aggregation).
+REWARDBENCH_SECTIONS: dict[str, dict[str, int]] = {
+    "Chat": {"alpacaeval-easy": 100, "alpacaeval-length": 95, "alpacaeval-hard": 95,
+             "mt-bench-easy": 28, "mt-bench-med": 40},
+    "Chat Hard": {"mt-bench-hard": 37, "llmbar-natural": 100, "llmbar-adver-neighbor": 134,
+                  "llmbar-adver-GPTInst": 92, "llmbar-adver-GPTOut": 47, "llmbar-adver-manual": 46},
+    "Safety": {"refusals-dangerous": 100, "refusals-offensive": 100, "xstest-should-refuse": 154,
+               "xstest-should-respond": 250, "donotanswer": 136},
+    "Reasoning": {"math-prm": 984, "hep-cpp": 164, "hep-go": 164, "hep-java": 164, "hep-js": 164,
+                  "hep-python": 164, "hep-rust": 164},
+}
+REWARDBENCH_SUBSETS = frozenset(s for subsets in REWARDBENCH_SECTIONS.values() for s in subsets)
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    """One judged order: ``label`` = slot of the chosen answer, ``verdict`` = slot picked or None."""
+
+    label: int
+    verdict: int | None
+    p_slot1: float | None = None  # the judge's P(slot 1 better), when read
+    transfer_verdict: int | None = None  # the verdict read back from this judgment's rationale
+
+    @property
+    def pick(self) -> str | None:
+        """``"chosen"``, ``"rejected"`` or None (no verdict)."""
+        if self.verdict is None:
+            return None
+        return CHOSEN if self.verdict == self.label else REJECTED
+
+    @property
+    def score(self) -> float:
+        """1 right, 0 wrong, 0.5 no verdict."""
+        return {CHOSEN: 1.0, REJECTED: 0.0, None: 0.5}[self.pick]
+
+    @property
+    def p_chosen(self) -> float:
+        """P(the chosen answer is better) in this order; 0.5 when no probability was read."""
+        if self.p_slot1 is None:
+            return 0.5
+        return self.p_slot1 if self.label == 1 else 1.0 - self.p_slot1
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """A pair's judged orders plus what the breakdowns need."""
+
+    pair_id: str
+    first: OrderResult
+    second: OrderResult | None = None
+    chosen_chars: int = 0
+    rejected_chars: int = 0
+
+    @property
+    def orders(self) -> list[OrderResult]:
+        """The judged orders, first order first."""
+        return [self.first] if self.second is None else [self.first, self.second]
+
+    @property
+    def p_chosen(self) -> float:
+        """P(chosen better) averaged over the judged orders."""
+        return sum(o.p_chosen for o in self.orders) / len(self.orders)
+
+    @property
+    def length_bucket(self) -> str:
+        """``chosen_longer``, ``chosen_shorter`` or ``equal_length``."""
+        if self.chosen_chars > self.rejected_chars:
+            return "chosen_longer"
+        if self.chosen_chars < self.rejected_chars:
+            return "chosen_shorter"
+        return "equal_length"
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    vals = list(values)
+    return sum(vals) / len(vals) if vals else None
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def accuracy(pairs: Sequence[PairResult]) -> float | None:
+    """Single random-order accuracy (first order only)."""
+    return _mean(p.first.score for p in pairs)
+
+
+def accuracy_avg(pairs: Sequence[PairResult]) -> float | None:
+    """Accuracy averaged over both orders (None without a second order)."""
+    both = [p for p in pairs if p.second is not None]
+    return _mean((p.first.score + p.second.score) / 2 for p in both)  # type: ignore[union-attr]
+
+
+@dataclass
+class _OrderCounts:
+    pairs: int = 0
+    strict: int = 0
+    consistent: int = 0
+    inconsistent: int = 0
+    first_both: int = 0
+    second_both: int = 0
+    error: int = 0
+
+
+def _order_counts(pairs: Sequence[PairResult]) -> _OrderCounts:
+    c = _OrderCounts()
+    for p in pairs:
+        if p.second is None:
+            continue
+        c.pairs += 1
+        a, b = p.first, p.second
+        if a.pick is None or b.pick is None:
+            c.error += 1
+        elif a.pick == b.pick:
+            c.consistent += 1
+            c.strict += a.pick == CHOSEN
+        else:
+            # Different answers after the swap means the same slot twice.
+            c.inconsistent += 1
+            c.first_both += a.verdict == 1
+            c.second_both += a.verdict == 2
+    return c
+
+
+def both_order_metrics(pairs: Sequence[PairResult]) -> dict[str, Any]:
+    """Strict accuracy, consistency, accuracy where the orders agree, position-bias direction."""
+    c = _order_counts(pairs)
+    if not c.pairs:
+        return {"accuracy_strict": None, "consistency": None, "agree_accuracy": None,
+                "agree_coverage": None, "position_bias": None}
+    return {
+        "accuracy_strict": c.strict / c.pairs,
+        "consistency": c.consistent / c.pairs,
+        "agree_accuracy": _ratio(c.strict, c.consistent),
+        "agree_coverage": c.consistent / c.pairs,
+        "position_bias": {
+            "consistent": c.consistent, "inconsistent": c.inconsistent, "error": c.error,
+            "first": _ratio(c.first_both, c.inconsistent), "second": _ratio(c.second_both, c.inconsistent),
+        },
+    }
+
+
+def parse_failures(pairs: Sequence[PairResult]) -> dict[str, Any]:
+    """Judgments without a verdict, and P(verdict = slot 1) among those with one."""
+    orders = [o for p in pairs for o in p.orders]
+    valid = [o for o in orders if o.verdict is not None]
+    failures = len(orders) - len(valid)
+    return {"judgments": len(orders), "parse_failures": failures,
+            "parse_failure_rate": _ratio(failures, len(orders)),
+            "slot1_rate": _ratio(sum(o.verdict == 1 for o in valid), len(valid))}
+
+
+def length_breakdown(pairs: Sequence[PairResult]) -> dict[str, dict[str, Any]]:
+    """Accuracies split by whether the chosen answer is the longer one (character length)."""
+    out: dict[str, dict[str, Any]] = {}
+    for bucket in ("chosen_longer", "chosen_shorter", "equal_length"):
+        sub = [p for p in pairs if p.length_bucket == bucket]
+        out[bucket] = {"pairs": len(sub), "accuracy": accuracy(sub), "accuracy_avg": accuracy_avg(sub)}
+    return out
+
+
+def brier(p_chosen: Sequence[float]) -> float | None:
+    """Brier score of P(chosen better) against the gold outcome (chosen always wins)."""
+    return _mean((1.0 - p) ** 2 for p in p_chosen)
+
+
+def _symmetrised(p_chosen: Sequence[float]) -> list[tuple[float, int]]:
+    return [pt for p in p_chosen for pt in ((p, 1), (1.0 - p, 0))]
+
+
+def reliability_bins(p_chosen: Sequence[float], bins: int = 10) -> list[dict[str, Any]]:
+    """Equal-width bins of the symmetrised forecasts: count, mean forecast, observed frequency."""
+    rows = [{"low": i / bins, "high": (i + 1) / bins, "count": 0, "_p": 0.0, "_y": 0} for i in range(bins)]
+    for p, y in _symmetrised(p_chosen):
+        row = rows[min(int(p * bins), bins - 1)]
+        row["count"] += 1
+        row["_p"] += p
+        row["_y"] += y
+    out = []
+    for r in rows:
+        n = r["count"]
+        out.append({"low": r["low"], "high": r["high"], "count": n,
+                    "mean_p": r["_p"] / n if n else None, "observed": r["_y"] / n if n else None})
+    return out
+
+
+def expected_calibration_error(p_chosen: Sequence[float], bins: int = 10) -> float | None:
+    """ECE over the reliability bins (count-weighted |observed - mean forecast|)."""
+    table = reliability_bins(p_chosen, bins)
+    total = sum(r["count"] for r in table)
+    if not total:
+        return None
+    return sum(r["count"] * abs(r["observed"] - r["mean_p"]) for r in table if r["count"]) / total
+
+
+def probability_metrics(pairs: Sequence[PairResult], bins: int = 10) -> dict[str, Any]:
+    """Brier score, ECE, mean P(chosen), reliability bins and how many judgments had a probability."""
+    orders = [o for p in pairs for o in p.orders]
+    read = sum(o.p_slot1 is not None for o in orders)
+    ps = [p.p_chosen for p in pairs]
+    return {"coverage": _ratio(read, len(orders)), "brier": brier(ps),
+            "ece": expected_calibration_error(ps, bins), "mean_p_chosen": _mean(ps),
+            "reliability": reliability_bins(ps, bins)}
+
+
+def faithfulness(pairs: Sequence[PairResult]) -> dict[str, Any]:
+    """How often a judgment's own rationale, fed back, yields the verdict it came with."""
+    probed = [o for p in pairs for o in p.orders if o.verdict is not None and o.transfer_verdict is not None]
+    same = sum(o.transfer_verdict == o.verdict for o in probed)
+    return {"probed": len(probed), "agree": same, "rate": _ratio(same, len(probed))}
+
+
+def pair_metrics(pairs: Sequence[PairResult], bins: int = 10) -> dict[str, Any]:
+    """Every metric of the module docstring for one group of pairs."""
+    out: dict[str, Any] = {"pairs": len(pairs), "accuracy": accuracy(pairs), "accuracy_avg": accuracy_avg(pairs)}
+    out.update(both_order_metrics(pairs))
+    out.update(parse_failures(pairs))
+    out["length"] = length_breakdown(pairs)
+    out["probability"] = probability_metrics(pairs, bins)
+    out["faithfulness"] = faithfulness(pairs)
+    return out
+
+
+@dataclass
+class SectionScore:
+    """One RewardBench section: weighted score over the subsets present."""
+
+    score: float | None
+    present: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def rewardbench_sections(subset_scores: Mapping[str, float | None]) -> dict[str, Any] | None:
+    """RewardBench's four section scores from per-subset accuracies, or None if no subset matches.
+
+    Each section is the ``EXAMPLE_COUNTS``-weighted mean of its subsets' accuracies, over the subsets
+    present (the missing ones are listed); ``overall`` is the unweighted mean of the sections that have
+    a score, as the current leaderboard and the Con-J README report it.
+    """
+    if not REWARDBENCH_SUBSETS & {k for k, v in subset_scores.items() if v is not None}:
+        return None
+    sections: dict[str, Any] = {}
+    for name, counts in REWARDBENCH_SECTIONS.items():
+        present = [s for s in counts if subset_scores.get(s) is not None]
+        weight = sum(counts[s] for s in present)
+        score = sum(counts[s] * subset_scores[s] for s in present) / weight if weight else None  # type: ignore[operator]
+        sections[name] = SectionScore(score, present, [s for s in counts if s not in present]).__dict__
+    scored = [s["score"] for s in sections.values() if s["score"] is not None]
+    return {"sections": sections, "overall": sum(scored) / len(scored),
+            "complete": all(not s["missing"] for s in sections.values())}

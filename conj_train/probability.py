@@ -1,0 +1,175 @@
+"""Verdict probabilities read from a judge's logits, and the rationale-transfer probe.
+
+Verdict probability
+    A Con-J judgment is ``{"原因": "...", "更好的回答": 1}``: the rationale, the verdict key, then
+    one digit. :func:`verdict_position` finds that digit in the parsed text (prefill + generation);
+    :class:`VerdictScorer` runs one forward pass over ``prompt + text up to the digit`` and reads
+    the next-token distribution there, normalised over the two verdict tokens:
+    ``P(1) = p('1') / (p('1') + p('2'))``. Nothing is sampled; the pass only re-reads the positions
+    the model already generated, so it costs about one prefill per judgment. The full-vocabulary
+    mass ``p('1') + p('2')`` is kept as well: a low mass means the model wanted to write something
+    else at that position.
+
+    The two candidate tokens are found by tokenizing ``prefix + '1'`` and ``prefix + '2'`` and
+    taking the first token where they differ; the model input is the common part before it. So a
+    tokenizer that merges the space with the digit (``'▁1'``) is read correctly too, and the input is
+    always the canonical tokenization of the text (which can differ from the generated ids in rare
+    non-canonical cases; the probability is then that of the canonical reading).
+
+Rationale transfer (conj-spec 10 item 8)
+    :func:`transfer_prefill` forces a rationale back into the assistant turn,
+    ``' {"原因": <rationale as JSON string>, "更好的回答": '``, and the same next-token read gives the
+    verdict the reader model then assigns (the more probable of the two digits, i.e. greedy decoding
+    restricted to the verdict tokens). Con-J's released probe appends ``更好的回答: `` with the key
+    unquoted; here the key is quoted as in every training target. The rationale is re-serialised with
+    ``json.dumps`` so quotes inside it cannot end the string early.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from conj_train.verdicts import DEFAULT_VERDICT_KEYS
+
+_DIGIT_PAIRS = {"1": ("1", "2"), "2": ("1", "2"), "１": ("１", "２"), "２": ("１", "２")}
+
+
+def _key_pattern(keys: Sequence[str]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(k) for k in sorted(set(keys), key=len, reverse=True))
+    # Key, optional closing quote, colon, optional opening quote, digit: no nested quantifiers.
+    return re.compile(r"(?:" + alternatives + r")[\"“”]?\s*[:：]\s*[\"“”]?([12１２])")
+
+
+_DEFAULT_PATTERN = _key_pattern(DEFAULT_VERDICT_KEYS)
+
+
+def verdict_position(text: str, verdict: int | None, verdict_keys: Sequence[str] | None = None) -> int | None:
+    """Character index of the digit that states ``verdict`` after a verdict key in ``text``.
+
+    The first ``KEY": d`` whose digit equals ``verdict`` counts; ``None`` when the verdict is None or
+    the text has no such place (e.g. a verdict the lenient parser found in free text).
+    """
+    if verdict not in (1, 2):
+        return None
+    pattern = _DEFAULT_PATTERN if verdict_keys is None else _key_pattern(verdict_keys)
+    for m in pattern.finditer(text):
+        if m.group(1) in (str(verdict), "１２"[verdict - 1]):
+            return m.start(1)
+    return None
+
+
+def digit_pair(text: str, position: int) -> tuple[str, str]:
+    """The two verdict characters to compare at ``position`` (ASCII or full-width, as written)."""
+    return _DIGIT_PAIRS.get(text[position], ("1", "2"))
+
+
+def transfer_prefill(rationale: str, *, rationale_key: str = "原因", verdict_key: str = "更好的回答") -> str:
+    """The forced assistant prefix of the transfer probe: rationale written, verdict digit next."""
+    return (' {"' + rationale_key + '": ' + json.dumps(rationale, ensure_ascii=False) + ', "'
+            + verdict_key + '": ')
+
+
+@dataclass(frozen=True)
+class DigitRead:
+    """The model's view at a verdict position: ``p_first`` = P('1') / (P('1') + P('2'))."""
+
+    p_first: float
+    mass: float  # P('1') + P('2') under the full softmax
+
+
+class VerdictScorer:
+    """Next-token verdict probabilities from a causal LM's logits (see the module docstring).
+
+    Prefixes are batched left-padded with explicit position ids, longest first, while a batch's
+    padded size stays within ``batch_tokens``; only the last position's logits are computed.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_tokens: int = 16384) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_tokens = max(1, batch_tokens)
+        params = inspect.signature(model.forward).parameters
+        self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+    @classmethod
+    def from_pretrained(cls, path: str, *, dtype: str = "auto", device: str | None = None,
+                        trust_remote_code: bool = False, batch_tokens: int = 16384) -> VerdictScorer:
+        """Load a causal LM (e.g. a rationale-transfer reader) only for reading verdict probabilities."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from conj_train.errors import ConjError
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, trust_remote_code=trust_remote_code, device_map=device,
+                dtype=dtype if dtype == "auto" else getattr(torch, dtype))
+        except (OSError, ValueError) as e:
+            raise ConjError(f"cannot load a causal LM from {path}: {str(e).splitlines()[0]}") from e
+        return cls(model.eval(), tok, batch_tokens=batch_tokens)
+
+    def encode(self, prefix: str, digits: tuple[str, str] = ("1", "2")) -> tuple[list[int], int, int] | None:
+        """``(input ids, token of digits[0], token of digits[1])`` for reading at the end of ``prefix``."""
+        ids_a = self._ids(prefix + digits[0])
+        ids_b = self._ids(prefix + digits[1])
+        common = 0
+        for a, b in zip(ids_a, ids_b, strict=False):
+            if a != b:
+                break
+            common += 1
+        if common == 0 or common >= min(len(ids_a), len(ids_b)):
+            return None
+        return ids_a[:common], ids_a[common], ids_b[common]
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def read(self, prefixes: Sequence[str], digits: Sequence[tuple[str, str]] | None = None
+             ) -> list[DigitRead | None]:
+        """The verdict read after each prefix (``None`` where no two distinct digit tokens exist)."""
+        encoded = [self.encode(p, digits[i] if digits else ("1", "2")) for i, p in enumerate(prefixes)]
+        out: list[DigitRead | None] = [None] * len(prefixes)
+        order = sorted((i for i, e in enumerate(encoded) if e is not None),
+                       key=lambda i: -len(encoded[i][0]))  # type: ignore[index]
+        batch: list[int] = []
+        for i in order:
+            width = len(encoded[batch[0]][0]) if batch else len(encoded[i][0])  # type: ignore[index]
+            if batch and width * (len(batch) + 1) > self.batch_tokens:
+                self._run(batch, encoded, out)
+                batch = []
+            batch.append(i)
+        if batch:
+            self._run(batch, encoded, out)
+        return out
+
+    def _run(self, batch: list[int], encoded: list[Any], out: list[DigitRead | None]) -> None:
+        import torch
+
+        device = self.model.device
+        width = max(len(encoded[i][0]) for i in batch)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            seq = encoded[i][0]
+            ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                position_ids=positions.to(device), **self._last_only).logits[:, -1].float()
+        probs = logits.softmax(dim=-1)
+        for row, i in enumerate(batch):
+            _, tok_a, tok_b = encoded[i]
+            pa, pb = float(probs[row, tok_a]), float(probs[row, tok_b])
+            # Normalise in log space: a tiny mass must not turn into 0/0.
+            la, lb = float(logits[row, tok_a]), float(logits[row, tok_b])
+            p_first = float(torch.tensor([la, lb]).softmax(dim=0)[0])
+            out[i] = DigitRead(p_first=p_first, mass=pa + pb)
