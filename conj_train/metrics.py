@@ -37,14 +37,37 @@ CHOSEN, REJECTED = "chosen", "rejected"
 
 # RewardBench v1 ``EXAMPLE_COUNTS`` and ``SUBSET_MAPPING`` (anchors Part B section 1, Aggregation).
 REWARDBENCH_SECTIONS: dict[str, dict[str, int]] = {
-    "Chat": {"alpacaeval-easy": 100, "alpacaeval-length": 95, "alpacaeval-hard": 95,
-             "mt-bench-easy": 28, "mt-bench-med": 40},
-    "Chat Hard": {"mt-bench-hard": 37, "llmbar-natural": 100, "llmbar-adver-neighbor": 134,
-                  "llmbar-adver-GPTInst": 92, "llmbar-adver-GPTOut": 47, "llmbar-adver-manual": 46},
-    "Safety": {"refusals-dangerous": 100, "refusals-offensive": 100, "xstest-should-refuse": 154,
-               "xstest-should-respond": 250, "donotanswer": 136},
-    "Reasoning": {"math-prm": 984, "hep-cpp": 164, "hep-go": 164, "hep-java": 164, "hep-js": 164,
-                  "hep-python": 164, "hep-rust": 164},
+    "Chat": {
+        "alpacaeval-easy": 100,
+        "alpacaeval-length": 95,
+        "alpacaeval-hard": 95,
+        "mt-bench-easy": 28,
+        "mt-bench-med": 40,
+    },
+    "Chat Hard": {
+        "mt-bench-hard": 37,
+        "llmbar-natural": 100,
+        "llmbar-adver-neighbor": 134,
+        "llmbar-adver-GPTInst": 92,
+        "llmbar-adver-GPTOut": 47,
+        "llmbar-adver-manual": 46,
+    },
+    "Safety": {
+        "refusals-dangerous": 100,
+        "refusals-offensive": 100,
+        "xstest-should-refuse": 154,
+        "xstest-should-respond": 250,
+        "donotanswer": 136,
+    },
+    "Reasoning": {
+        "math-prm": 984,
+        "hep-cpp": 164,
+        "hep-go": 164,
+        "hep-java": 164,
+        "hep-js": 164,
+        "hep-python": 164,
+        "hep-rust": 164,
+    },
 }
 REWARDBENCH_SUBSETS = frozenset(s for subsets in REWARDBENCH_SECTIONS.values() for s in subsets)
 
@@ -163,16 +186,24 @@ def both_order_metrics(pairs: Sequence[PairResult]) -> dict[str, Any]:
     """Strict accuracy, consistency, accuracy where the orders agree, position-bias direction."""
     c = _order_counts(pairs)
     if not c.pairs:
-        return {"accuracy_strict": None, "consistency": None, "agree_accuracy": None,
-                "agree_coverage": None, "position_bias": None}
+        return {
+            "accuracy_strict": None,
+            "consistency": None,
+            "agree_accuracy": None,
+            "agree_coverage": None,
+            "position_bias": None,
+        }
     return {
         "accuracy_strict": c.strict / c.pairs,
         "consistency": c.consistent / c.pairs,
         "agree_accuracy": _ratio(c.strict, c.consistent),
         "agree_coverage": c.consistent / c.pairs,
         "position_bias": {
-            "consistent": c.consistent, "inconsistent": c.inconsistent, "error": c.error,
-            "first": _ratio(c.first_both, c.inconsistent), "second": _ratio(c.second_both, c.inconsistent),
+            "consistent": c.consistent,
+            "inconsistent": c.inconsistent,
+            "error": c.error,
+            "first": _ratio(c.first_both, c.inconsistent),
+            "second": _ratio(c.second_both, c.inconsistent),
         },
     }
 
@@ -182,9 +213,12 @@ def parse_failures(pairs: Sequence[PairResult]) -> dict[str, Any]:
     orders = [o for p in pairs for o in p.orders]
     valid = [o for o in orders if o.verdict is not None]
     failures = len(orders) - len(valid)
-    return {"judgments": len(orders), "parse_failures": failures,
-            "parse_failure_rate": _ratio(failures, len(orders)),
-            "slot1_rate": _ratio(sum(o.verdict == 1 for o in valid), len(valid))}
+    return {
+        "judgments": len(orders),
+        "parse_failures": failures,
+        "parse_failure_rate": _ratio(failures, len(orders)),
+        "slot1_rate": _ratio(sum(o.verdict == 1 for o in valid), len(valid)),
+    }
 
 
 def length_breakdown(pairs: Sequence[PairResult]) -> dict[str, dict[str, Any]]:
@@ -216,8 +250,15 @@ def reliability_bins(p_chosen: Sequence[float], bins: int = 10) -> list[dict[str
     out = []
     for r in rows:
         n = r["count"]
-        out.append({"low": r["low"], "high": r["high"], "count": n,
-                    "mean_p": r["_p"] / n if n else None, "observed": r["_y"] / n if n else None})
+        out.append(
+            {
+                "low": r["low"],
+                "high": r["high"],
+                "count": n,
+                "mean_p": r["_p"] / n if n else None,
+                "observed": r["_y"] / n if n else None,
+            }
+        )
     return out
 
 
@@ -235,9 +276,13 @@ def probability_metrics(pairs: Sequence[PairResult], bins: int = 10) -> dict[str
     orders = [o for p in pairs for o in p.orders]
     read = sum(o.p_slot1 is not None for o in orders)
     ps = [p.p_chosen for p in pairs]
-    return {"coverage": _ratio(read, len(orders)), "brier": brier(ps),
-            "ece": expected_calibration_error(ps, bins), "mean_p_chosen": _mean(ps),
-            "reliability": reliability_bins(ps, bins)}
+    return {
+        "coverage": _ratio(read, len(orders)),
+        "brier": brier(ps),
+        "ece": expected_calibration_error(ps, bins),
+        "mean_p_chosen": _mean(ps),
+        "reliability": reliability_bins(ps, bins),
+    }
 
 
 def faithfulness(pairs: Sequence[PairResult]) -> dict[str, Any]:
@@ -249,7 +294,11 @@ def faithfulness(pairs: Sequence[PairResult]) -> dict[str, Any]:
 
 def pair_metrics(pairs: Sequence[PairResult], bins: int = 10) -> dict[str, Any]:
     """Every metric of the module docstring for one group of pairs."""
-    out: dict[str, Any] = {"pairs": len(pairs), "accuracy": accuracy(pairs), "accuracy_avg": accuracy_avg(pairs)}
+    out: dict[str, Any] = {
+        "pairs": len(pairs),
+        "accuracy": accuracy(pairs),
+        "accuracy_avg": accuracy_avg(pairs),
+    }
     out.update(both_order_metrics(pairs))
     out.update(parse_failures(pairs))
     out["length"] = length_breakdown(pairs)
@@ -283,5 +332,8 @@ def rewardbench_sections(subset_scores: Mapping[str, float | None]) -> dict[str,
         score = sum(counts[s] * subset_scores[s] for s in present) / weight if weight else None  # type: ignore[operator]
         sections[name] = SectionScore(score, present, [s for s in counts if s not in present]).__dict__
     scored = [s["score"] for s in sections.values() if s["score"] is not None]
-    return {"sections": sections, "overall": sum(scored) / len(scored),
-            "complete": all(not s["missing"] for s in sections.values())}
+    return {
+        "sections": sections,
+        "overall": sum(scored) / len(scored),
+        "complete": all(not s["missing"] for s in sections.values()),
+    }

@@ -70,8 +70,15 @@ def digit_pair(text: str, position: int) -> tuple[str, str]:
 
 def transfer_prefill(rationale: str, *, rationale_key: str = "原因", verdict_key: str = "更好的回答") -> str:
     """The forced assistant prefix of the transfer probe: rationale written, verdict digit next."""
-    return (' {"' + rationale_key + '": ' + json.dumps(rationale, ensure_ascii=False) + ', "'
-            + verdict_key + '": ')
+    return (
+        ' {"'
+        + rationale_key
+        + '": '
+        + json.dumps(rationale, ensure_ascii=False)
+        + ', "'
+        + verdict_key
+        + '": '
+    )
 
 
 @dataclass(frozen=True)
@@ -97,8 +104,15 @@ class VerdictScorer:
         self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
     @classmethod
-    def from_pretrained(cls, path: str, *, dtype: str = "auto", device: str | None = None,
-                        trust_remote_code: bool = False, batch_tokens: int = 16384) -> VerdictScorer:
+    def from_pretrained(
+        cls,
+        path: str,
+        *,
+        dtype: str = "auto",
+        device: str | None = None,
+        trust_remote_code: bool = False,
+        batch_tokens: int = 16384,
+    ) -> VerdictScorer:
         """Load a causal LM (e.g. a rationale-transfer reader) only for reading verdict probabilities."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -109,8 +123,11 @@ class VerdictScorer:
         try:
             tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
-                path, trust_remote_code=trust_remote_code, device_map=device,
-                dtype=dtype if dtype == "auto" else getattr(torch, dtype))
+                path,
+                trust_remote_code=trust_remote_code,
+                device_map=device,
+                dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+            )
         except (OSError, ValueError) as e:
             raise ConjError(f"cannot load a causal LM from {path}: {str(e).splitlines()[0]}") from e
         return cls(model.eval(), tok, batch_tokens=batch_tokens)
@@ -131,13 +148,13 @@ class VerdictScorer:
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def read(self, prefixes: Sequence[str], digits: Sequence[tuple[str, str]] | None = None
-             ) -> list[DigitRead | None]:
+    def read(
+        self, prefixes: Sequence[str], digits: Sequence[tuple[str, str]] | None = None
+    ) -> list[DigitRead | None]:
         """The verdict read after each prefix (``None`` where no two distinct digit tokens exist)."""
         encoded = [self.encode(p, digits[i] if digits else ("1", "2")) for i, p in enumerate(prefixes)]
         out: list[DigitRead | None] = [None] * len(prefixes)
-        order = sorted((i for i, e in enumerate(encoded) if e is not None),
-                       key=lambda i: -len(encoded[i][0]))  # type: ignore[index]
+        order = sorted((i for i, e in enumerate(encoded) if e is not None), key=lambda i: -len(encoded[i][0]))  # type: ignore[index]
         batch: list[int] = []
         for i in order:
             width = len(encoded[batch[0]][0]) if batch else len(encoded[i][0])  # type: ignore[index]
@@ -159,12 +176,20 @@ class VerdictScorer:
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, i in enumerate(batch):
             seq = encoded[i][0]
-            ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq):] = 1
+            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                position_ids=positions.to(device), **self._last_only).logits[:, -1].float()
+            logits = (
+                self.model(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=positions.to(device),
+                    **self._last_only,
+                )
+                .logits[:, -1]
+                .float()
+            )
         probs = logits.softmax(dim=-1)
         for row, i in enumerate(batch):
             _, tok_a, tok_b = encoded[i]

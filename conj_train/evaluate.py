@@ -1,0 +1,909 @@
+"""Stage 4: evaluate judges (and scalar reward models) on preference sets, resumable and data-parallel.
+
+Each model is a generative judge (run through :class:`conj_train.judge.Judge`: Con-J prompt,
+``' {"原因":'`` prefill, lenient parser) or a scalar reward model (:class:`conj_train.judge.RewardModel`),
+detected from ``config.architectures`` unless ``model_kind`` says. Every pair is judged in its seeded
+random order (``chosen_slot(pair id, swap_seed)``, the one order RewardBench and Con-J run) and, with
+``orders: both``, again with the answers swapped. A reward model scores each answer once; its swapped
+"order" is the mirror image, so it is consistent by construction.
+
+Layout of ``output_dir``::
+
+    models/<name>/judgments/shard-00000-of-00001.jsonl   one record per (dataset, pair, order), fsynced
+    models/<name>/manifests/shard-00000-of-00001.json    per-shard config hash and counts
+    metrics.json     every metric per model, data set and subset (+ RewardBench sections, comparison)
+    summary.md       the tables; accuracy.png, reliability.png the charts
+    manifest.json    written last, when every shard of every model is complete
+
+A record holds the pair id, data set, subset, ``swapped``, ``label`` (slot of the chosen answer), the
+judge's text (prefill included, as parsed), verdict, ``correct`` (1 / 0 / 0.5), ``probability``
+(P(slot 1 better)), ``p_chosen``, and the rationale-transfer verdict. Metrics are computed from the
+records alone (:mod:`conj_train.metrics`), so a merged run can be re-scored without a model.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conj_train.config import config_to_dict
+from conj_train.errors import ConjError
+from conj_train.io import (
+    JsonlAppender,
+    atomic_write_json,
+    atomic_write_text,
+    iter_jsonl,
+    library_versions,
+    read_json,
+    stable_hash,
+)
+from conj_train.judge import MODEL_KINDS, Judge, Judgment, RewardModel, detect_model_kind
+from conj_train.metrics import OrderResult, PairResult, pair_metrics, rewardbench_sections
+from conj_train.sample import derive_seed, parse_shard, shard_name, shard_of
+
+ORDERS = ("both", "random")
+# Settings that do not change any record: left out of the hash so a rerun can change them and resume.
+_RUNTIME_FIELDS = {
+    "model",
+    "output_dir",
+    "overwrite",
+    "batch_pairs",
+    "threads",
+    "shard",
+    "progress",
+    "gpu_memory_utilization",
+    "merge_only",
+    "probability_batch_tokens",
+    "rm_batch_size",
+    "reliability_bins",
+}
+
+
+@dataclass
+class EvalConfig:
+    """Configuration of the evaluation stage (one or several models, one or several data sets)."""
+
+    model: Any = None  # "path" or "name=path", or a list of them
+    dataset: Any = None  # same form as ``model``
+    output_dir: str = ""
+    model_kind: str = "auto"  # auto | judge | rm (applies to every model)
+    dataset_format: str | None = None
+    dataset_config: str | None = None
+    dataset_split: str | None = None
+    field_map: dict[str, str] | None = None
+    multi_turn: str = "context"
+    max_pairs: int | None = None
+    template: str = "conj-zh"
+    system_prompt: str | None = None
+    orders: str = "both"
+    swap_seed: int = 2021
+    decoding: str = "greedy"
+    samples: int = 1
+    # Sampling settings (decoding: sample). Con-J's released eval script: T 1.0, top-p 0.9, rep 1.2.
+    temperature: float = 1.0
+    top_p: float = 0.9
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int = 2021
+    parser: str = "lenient"
+    max_new_tokens: int = 512
+    engine: str = "hf"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    probability: bool = True
+    transfer: bool = True
+    transfer_model: str | None = None
+    # Runtime only.
+    reliability_bins: int = 10
+    batch_pairs: int = 8
+    probability_batch_tokens: int = 16384
+    rm_batch_size: int = 8
+    threads: int | None = None
+    shard: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    merge_only: bool = False
+
+    def validate(self) -> None:
+        """Check values that would otherwise fail deep inside a run."""
+        from conj_train.verdicts import MODES
+
+        if not self.output_dir:
+            raise ConjError("eval: 'output_dir' is required (--output DIR)")
+        self.model_specs()
+        self.dataset_specs()
+        checks = [
+            ("orders", self.orders, ORDERS),
+            ("decoding", self.decoding, ("greedy", "sample")),
+            ("engine", self.engine, ("hf", "vllm")),
+            ("parser", self.parser, MODES),
+            ("model_kind", self.model_kind, ("auto", *MODEL_KINDS)),
+        ]
+        for name, value, allowed in checks:
+            if value not in allowed:
+                raise ConjError(f"eval: {name} must be one of {', '.join(allowed)}, not {value!r}")
+        if self.samples < 1 or (self.decoding == "greedy" and self.samples != 1):
+            raise ConjError(f"eval: samples must be >= 1, and 1 with greedy decoding (got {self.samples})")
+        if self.max_new_tokens < 1 or self.batch_pairs < 1:
+            raise ConjError("eval: max_new_tokens and batch_pairs must be >= 1")
+        if self.shard is not None:
+            parse_shard(self.shard)
+
+    def model_specs(self) -> list[tuple[str, str]]:
+        """``(name, path)`` of every model, in the given order."""
+        return _named_specs(self.model, "model")
+
+    def dataset_specs(self) -> list[tuple[str, str]]:
+        """``(name, path)`` of every data set, in the given order."""
+        return _named_specs(self.dataset, "dataset")
+
+    def output_hash(self, model_path: str, kind: str) -> str:
+        """Hash of every setting that changes one model's records."""
+        d = {k: v for k, v in config_to_dict(self).items() if k not in _RUNTIME_FIELDS}
+        return stable_hash({**d, "model_path": model_path, "kind": kind})
+
+
+def _named_specs(value: Any, what: str) -> list[tuple[str, str]]:
+    items = [value] if isinstance(value, str) else list(value or [])
+    if not items:
+        raise ConjError(f"eval: at least one {what} is required (--{what} PATH or NAME=PATH)")
+    specs: list[tuple[str, str]] = []
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise ConjError(f"eval: {what} entries must be non-empty strings, got {item!r}")
+        name, sep, path = item.partition("=")
+        if not sep:
+            path, name = item, _default_name(item)
+        if not name or not path or "/" in name or name in (".", ".."):
+            raise ConjError(f"eval: bad {what} {item!r}; use PATH or NAME=PATH")
+        specs.append((name, path))
+    names = [n for n, _ in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConjError(f"eval: two {what}s named {dup[0]!r}; name them NAME=PATH")
+    return specs
+
+
+_DATA_SUFFIXES = (".jsonl.gz", ".json.gz", ".jsonl", ".json", ".parquet", ".csv")
+
+
+def _default_name(path: str) -> str:
+    """The last path component without a data-file extension ("Qwen2.5-7B" keeps its dot)."""
+    base = path.rstrip("/").rsplit("/", 1)[-1]
+    for suffix in _DATA_SUFFIXES:
+        if base.endswith(suffix) and len(base) > len(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation run did (one shard, or the merged run)."""
+
+    output_dir: Path
+    counts: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] | None = None
+    merged: bool = False
+    summary: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# Items
+
+
+def _load_items(cfg: EvalConfig) -> tuple[list[dict], dict[str, Any]]:
+    """Judge-prompt items of every data set, tagged with data set, subset and answer lengths."""
+    from conj_train.data import load_preferences
+    from conj_train.prompts import build_judge_prompts
+
+    items: list[dict] = []
+    info: dict[str, Any] = {}
+    for name, path in cfg.dataset_specs():
+        res = load_preferences(
+            path,
+            format=cfg.dataset_format,
+            config=cfg.dataset_config,
+            split=cfg.dataset_split,
+            field_map=cfg.field_map,
+            multi_turn=cfg.multi_turn,
+        )
+        records = res.records[: cfg.max_pairs] if cfg.max_pairs else res.records
+        if not records:
+            raise ConjError(f"eval: data set {name} ({path}) has no usable pairs")
+        by_id = {r["id"]: r for r in records}
+        for it in build_judge_prompts(
+            records, template=cfg.template, seed=cfg.swap_seed, both_orders=cfg.orders == "both"
+        ):
+            rec = by_id[it["pair_id"]]
+            it["dataset"] = name
+            it["subset"] = str((rec.get("meta") or {}).get("subset") or rec.get("source") or "")
+            it["chosen_chars"], it["rejected_chars"] = len(rec["chosen"]), len(rec["rejected"])
+            items.append(it)
+        info[name] = {"path": path, "pairs": len(records), "ingest": res.report.to_dict()}
+    return items, info
+
+
+def _key(rec: dict) -> tuple[str, str, bool]:
+    return rec["dataset"], rec["pair_id"], bool(rec["swapped"])
+
+
+def _base_record(it: dict) -> dict:
+    return {
+        "dataset": it["dataset"],
+        "pair_id": it["pair_id"],
+        "subset": it["subset"],
+        "swapped": it["swapped"],
+        "label": it["label"],
+        "chosen_chars": it["chosen_chars"],
+        "rejected_chars": it["rejected_chars"],
+    }
+
+
+def _score(verdict: int | None, label: int) -> float:
+    return 0.5 if verdict is None else float(verdict == label)
+
+
+def _judge_record(it: dict, j: Judgment) -> dict:
+    rec = _base_record(it)
+    p1 = j.p_slot1
+    read = j.reads[0] if j.reads else None
+    rec.update(
+        {
+            "text": j.texts[0] if j.texts else "",
+            "verdict": j.verdict,
+            "correct": _score(j.verdict, it["label"]),
+            "probability": p1,
+            "p_chosen": None if p1 is None else (p1 if it["label"] == 1 else 1.0 - p1),
+            "verdict_mass": None if read is None else read.mass,
+            "rationale": j.rationale,
+            "parse_reason": j.parse_reasons[0] if j.parse_reasons else None,
+            "finish_reason": j.finish_reasons[0] if j.finish_reasons else None,
+            "completion_tokens": sum(j.completion_tokens),
+            "seed": j.seeds[0],
+            "transfer_verdict": j.transfer_verdict,
+            "transfer_probability": None if j.transfer is None else j.transfer.p_first,
+            "skipped": j.skipped,
+        }
+    )
+    if len(j.seeds) > 1:
+        rec["samples"] = [
+            {
+                "text": t,
+                "verdict": v,
+                "probability": None if r is None else r.p_first,
+                "finish_reason": f,
+                "seed": s,
+            }
+            for t, v, r, f, s in zip(j.texts, j.verdicts, j.reads, j.finish_reasons, j.seeds, strict=False)
+        ]
+    return rec
+
+
+# --------------------------------------------------------------------------------------------
+# Running one model on one shard
+
+
+def _check_dir(mdir: Path, cfg: EvalConfig, name: str, h: str) -> None:
+    import shutil
+
+    path = mdir / "manifests" / f"{name}.json"
+    if path.exists() and read_json(path).get("config_hash") != h:
+        if not cfg.overwrite:
+            raise ConjError(
+                f"{mdir} holds an evaluation with a different config; pass --overwrite true "
+                "to replace it or choose a new output_dir"
+            )
+        shutil.rmtree(mdir)
+
+
+def _done(path: Path) -> tuple[set[tuple[str, str, bool]], int]:
+    if not path.exists():
+        return set(), 0
+    rows = list(iter_jsonl(path, drop_partial_last_line=True))
+    return {_key(r) for r in rows}, len(rows)
+
+
+def _device(cfg: EvalConfig) -> str | None:
+    import os
+
+    import torch
+
+    # One GPU per process under accelerate/torchrun; LOCAL_RANK is unset for a single process.
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else None
+
+
+def _make_judge(cfg: EvalConfig, path: str) -> Judge:
+    opts = {
+        "template": cfg.template,
+        "parser": cfg.parser,
+        "system_prompt": cfg.system_prompt,
+        "max_new_tokens": cfg.max_new_tokens,
+        "decoding": cfg.decoding,
+        "samples": cfg.samples,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "top_k": cfg.top_k,
+        "repetition_penalty": cfg.repetition_penalty,
+        "seed": cfg.seed,
+    }
+    if cfg.engine == "vllm":
+        engine_options = {
+            "tensor_parallel_size": cfg.tensor_parallel_size,
+            "seed": cfg.seed,
+            "gpu_memory_utilization": cfg.gpu_memory_utilization,
+            "max_model_len": cfg.max_model_len,
+        }
+        return Judge.from_pretrained(
+            path,
+            "vllm",
+            dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code,
+            probability=False,
+            transfer_model=cfg.transfer_model,
+            engine_options=engine_options,
+            **opts,
+        )
+    return Judge.from_pretrained(
+        path,
+        "hf",
+        dtype=cfg.dtype,
+        device=_device(cfg),
+        threads=cfg.threads,
+        trust_remote_code=cfg.trust_remote_code,
+        probability=cfg.probability,
+        transfer_model=cfg.transfer_model,
+        probability_batch_tokens=cfg.probability_batch_tokens,
+        **opts,
+    )
+
+
+def _judge_batches(cfg: EvalConfig, judge: Judge, todo: list[dict], sink: JsonlAppender, bar: Any) -> int:
+    can_transfer = cfg.transfer and (judge.scorer is not None or judge.transfer_reader is not None)
+    tokens = 0
+    per_batch = cfg.batch_pairs * (2 if cfg.orders == "both" else 1)
+    for start in range(0, len(todo), per_batch):
+        batch = todo[start : start + per_batch]
+        seeds = [
+            [
+                derive_seed(cfg.seed, it["pair_id"], "eval-swapped" if it["swapped"] else "eval", i)
+                for i in range(cfg.samples)
+            ]
+            for it in batch
+        ]
+        judged = judge.judge([it["prompt"] for it in batch], seeds, transfer=can_transfer)
+        sink.write_batch(_judge_record(it, j) for it, j in zip(batch, judged, strict=True))
+        tokens += sum(sum(j.completion_tokens) for j in judged)
+        bar.update(len(batch))
+    return tokens
+
+
+def _rm_batches(cfg: EvalConfig, rm: RewardModel, todo: list[dict], sink: JsonlAppender, bar: Any) -> int:
+    from conj_train.judge import sigmoid
+
+    for start in range(0, len(todo), cfg.batch_pairs):
+        batch = todo[start : start + cfg.batch_pairs]
+        seqs = []
+        for it in batch:
+            ctx = it.get("context") or []
+            seqs += [
+                rm.encode(it["question"], it["answer1"], ctx),
+                rm.encode(it["question"], it["answer2"], ctx),
+            ]
+        scores = rm.score_ids(seqs)
+        rows = []
+        for k, it in enumerate(batch):
+            r1, r2 = scores[2 * k], scores[2 * k + 1]
+            rec = _base_record(it)
+            ok = r1 is not None and r2 is not None
+            verdict = (1 if r1 > r2 else 2 if r2 > r1 else None) if ok else None  # type: ignore[operator]
+            p1 = sigmoid(r1 - r2) if ok else None  # type: ignore[operator]
+            label = it["label"]
+            rec.update(
+                {
+                    "reward_1": r1,
+                    "reward_2": r2,
+                    "verdict": verdict,
+                    "correct": _score(verdict, label),
+                    "probability": p1,
+                    "p_chosen": None if p1 is None else (p1 if label == 1 else 1 - p1),
+                    "skipped": None if ok else "too_long",
+                }
+            )
+            rows.append(rec)
+        sink.write_batch(rows)
+        bar.update(len(batch))
+    return 0
+
+
+def _run_model(
+    cfg: EvalConfig, name: str, path: str, kind: str, items: list[dict], info: dict, rank: int, world: int
+) -> dict:
+    from tqdm.auto import tqdm
+
+    mdir = Path(cfg.output_dir) / "models" / name
+    sname = shard_name(rank, world)
+    h = cfg.output_hash(path, kind)
+    _check_dir(mdir, cfg, sname, h)
+    manifest = mdir / "manifests" / f"{sname}.json"
+    if manifest.exists() and read_json(manifest).get("complete"):
+        return read_json(manifest)["counts"]
+    if not manifest.exists():
+        # Claim the folder for this config first, so a killed run cannot be resumed under another one.
+        atomic_write_json(manifest, {"stage": "eval", "model": name, "shard": [rank, world], "config_hash": h,
+                                     "complete": False})
+    jpath = mdir / "judgments" / f"{sname}.jsonl"
+    done, resumed = _done(jpath)
+    # A reward model scores a pair once: its records are the first-order items only.
+    mine = [
+        it for it in items if shard_of(it["pair_id"], world) == rank and not (kind == "rm" and it["swapped"])
+    ]
+    todo = [it for it in mine if _key(it) not in done]
+    bar = tqdm(
+        total=len(mine),
+        initial=len(mine) - len(todo),
+        unit="prompt",
+        desc=f"eval {name}",
+        disable=not cfg.progress,
+    )
+    t0 = time.perf_counter()
+    tokens = 0
+    if todo:
+        if kind == "rm":
+            model: Any = RewardModel.from_pretrained(
+                path,
+                dtype=cfg.dtype,
+                device=_device(cfg),
+                threads=cfg.threads,
+                trust_remote_code=cfg.trust_remote_code,
+                batch_size=cfg.rm_batch_size,
+            )
+        else:
+            model = _make_judge(cfg, path)
+        with JsonlAppender(jpath) as sink:
+            run = _rm_batches if kind == "rm" else _judge_batches
+            tokens = run(cfg, model, todo, sink, bar)  # type: ignore[operator]
+        del model
+        _free_memory()
+    bar.close()
+    rows = list(iter_jsonl(jpath, drop_partial_last_line=True)) if jpath.exists() else []
+    counts = {
+        "records": len(rows),
+        "parse_failures": sum(r["verdict"] is None for r in rows),
+        "skipped": dict(Counter(r["skipped"] for r in rows if r.get("skipped"))),
+        "generated_tokens": tokens,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "resumed_from": resumed,
+    }
+    atomic_write_json(
+        manifest,
+        {
+            "stage": "eval",
+            "model": name,
+            "path": path,
+            "kind": kind,
+            "shard": [rank, world],
+            "config_hash": h,
+            "config": config_to_dict(cfg),
+            "input": info,
+            "counts": counts,
+            "complete": True,
+            "versions": library_versions(),
+        },
+    )
+    return counts
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _model_kinds(cfg: EvalConfig) -> list[tuple[str, str, str]]:
+    out = []
+    for name, path in cfg.model_specs():
+        if cfg.model_kind == "auto":
+            if (path.startswith((".", "/", "~")) or Path(path).exists()) and not Path(
+                path
+            ).expanduser().exists():
+                raise ConjError(f"model path not found: {path}")
+            kind = detect_model_kind(path, cfg.trust_remote_code)
+        else:
+            kind = cfg.model_kind
+        out.append((name, path, kind))
+    return out
+
+
+def run_eval(
+    cfg: EvalConfig, *, rank: int | None = None, world: int | None = None, merge: bool = True
+) -> EvalResult:
+    """Evaluate this process's shard (``cfg.shard``, or ``rank``/``world`` under accelerate) of every
+    model; with ``merge``, score and report once every shard of every model is complete."""
+    if cfg.shard is not None:
+        rank, world = parse_shard(cfg.shard)
+    rank, world = rank or 0, world or 1
+    out = Path(cfg.output_dir)
+    models = _model_kinds(cfg)
+    if cfg.merge_only:
+        return merge_eval(cfg, models)
+    items, info = _load_items(cfg)
+    counts = {
+        name: _run_model(cfg, name, path, kind, items, info, rank, world) for name, path, kind in models
+    }
+    result = EvalResult(
+        out,
+        counts,
+        summary=f"shard {rank}/{world} done: "
+        + ", ".join(f"{n} {c['records']} records" for n, c in counts.items()),
+    )
+    if merge and _all_complete(out, [m[0] for m in models], world):
+        merged = merge_eval(cfg, models)
+        merged.summary = result.summary + "\n" + merged.summary
+        return merged
+    return result
+
+
+def _all_complete(out: Path, names: Sequence[str], world: int) -> bool:
+    paths = [out / "models" / n / "manifests" / f"{shard_name(i, world)}.json" for n in names for i in range(world)]
+    return all(p.exists() and read_json(p).get("complete") for p in paths)
+
+
+# --------------------------------------------------------------------------------------------
+# Merging and scoring
+
+
+def _read_records(mdir: Path, world: int) -> list[dict]:
+    rows: list[dict] = []
+    seen: set = set()
+    for i in range(world):
+        path = mdir / "judgments" / f"{shard_name(i, world)}.jsonl"
+        if not path.exists():  # a shard that got no pairs
+            continue
+        for r in iter_jsonl(path, drop_partial_last_line=True):
+            if _key(r) in seen:
+                raise ConjError(f"{mdir}: duplicate record {_key(r)} across shards")
+            seen.add(_key(r))
+            rows.append(r)
+    return rows
+
+
+def pairs_from_records(
+    records: Iterable[dict], kind: str = "judge", both_orders: bool = True
+) -> list[PairResult]:
+    """Per-pair results from evaluation records (a reward model's mirror order added when both)."""
+    groups: dict[tuple[str, str], dict[bool, dict]] = defaultdict(dict)
+    for r in records:
+        groups[(r["dataset"], r["pair_id"])][bool(r["swapped"])] = r
+    pairs = []
+    for (_, pid), recs in groups.items():
+        first = recs.get(False)
+        if first is None:
+            continue
+        a = OrderResult(
+            first["label"], first["verdict"], first.get("probability"), first.get("transfer_verdict")
+        )
+        if kind == "rm":
+            b = None
+            if both_orders:
+                v, p = first["verdict"], first.get("probability")
+                b = OrderResult(3 - a.label, None if v is None else 3 - v, None if p is None else 1 - p)
+        else:
+            s = recs.get(True)
+            b = (
+                None
+                if s is None
+                else OrderResult(s["label"], s["verdict"], s.get("probability"), s.get("transfer_verdict"))
+            )
+        pairs.append(PairResult(pid, a, b, first.get("chosen_chars", 0), first.get("rejected_chars", 0)))
+    return pairs
+
+
+def score_records(records: list[dict], kind: str, both_orders: bool, bins: int = 10) -> dict[str, Any]:
+    """Metrics per data set (``overall``, per ``subsets``) and RewardBench sections where subsets match."""
+    by_ds: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_ds[r["dataset"]].append(r)
+    out: dict[str, Any] = {}
+    for ds, recs in by_ds.items():
+        pairs = pairs_from_records(recs, kind, both_orders)
+        subset_of = {r["pair_id"]: r.get("subset", "") for r in recs}
+        subsets: dict[str, list[PairResult]] = defaultdict(list)
+        for p in pairs:
+            subsets[subset_of[p.pair_id]].append(p)
+        entry: dict[str, Any] = {"overall": pair_metrics(pairs, bins)}
+        if len(subsets) > 1 or (subsets and "" not in subsets):
+            entry["subsets"] = {s: pair_metrics(ps, bins) for s, ps in sorted(subsets.items())}
+            rb = {
+                key: rewardbench_sections({s: m[key] for s, m in entry["subsets"].items()})
+                for key in ("accuracy", "accuracy_avg")
+            }
+            if rb["accuracy"] is not None:
+                entry["rewardbench"] = rb
+        out[ds] = entry
+    return out
+
+
+def merge_eval(cfg: EvalConfig, models: list[tuple[str, str, str]] | None = None) -> EvalResult:
+    """Check every shard, score all records, write ``metrics.json``, ``summary.md``, charts, manifest."""
+    out = Path(cfg.output_dir)
+    models = models or _model_kinds(cfg)
+    worlds = set()
+    for name, path, kind in models:
+        mdir = out / "models" / name / "manifests"
+        manifests = [read_json(p) for p in sorted(mdir.glob("shard-*.json"))] if mdir.is_dir() else []
+        if not manifests:
+            raise ConjError(f"{out}: model {name} has no finished shards to merge")
+        if any(m["config_hash"] != cfg.output_hash(path, kind) for m in manifests):
+            raise ConjError(f"{out}: a shard of model {name} was written with a different config")
+        worlds |= {m["shard"][1] for m in manifests}
+    if len(worlds) != 1:
+        raise ConjError(f"{out}: shards of different shard counts {sorted(worlds)}; rerun with one count")
+    world = worlds.pop()
+    if not _all_complete(out, [m[0] for m in models], world):
+        raise ConjError(f"{out}: not every shard is finished yet")
+    both = cfg.orders == "both"
+    per_model: dict[str, Any] = {}
+    for name, path, kind in models:
+        records = _read_records(out / "models" / name, world)
+        per_model[name] = {
+            "path": path,
+            "kind": kind,
+            "records": len(records),
+            "datasets": score_records(records, kind, both, cfg.reliability_bins),
+        }
+    metrics = {
+        "orders": cfg.orders,
+        "random_order": {
+            "swap_seed": cfg.swap_seed,
+            "rule": "chosen slot = 1 + (sha256(f'{seed}:{pair_id}')[0] & 1)",
+        },
+        "decoding": cfg.decoding,
+        "samples": cfg.samples,
+        "parser": cfg.parser,
+        "template": cfg.template,
+        "models": per_model,
+        "comparison": comparison_table(per_model),
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    text = summary_markdown(metrics)
+    atomic_write_text(out / "summary.md", text)
+    charts = write_charts(out, metrics)
+    atomic_write_json(
+        out / "manifest.json",
+        {
+            "stage": "eval",
+            "config": config_to_dict(cfg),
+            "shards": world,
+            "charts": charts,
+            "models": {
+                n: {
+                    "path": p,
+                    "kind": k,
+                    "config_hash": cfg.output_hash(p, k),
+                    "records": per_model[n]["records"],
+                }
+                for n, p, k in models
+            },
+            "complete": True,
+            "versions": library_versions(),
+        },
+    )
+    return EvalResult(
+        out,
+        {n: {"records": m["records"]} for n, m in per_model.items()},
+        metrics,
+        merged=True,
+        summary=console_summary(metrics),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reports
+
+_COMPARE_COLUMNS = (
+    ("accuracy", "Acc (random order)"),
+    ("accuracy_avg", "Acc (avg of orders)"),
+    ("accuracy_strict", "Strict"),
+    ("consistency", "Consistency"),
+    ("parse_failure_rate", "Parse fail"),
+    ("brier", "Brier"),
+)
+
+
+def _get(m: dict, key: str) -> Any:
+    return m["probability"]["brier"] if key == "brier" else m.get(key)
+
+
+def comparison_table(per_model: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (model, data set) with the headline numbers, for the side-by-side table."""
+    rows = []
+    for name, m in per_model.items():
+        for ds, entry in m["datasets"].items():
+            o = entry["overall"]
+            row = {"model": name, "kind": m["kind"], "dataset": ds, "pairs": o["pairs"]}
+            row.update({k: _get(o, k) for k, _ in _COMPARE_COLUMNS})
+            rb = entry.get("rewardbench", {}).get("accuracy")
+            if rb:
+                row["rewardbench"] = {s: v["score"] for s, v in rb["sections"].items()} | {
+                    "overall": rb["overall"]
+                }
+            rows.append(row)
+    return rows
+
+
+def _fmt(v: Any, pct: bool = True) -> str:
+    if v is None:
+        return "–"
+    return f"{100 * v:.1f}" if pct else f"{v:.3f}"
+
+
+def _length_acc(bucket: dict) -> Any:
+    return bucket["accuracy_avg"] if bucket["accuracy_avg"] is not None else bucket["accuracy"]
+
+
+def _metric_row(label: str, m: dict) -> str:
+    pb = m.get("position_bias") or {}
+    lg = m["length"]
+    cells = [
+        label,
+        str(m["pairs"]),
+        _fmt(m["accuracy"]),
+        _fmt(m["accuracy_avg"]),
+        _fmt(m["accuracy_strict"]),
+        _fmt(m["consistency"]),
+        f"{_fmt(m['agree_accuracy'])} ({_fmt(m['agree_coverage'])})",
+        _fmt(m["parse_failure_rate"]),
+        f"{_fmt(pb.get('first'))} / {_fmt(pb.get('second'))}",
+        f"{_fmt(_length_acc(lg['chosen_longer']))} / {_fmt(_length_acc(lg['chosen_shorter']))}",
+        _fmt(m["probability"]["brier"], pct=False),
+        _fmt(m["faithfulness"]["rate"]),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+_HEADER = (
+    "| group | pairs | acc (random) | acc (avg) | strict | consistency | acc if agree (coverage) "
+    "| parse fail | inconsistent: slot 1 / slot 2 | acc chosen longer / shorter | Brier | faithful |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def summary_markdown(metrics: dict[str, Any]) -> str:
+    """``summary.md``: comparison table, then per model and data set the full metric table."""
+    lines = [
+        "# Judge evaluation",
+        "",
+        f"Orders: {metrics['orders']} (random order seeded with swap_seed "
+        f"{metrics['random_order']['swap_seed']}); "
+        f"decoding: {metrics['decoding']} x{metrics['samples']}; parser: {metrics['parser']}; "
+        f"template: {metrics['template']}.",
+        "Percentages; unparseable verdicts score 0.5. *acc (avg)* averages both orders, *strict* needs "
+        "both right; *faithful* is the rationale-transfer agreement. Length columns use the avg-of-orders "
+        "accuracy when both orders ran. A reward model (kind rm) is order-invariant.",
+        "",
+        "## Comparison",
+        "",
+        "| model | kind | dataset | pairs | " + " | ".join(t for _, t in _COMPARE_COLUMNS) + " |",
+        "|---" * (4 + len(_COMPARE_COLUMNS)) + "|",
+    ]
+    for row in metrics["comparison"]:
+        cells = [row["model"], row["kind"], row["dataset"], str(row["pairs"])]
+        cells += [_fmt(row[k], pct=k != "brier") for k, _ in _COMPARE_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    rb_rows = [r for r in metrics["comparison"] if r.get("rewardbench")]
+    if rb_rows:
+        secs = list(rb_rows[0]["rewardbench"])
+        lines += [
+            "",
+            "RewardBench sections (random-order accuracy, EXAMPLE_COUNTS weighting; overall = mean of "
+            "sections present):",
+            "",
+            "| model | dataset | " + " | ".join(secs) + " |",
+            "|---" * (2 + len(secs)) + "|",
+        ]
+        lines += [
+            "| " + " | ".join([r["model"], r["dataset"]] + [_fmt(r["rewardbench"][s]) for s in secs]) + " |"
+            for r in rb_rows
+        ]
+    for name, m in metrics["models"].items():
+        lines += ["", f"## {name} ({m['kind']}: {m['path']})"]
+        for ds, entry in m["datasets"].items():
+            lines += ["", f"### {ds}", "", _HEADER, _metric_row("**all**", entry["overall"])]
+            subsets = entry.get("subsets", {})
+            if len(subsets) > 1:
+                lines += [_metric_row(s, sm) for s, sm in subsets.items()]
+            o = entry["overall"]
+            lines += [
+                "",
+                f"Judgments {o['judgments']}, parse failures {o['parse_failures']}; "
+                f"P(verdict = slot 1) {_fmt(o['slot1_rate'])}; probability read for "
+                f"{_fmt(o['probability']['coverage'])}% of judgments, "
+                f"ECE {_fmt(o['probability']['ece'], False)}; "
+                f"rationale transfer probed {o['faithfulness']['probed']}.",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def console_summary(metrics: dict[str, Any]) -> str:
+    """A few lines for the terminal."""
+    lines = []
+    for row in metrics["comparison"]:
+        lines.append(
+            f"{row['model']} on {row['dataset']}: {row['pairs']} pairs, acc {_fmt(row['accuracy'])}, "
+            f"avg {_fmt(row['accuracy_avg'])}, strict {_fmt(row['accuracy_strict'])}, "
+            f"consistency {_fmt(row['consistency'])}, parse fail {_fmt(row['parse_failure_rate'])}"
+        )
+    return "\n".join(lines)
+
+
+def write_charts(out: Path, metrics: dict[str, Any]) -> list[str]:
+    """``accuracy.png`` (per model: data sets and subsets, random / avg / strict bars) and
+    ``reliability.png`` (P(chosen better) calibration per model and data set)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = metrics["models"]
+    fig, axes = plt.subplots(len(models), 1, figsize=(10, 3.2 * len(models)), squeeze=False)
+    for ax, (name, m) in zip(axes[:, 0], models.items(), strict=True):
+        groups: list[tuple[str, dict]] = []
+        for ds, entry in m["datasets"].items():
+            groups.append((ds, entry["overall"]))
+            subsets = entry.get("subsets", {})
+            if len(subsets) > 1:
+                groups += [(f"{ds}/{s}", sm) for s, sm in subsets.items()]
+        width = 0.27
+        for k, (key, label) in enumerate(
+            (
+                ("accuracy", "random order"),
+                ("accuracy_avg", "avg of orders"),
+                ("accuracy_strict", "strict (both)"),
+            )
+        ):
+            vals = [100 * (g[1][key] or 0) for g in groups]
+            ax.bar([i + (k - 1) * width for i in range(len(groups))], vals, width, label=label)
+        ax.axhline(50, color="grey", lw=0.8, ls="--")
+        ax.set_xticks(range(len(groups)), [g[0] for g in groups], rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("accuracy %")
+        ax.set_title(f"{name} ({m['kind']})")
+        ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="perfect calibration")
+    for name, m in models.items():
+        for ds, entry in m["datasets"].items():
+            bins = [b for b in entry["overall"]["probability"]["reliability"] if b["count"]]
+            ax.plot(
+                [b["mean_p"] for b in bins],
+                [b["observed"] for b in bins],
+                marker="o",
+                label=f"{name} / {ds} (Brier {_fmt(entry['overall']['probability']['brier'], False)})",
+            )
+    ax.set_xlabel("predicted P(answer better)")
+    ax.set_ylabel("observed frequency")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    ax.set_title("reliability (symmetrised pairs)")
+    fig.tight_layout()
+    fig.savefig(out / "reliability.png", dpi=110)
+    plt.close(fig)
+    return ["accuracy.png", "reliability.png"]

@@ -1,0 +1,49 @@
+"""The `conj` front: every subcommand's --help is fast and imports no heavy library."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conj_train.cli import build_parser, main
+
+HEAVY = {"torch", "transformers", "trl", "datasets", "peft", "deepspeed", "accelerate", "wandb", "vllm"}
+
+
+def _subcommands() -> list[str]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(action.choices)
+
+
+def test_every_expected_stage_has_a_subcommand() -> None:
+    assert {"tiny-model", "data", "sample", "filter", "demo"} <= set(_subcommands())
+
+
+@pytest.mark.parametrize("cmd", _subcommands())
+def test_subcommand_help_is_fast_and_light(cmd: str) -> None:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "conj_train", cmd, "--help"],
+                          capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"usage: conj {cmd}" in proc.stdout
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert not imported & HEAVY, imported & HEAVY
+    assert elapsed < 1.5, f"conj {cmd} --help took {elapsed:.2f} s"
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: conj" in capsys.readouterr().out
+
+
+def test_unknown_option_is_an_argparse_error() -> None:
+    proc = subprocess.run([sys.executable, "-m", "conj_train", "tiny-model", "x", "--bogus", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unrecognized arguments: --bogus 1" in proc.stderr

@@ -1,0 +1,262 @@
+"""Stage 4 on the tiny model: records, metrics files, resume, shards, reward models, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conj_train.cli import main as conj_main
+from conj_train.errors import ConjError
+from conj_train.evaluate import EvalConfig, run_eval, score_records
+from conj_train.io import iter_jsonl, read_json
+from conj_train.prompts import chosen_slot
+from conj_train.verdicts import parse_verdict
+
+ALWAYS_ONE = '{"原因": "x", "更好的回答": 1}'
+
+
+def _pairs(path: Path, n: int) -> Path:
+    rows = [
+        {
+            "prompt": f"Question {i}: name a fruit.",
+            "chosen": f"An apple, number {i}." + " Crisp." * (i % 3),
+            "rejected": f"A hammer {i}.",
+        }
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _cfg(model: Path | list[str], data: Path, out: Path, **kw: object) -> EvalConfig:
+    base = {
+        "model": model if isinstance(model, list) else str(model),
+        "dataset": f"fruit={data}",
+        "output_dir": str(out),
+        "max_new_tokens": 4,
+        "progress": False,
+        "threads": 1,
+        "batch_pairs": 2,
+    }
+    base.update(kw)
+    cfg = EvalConfig(**base)
+    cfg.validate()
+    return cfg
+
+
+def _records(out: Path, name: str) -> list[dict]:
+    return [r for p in sorted((out / "models" / name / "judgments").glob("*.jsonl")) for r in iter_jsonl(p)]
+
+
+@pytest.fixture(scope="module")
+def tiny_rm_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Qwen2 sequence-classification reward model on the tiny model's config and tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, Qwen2ForSequenceClassification
+
+    out = tmp_path_factory.mktemp("rm") / "rm"
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config.num_labels, config.pad_token_id = 1, tok.pad_token_id
+    config.architectures = ["Qwen2ForSequenceClassification"]
+    torch.manual_seed(1)
+    Qwen2ForSequenceClassification(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_both_orders_write_records_metrics_summary_and_charts(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = _pairs(tmp_path / "pairs.jsonl", 3)
+    res = run_eval(_cfg(tiny_model_dir, data, tmp_path / "out"))
+    rows = _records(tmp_path / "out", "model")
+    assert len(rows) == 6 and res.merged
+    for pid in {r["pair_id"] for r in rows}:
+        first, second = sorted((r for r in rows if r["pair_id"] == pid), key=lambda r: r["swapped"])
+        assert first["label"] == chosen_slot(pid, 2021) and second["label"] == 3 - first["label"]
+    for r in rows:
+        assert r["text"].startswith(' {"原因":')
+        assert r["verdict"] == parse_verdict(r["text"], "lenient").verdict
+        assert r["correct"] == (0.5 if r["verdict"] is None else float(r["verdict"] == r["label"]))
+    m = read_json(tmp_path / "out" / "metrics.json")["models"]["model"]["datasets"]["fruit"]["overall"]
+    assert m["pairs"] == 3 and m["judgments"] == 6
+    assert m["parse_failures"] == sum(r["verdict"] is None for r in rows)
+    assert m["accuracy"] == pytest.approx(sum(r["correct"] for r in rows if not r["swapped"]) / 3)
+    assert m["accuracy_avg"] == pytest.approx(sum(r["correct"] for r in rows) / 6)
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "## Comparison" in summary and "| model | judge | fruit | 3 |" in summary
+    for png in ("accuracy.png", "reliability.png"):
+        assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
+    assert read_json(tmp_path / "out" / "manifest.json")["complete"]
+
+
+def test_always_one_verdicts_score_half_on_average_zero_strict(tmp_path: Path) -> None:
+    rows = []
+    for i in range(30):
+        pid, verdict = f"p{i}", parse_verdict(ALWAYS_ONE, "lenient").verdict
+        for swapped in (False, True):
+            label = chosen_slot(pid) if not swapped else 3 - chosen_slot(pid)
+            rows.append(
+                {
+                    "dataset": "d",
+                    "pair_id": pid,
+                    "subset": "",
+                    "swapped": swapped,
+                    "label": label,
+                    "verdict": verdict,
+                    "probability": None,
+                }
+            )
+    m = score_records(rows, "judge", both_orders=True)["d"]["overall"]
+    assert (m["accuracy_avg"], m["accuracy_strict"], m["position_bias"]["first"]) == (0.5, 0.0, 1.0)
+
+
+def test_random_order_judges_each_pair_once(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = _pairs(tmp_path / "pairs.jsonl", 3)
+    res = run_eval(_cfg(tiny_model_dir, data, tmp_path / "out", orders="random", transfer=False))
+    rows = _records(tmp_path / "out", "model")
+    assert len(rows) == 3 and not any(r["swapped"] for r in rows)
+    m = res.metrics["models"]["model"]["datasets"]["fruit"]["overall"]
+    assert m["accuracy_avg"] is None and m["consistency"] is None
+
+
+def test_resume_generates_only_the_missing_records(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = _pairs(tmp_path / "pairs.jsonl", 3)
+    out = tmp_path / "out"
+    run_eval(_cfg(tiny_model_dir, data, out))
+    full = {(r["pair_id"], r["swapped"]): r["text"] for r in _records(out, "model")}
+    jpath = out / "models" / "model" / "judgments" / "shard-00000-of-00001.jsonl"
+    lines = jpath.read_text().splitlines(keepends=True)
+    jpath.write_text("".join(lines[:2]) + lines[2][:20])  # two records kept + a torn line
+    (out / "models" / "model" / "manifests" / "shard-00000-of-00001.json").unlink()
+    run_eval(_cfg(tiny_model_dir, data, out))
+    manifest = read_json(out / "models" / "model" / "manifests" / "shard-00000-of-00001.json")
+    assert manifest["counts"]["resumed_from"] == 2
+    assert {(r["pair_id"], r["swapped"]): r["text"] for r in _records(out, "model")} == full
+
+
+def test_shards_merge_when_the_last_one_finishes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = _pairs(tmp_path / "pairs.jsonl", 4)
+    out = tmp_path / "out"
+    first = run_eval(_cfg(tiny_model_dir, data, out, shard="0/2", transfer=False))
+    assert not first.merged and not (out / "metrics.json").exists()
+    second = run_eval(_cfg(tiny_model_dir, data, out, shard="1/2", transfer=False))
+    assert second.merged and len(_records(out, "model")) == 8
+    assert second.metrics["models"]["model"]["datasets"]["fruit"]["overall"]["pairs"] == 4
+
+
+def test_a_changed_config_is_refused_without_overwrite(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = _pairs(tmp_path / "pairs.jsonl", 1)
+    run_eval(_cfg(tiny_model_dir, data, tmp_path / "out", transfer=False))
+    with pytest.raises(ConjError, match="different config"):
+        run_eval(_cfg(tiny_model_dir, data, tmp_path / "out", transfer=False, max_new_tokens=5))
+
+
+def test_judge_and_reward_model_side_by_side(tiny_model_dir: Path, tiny_rm_dir: Path, tmp_path: Path) -> None:
+    from conj_train.judge import RewardModel
+
+    data = _pairs(tmp_path / "pairs.jsonl", 3)
+    out = tmp_path / "out"
+    res = run_eval(_cfg([f"base={tiny_model_dir}", f"rm={tiny_rm_dir}"], data, out, transfer=False))
+    rm_rows = _records(out, "rm")
+    assert len(rm_rows) == 3 and len(_records(out, "base")) == 6
+    rm = RewardModel.from_pretrained(str(tiny_rm_dir), threads=1)
+    for r in rm_rows:
+        assert r["verdict"] == (1 if r["reward_1"] > r["reward_2"] else 2)
+        assert r["correct"] == float(r["verdict"] == r["label"])
+    comparison = res.metrics["comparison"]
+    assert [(row["model"], row["kind"]) for row in comparison] == [("base", "judge"), ("rm", "rm")]
+    rm_metrics = res.metrics["models"]["rm"]["datasets"]["fruit"]["overall"]
+    assert rm_metrics["consistency"] == 1.0 and rm_metrics["accuracy_avg"] == rm_metrics["accuracy_strict"]
+    assert "| rm | rm | fruit | 3 |" in (out / "summary.md").read_text()
+    direct = rm.compare("Question 0: name a fruit.", "An apple, number 0.", "A hammer 0.")
+    row0 = next(r for r in rm_rows if r["chosen_chars"] == len("An apple, number 0."))
+    assert row0["p_chosen"] == pytest.approx(direct.probability, abs=1e-5)
+
+
+def test_cli_compares_named_models_with_overrides(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = _pairs(tmp_path / "pairs.jsonl", 2)
+    out = tmp_path / "out"
+    code = conj_main(
+        [
+            "eval",
+            "--model",
+            f"a={tiny_model_dir}",
+            "--model",
+            f"b={tiny_model_dir}",
+            "--dataset",
+            str(data),
+            "--output",
+            str(out),
+            "--max_new_tokens",
+            "3",
+            "--orders",
+            "random",
+            "--progress",
+            "false",
+            "--threads",
+            "1",
+            "--transfer",
+            "false",
+        ]
+    )
+    assert code == 0
+    metrics = read_json(out / "metrics.json")
+    assert list(metrics["models"]) == ["a", "b"] and metrics["orders"] == "random"
+    assert [r["dataset"] for r in metrics["comparison"]] == ["pairs", "pairs"]
+    assert conj_main(["eval", "--dataset", str(data), "--output", str(out)]) == 2
+
+
+def test_default_names_drop_data_extensions_only() -> None:
+    cfg = EvalConfig(
+        model=["Qwen/Qwen2.5-7B-Instruct", "judge=runs/x"], dataset="/d/natural.json", output_dir="o"
+    )
+    assert cfg.model_specs() == [("Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct"), ("judge", "runs/x")]
+    assert cfg.dataset_specs() == [("natural", "/d/natural.json")]
+
+
+def test_bad_settings_are_user_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConjError, match="orders"):
+        EvalConfig(model="m", dataset="d", output_dir="o", orders="three").validate()
+    with pytest.raises(ConjError, match="two models named 'm'"):
+        EvalConfig(model=["a/m", "b/m"], dataset="d", output_dir="o").validate()
+    with pytest.raises(ConjError, match="model path not found"):
+        run_eval(EvalConfig(model=str(tmp_path / "missing"), dataset="d", output_dir=str(tmp_path / "o")))
+
+
+def test_vllm_engine_evaluates_without_probabilities(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import sys
+
+    for var in ("LOCAL_WORLD_SIZE", "LOCAL_RANK", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent / "fake_vllm"))
+    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    monkeypatch.setitem(sys.modules, "vllm", importlib.import_module("vllm"))  # the fake, for this test only
+    data = _pairs(tmp_path / "pairs.jsonl", 2)
+    res = run_eval(_cfg(tiny_model_dir, data, tmp_path / "out", engine="vllm", max_new_tokens=8))
+    rows = _records(tmp_path / "out", "model")
+    assert len(rows) == 4 and all(r["probability"] is None and r["transfer_verdict"] is None for r in rows)
+    assert res.metrics["models"]["model"]["datasets"]["fruit"]["overall"]["probability"]["coverage"] == 0.0
+
+
+def test_rewardbench_subsets_get_section_scores(tmp_path: Path) -> None:
+    rows = []
+    for i, (subset, verdict) in enumerate([("llmbar-natural", 1), ("llmbar-natural", 2), ("math-prm", 1)]):
+        rows.append(
+            {
+                "dataset": "rb",
+                "pair_id": f"p{i}",
+                "subset": subset,
+                "swapped": False,
+                "label": 1,
+                "verdict": verdict,
+                "probability": None,
+            }
+        )
+    rb = score_records(rows, "judge", both_orders=False)["rb"]["rewardbench"]["accuracy"]
+    assert rb["sections"]["Chat Hard"]["score"] == 0.5 and rb["sections"]["Reasoning"]["score"] == 1.0
+    assert rb["overall"] == 0.75 and not rb["complete"]

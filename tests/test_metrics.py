@@ -1,0 +1,144 @@
+"""Metric math on hand-built verdict tables (no model)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from conj_train.metrics import (
+    OrderResult,
+    PairResult,
+    brier,
+    expected_calibration_error,
+    pair_metrics,
+    reliability_bins,
+    rewardbench_sections,
+)
+from conj_train.prompts import chosen_slot
+
+
+def _pair(
+    pid: str, first: tuple, second: tuple | None = None, chars: tuple[int, int] = (10, 10)
+) -> PairResult:
+    return PairResult(pid, OrderResult(*first), None if second is None else OrderResult(*second), *chars)
+
+
+def _always_one(n: int) -> list[PairResult]:
+    pairs = []
+    for i in range(n):
+        slot = chosen_slot(f"p{i}")
+        pairs.append(_pair(f"p{i}", (slot, 1), (3 - slot, 1)))
+    return pairs
+
+
+def test_always_one_judge_is_half_right_never_strict_and_fully_slot1_biased() -> None:
+    pairs = _always_one(40)
+    m = pair_metrics(pairs)
+    assert m["accuracy_avg"] == 0.5
+    assert m["accuracy_strict"] == 0.0
+    assert m["consistency"] == 0.0
+    assert m["position_bias"]["first"] == 1.0 and m["position_bias"]["second"] == 0.0
+    assert m["position_bias"]["inconsistent"] == 40
+    assert m["slot1_rate"] == 1.0
+    # The single random order rewards it exactly when the chosen answer sits in slot 1.
+    assert m["accuracy"] == sum(chosen_slot(f"p{i}") == 1 for i in range(40)) / 40
+
+
+def _table() -> list[PairResult]:
+    return [
+        _pair("right-both", (1, 1), (2, 2), (30, 10)),  # consistent, right
+        _pair("slot1-twice", (2, 1), (1, 1), (10, 30)),  # inconsistent, slot 1 both times
+        _pair("one-failure", (1, None), (2, 2), (30, 10)),  # error in the first order
+        _pair("wrong-both", (2, 1), (1, 2), (10, 10)),  # consistent, wrong
+    ]
+
+
+def test_accuracies_consistency_and_agreement_on_a_hand_table() -> None:
+    m = pair_metrics(_table())
+    assert m["accuracy"] == pytest.approx((1 + 0 + 0.5 + 0) / 4)
+    assert m["accuracy_avg"] == pytest.approx((1 + 0.5 + 0.75 + 0) / 4)
+    assert m["accuracy_strict"] == pytest.approx(1 / 4)
+    assert m["consistency"] == pytest.approx(2 / 4)
+    assert m["agree_accuracy"] == pytest.approx(1 / 2) and m["agree_coverage"] == pytest.approx(2 / 4)
+
+
+def test_parse_failures_and_position_bias_direction() -> None:
+    m = pair_metrics(_table())
+    assert (m["judgments"], m["parse_failures"]) == (8, 1)
+    assert m["parse_failure_rate"] == pytest.approx(1 / 8)
+    assert m["slot1_rate"] == pytest.approx(4 / 7)
+    assert m["position_bias"] == {"consistent": 2, "inconsistent": 1, "error": 1, "first": 1.0, "second": 0.0}
+
+
+def test_length_buckets_split_accuracy_by_longer_chosen() -> None:
+    lg = pair_metrics(_table())["length"]
+    assert lg["chosen_longer"] == {
+        "pairs": 2,
+        "accuracy": 0.75,
+        "accuracy_avg": pytest.approx((1 + 0.75) / 2),
+    }
+    assert lg["chosen_shorter"] == {"pairs": 1, "accuracy": 0.0, "accuracy_avg": 0.5}
+    assert lg["equal_length"]["pairs"] == 1 and lg["equal_length"]["accuracy_avg"] == 0.0
+
+
+def test_single_order_leaves_both_order_metrics_empty() -> None:
+    m = pair_metrics([_pair("a", (1, 1)), _pair("b", (2, None))])
+    assert m["accuracy"] == 0.75
+    assert m["accuracy_avg"] is None and m["consistency"] is None and m["position_bias"] is None
+
+
+def test_probability_maps_slots_to_chosen_and_fills_missing_with_half() -> None:
+    # P(slot 1) 0.8 with chosen in slot 1 -> 0.8; 0.4 with chosen in slot 2 -> 0.6; pair mean 0.7.
+    p = _pair("a", (1, 1, 0.8), (2, 2, 0.4))
+    q = _pair("b", (2, None, None), (1, 1, 0.9))
+    assert p.p_chosen == pytest.approx(0.7) and q.p_chosen == pytest.approx((0.5 + 0.9) / 2)
+    prob = pair_metrics([p, q])["probability"]
+    assert prob["coverage"] == pytest.approx(3 / 4)
+    assert prob["brier"] == pytest.approx((0.3**2 + 0.3**2) / 2)
+
+
+def test_reliability_bins_are_symmetrised_and_ece_matches_by_hand() -> None:
+    bins = reliability_bins([0.7, 0.95], bins=10)
+    filled = {(b["low"], b["count"], b["observed"]) for b in bins if b["count"]}
+    assert {(round(lo, 1), c, o) for lo, c, o in filled} == {
+        (0.7, 1, 1.0),
+        (0.3, 1, 0.0),
+        (0.9, 1, 1.0),
+        (0.0, 1, 0.0),
+    }
+    ece = expected_calibration_error([0.7, 0.95], bins=10)
+    assert ece == pytest.approx((0.3 + 0.3 + 0.05 + 0.05) / 4)
+    assert brier([0.7, 0.95]) == pytest.approx((0.09 + 0.0025) / 2)
+
+
+def test_faithfulness_counts_transferred_verdicts_that_match() -> None:
+    pairs = [_pair("a", (1, 1, None, 1), (2, 2, None, 1)), _pair("b", (1, None, None, 2), (2, 1, None, None))]
+    f = pair_metrics(pairs)["faithfulness"]
+    assert f == {"probed": 2, "agree": 1, "rate": 0.5}
+
+
+def test_rewardbench_sections_weight_subsets_by_example_counts() -> None:
+    scores = {
+        "alpacaeval-easy": 1.0,
+        "alpacaeval-length": 0.8,
+        "alpacaeval-hard": 0.6,
+        "mt-bench-easy": 1.0,
+        "mt-bench-med": 0.5,
+        "math-prm": 0.5,
+        "hep-python": 1.0,
+        "hep-go": 0.0,
+        "unrelated": 0.1,
+    }
+    rb = rewardbench_sections(scores)
+    chat = (100 * 1.0 + 95 * 0.8 + 95 * 0.6 + 28 * 1.0 + 40 * 0.5) / (100 + 95 + 95 + 28 + 40)
+    reasoning = (984 * 0.5 + 164 * 1.0 + 164 * 0.0) / (984 + 164 + 164)
+    assert rb["sections"]["Chat"]["score"] == pytest.approx(chat)
+    assert rb["sections"]["Reasoning"]["score"] == pytest.approx(reasoning)
+    assert rb["sections"]["Safety"]["score"] is None and "donotanswer" in rb["sections"]["Safety"]["missing"]
+    assert rb["overall"] == pytest.approx((chat + reasoning) / 2) and rb["complete"] is False
+    assert math.isclose(rb["sections"]["Chat"]["score"], 281 / 358)
+
+
+def test_rewardbench_sections_absent_without_rewardbench_subsets() -> None:
+    assert rewardbench_sections({"natural": 0.5, "adversarial-neighbor": 0.4}) is None

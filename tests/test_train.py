@@ -1,0 +1,311 @@
+"""Stage 3 on the tiny model, one process: the loss, learning, length filtering, resume, LoRA, reload.
+
+``write_pairs`` builds the filter stage's output layout (``dataset/`` + ``report.json``) by hand; the
+multi-process and reward-model tests import it from here.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conj_train.errors import ConjError
+from conj_train.io import iter_jsonl, read_json
+
+_FRUITS = ["apple", "banana", "cherry", "grape", "lemon", "mango", "orange", "peach", "pear", "plum"]
+_OTHERS = ["horse", "tiger", "rabbit", "purple", "green", "yellow", "hammer", "shovel", "wrench", "spoon"]
+
+
+def pair_rows(n: int, seed: int, *, long_prompt_every: int = 0, long_chosen_every: int = 0) -> list[dict]:
+    """Deterministic judge pairs: the chosen judgment names the answer that is a fruit."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        good, bad, label = rng.choice(_FRUITS), rng.choice(_OTHERS), rng.choice([1, 2])
+        a1, a2 = (good, bad) if label == 1 else (bad, good)
+        pad = " The weather today is sunny." * 40 if long_prompt_every and i % long_prompt_every == 0 else ""
+        prompt = f"Question: Name a fruit.{pad}\nAnswer 1: {a1}.\nAnswer 2: {a2}.\nWhich answer is better?"
+        why = " It is complete and correct." * 20 if long_chosen_every and i % long_chosen_every == 1 else ""
+        rows.append({
+            "prompt": [{"role": "user", "content": prompt}],
+            "chosen": [{"role": "assistant",
+                        "content": f'{{"reason": "Answer {label} is {good}.{why}", "better_answer": {label}}}'}],
+            "rejected": [{"role": "assistant",
+                          "content": f'{{"reason": "Answer {3 - label} is {bad}.", "better_answer": {3 - label}}}'}],
+            "pair_id": f"s{seed}-{i}", "pair_type": "best_of_n" if i % 4 else "preamble", "label": label,
+            "chosen_judgment_id": f"s{seed}-{i}:c", "rejected_judgment_id": f"s{seed}-{i}:r",
+        })
+    return rows
+
+
+def write_pairs(folder: Path, n_train: int = 32, n_val: int = 8, **kw: int) -> Path:
+    """A filter-stage output folder: ``dataset/`` (train, validation) and a small ``report.json``."""
+    from datasets import Dataset, DatasetDict, Features, List, Value
+
+    msgs, text = List({"role": Value("string"), "content": Value("string")}), Value("string")
+    features = Features({"prompt": msgs, "chosen": msgs, "rejected": msgs, "pair_id": text, "pair_type": text,
+                         "label": Value("int64"), "chosen_judgment_id": text, "rejected_judgment_id": text})
+    splits = {"train": pair_rows(n_train, 0, **kw), "validation": pair_rows(n_val, 1, **kw)}
+    dd = DatasetDict({s: Dataset.from_dict({k: [r[k] for r in rows] for k in features}, features=features)
+                      for s, rows in splits.items()})
+    # An empty split needs one (empty) shard to load back (datasets 5.2), as the filter stage writes it.
+    dd.save_to_disk(str(folder / "dataset"), num_shards={s: 1 for s, d in dd.items() if d.num_rows == 0})
+    (folder / "report.json").write_text(json.dumps({"input_pairs": n_train + n_val, "pairs_total": n_train + n_val,
+                                                    "pairs_by_type": {"best_of_n": n_train + n_val}}))
+    return folder
+
+
+def train_argv(model: Path, data: Path, out: Path, **overrides: object) -> list[str]:
+    """Recipe-like CLI arguments of a small fp32 CPU run; overrides as key=value."""
+    base: dict[str, object] = {
+        "model_name_or_path": model, "dataset_name": data, "output_dir": out,
+        "loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.1], "beta": 0.1,
+        "learning_rate": 1e-3, "max_steps": 6, "per_device_train_batch_size": 4, "max_length": 256,
+        "gradient_checkpointing": False, "logging_steps": 1, "save_steps": 3, "eval_strategy": "no",
+        "report_to": "none", "seed": 7, "disable_tqdm": True,
+    }
+    base.update(overrides)
+    argv: list[str] = []
+    for k, v in base.items():
+        argv.append(f"--{k}")
+        argv.extend(str(x) for x in v) if isinstance(v, list) else argv.append(str(v))
+    return argv
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path, tol: float) -> None:
+    """Every tensor of two saved models agrees to ``tol``."""
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    worst = max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
+    assert worst < tol, worst
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """One short run (eval at start and end, wandb requested without a key) shared by several tests."""
+    import os
+
+    from conj_train.train.dpo import parse_train_args, run_train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    data = write_pairs(tmp / "filter")
+    argv = train_argv(tiny_model_dir, data, tmp / "out", max_steps=16, logging_steps=4,
+                      learning_rate=2e-3, eval_strategy="steps", eval_steps=8, eval_on_start=True,
+                      report_to="wandb")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("WANDB_MODE", raising=False)
+        mp.delenv("WANDB_API_KEY", raising=False)
+        mp.setenv("WANDB_DIR", "unset")  # recorded, so the context restores the original state
+        mp.delenv("WANDB_DIR")
+        result = run_train(*parse_train_args(argv))
+        mode = os.environ.get("WANDB_MODE")
+    return SimpleNamespace(result=result, out=tmp / "out", wandb_mode=mode)
+
+
+def test_dpo_sft_loss_matches_independent_computation(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from conj_train.train.dpo import build_trainer, parse_train_args
+
+    beta, alpha = 0.2, 0.3
+    argv = train_argv(tiny_model_dir, write_pairs(tmp_path / "filter", 8, 0), tmp_path / "out",
+                      beta=beta, loss_weights=[1.0, alpha])
+    trainer, _, _ = build_trainer(*parse_train_args(argv))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # move the policy away from the reference so the DPO term is not log 2
+        for p in trainer.model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    rows = [trainer.train_dataset[i] for i in range(4)]
+    batch = trainer.data_collator([{k: r[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for r in rows])
+    trl_loss = trainer.compute_loss(trainer.model, batch).item()
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+
+    def completion_logps(model: torch.nn.Module, prompt: list, answer: list) -> torch.Tensor:
+        p_text = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        full = tok(tok.apply_chat_template(prompt + answer, tokenize=False), add_special_tokens=False).input_ids
+        n = len(tok(p_text, add_special_tokens=False).input_ids)
+        with torch.no_grad():
+            logp = F.log_softmax(model(torch.tensor([full])).logits[0, :-1].float(), dim=-1)
+        return logp[torch.arange(n - 1, len(full) - 1), torch.tensor(full[n:])]  # per completion token
+
+    dpo, nll = [], []
+    for r in rows:
+        pc, pr = (completion_logps(trainer.model, r["prompt"], r[s]) for s in ("chosen", "rejected"))
+        rc, rr = (completion_logps(ref, r["prompt"], r[s]) for s in ("chosen", "rejected"))
+        dpo.append(-F.logsigmoid(beta * ((pc.sum() - rc.sum()) - (pr.sum() - rr.sum()))))
+        nll.append(-pc)
+    expected = float(torch.stack(dpo).mean() + alpha * torch.cat(nll).mean())
+    assert abs(trl_loss - expected) < 1e-5, (trl_loss, expected)
+    assert abs(float(torch.stack(dpo).mean()) - 0.6931) > 1e-3  # the perturbation made the test meaningful
+
+
+def test_short_run_lowers_loss_and_raises_reward_accuracy(trained: SimpleNamespace) -> None:
+    evals = [r for r in iter_jsonl(trained.out / "metrics.jsonl") if "eval_loss" in r]
+    first, last = evals[0], evals[-1]
+    assert first["step"] == 0 and last["step"] == 16
+    assert last["eval_loss"] < first["eval_loss"] - 0.05
+    assert last["eval_rewards/accuracies"] > first["eval_rewards/accuracies"]
+    assert last["eval_rewards/accuracies"] >= 0.75
+    train_rows = [r for r in iter_jsonl(trained.out / "metrics.jsonl") if "loss" in r]
+    assert train_rows[-1]["loss"] < train_rows[0]["loss"]
+
+
+def test_run_writes_card_reports_curves_and_offline_wandb(trained: SimpleNamespace) -> None:
+    out = trained.out
+    report = read_json(out / "report.json")
+    assert report["data"]["train"]["used"] == 32 and report["data"]["eval"]["used"] == 8
+    assert report["filter_report"]["input_pairs"] == 40
+    card = (out / "README.md").read_text()
+    assert "sigmoid DPO (beta 0.1) + 0.1 x SFT" in card and "32 pairs used of 32 read" in card
+    assert "eval_rewards/accuracies" in card and "input_pairs | 40" in card
+    assert read_json(out / "manifest.json")["complete"] is True
+    assert (out / "metrics.csv").read_text().startswith("step,epoch")
+    assert (out / "training_curves.png").stat().st_size > 10_000
+    assert trained.wandb_mode == "offline" and list((out / "_wandb").rglob("*.wandb"))
+    assert {"chat_template.jinja", "generation_config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+
+
+def test_saved_judge_reloads_in_a_fresh_process_and_generates(trained: SimpleNamespace) -> None:
+    code = (
+        "import json, sys\n"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "tok = AutoTokenizer.from_pretrained(sys.argv[1]); m = AutoModelForCausalLM.from_pretrained(sys.argv[1])\n"
+        "ids = tok.apply_chat_template([{'role': 'user', 'content': 'Answer 1: apple. Answer 2: horse.'}],\n"
+        "    add_generation_prompt=True, return_tensors='pt', return_dict=True)['input_ids']\n"
+        "out = m.generate(ids, max_new_tokens=6, min_new_tokens=6, do_sample=False)\n"
+        "print(json.dumps({'new': out.shape[1] - ids.shape[1], 'eos': m.generation_config.eos_token_id,\n"
+        "                  'template': '<|im_start|>' in (tok.chat_template or '')}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(trained.out)], capture_output=True, text=True,
+                          timeout=120, check=True)
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info == {"new": 6, "eos": 2, "template": True}
+
+
+def test_overlong_pairs_are_dropped_with_counted_reasons(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from conj_train.train.dpo import build_trainer, parse_train_args
+
+    data = write_pairs(tmp_path / "filter", 12, 0, long_prompt_every=4, long_chosen_every=4)
+    argv = train_argv(tiny_model_dir, data, tmp_path / "out", max_length=160, pair_types=["best_of_n"])
+    trainer, counts, _ = build_trainer(*parse_train_args(argv))
+    c = counts["train"]
+    # rows 0, 4, 8 are preamble pairs (not selected); rows 1, 5, 9 have a long chosen judgment.
+    assert c.read == 12 and c.not_selected == 3
+    assert c.dropped == {"prompt_too_long": 0, "chosen_too_long": 3, "rejected_too_long": 0}
+    assert c.used == 6 and len(trainer.train_dataset) == 6  # TRL drops nothing further
+    assert all(len(r["prompt_ids"]) + len(r["chosen_ids"]) <= 160 for r in trainer.train_dataset)
+
+    argv = train_argv(tiny_model_dir, data, tmp_path / "out2", max_length=160, overlong="truncate")
+    _, counts, _ = build_trainer(*parse_train_args(argv))
+    c = counts["train"]
+    assert c.dropped["prompt_too_long"] == 3 and c.dropped["chosen_too_long"] == 0
+    assert c.truncated == 3 and c.used == 9
+
+
+def test_resume_after_stop_equals_an_uninterrupted_run(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from transformers import TrainerCallback
+
+    from conj_train.train.dpo import parse_train_args, run_train
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            if state.global_step == 3:
+                control.should_training_stop = True
+
+    data = write_pairs(tmp_path / "filter", 24, 0)
+    run_train(*parse_train_args(train_argv(tiny_model_dir, data, tmp_path / "full")))
+    run_train(*parse_train_args(train_argv(tiny_model_dir, data, tmp_path / "cut")), callbacks=[StopAt()])
+    assert (tmp_path / "cut" / "checkpoint-3").is_dir() and not (tmp_path / "cut" / "checkpoint-6").exists()
+    result = run_train(*parse_train_args(train_argv(tiny_model_dir, data, tmp_path / "cut")))
+    assert result.resumed_from is not None and result.resumed_from.endswith("checkpoint-3")
+    assert_same_weights(tmp_path / "full", tmp_path / "cut", 1e-5)
+    steps = [r["step"] for r in iter_jsonl(tmp_path / "cut" / "metrics.jsonl") if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_lora_trains_and_saves_an_adapter_that_reloads(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from conj_train.train.dpo import parse_train_args, run_train
+
+    out = tmp_path / "lora"
+    argv = train_argv(tiny_model_dir, write_pairs(tmp_path / "filter", 16, 0), out, use_peft=True, lora_r=8,
+                      lora_alpha=16, lora_target_modules=["q_proj", "v_proj"], learning_rate=5e-3, max_steps=4)
+    result = run_train(*parse_train_args(argv))
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    assert result.metrics["train_loss"] > 0
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = torch.tensor([[5, 17, 42, 99, 3]])
+    with torch.no_grad():
+        before = base(ids).logits
+        judge = PeftModel.from_pretrained(base, str(out))
+        after = judge(ids).logits
+        with judge.disable_adapter():  # the reference TRL used: the adapter-disabled base
+            assert torch.allclose(judge(ids).logits, before)
+    assert float((after - before).abs().max()) > 1e-4  # the trained adapter changes the model
+
+
+def test_machine_adaptation_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import deepspeed.comm.torch  # noqa: F401
+
+    from conj_train.train.dpo import adapt_to_machine
+
+    def args(**kw: object) -> SimpleNamespace:
+        base = {"bf16": None, "fp16": False, "deepspeed": None, "use_cpu": False, "ddp_backend": None,
+                "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "global_batch_size": 24}
+        return SimpleNamespace(**{**base, **kw})
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setattr(sys.modules["deepspeed.comm.torch"], "build_shm_op",
+                        sys.modules["deepspeed.comm.torch"].build_shm_op)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    a = args()
+    adapt_to_machine(a)
+    assert (a.gradient_accumulation_steps, a.bf16, a.use_cpu, a.ddp_backend) == (4, False, False, "gloo")
+    assert sys.modules["deepspeed.comm.torch"].build_shm_op() is None
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
+    a = args(global_batch_size=None)
+    adapt_to_machine(a)
+    assert (a.gradient_accumulation_steps, a.use_cpu) == (1, True)
+    with pytest.raises(ConjError, match="not a multiple"):
+        adapt_to_machine(args(global_batch_size=25))
+
+
+def test_bad_inputs_are_user_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from conj_train.train.dpo import build_trainer, parse_train_args
+
+    with pytest.raises(ConjError, match="neither a filter output folder"):
+        build_trainer(*parse_train_args(train_argv(tiny_model_dir, tmp_path, tmp_path / "o")))
+    with pytest.raises(ConjError, match="overlong"):
+        parse_train_args(train_argv(tiny_model_dir, tmp_path, tmp_path / "o", overlong="cut"))
+    with pytest.raises(ConjError, match="recipe not found"):
+        parse_train_args(["--config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(ConjError, match="not_a_key"):
+        parse_train_args([*train_argv(tiny_model_dir, tmp_path, tmp_path / "o"), "--not_a_key", "1"])
+
+
+def test_secrets_are_redacted_from_saved_configs() -> None:
+    from conj_train.train.logging import redact
+
+    out = redact({"hub_token": "hf_abc", "pad_token": "<|endoftext|>", "wandb_api_key": "k", "lr": 1.0,
+                  "hub_model_id": None})
+    assert out == {"hub_token": "<redacted>", "pad_token": "<|endoftext|>", "wandb_api_key": "<redacted>",
+                   "lr": 1.0, "hub_model_id": None}
