@@ -10,9 +10,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-_FRUITS = ["apple", "banana", "cherry", "grape", "lemon", "mango", "orange", "peach", "pear", "plum"]
-_OTHERS = ["horse", "tiger", "rabbit", "purple", "green", "yellow", "hammer", "shovel", "wrench", "spoon"]
-_FILLER = ["well", "I think", "sure", "my answer is", "let me say", "probably", "hmm", "ok"]
+_FRUITS = ["apple", "banana", "cherry", "grape", "lemon", "mango", "orange", "peach", "pear", "plum",
+           "kiwi", "lime", "melon", "papaya", "apricot", "fig", "guava", "lychee", "date", "berry"]
+_OTHERS = ["horse", "tiger", "rabbit", "mouse", "eagle", "purple", "green", "yellow", "black", "white",
+           "hammer", "shovel", "wrench", "spoon", "ladder", "table", "pencil", "bucket", "rope", "brick"]
+_FILLER = ["well", "I think", "sure", "my answer is", "let me say", "probably", "hmm", "ok", "of course",
+           "easy", "I would say", "that is", "here it is", "right"]
 
 
 def demo_rows(n: int = 64, seed: int = 0) -> list[dict]:

@@ -437,8 +437,10 @@ def _run_model(
         return read_json(manifest)["counts"]
     if not manifest.exists():
         # Claim the folder for this config first, so a killed run cannot be resumed under another one.
-        atomic_write_json(manifest, {"stage": "eval", "model": name, "shard": [rank, world], "config_hash": h,
-                                     "complete": False})
+        atomic_write_json(
+            manifest,
+            {"stage": "eval", "model": name, "shard": [rank, world], "config_hash": h, "complete": False},
+        )
     jpath = mdir / "judgments" / f"{sname}.jsonl"
     done, resumed = _done(jpath)
     # A reward model scores a pair once: its records are the first-order items only.
@@ -557,7 +559,9 @@ def run_eval(
 
 
 def _all_complete(out: Path, names: Sequence[str], world: int) -> bool:
-    paths = [out / "models" / n / "manifests" / f"{shard_name(i, world)}.json" for n in names for i in range(world)]
+    paths = [
+        out / "models" / n / "manifests" / f"{shard_name(i, world)}.json" for n in names for i in range(world)
+    ]
     return all(p.exists() and read_json(p).get("complete") for p in paths)
 
 

@@ -129,3 +129,21 @@ def build_tiny_model(
     )
     model.save_pretrained(out)
     return out
+
+
+def build_tiny_reward_model(base_dir: str | Path, out_dir: str | Path, *, seed: int = 0) -> Path:
+    """A random-weight Qwen2 sequence-classification reward model (one score) on a tiny model's config
+    and tokenizer, for tests of the scalar-RM baseline and its evaluation."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, Qwen2ForSequenceClassification
+
+    out = Path(out_dir)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    config = AutoConfig.from_pretrained(base_dir)
+    config.num_labels = 1
+    config.pad_token_id = tok.pad_token_id
+    config.architectures = ["Qwen2ForSequenceClassification"]
+    torch.manual_seed(seed)
+    Qwen2ForSequenceClassification(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

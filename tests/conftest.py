@@ -30,3 +30,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_rm_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random sequence-classification reward model on the tiny model's config and tokenizer."""
+    from conj_train.tiny import build_tiny_reward_model
+
+    return build_tiny_reward_model(tiny_model_dir, tmp_path_factory.mktemp("rm") / "rm", seed=1)

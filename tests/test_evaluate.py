@@ -50,22 +50,6 @@ def _records(out: Path, name: str) -> list[dict]:
     return [r for p in sorted((out / "models" / name / "judgments").glob("*.jsonl")) for r in iter_jsonl(p)]
 
 
-@pytest.fixture(scope="module")
-def tiny_rm_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random Qwen2 sequence-classification reward model on the tiny model's config and tokenizer."""
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, Qwen2ForSequenceClassification
-
-    out = tmp_path_factory.mktemp("rm") / "rm"
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    config = AutoConfig.from_pretrained(tiny_model_dir)
-    config.num_labels, config.pad_token_id = 1, tok.pad_token_id
-    config.architectures = ["Qwen2ForSequenceClassification"]
-    torch.manual_seed(1)
-    Qwen2ForSequenceClassification(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
 
 def test_both_orders_write_records_metrics_summary_and_charts(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = _pairs(tmp_path / "pairs.jsonl", 3)
@@ -129,8 +113,11 @@ def test_resume_generates_only_the_missing_records(tiny_model_dir: Path, tmp_pat
     jpath = out / "models" / "model" / "judgments" / "shard-00000-of-00001.jsonl"
     lines = jpath.read_text().splitlines(keepends=True)
     jpath.write_text("".join(lines[:2]) + lines[2][:20])  # two records kept + a torn line
-    (out / "models" / "model" / "manifests" / "shard-00000-of-00001.json").unlink()
+    mpath = out / "models" / "model" / "manifests" / "shard-00000-of-00001.json"
+    mpath.write_text(json.dumps({**read_json(mpath), "complete": False}))  # as a killed run leaves it
+    (out / "metrics.json").unlink()
     run_eval(_cfg(tiny_model_dir, data, out))
+    assert (out / "metrics.json").exists()
     manifest = read_json(out / "models" / "model" / "manifests" / "shard-00000-of-00001.json")
     assert manifest["counts"]["resumed_from"] == 2
     assert {(r["pair_id"], r["swapped"]): r["text"] for r in _records(out, "model")} == full
@@ -149,8 +136,14 @@ def test_shards_merge_when_the_last_one_finishes(tiny_model_dir: Path, tmp_path:
 def test_a_changed_config_is_refused_without_overwrite(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = _pairs(tmp_path / "pairs.jsonl", 1)
     run_eval(_cfg(tiny_model_dir, data, tmp_path / "out", transfer=False))
+    mpath = tmp_path / "out" / "models" / "model" / "manifests" / "shard-00000-of-00001.json"
+    mpath.write_text(json.dumps({**read_json(mpath), "complete": False}))  # killed before finishing
     with pytest.raises(ConjError, match="different config"):
         run_eval(_cfg(tiny_model_dir, data, tmp_path / "out", transfer=False, max_new_tokens=5))
+    res = run_eval(
+        _cfg(tiny_model_dir, data, tmp_path / "out", transfer=False, max_new_tokens=5, overwrite=True)
+    )
+    assert res.merged and len(_records(tmp_path / "out", "model")) == 2
 
 
 def test_judge_and_reward_model_side_by_side(tiny_model_dir: Path, tiny_rm_dir: Path, tmp_path: Path) -> None:

@@ -17,24 +17,6 @@ from conj_train.prompts import render_chat
 VERDICT_1 = ' {"原因": "回答1更好", "更好的回答": 1}'
 
 
-def build_tiny_rm(tiny_model_dir: Path, out: Path) -> Path:
-    """A random Qwen2 sequence-classification reward model on the tiny model's config and tokenizer."""
-    from transformers import AutoConfig, AutoTokenizer, Qwen2ForSequenceClassification
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    config = AutoConfig.from_pretrained(tiny_model_dir)
-    config.num_labels = 1
-    config.pad_token_id = tok.pad_token_id
-    config.architectures = ["Qwen2ForSequenceClassification"]
-    torch.manual_seed(0)
-    Qwen2ForSequenceClassification(config).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_rm_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_rm(tiny_model_dir, tmp_path_factory.mktemp("rm") / "rm")
 
 
 @pytest.fixture(scope="module")

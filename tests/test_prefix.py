@@ -312,11 +312,11 @@ def test_padding_share_counts_slots() -> None:
 
 @pytest.mark.slow
 def test_zero3_matches_trl(tiny_model_dir: Path, tmp_path: Path) -> None:
-    data = tmp_path / "pairs.jsonl"
+    data = tmp_path / "pairs.jsonl"  # file-backed: precompute under 2 processes needs a shared cache
     data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in _pairs(16)))
     out = tmp_path / "result.json"
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": str(REPO), "HF_DATASETS_CACHE": str(tmp_path / "hf_cache")}
+           "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "accelerate_configs" / "zero3.yaml"), "--num_processes", "2", __file__,
            str(tiny_model_dir), str(data), str(tmp_path / "run"), str(out)]
@@ -324,14 +324,17 @@ def test_zero3_matches_trl(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     result = json.loads(out.read_text())
     assert result["world_size"] == 2 and result["zero_stage"] == 3
-    assert len(result["trl"]) == len(result["ours"]) == 3
-    for a, b in zip(result["trl"], result["ours"], strict=True):
-        assert b == pytest.approx(a, rel=RTOL)
-    assert result["shared"]["policy"] >= 3 and result["shared"]["reference"] >= 3
+    for variant in ("", "_precompute"):
+        trl, ours = result["trl" + variant], result["ours" + variant]
+        assert len(trl) == len(ours) == 3 and len(set(trl)) == 3  # three steps that moved the policy
+        assert ours == pytest.approx(trl, rel=RTOL)
+    assert result["shared"] == {"policy": 3, "reference": 3}
+    # 16 pairs / (2 processes x 2) = 4 precompute batches (reference = the policy's engine) + 3 steps
+    assert result["shared_precompute"] == {"policy": 7}
 
 
 def _zero3_main(model_dir: str, data: str, run_dir: str, out: str) -> None:
-    """One process of the ZeRO-3 check: TRL's trainer, then ours, 3 SGD steps each; rank 0 writes."""
+    """One process of the ZeRO-3 check: TRL's trainer and ours, 3 SGD steps each; rank 0 writes."""
     import importlib
 
     importlib.import_module("deepspeed.comm.torch")
@@ -345,17 +348,20 @@ def _zero3_main(model_dir: str, data: str, run_dir: str, out: str) -> None:
 
     warnings.filterwarnings("ignore")
     result: dict[str, Any] = {}
-    for name, cls in (("trl", DPOTrainer), ("ours", PrefixSharedDPOTrainer)):
-        config = _config(Path(run_dir) / name, use_cpu=False, ddp_backend="gloo", per_device_train_batch_size=2,
-                         max_steps=3, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant",
-                         seed=0, data_seed=0)
-        trainer = cls(model=model_dir, args=config, train_dataset=load_dataset("json", data_files=data, split="train"),
-                      processing_class=AutoTokenizer.from_pretrained(model_dir))
-        trainer.train()
-        result[name] = [row["loss"] for row in trainer.state.log_history if "loss" in row]
-        if name == "ours":
-            result["shared"] = {k: v.shared for k, v in trainer.prefix_sharing_stats().items()}
-        result["zero_stage"] = trainer.accelerator.state.deepspeed_plugin.zero_stage
+    for variant, extra in (("", {}), ("_precompute", {"precompute_ref_log_probs": True})):
+        for name, cls in (("trl", DPOTrainer), ("ours", PrefixSharedDPOTrainer)):
+            run = Path(run_dir) / (name + variant)
+            config = _config(run, use_cpu=False, ddp_backend="gloo", per_device_train_batch_size=2, max_steps=3,
+                             optim="sgd", learning_rate=0.5, lr_scheduler_type="constant", **extra)
+            # Own datasets cache per trainer, so one cannot reuse the other's precomputed log-probs.
+            dataset = load_dataset("json", data_files=data, split="train", cache_dir=str(run / "cache"))
+            trainer = cls(model=model_dir, args=config, train_dataset=dataset,
+                          processing_class=AutoTokenizer.from_pretrained(model_dir))
+            trainer.train()
+            result[name + variant] = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+            if name == "ours":
+                result["shared" + variant] = {k: v.shared for k, v in trainer.prefix_sharing_stats().items()}
+            result["zero_stage"] = trainer.accelerator.state.deepspeed_plugin.zero_stage
     result["world_size"] = dist.get_world_size()
     if dist.get_rank() == 0:
         Path(out).write_text(json.dumps(result))

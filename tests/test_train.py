@@ -285,7 +285,7 @@ def test_machine_adaptation_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     a = args(global_batch_size=None)
     adapt_to_machine(a)
     assert (a.gradient_accumulation_steps, a.use_cpu) == (1, True)
-    with pytest.raises(ConjError, match="not a multiple"):
+    with pytest.raises(ConjError, match="must be a multiple"):
         adapt_to_machine(args(global_batch_size=25))
 
 

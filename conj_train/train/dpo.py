@@ -177,8 +177,8 @@ def adapt_to_machine(args: Any) -> list[str]:
     if gbs:
         per_step = args.per_device_train_batch_size * world
         if gbs % per_step:
-            raise ConjError(f"global_batch_size {gbs} is not a multiple of per_device_train_batch_size "
-                            f"{args.per_device_train_batch_size} x {world} processes")
+            raise ConjError(f"global_batch_size {gbs} must be a multiple of per_device_train_batch_size x "
+                            f"processes = {args.per_device_train_batch_size} x {world} = {per_step}")
         args.gradient_accumulation_steps = gbs // per_step
         notes.append(f"gradient_accumulation_steps={args.gradient_accumulation_steps} "
                      f"(global batch {gbs} over {world} process(es))")

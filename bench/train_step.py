@@ -1,0 +1,246 @@
+"""DPO+SFT step time and peak memory: TRL's DPOTrainer vs a fair two-row baseline vs prefix sharing.
+
+Variants, all real trainers stepping on the same collated batches (``training_step`` + grad-norm
+clip + AdamW step, as the Trainer loop does):
+
+  (a) ``trl``   : ``trl.DPOTrainer`` as shipped (two rows per pair; on CPU its fused head scores every
+                  position, prompt included)
+  (b) ``base``  : two rows per pair, LM head only at judgment positions (``PrefixSharedDPOTrainer``
+                  with ``share_prefix=False``): the fair baseline for prefix sharing alone
+  (c) ``ours``  : ``PrefixSharedDPOTrainer`` (prompt computed once, head only at judgment positions)
+
+Random Qwen2 (hidden 256, intermediate 1024, 4 layers, 8 heads, 2 KV heads, vocab 2048, SDPA, fp32),
+reference = the initial weights, policy perturbed. Timings: one process, rounds interleaved with a
+rotating order, 1 warm-up round, median of the measured rounds. Peak memory: each variant in its own
+fresh subprocess (2 steps), ``ru_maxrss``; "delta" is the peak minus the RSS after set-up. Also prints
+the padding share of random vs length-grouped batches on a synthetic Con-J length mix.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/train_step.py [--rounds 5 --threads 1 --pairs 2]
+
+Last line: ``ratio vs TRL DPOTrainer: N.NNx`` = (a)'s seconds per step / (c)'s, the smaller of the
+two cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+VARIANTS = ("trl", "base", "ours")
+# (prompt, chosen, rejected) per pair.
+CASES = {
+    "equal 1024/200/200": [(1024, 200, 200), (1024, 200, 200)],
+    "unequal": [(1024, 200, 140), (900, 170, 230)],
+}
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated names from CASES")
+    ap.add_argument("--memory-child", nargs=2, metavar=("VARIANT", "CASE"), help=argparse.SUPPRESS)
+    return ap.parse_args()
+
+
+def build_model(seed: int = 0) -> Any:
+    """The benchmark model with fixed random weights."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=2048, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                         num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=4096,
+                         tie_word_embeddings=True, attn_implementation="sdpa")
+    return Qwen2ForCausalLM(config)
+
+
+def make_batch(pairs: list[tuple[int, int, int]], pad_id: int) -> dict[str, Any]:
+    """TRL-collated batch of random token ids with the given lengths."""
+    import torch
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    gen = torch.Generator().manual_seed(1)
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(3, 2048, (n,), generator=gen).tolist()
+
+    examples = [{"prompt_ids": ids(p), "chosen_ids": ids(c), "rejected_ids": ids(r)} for p, c, r in pairs]
+    return DataCollatorForPreference(pad_token_id=pad_id)(examples)
+
+
+def make_trainer(variant: str, workdir: Path, tokenizer_dir: Path) -> Any:
+    """One trainer with its own policy/reference copies and AdamW."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
+
+    class TwoRowTrainer(PrefixSharedDPOTrainer):
+        share_prefix = False
+
+    policy, reference = build_model(), build_model()
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.005)
+    config = DPOConfig(output_dir=str(workdir / variant), per_device_train_batch_size=2, bf16=False,
+                       use_cpu=True, gradient_checkpointing=False, report_to="none", save_strategy="no",
+                       loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.1], beta=0.1, max_length=None,
+                       learning_rate=1e-6)
+    # Trainers need a dataset at construction; the benchmark feeds its own collated batches.
+    dummy = Dataset.from_list([{"prompt": "a question", "chosen": " yes", "rejected": " no"}])
+    cls = {"trl": DPOTrainer, "base": TwoRowTrainer, "ours": PrefixSharedDPOTrainer}[variant]
+    trainer = cls(model=policy, ref_model=reference, args=config, train_dataset=dummy,
+                  processing_class=AutoTokenizer.from_pretrained(tokenizer_dir))
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1  # set by the Trainer loop, which we bypass
+    return trainer
+
+
+def step(trainer: Any, batch: dict[str, Any]) -> float:
+    """One optimizer step as the Trainer loop does it; returns the loss."""
+    import torch
+
+    loss = trainer.training_step(trainer.model, dict(batch))
+    torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.args.max_grad_norm)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad()
+    return float(loss)
+
+
+def rss_mb() -> float:
+    """Current resident set size in MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_child(variant: str, case: str, threads: int) -> None:
+    """Set up one variant in this fresh process, run 2 steps, print peak RSS as JSON."""
+    import torch
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        tok_dir = tokenizer_dir(Path(tmp))
+        trainer = make_trainer(variant, Path(tmp), tok_dir)
+        batch = make_batch(CASES[case], trainer.processing_class.pad_token_id)
+        setup = rss_mb()
+        setup_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        for _ in range(2):
+            step(trainer, batch)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"setup": setup, "setup_peak": setup_peak, "peak": peak}))
+
+
+def tokenizer_dir(tmp: Path) -> Path:
+    """A saved tokenizer (the tiny model's); only its pad id matters, batches are token ids."""
+    from conj_train.tiny import build_tiny_model
+
+    return build_tiny_model(tmp / "tiny", seed=0)
+
+
+def padding_report(batch_size: int, n: int = 4096) -> dict[str, float]:
+    """Padding share of random vs length-grouped batches on a synthetic Con-J length mix."""
+    import random
+
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    from conj_train.train.prefix import padding_share
+
+    rng = random.Random(0)
+    # Judge prompts hold a question and two answers (long tail), judgments are capped at 512.
+    triples = [(min(4096, int(rng.lognormvariate(6.8, 0.5))), rng.randint(60, 512), rng.randint(60, 512))
+               for _ in range(n)]
+    orders = {"random": torch.randperm(n, generator=torch.Generator().manual_seed(0)).tolist()}
+    torch.manual_seed(0)
+    orders["grouped"] = get_length_grouped_indices([p + max(c, r) for p, c, r in triples], batch_size)
+    out = {}
+    for name, order in orders.items():
+        batches = [[triples[i] for i in order[k:k + batch_size]] for k in range(0, n, batch_size)]
+        out[f"{name} two_row"] = padding_share(batches, "two_row")
+        out[f"{name} split"] = padding_share(batches, "split")
+    return out
+
+
+def measure_memory(variant: str, case: str, threads: int) -> dict[str, float]:
+    """Run :func:`memory_child` in a fresh interpreter."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--memory-child", variant, case],
+                          capture_output=True, text=True, env=env, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Interleaved timings, per-variant peak memory, padding shares, ratios."""
+    args = parse_args()
+    warnings.filterwarnings("ignore")
+    if args.memory_child:
+        memory_child(*args.memory_child, args.threads)
+        return
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    # Children first, while this process is small: a child's ru_maxrss starts from its parent's RSS
+    # (vfork/exec keeps the high-water mark).
+    parent = rss_mb()
+    mem = {case: {v: measure_memory(v, case, args.threads) for v in VARIANTS} for case in cases}
+    import torch
+
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {args.threads}, load average {os.getloadavg()}, "
+          f"parent RSS when spawning memory children {parent:.0f} MB")
+    for size in (2, 8):
+        shares = padding_report(size)
+        print(f"padding share, batch {size} pairs: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
+    ratios = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tok_dir = tokenizer_dir(Path(tmp))
+        trainers = {v: make_trainer(v, Path(tmp), tok_dir) for v in VARIANTS}
+        pad_id = trainers["trl"].processing_class.pad_token_id
+        for case in cases:
+            batch = make_batch(CASES[case], pad_id)
+            times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+            losses: dict[str, float] = {}
+            for rnd in range(args.rounds + 1):
+                order = VARIANTS[rnd % 3:] + VARIANTS[:rnd % 3]
+                for v in order:
+                    start = time.perf_counter()
+                    loss = step(trainers[v], batch)
+                    elapsed = time.perf_counter() - start
+                    if rnd == 0:
+                        losses[v] = loss
+                    else:
+                        times[v].append(elapsed)
+            med = {v: statistics.median(times[v]) for v in VARIANTS}
+            print(f"\ncase {case}: pairs {CASES[case]}, first-step loss " +
+                  ", ".join(f"{v} {losses[v]:.6f}" for v in VARIANTS))
+            for v in VARIANTS:
+                m = mem[case][v]
+                print(f"  {v:5s} {med[v]:7.3f} s/step (rounds {', '.join(f'{t:.2f}' for t in times[v])})  "
+                      f"peak RSS {m['peak']:.0f} MB (delta {m['peak'] - m['setup']:.0f} MB)")
+            speed_a, speed_b = med["trl"] / med["ours"], med["base"] / med["ours"]
+            mem_ratio = mem[case]["ours"]["peak"] / mem[case]["trl"]["peak"]
+            print(f"  ours vs trl: {speed_a:.2f}x throughput, {mem_ratio:.2f}x peak RSS; "
+                  f"ours vs base: {speed_b:.2f}x throughput, "
+                  f"{mem[case]['ours']['peak'] / mem[case]['base']['peak']:.2f}x peak RSS")
+            goals = speed_a >= 2.0 and speed_b >= 1.4 and mem_ratio <= 0.6
+            print(f"  goals (>=2.0x trl, >=1.4x base, <=0.6x trl peak): {'met' if goals else 'NOT met'}")
+            ratios.append(speed_a)
+    print(f"load average at end {os.getloadavg()}")
+    print(f"ratio vs TRL DPOTrainer: {min(ratios):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
