@@ -12,10 +12,11 @@ clip + AdamW step, as the Trainer loop does):
 Random Qwen2 (hidden 256, intermediate 1024, 4 layers, 8 heads, 2 KV heads, vocab 2048, SDPA, fp32),
 reference = the initial weights, policy perturbed. Timings: one process, rounds interleaved with a
 rotating order, 1 warm-up round, median of the measured rounds. Peak memory: each variant in its own
-fresh subprocess (2 steps), ``ru_maxrss``; "delta" is the peak minus the RSS after set-up. Also prints
+fresh subprocess (2 steps), ``ru_maxrss``; "step memory" is the peak minus the RSS after set-up
+(libraries, both models, batch: ~640 MB, of which ~555 MB is importing torch/transformers/trl). Prints
 the padding share of random vs length-grouped batches on a synthetic Con-J length mix.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/train_step.py [--rounds 5 --threads 1 --pairs 2]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/train_step.py [--rounds 5 --threads 1 --pairs 2 --cases ...]
 
 Last line: ``ratio vs TRL DPOTrainer: N.NNx`` = (a)'s seconds per step / (c)'s, the smaller of the
 two cases.
@@ -50,7 +51,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated names from CASES")
-    ap.add_argument("--memory-child", nargs=2, metavar=("VARIANT", "CASE"), help=argparse.SUPPRESS)
+    ap.add_argument("--pairs", type=int, default=2, help="pairs per batch (each case's list is repeated)")
+    ap.add_argument("--memory-child", nargs=3, metavar=("VARIANT", "CASE", "TOKENIZER"), help=argparse.SUPPRESS)
     return ap.parse_args()
 
 
@@ -64,6 +66,12 @@ def build_model(seed: int = 0) -> Any:
                          num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=4096,
                          tie_word_embeddings=True, attn_implementation="sdpa")
     return Qwen2ForCausalLM(config)
+
+
+def case_pairs(case: str, n_pairs: int) -> list[tuple[int, int, int]]:
+    """The case's (P, C, R) list repeated to ``n_pairs`` pairs."""
+    base = CASES[case]
+    return [base[i % len(base)] for i in range(n_pairs)]
 
 
 def make_batch(pairs: list[tuple[int, int, int]], pad_id: int) -> dict[str, Any]:
@@ -128,21 +136,19 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def memory_child(variant: str, case: str, threads: int) -> None:
+def memory_child(variant: str, case: str, tokenizer: str, threads: int, n_pairs: int) -> None:
     """Set up one variant in this fresh process, run 2 steps, print peak RSS as JSON."""
     import torch
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        tok_dir = tokenizer_dir(Path(tmp))
-        trainer = make_trainer(variant, Path(tmp), tok_dir)
-        batch = make_batch(CASES[case], trainer.processing_class.pad_token_id)
+        trainer = make_trainer(variant, Path(tmp), Path(tokenizer))
+        batch = make_batch(case_pairs(case, n_pairs), trainer.processing_class.pad_token_id)
         setup = rss_mb()
-        setup_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         for _ in range(2):
             step(trainer, batch)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"setup": setup, "setup_peak": setup_peak, "peak": peak}))
+    print(json.dumps({"setup": setup, "peak": peak}))
 
 
 def tokenizer_dir(tmp: Path) -> Path:
@@ -176,11 +182,12 @@ def padding_report(batch_size: int, n: int = 4096) -> dict[str, float]:
     return out
 
 
-def measure_memory(variant: str, case: str, threads: int) -> dict[str, float]:
+def measure_memory(variant: str, case: str, tokenizer: Path, threads: int, n_pairs: int) -> dict[str, float]:
     """Run :func:`memory_child` in a fresh interpreter."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--memory-child", variant, case],
-                          capture_output=True, text=True, env=env, check=True)
+    cmd = [sys.executable, __file__, "--threads", str(threads), "--pairs", str(n_pairs),
+           "--memory-child", variant, case, str(tokenizer)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -189,13 +196,16 @@ def main() -> None:
     args = parse_args()
     warnings.filterwarnings("ignore")
     if args.memory_child:
-        memory_child(*args.memory_child, args.threads)
+        memory_child(*args.memory_child, args.threads, args.pairs)
         return
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    tmp_dir = tempfile.TemporaryDirectory()
+    tok_dir = tokenizer_dir(Path(tmp_dir.name))
     # Children first, while this process is small: a child's ru_maxrss starts from its parent's RSS
     # (vfork/exec keeps the high-water mark).
     parent = rss_mb()
-    mem = {case: {v: measure_memory(v, case, args.threads) for v in VARIANTS} for case in cases}
+    mem = {case: {v: measure_memory(v, case, tok_dir, args.threads, args.pairs) for v in VARIANTS}
+           for case in cases}
     import torch
 
     torch.set_num_threads(args.threads)
@@ -205,12 +215,12 @@ def main() -> None:
         shares = padding_report(size)
         print(f"padding share, batch {size} pairs: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
     ratios = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tok_dir = tokenizer_dir(Path(tmp))
+    with tmp_dir as tmp:
         trainers = {v: make_trainer(v, Path(tmp), tok_dir) for v in VARIANTS}
         pad_id = trainers["trl"].processing_class.pad_token_id
         for case in cases:
-            batch = make_batch(CASES[case], pad_id)
+            pairs = case_pairs(case, args.pairs)
+            batch = make_batch(pairs, pad_id)
             times: dict[str, list[float]] = {v: [] for v in VARIANTS}
             losses: dict[str, float] = {}
             for rnd in range(args.rounds + 1):
@@ -224,19 +234,21 @@ def main() -> None:
                     else:
                         times[v].append(elapsed)
             med = {v: statistics.median(times[v]) for v in VARIANTS}
-            print(f"\ncase {case}: pairs {CASES[case]}, first-step loss " +
+            print(f"\ncase {case}: pairs {pairs}, first-step loss " +
                   ", ".join(f"{v} {losses[v]:.6f}" for v in VARIANTS))
             for v in VARIANTS:
                 m = mem[case][v]
                 print(f"  {v:5s} {med[v]:7.3f} s/step (rounds {', '.join(f'{t:.2f}' for t in times[v])})  "
-                      f"peak RSS {m['peak']:.0f} MB (delta {m['peak'] - m['setup']:.0f} MB)")
+                      f"peak RSS {m['peak']:.0f} MB, step memory {m['peak'] - m['setup']:.0f} MB")
             speed_a, speed_b = med["trl"] / med["ours"], med["base"] / med["ours"]
-            mem_ratio = mem[case]["ours"]["peak"] / mem[case]["trl"]["peak"]
-            print(f"  ours vs trl: {speed_a:.2f}x throughput, {mem_ratio:.2f}x peak RSS; "
-                  f"ours vs base: {speed_b:.2f}x throughput, "
-                  f"{mem[case]['ours']['peak'] / mem[case]['base']['peak']:.2f}x peak RSS")
-            goals = speed_a >= 2.0 and speed_b >= 1.4 and mem_ratio <= 0.6
-            print(f"  goals (>=2.0x trl, >=1.4x base, <=0.6x trl peak): {'met' if goals else 'NOT met'}")
+            ours_m, trl_m, base_m = (mem[case][v] for v in ("ours", "trl", "base"))
+            total = ours_m["peak"] / trl_m["peak"]
+            step_mem = (ours_m["peak"] - ours_m["setup"]) / (trl_m["peak"] - trl_m["setup"])
+            print(f"  ours vs trl: {speed_a:.2f}x throughput, {total:.2f}x peak RSS, {step_mem:.2f}x step memory; "
+                  f"ours vs base: {speed_b:.2f}x throughput, {ours_m['peak'] / base_m['peak']:.2f}x peak RSS")
+            print(f"  goals: >=2.0x trl {'met' if speed_a >= 2.0 else 'NOT met'}, >=1.4x base "
+                  f"{'met' if speed_b >= 1.4 else 'NOT met'}, <=0.6x trl memory: peak RSS "
+                  f"{'met' if total <= 0.6 else 'NOT met'}, step memory {'met' if step_mem <= 0.6 else 'NOT met'}")
             ratios.append(speed_a)
     print(f"load average at end {os.getloadavg()}")
     print(f"ratio vs TRL DPOTrainer: {min(ratios):.2f}x")

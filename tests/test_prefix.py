@@ -256,6 +256,27 @@ def test_mismatched_batch_uses_trl_path_with_same_loss(tiny_model_dir: Path, tmp
     assert ours.prefix_sharing_stats()["policy"].reasons == {"chosen and rejected rows do not share the prompt": 1}
 
 
+def test_first_batch_check_turns_off_a_wrong_split(tiny_model_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import conj_train.train.prefix as prefix
+
+    real_mask = prefix.rejected_attention_mask
+
+    def prompt_hidden(layout: Any, n_query: int, attn: str, dtype: Any) -> Any:
+        # Simulates a model whose cache does not reach attention: rejected tokens miss the prompt.
+        mask = real_mask(layout, n_query, attn, dtype).clone()
+        mask[..., : layout.max_prompt] = False
+        return mask
+
+    monkeypatch.setattr(prefix, "rejected_attention_mask", prompt_hidden)
+    ours, theirs, batches = _compare(tmp_path, tiny_model_dir, _pairs(4))
+    loss_a, grads_a = _loss_and_grads(theirs, batches[0])
+    loss_b, grads_b = _loss_and_grads(ours, batches[0])
+    assert loss_b == loss_a and _grad_rel_err(grads_a, grads_b) == 0.0
+    stats = ours.prefix_sharing_stats()["policy"]
+    assert stats.shared == 0 and any(r.startswith("first batch differs") for r in stats.reasons)
+
+
 @pytest.mark.parametrize(("change", "reason"), [
     ({"attn_implementation": "flex_attention"}, "attn_implementation"),
     ({"layer_types": ["sliding_attention", "full_attention"], "use_sliding_window": True}, "sliding"),

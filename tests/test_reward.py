@@ -53,8 +53,9 @@ def test_pairs_from_uses_the_filter_splits(tmp_path: Path) -> None:
 
     records = load_preferences(str(write_demo_data(tmp_path / "fruit.jsonl", n=12))).records
     ids = [r["id"] for r in records]
-    DatasetDict({"train": Dataset.from_dict({"pair_id": ids[:5] + ids[:2]}),  # repeated ids: several pairs
-                 "validation": Dataset.from_dict({"pair_id": ids[5:7]})}).save_to_disk(str(tmp_path / "f" / "dataset"))
+    dd = DatasetDict({"train": Dataset.from_dict({"pair_id": ids[:5] + ids[:2]}),  # several pairs per id
+                      "validation": Dataset.from_dict({"pair_id": ids[5:7]})})
+    dd.save_to_disk(str(tmp_path / "f" / "dataset"))
     by_split, outside = split_records(records, RewardScriptArguments(pairs_from=str(tmp_path / "f")))
     assert [r["id"] for r in by_split["train"]] == ids[:5]
     assert [r["id"] for r in by_split["validation"]] == ids[5:7]

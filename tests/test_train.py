@@ -32,12 +32,12 @@ def pair_rows(n: int, seed: int, *, long_prompt_every: int = 0, long_chosen_ever
         pad = " The weather today is sunny." * 40 if long_prompt_every and i % long_prompt_every == 0 else ""
         prompt = f"Question: Name a fruit.{pad}\nAnswer 1: {a1}.\nAnswer 2: {a2}.\nWhich answer is better?"
         why = " It is complete and correct." * 20 if long_chosen_every and i % long_chosen_every == 1 else ""
+        chosen = f'{{"reason": "Answer {label} is {good}.{why}", "better_answer": {label}}}'
+        rejected = f'{{"reason": "Answer {3 - label} is {bad}.", "better_answer": {3 - label}}}'
         rows.append({
             "prompt": [{"role": "user", "content": prompt}],
-            "chosen": [{"role": "assistant",
-                        "content": f'{{"reason": "Answer {label} is {good}.{why}", "better_answer": {label}}}'}],
-            "rejected": [{"role": "assistant",
-                          "content": f'{{"reason": "Answer {3 - label} is {bad}.", "better_answer": {3 - label}}}'}],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
             "pair_id": f"s{seed}-{i}", "pair_type": "best_of_n" if i % 4 else "preamble", "label": label,
             "chosen_judgment_id": f"s{seed}-{i}:c", "rejected_judgment_id": f"s{seed}-{i}:r",
         })
@@ -56,8 +56,9 @@ def write_pairs(folder: Path, n_train: int = 32, n_val: int = 8, **kw: int) -> P
                       for s, rows in splits.items()})
     # An empty split needs one (empty) shard to load back (datasets 5.2), as the filter stage writes it.
     dd.save_to_disk(str(folder / "dataset"), num_shards={s: 1 for s, d in dd.items() if d.num_rows == 0})
-    (folder / "report.json").write_text(json.dumps({"input_pairs": n_train + n_val, "pairs_total": n_train + n_val,
-                                                    "pairs_by_type": {"best_of_n": n_train + n_val}}))
+    n = n_train + n_val
+    report = {"input_pairs": n, "pairs_total": n, "pairs_by_type": {"best_of_n": n}}
+    (folder / "report.json").write_text(json.dumps(report))
     return folder
 
 
@@ -130,7 +131,8 @@ def test_dpo_sft_loss_matches_independent_computation(tiny_model_dir: Path, tmp_
         for p in trainer.model.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * 0.05)
     rows = [trainer.train_dataset[i] for i in range(4)]
-    batch = trainer.data_collator([{k: r[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for r in rows])
+    keys = ("prompt_ids", "chosen_ids", "rejected_ids")
+    batch = trainer.data_collator([{k: r[k] for k in keys} for r in rows])
     trl_loss = trainer.compute_loss(trainer.model, batch).item()
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -138,7 +140,8 @@ def test_dpo_sft_loss_matches_independent_computation(tiny_model_dir: Path, tmp_
 
     def completion_logps(model: torch.nn.Module, prompt: list, answer: list) -> torch.Tensor:
         p_text = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-        full = tok(tok.apply_chat_template(prompt + answer, tokenize=False), add_special_tokens=False).input_ids
+        full_text = tok.apply_chat_template(prompt + answer, tokenize=False)
+        full = tok(full_text, add_special_tokens=False).input_ids
         n = len(tok(p_text, add_special_tokens=False).input_ids)
         with torch.no_grad():
             logp = F.log_softmax(model(torch.tensor([full])).logits[0, :-1].float(), dim=-1)
@@ -178,14 +181,16 @@ def test_run_writes_card_reports_curves_and_offline_wandb(trained: SimpleNamespa
     assert (out / "metrics.csv").read_text().startswith("step,epoch")
     assert (out / "training_curves.png").stat().st_size > 10_000
     assert trained.wandb_mode == "offline" and list((out / "_wandb").rglob("*.wandb"))
-    assert {"chat_template.jinja", "generation_config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    saved = {p.name for p in out.iterdir()}
+    assert {"chat_template.jinja", "generation_config.json", "tokenizer.json"} <= saved
 
 
 def test_saved_judge_reloads_in_a_fresh_process_and_generates(trained: SimpleNamespace) -> None:
     code = (
         "import json, sys\n"
         "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-        "tok = AutoTokenizer.from_pretrained(sys.argv[1]); m = AutoModelForCausalLM.from_pretrained(sys.argv[1])\n"
+        "tok = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+        "m = AutoModelForCausalLM.from_pretrained(sys.argv[1])\n"
         "ids = tok.apply_chat_template([{'role': 'user', 'content': 'Answer 1: apple. Answer 2: horse.'}],\n"
         "    add_generation_prompt=True, return_tensors='pt', return_dict=True)['input_ids']\n"
         "out = m.generate(ids, max_new_tokens=6, min_new_tokens=6, do_sample=False)\n"
@@ -247,8 +252,9 @@ def test_lora_trains_and_saves_an_adapter_that_reloads(tiny_model_dir: Path, tmp
     from conj_train.train.dpo import parse_train_args, run_train
 
     out = tmp_path / "lora"
-    argv = train_argv(tiny_model_dir, write_pairs(tmp_path / "filter", 16, 0), out, use_peft=True, lora_r=8,
-                      lora_alpha=16, lora_target_modules=["q_proj", "v_proj"], learning_rate=5e-3, max_steps=4)
+    argv = train_argv(tiny_model_dir, write_pairs(tmp_path / "filter", 16, 0), out, use_peft=True,
+                      lora_r=8, lora_alpha=16, lora_target_modules=["q_proj", "v_proj"],
+                      learning_rate=5e-3, max_steps=4)
     result = run_train(*parse_train_args(argv))
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     assert result.metrics["train_loss"] > 0
@@ -309,3 +315,13 @@ def test_secrets_are_redacted_from_saved_configs() -> None:
                   "hub_model_id": None})
     assert out == {"hub_token": "<redacted>", "pad_token": "<|endoftext|>", "wandb_api_key": "<redacted>",
                    "lr": 1.0, "hub_model_id": None}
+
+
+def test_cli_reports_a_missing_recipe_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from conj_train.cli import main
+
+    assert main(["train", "--config", str(tmp_path / "nope.yaml"), "--max_steps", "1"]) == 2
+    assert main(["train-rm", "--config", str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"conj train: error: recipe not found: {tmp_path / 'nope.yaml'}",
+                   f"conj train-rm: error: recipe not found: {tmp_path / 'nope.yaml'}"]

@@ -1,8 +1,9 @@
 """Two processes on CPU through ``accelerate launch`` (DDP over gloo, DeepSpeed ZeRO-3) give the losses
 and weights of one process over the same global batch.
 
-The reference is one process with micro-batch 2 and 2 accumulation steps: TRL's SFT term is a
-token mean per micro-batch, so "the same global batch" means the same micro-batches.
+Every run has ``global_batch_size: 8`` in micro-batches of 2: one process accumulates 4 of them, two
+processes 2 each. TRL's SFT term is a token mean per micro-batch, so "the same global batch" means the
+same micro-batches, which accelerate's batch sharding gives.
 """
 
 from __future__ import annotations
@@ -40,14 +41,13 @@ def launch(launcher_args: list[str], argv: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """One process, micro-batch 2 x 2 accumulation steps."""
+    """One process, micro-batch 2 x 4 accumulation steps."""
     from conj_train.train.dpo import parse_train_args, run_train
 
     tmp = tmp_path_factory.mktemp("dist")
     data = write_pairs(tmp / "filter", 16, 4)
-    common = {"max_steps": STEPS, "per_device_train_batch_size": 2, "save_steps": 100}
-    run_train(*parse_train_args(train_argv(tiny_model_dir, data, tmp / "one", gradient_accumulation_steps=2,
-                                           **common)))
+    common = {"max_steps": STEPS, "per_device_train_batch_size": 2, "global_batch_size": 8, "save_steps": 100}
+    run_train(*parse_train_args(train_argv(tiny_model_dir, data, tmp / "one", **common)))
     return SimpleNamespace(model=tiny_model_dir, data=data, tmp=tmp, out=tmp / "one", common=common,
                            losses=_losses(tmp / "one"))
 
@@ -58,6 +58,9 @@ def test_ddp_two_processes_match_one_process(reference: SimpleNamespace) -> None
     report = read_json(out / "report.json")
     assert (report["world_size"], report["distributed_type"]) == (2, "MULTI_CPU")
     assert len(reference.losses) == STEPS
+    one = read_json(reference.out / "report.json")
+    assert one["machine_notes"][0].startswith("gradient_accumulation_steps=4")
+    assert report["machine_notes"][0].startswith("gradient_accumulation_steps=2")
     assert _losses(out) == pytest.approx(reference.losses, abs=1e-4)
     assert_same_weights(reference.out, out, 1e-4)
 
@@ -66,7 +69,8 @@ def test_zero3_two_processes_match_one_process(reference: SimpleNamespace) -> No
     # precompute_ref_log_probs under several processes needs file-backed datasets (see dpo.py).
     out = reference.tmp / "zero3"
     launch(["--config_file", str(REPO / "accelerate_configs" / "zero3.yaml")],
-           train_argv(reference.model, reference.data, out, precompute_ref_log_probs=True, **reference.common))
+           train_argv(reference.model, reference.data, out, precompute_ref_log_probs=True,
+                      **reference.common))
     report = read_json(out / "report.json")
     assert (report["world_size"], report["distributed_type"]) == (2, "DEEPSPEED")
     assert _losses(out) == pytest.approx(reference.losses, abs=1e-4)

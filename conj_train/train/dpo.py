@@ -24,7 +24,7 @@ needs when several processes share the work.
 
 Machine: without CUDA the run is fp32; under DeepSpeed it uses gloo with ``use_cpu=False`` and skips
 DeepSpeed's shared-memory op build (``../shared/docs/cpu-notes.md`` sections 3-4), so CI exercises the
-real ZeRO-3 path. With CUDA none of this applies.
+real ZeRO-3 path; DDP uses ``use_cpu=True`` (MULTI_CPU over gloo). With CUDA none of this applies.
 
 Output folder: ``checkpoint-N/`` every ``save_steps`` (the last complete one is resumed
 automatically), then the final judge (weights or LoRA adapter, tokenizer with chat template,
@@ -167,9 +167,10 @@ def adapt_to_machine(args: Any) -> list[str]:
     """Adjust training arguments to the launch and hardware, before they are validated; returns notes.
 
     ``global_batch_size`` sets gradient accumulation for the process count. Without CUDA: fp32;
-    under DeepSpeed ``use_cpu=False`` + gloo + no shm build (ZeRO on CPU needs all three); with
-    several processes ``use_cpu=False`` + gloo; a single process ``use_cpu=True``; and one torch
-    thread per process when several share the cores.
+    under DeepSpeed ``use_cpu=False`` + gloo + no shm build (ZeRO on CPU needs all three);
+    otherwise ``use_cpu=True``, which with several processes is accelerate's MULTI_CPU DDP over gloo
+    (``use_cpu=False`` there would leave each process training alone); and one torch thread per
+    process when several share the cores.
     """
     notes: list[str] = []
     world = world_size()
@@ -294,7 +295,8 @@ def length_reason(n_prompt: int, n_chosen: int, n_rejected: int, max_length: int
 
 
 def prepare_split(ds: Any, tokenizer: Any, *, name: str, cache_dir: Path, max_length: int | None,
-                  overlong: str, pair_types: Sequence[str] | None, cap: int | None) -> tuple[Any, SplitCounts]:
+                  overlong: str, pair_types: Sequence[str] | None, cap: int | None,
+                  num_proc: int | None = None) -> tuple[Any, SplitCounts]:
     """Select, cap and length-filter one split; returns a file-backed dataset and its counts."""
     from datasets.fingerprint import Hasher
 
@@ -318,7 +320,8 @@ def prepare_split(ds: Any, tokenizer: Any, *, name: str, cache_dir: Path, max_le
     cache_dir.mkdir(parents=True, exist_ok=True)
     with main_process_first():
         ds = ds.map(pair_lengths, fn_kwargs={"tokenizer": tokenizer}, desc=f"Measuring {name} pairs",
-                    cache_file_name=str(cache_dir / f"{name}-lengths-{key}.arrow"), new_fingerprint=key)
+                    cache_file_name=str(cache_dir / f"{name}-lengths-{key}.arrow"), new_fingerprint=key,
+                    num_proc=num_proc)
     lens = ds.select_columns(list(_LEN_COLUMNS)).to_dict()
     keep, seq_lens = [], []
     for i, (p, c, r) in enumerate(zip(*(lens[k] for k in _LEN_COLUMNS), strict=True)):
@@ -338,7 +341,8 @@ def prepare_split(ds: Any, tokenizer: Any, *, name: str, cache_dir: Path, max_le
 
 
 def load_pair_splits(script_args: TrainScriptArguments, tokenizer: Any, max_length: int | None,
-                     cache_dir: Path) -> tuple[Any, Any | None, dict[str, SplitCounts], dict | None]:
+                     cache_dir: Path, num_proc: int | None = None
+                     ) -> tuple[Any, Any | None, dict[str, SplitCounts], dict | None]:
     """(train, eval or None, counts per split, filter report or None) ready for TRL."""
     from datasets import DatasetDict, load_from_disk
 
@@ -355,7 +359,7 @@ def load_pair_splits(script_args: TrainScriptArguments, tokenizer: Any, max_leng
             raise ConjError(f"{ddir} [{split}]: missing column(s) {', '.join(missing)}; expected TRL's "
                             "preference format (prompt, chosen, rejected)")
     common = {"tokenizer": tokenizer, "cache_dir": cache_dir, "max_length": max_length,
-              "overlong": script_args.overlong, "pair_types": script_args.pair_types}
+              "overlong": script_args.overlong, "pair_types": script_args.pair_types, "num_proc": num_proc}
     train, counts = prepare_split(dd[script_args.dataset_train_split], name="train",
                                   cap=script_args.max_train_pairs, **common)
     all_counts = {"train": counts}
@@ -440,7 +444,8 @@ def resume_point(script_args: Any, training_args: Any) -> str | bool | None:
         if str(explicit).lower() in ("true", "last"):
             found = last_checkpoint(training_args.output_dir)
             if found is None:
-                raise ConjError(f"resume_from_checkpoint={explicit}: no checkpoint in {training_args.output_dir}")
+                raise ConjError(f"resume_from_checkpoint={explicit}: no checkpoint in "
+                                f"{training_args.output_dir}")
             return found
         if str(explicit).lower() in ("false", "no", "none"):
             return None
@@ -462,7 +467,8 @@ class ConjCardMixin:
         if not self.is_world_process_zero() or self.card is None:  # type: ignore[attr-defined]
             return
         card = dict(self.card, step=self.state.global_step)  # type: ignore[attr-defined]
-        atomic_write_text(Path(self.args.output_dir) / "README.md", model_card(card))  # type: ignore[attr-defined]
+        out = Path(self.args.output_dir)  # type: ignore[attr-defined]
+        atomic_write_text(out / "README.md", model_card(card))
 
 
 class ConjDPOTrainer(ConjCardMixin, DPOTrainer):
@@ -470,16 +476,20 @@ class ConjDPOTrainer(ConjCardMixin, DPOTrainer):
 
 
 def build_trainer(script_args: TrainScriptArguments, training_args: ConjDPOConfig, model_args: ModelConfig,
-                  *, callbacks: Sequence[Any] = ()) -> tuple[ConjDPOTrainer, dict[str, SplitCounts],
-                                                             dict | None]:
-    """Tokenizer, prepared pairs, policy (+ frozen reference, or LoRA) and the TRL trainer."""
+                  *, callbacks: Sequence[Any] = (), trainer_cls: type | None = None
+                  ) -> tuple[ConjDPOTrainer, dict[str, SplitCounts], dict | None]:
+    """Tokenizer, prepared pairs, policy (+ frozen reference, or LoRA) and the TRL trainer.
+
+    ``trainer_cls`` replaces :class:`ConjDPOTrainer` (a DPOTrainer subclass with
+    :class:`ConjCardMixin` first, e.g. one combining the mixin with a prefix-sharing trainer).
+    """
     from transformers import AutoModelForCausalLM
     from trl import get_peft_config
 
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     out = Path(training_args.output_dir)
     train, eval_ds, counts, filter_report = load_pair_splits(script_args, tokenizer, training_args.max_length,
-                                                             out / CACHE_DIR)
+                                                             out / CACHE_DIR, training_args.dataset_num_proc)
     if eval_ds is None and training_args.eval_strategy != "no":
         logger.warning("no validation pairs: evaluation is turned off")
         training_args.eval_strategy = "no"
@@ -487,7 +497,7 @@ def build_trainer(script_args: TrainScriptArguments, training_args: ConjDPOConfi
                                                  **model_kwargs(model_args, training_args))
     # ref_model=None: TRL loads a frozen copy of the base (or, with precompute_ref_log_probs, scores
     # the pairs once up front); with a LoRA config the adapter-disabled base is the reference.
-    trainer = ConjDPOTrainer(
+    trainer = (trainer_cls or ConjDPOTrainer)(
         model=model, ref_model=None, args=training_args, train_dataset=train, eval_dataset=eval_ds,
         processing_class=tokenizer, peft_config=get_peft_config(model_args),
         callbacks=[MetricsRecorder(out, DPO_PANELS), *callbacks],
@@ -563,15 +573,17 @@ def _input_info(script_args: Any, report_path: Path | None) -> dict[str, Any]:
 
 
 def run_train(script_args: TrainScriptArguments, training_args: ConjDPOConfig, model_args: ModelConfig,
-              *, callbacks: Sequence[Any] = ()) -> TrainResult:
+              *, callbacks: Sequence[Any] = (), trainer_cls: type | None = None) -> TrainResult:
     """Train the judge, evaluate it, save it with its card and reports; returns the result.
 
     Run the same call in every process of an ``accelerate launch``; only the main process writes
-    reports. ``callbacks`` are extra ``transformers.TrainerCallback`` objects (tests use one to stop).
+    reports. ``callbacks`` are extra ``transformers.TrainerCallback`` objects (tests use one to stop);
+    ``trainer_cls`` as in :func:`build_trainer`.
     """
     start = begin_run(training_args)
     resume = resume_point(script_args, training_args)
-    trainer, counts, filter_report = build_trainer(script_args, training_args, model_args, callbacks=callbacks)
+    trainer, counts, filter_report = build_trainer(script_args, training_args, model_args,
+                                                   callbacks=callbacks, trainer_cls=trainer_cls)
     _, report_path = resolve_dataset(script_args.dataset_name)
     return finish_run(trainer, "judge", (script_args, training_args, model_args), counts=counts,
                       filter_report=filter_report, input_info=_input_info(script_args, report_path),
@@ -705,10 +717,13 @@ def card_info(kind: str, model_args: Any, training_args: Any, config: dict[str, 
         "world_size": training_args.world_size,
         "data": {s: asdict(c) for s, c in counts.items()},
         "filter": _filter_summary(filter_report),
-        "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))
-                    and (any(w in k for w in ("loss", "accurac", "margin")) or k in ("epoch", "train_runtime"))},
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and _card_metric(k)},
         "versions": library_versions(),
     }
+
+
+def _card_metric(key: str) -> bool:
+    return any(w in key for w in ("loss", "accurac", "margin")) or key in ("epoch", "train_runtime")
 
 
 def _table(rows: dict[str, Any]) -> str:

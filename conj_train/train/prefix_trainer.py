@@ -13,7 +13,7 @@ differently) goes through TRL's path; whole-run conditions (model type, attentio
 reentrant checkpointing) switch sharing off with one logged line. Under several processes the
 decision is all-reduced, so ranks never run different numbers of forward passes (ZeRO-3 gathers
 parameters per module call and would hang). The first shared batch of each model is compared with
-TRL's path (no grad, eval mode); a mismatch switches sharing off for that model.
+the two-row layout (no grad, eval mode); a mismatch switches sharing off for that model.
 
 ``train_sampling_strategy="group_by_length"`` works here (TRL's own trainer fails on it: its
 dataset has no ``input_ids``): pairs are grouped by ``P + max(C, R)``.
@@ -47,7 +47,8 @@ logger = logging.getLogger(__name__)
 # Keyword arguments of TRL's fused call that the split layout handles (PEFT adds the None ones).
 _HANDLED_KWARGS = {"input_ids", "attention_mask", "use_cache", "num_items_in_batch"}
 POLICY_OUTPUTS = ("log_probs", "entropy", "mean_logits", "is_top1")
-# Largest per-token |log p| difference to TRL's path accepted by the first-batch check.
+# Largest per-token |log p| difference to the two-row layout accepted by the first-batch check (the
+# kernel's log-probs are float32 whatever the model dtype, so the model dtype picks the tolerance).
 VERIFY_TOLERANCE = {torch.float64: 1e-4, torch.float32: 1e-3}
 HALF_MEAN_TOLERANCE = 0.05
 
@@ -90,11 +91,12 @@ def _unsupported_call(args: tuple, kwargs: dict[str, Any], labels: torch.Tensor 
     return f"unsupported forward arguments {extra}" if extra else None
 
 
-def _close_to_plain(shared: torch.Tensor, plain: torch.Tensor, mask: torch.Tensor) -> tuple[bool, float]:
+def _close_to_plain(shared: torch.Tensor, plain: torch.Tensor, mask: torch.Tensor,
+                    dtype: torch.dtype) -> tuple[bool, float]:
     diff = (shared.double() - plain.double()).abs()[mask]
     if diff.numel() == 0:
         return True, 0.0
-    tol = VERIFY_TOLERANCE.get(plain.dtype)
+    tol = VERIFY_TOLERANCE.get(dtype)
     if tol is None:
         value = float(diff.mean())
         return value <= HALF_MEAN_TOLERANCE, value
@@ -129,8 +131,8 @@ def install_prefix_forward(lm: Any, state: _ForwardState) -> bool:
         device = kwargs["input_ids"].device if kwargs.get("input_ids") is not None else labels.device
         if not _all_ranks(reason is None, device):
             reason = reason or "another process's batch cannot share its prompt"
-        if reason is None and state.verify and not state.verified:
-            reason = _verify(self, trl_forward, state, kwargs, labels, layout, device)
+        if reason is None and state.verify and state.share_prefix and not state.verified:
+            reason = _verify(self, state, kwargs, labels, layout, device)
         if reason is not None:
             state.stats.fallback += 1
             state.stats.reasons[reason] = state.stats.reasons.get(reason, 0) + 1
@@ -150,26 +152,29 @@ def install_prefix_forward(lm: Any, state: _ForwardState) -> bool:
     return True
 
 
-def _verify(lm: Any, trl_forward: Callable, state: _ForwardState, kwargs: dict[str, Any],
-            labels: torch.Tensor, layout: Any, device: torch.device) -> str | None:
-    """Compare the shared path with TRL's on this batch once; switch sharing off on a mismatch."""
+def _verify(lm: Any, state: _ForwardState, kwargs: dict[str, Any], labels: torch.Tensor, layout: Any,
+            device: torch.device) -> str | None:
+    """Compare the split with the two-row layout on this batch once; switch sharing off on a mismatch.
+
+    The two-row side is TRL's backbone call with the head only at judgment positions (what TRL's
+    head does on CUDA), so the check costs no full-vocabulary pass over the prompts.
+    """
     was_training = lm.training
     lm.eval()
     try:
         with torch.no_grad():
-            plain = trl_forward(input_ids=kwargs["input_ids"], attention_mask=kwargs.get("attention_mask"),
-                                labels=labels, fused_lm_head=True, use_cache=False).log_probs
-            shared = judgment_token_outputs(lm, kwargs["input_ids"], kwargs.get("attention_mask"), labels,
-                                            ("log_probs",), share_prefix=state.share_prefix,
-                                            layout=layout)["log_probs"]
+            args = (lm, kwargs["input_ids"], kwargs.get("attention_mask"), labels, ("log_probs",))
+            shared = judgment_token_outputs(*args, share_prefix=True, layout=layout)["log_probs"]
+            plain = judgment_token_outputs(*args, share_prefix=False)["log_probs"]
     finally:
         lm.train(was_training)
-    ok, value = _close_to_plain(shared, plain, (labels[:, 1:] != -100).to(plain.device))
+    mask = (labels[:, 1:] != -100).to(plain.device)
+    ok, value = _close_to_plain(shared, plain, mask, lm.get_output_embeddings().weight.dtype)
     state.verified = True
     if _all_ranks(ok, device):
         return None
     state.enabled = False
-    return f"first batch differs from TRL's path by {value:.3g} per token"
+    return f"first batch differs from the two-row layout by {value:.3g} per token"
 
 
 class PrefixSharedDPOTrainer(DPOTrainer):

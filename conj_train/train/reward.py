@@ -51,7 +51,8 @@ class RewardScriptArguments(ScriptArguments):
 
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Preference source: a file, folder, saved dataset or Hub id (as `conj data` reads)."},
+        metadata={"help": "Preference source: a file, folder, saved dataset or Hub id (as `conj data` "
+                  "reads)."},
     )
     dataset_format: str | None = field(default=None, metadata={"help": "Input format (default: detect)."})
     multi_turn: str = field(
@@ -60,7 +61,8 @@ class RewardScriptArguments(ScriptArguments):
     )
     pairs_from: str | None = field(
         default=None,
-        metadata={"help": "A filter output folder: train on its train pair ids, hold out its validation ids."},
+        metadata={"help": "A filter output folder: train on its train pair ids, hold out its validation "
+                  "ids."},
     )
     validation_share: float = field(
         default=0.05, metadata={"help": "Held-out share by pair-id hash when pairs_from is not set."})
@@ -90,7 +92,8 @@ class ConjRewardConfig(RewardConfig):
 def parse_reward_args(argv: Sequence[str] | None = None) -> tuple[RewardScriptArguments, ConjRewardConfig,
                                                                    ModelConfig]:
     """(script, training, model) arguments of a reward-model run from a recipe and CLI overrides."""
-    return parse_args((RewardScriptArguments, ConjRewardConfig, ModelConfig), argv)  # type: ignore[return-value]
+    classes = (RewardScriptArguments, ConjRewardConfig, ModelConfig)
+    return parse_args(classes, argv)  # type: ignore[return-value]
 
 
 class ConjRewardTrainer(ConjCardMixin, RewardTrainer):
@@ -226,8 +229,8 @@ def run_train_rm(script_args: RewardScriptArguments, training_args: ConjRewardCo
     if peft_config is not None:
         peft_config.task_type = "SEQ_CLS"  # keeps the new score head trainable and saved
     trainer = ConjRewardTrainer(
-        model=model, args=training_args, train_dataset=train, eval_dataset=eval_ds, processing_class=tokenizer,
-        peft_config=peft_config,
+        model=model, args=training_args, train_dataset=train, eval_dataset=eval_ds,
+        processing_class=tokenizer, peft_config=peft_config,
         callbacks=[MetricsRecorder(training_args.output_dir, RM_PANELS), *callbacks],
     )
     return finish_run(trainer, "reward", (script_args, training_args, model_args), counts=counts,
