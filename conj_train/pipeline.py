@@ -1,0 +1,280 @@
+"""``conj run``: the whole pipeline from one recipe, with a stage cache and iterative rounds.
+
+A pipeline recipe names the inputs once and holds one section per stage, each with exactly that
+stage's recipe keys (the keys of ``recipes/<x>/{sample,filter,train,...}.yaml``)::
+
+    output_dir: runs/demo
+    base_model: runs/demo/tiny-model       # the judge to start from (an instruct model)
+    dataset: runs/demo/data/train.jsonl    # the preference source
+    heldout: runs/demo/data/test.jsonl     # evaluation set (or eval: {dataset: ...})
+    rounds: 1                              # iterative Con-J: round r samples with round r-1's judge
+    round_init: previous                   # train round r from round r-1's judge, or "base"
+    warmup: {...}                          # optional SFT warm-up (the demo's stand-in instruct model)
+    sample: {...}
+    filter: {...}
+    train: {...}
+    train_rm: {...}                        # optional scalar reward-model baseline
+    eval: {...}
+    launch:                                # optional: stages started with accelerate launch
+      train: {config_file: accelerate_configs/zero3.yaml, num_processes: 8}
+
+The runner fills in every path (model, dataset, output folders), so stages chain one way:
+``warmup -> sample -> filter -> train -> train_rm -> eval`` under ``output_dir/[round-r/]<stage>/``.
+
+Cache: each stage's key is a hash of its filled-in config and the keys of the stages it reads. A stage
+whose key is unchanged and that finished is skipped; a changed key redoes the stage from scratch (its
+folder is cleared) and, since later keys include it, everything after it. A stage that was
+interrupted with an unchanged key resumes: sampling and evaluation by record, training from its last
+checkpoint. The state lives in ``output_dir/pipeline_state.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conj_train.config import read_yaml
+from conj_train.errors import ConjError
+from conj_train.io import atomic_write_json, read_json, stable_hash
+
+STAGES = ("warmup", "sample", "filter", "train", "train_rm", "eval")
+ROUND_STAGES = ("sample", "filter", "train", "eval")
+TOP_KEYS = {"output_dir", "base_model", "dataset", "heldout", "rounds", "round_init", "launch", *STAGES}
+
+
+@dataclass
+class StageRun:
+    """What happened to one stage in this invocation."""
+
+    name: str
+    status: str  # "ran", "cached", "resumed"
+    why: str
+    output: Path
+
+
+@dataclass
+class PipelineResult:
+    """The stages run or skipped, in order, and where the last evaluation is."""
+
+    output_dir: Path
+    stages: list[StageRun] = field(default_factory=list)
+    eval_dirs: list[Path] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        """One line per stage: ran / cached / resumed, and why."""
+        return "\n".join(f"{s.name:<16} {s.status:<8} {s.why}" for s in self.stages)
+
+
+def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read and check a pipeline recipe; ``overrides`` maps ``stage.key`` or top-level keys to values."""
+    spec = read_yaml(path)
+    for dotted, value in (overrides or {}).items():
+        stage, _, key = dotted.partition(".")
+        if key:
+            spec.setdefault(stage, {})[key] = value
+        else:
+            spec[stage] = value
+    unknown = sorted(set(spec) - TOP_KEYS)
+    if unknown:
+        raise ConjError(f"{path}: unknown pipeline key {unknown[0]!r} (stages: {', '.join(STAGES)})")
+    for name in ("output_dir", "base_model", "dataset"):
+        if not spec.get(name):
+            raise ConjError(f"{path}: '{name}' is required")
+    for name in ("sample", "filter", "train", "eval"):
+        if not isinstance(spec.get(name) or {}, dict):
+            raise ConjError(f"{path}: section {name!r} must be a mapping")
+    if int(spec.get("rounds", 1)) < 1:
+        raise ConjError(f"{path}: rounds must be >= 1")
+    if spec.get("round_init", "previous") not in ("previous", "base"):
+        raise ConjError(f"{path}: round_init must be 'previous' or 'base'")
+    return spec
+
+
+class _State:
+    def __init__(self, out: Path) -> None:
+        self.path = out / "pipeline_state.json"
+        self.data: dict[str, dict] = read_json(self.path) if self.path.exists() else {}
+
+    def get(self, key: str) -> dict:
+        return self.data.get(key, {})
+
+    def set(self, key: str, value: dict) -> None:
+        self.data[key] = value
+        atomic_write_json(self.path, self.data)
+
+
+def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str | None = None,
+                 overrides: dict[str, Any] | None = None) -> PipelineResult:
+    """Run (or skip, when cached) every stage of the pipeline recipe at ``path``."""
+    for name in (from_stage, until):
+        if name is not None and name not in STAGES:
+            raise ConjError(f"unknown stage {name!r} (stages: {', '.join(STAGES)})")
+    spec = load_pipeline(path, overrides)
+    out = Path(spec["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    state = _State(out)
+    result = PipelineResult(out)
+    forced = from_stage is not None
+    force_from = STAGES.index(from_stage) if from_stage else len(STAGES)
+
+    def stage(name: str, label: str, cfg: dict, inputs: list[str], runner: Any, output: Path) -> str | None:
+        """Run one stage unless cached; returns its key, or None once past ``until``."""
+        key = stable_hash({"stage": name, "config": cfg, "inputs": inputs})
+        prev = state.get(label)
+        force = forced and STAGES.index(name) >= force_from
+        if prev.get("key") == key and prev.get("complete") and output.exists() and not force:
+            result.stages.append(StageRun(label, "cached", "config and inputs unchanged", output))
+            return key
+        if prev.get("key") == key and not force and output.exists():
+            status, why = "resumed", "interrupted earlier with the same config"
+        else:
+            status = "ran"
+            why = ("forced by --from" if force else "first run" if not prev
+                   else "config or an input changed")
+            if output.exists():
+                shutil.rmtree(output)
+        state.set(label, {"key": key, "complete": False})
+        print(f"[conj run] {label}: {why}", flush=True)
+        runner(cfg, output)
+        state.set(label, {"key": key, "complete": True})
+        result.stages.append(StageRun(label, status, why, output))
+        return key
+
+    def past_until(name: str) -> bool:
+        return until is not None and STAGES.index(name) > STAGES.index(until)
+
+    base = str(spec["base_model"])
+    judge0, judge0_key = base, stable_hash(base)
+    if spec.get("warmup") is not None and not past_until("warmup"):
+        cfg = {**spec["warmup"], "model": base, "dataset": spec["dataset"]}
+        judge0_key = stage("warmup", "warmup", cfg, [judge0_key], _run_warmup, out / "warmup") or ""
+        judge0 = str(out / "warmup")
+
+    rounds = int(spec.get("rounds", 1))
+    sampler, sampler_key = judge0, judge0_key
+    for r in range(1, rounds + 1):
+        rdir = out if rounds == 1 else out / f"round-{r}"
+        tag = "" if rounds == 1 else f"[round {r}]"
+        init = judge0 if spec.get("round_init", "previous") == "base" or r == 1 else sampler
+        init_key = judge0_key if init == judge0 else sampler_key
+        if past_until("sample"):
+            break
+        s_cfg = {**(spec.get("sample") or {}), "model": sampler, "dataset": spec["dataset"]}
+        s_key = stage("sample", f"sample{tag}", s_cfg, [sampler_key], _run_sample, rdir / "sample")
+        if past_until("filter"):
+            break
+        f_cfg = {**(spec.get("filter") or {}), "sample_dir": str(rdir / "sample")}
+        f_key = stage("filter", f"filter{tag}", f_cfg, [s_key], _run_filter, rdir / "filter")
+        if past_until("train"):
+            break
+        t_cfg = {**(spec.get("train") or {}), "model_name_or_path": init, "dataset_name": str(rdir / "filter"),
+                 "_launch": (spec.get("launch") or {}).get("train")}
+        t_key = stage("train", f"train{tag}", t_cfg, [f_key, init_key], _run_train, rdir / "train")
+        models = [f"base={judge0}", f"conj={rdir / 'train'}"]
+        keys = [judge0_key, t_key]
+        if spec.get("train_rm") is not None and r == 1 and not past_until("train_rm"):
+            rm_cfg = {**spec["train_rm"], "model_name_or_path": base, "dataset_name": spec["dataset"],
+                      "pairs_from": str(rdir / "filter"), "_launch": (spec.get("launch") or {}).get("train_rm")}
+            rm_key = stage("train_rm", "train_rm", rm_cfg, [f_key], _run_train_rm, out / "reward")
+            models.insert(1, f"rm={out / 'reward'}")
+            keys.append(rm_key)
+        elif spec.get("train_rm") is not None and (out / "reward").exists():
+            models.insert(1, f"rm={out / 'reward'}")
+            keys.append(state.get("train_rm").get("key"))
+        if past_until("eval"):
+            break
+        e_cfg = dict(spec.get("eval") or {})
+        e_cfg.setdefault("dataset", spec.get("heldout"))
+        if not e_cfg.get("dataset"):
+            raise ConjError("the eval stage needs 'heldout' or eval.dataset")
+        e_cfg["model"] = models
+        stage("eval", f"eval{tag}", e_cfg, [str(k) for k in keys], _run_eval, rdir / "eval")
+        result.eval_dirs.append(rdir / "eval")
+        sampler, sampler_key = str(rdir / "train"), str(t_key)
+    return result
+
+
+# --- stage adapters: a filled-in config dict + output folder -> run the stage --------------------
+
+
+def _run_warmup(cfg: dict, output: Path) -> None:
+    from conj_train.config import build_config
+    from conj_train.warmup import WarmupConfig, run_warmup
+
+    run_warmup(build_config(WarmupConfig, {**cfg, "output_dir": str(output)}, where="warmup"))
+
+
+def _run_sample(cfg: dict, output: Path) -> None:
+    from conj_train.config import build_config
+    from conj_train.sample import SampleConfig, run_sample
+
+    run_sample(build_config(SampleConfig, {**cfg, "output_dir": str(output)}, where="sample"))
+
+
+def _run_filter(cfg: dict, output: Path) -> None:
+    from conj_train.config import build_config
+    from conj_train.filter import FilterConfig, run_filter
+
+    run_filter(build_config(FilterConfig, {**cfg, "output_dir": str(output)}, where="filter"))
+
+
+def _run_eval(cfg: dict, output: Path) -> None:
+    from conj_train.config import build_config
+    from conj_train.evaluate import EvalConfig, run_eval
+
+    run_eval(build_config(EvalConfig, {**cfg, "output_dir": str(output)}, where="eval"))
+
+
+def _trl_recipe(cfg: dict, output: Path) -> tuple[Path, dict | None]:
+    """Write a TRL-style flat recipe for a training stage; returns (path, launch settings)."""
+    import yaml
+
+    cfg = copy.deepcopy(cfg)
+    launch = cfg.pop("_launch", None)
+    cfg["output_dir"] = str(output)
+    output.mkdir(parents=True, exist_ok=True)
+    path = output.parent / f"{output.name}.recipe.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path, launch
+
+
+def _launch(script: str, recipe: Path, launch: dict) -> None:
+    """Start a training script under ``accelerate launch`` with the recipe's accelerate config."""
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if launch.get("config_file"):
+        cmd += ["--config_file", str(launch["config_file"])]
+    if launch.get("num_processes"):
+        cmd += ["--num_processes", str(launch["num_processes"])]
+    cmd += [str(scripts / script), "--config", str(recipe)]
+    print("[conj run] " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, env=dict(os.environ), check=False)
+    if proc.returncode != 0:
+        raise ConjError(f"{script} failed under accelerate launch (exit {proc.returncode})")
+
+
+def _run_train(cfg: dict, output: Path) -> None:
+    recipe, launch = _trl_recipe(cfg, output)
+    if launch:
+        _launch("train.py", recipe, launch)
+        return
+    from conj_train.train.dpo import parse_train_args, run_train
+
+    run_train(*parse_train_args(["--config", str(recipe)]))
+
+
+def _run_train_rm(cfg: dict, output: Path) -> None:
+    recipe, launch = _trl_recipe(cfg, output)
+    if launch:
+        _launch("train_rm.py", recipe, launch)
+        return
+    from conj_train.train.reward import parse_reward_args, run_train_rm
+
+    run_train_rm(*parse_reward_args(["--config", str(recipe)]))
