@@ -18,19 +18,49 @@ _FILLER = ["well", "I think", "sure", "my answer is", "let me say", "probably", 
            "easy", "I would say", "that is", "here it is", "right"]
 
 
+def _toy_row(rng: random.Random) -> dict:
+    words = rng.sample(_FILLER, k=rng.randint(1, 3))
+    lead = " ".join(words).capitalize()
+    return {
+        "prompt": "Name a fruit.",
+        "chosen": f"{lead}: {rng.choice(_FRUITS)}.",
+        "rejected": f"{lead}: {rng.choice(_OTHERS)}.",
+    }
+
+
 def demo_rows(n: int = 64, seed: int = 0) -> list[dict]:
     """``n`` toy preference rows in TRL's standard format (prompt / chosen / rejected strings)."""
     rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        words = rng.sample(_FILLER, k=rng.randint(1, 3))
-        lead = " ".join(words).capitalize()
-        rows.append({
-            "prompt": "Name a fruit.",
-            "chosen": f"{lead}: {rng.choice(_FRUITS)}.",
-            "rejected": f"{lead}: {rng.choice(_OTHERS)}.",
-        })
-    return rows
+    return [_toy_row(rng) for _ in range(n)]
+
+
+def demo_splits(n_train: int, n_test: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Disjoint train and held-out toy rows: no (chosen, rejected) pair occurs twice in either or both.
+
+    Repeats are skipped, so the ingest step drops no row as a duplicate and a held-out pair is never
+    one the judge was trained on; the words themselves are shared (the rule is what is learned).
+    """
+    rng = random.Random(seed)
+    seen: set[tuple[str, str]] = set()
+    rows: list[dict] = []
+    while len(rows) < n_train + n_test:
+        row = _toy_row(rng)
+        key = (row["chosen"], row["rejected"])
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    return rows[:n_train], rows[n_train:]
+
+
+def write_demo_splits(folder: str | Path, n_train: int, n_test: int, seed: int = 0) -> tuple[Path, Path]:
+    """Write :func:`demo_splits` as ``train.jsonl`` and ``test.jsonl`` in ``folder``; their paths."""
+    from conj_train.io import write_jsonl
+
+    folder = Path(folder)
+    train, test = demo_splits(n_train, n_test, seed)
+    write_jsonl(folder / "train.jsonl", train)
+    write_jsonl(folder / "test.jsonl", test)
+    return folder / "train.jsonl", folder / "test.jsonl"
 
 
 def write_demo_data(path: str | Path, n: int = 64, seed: int = 0) -> Path:

@@ -24,6 +24,7 @@ backward replays the layer with the same cache object (a DynamicCache would appe
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +34,9 @@ import torch.nn.functional as F
 # Attention kernels that accept an explicit 4D mask in pass 2.
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 # Config fields that change the logits in ways TRL's head handles but this module does not mirror.
-_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
-                     "logits_scaling")
+_LOGIT_TRANSFORMS = (
+    "final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling",
+)
 # TRL's vocabulary tile for the chunked log-prob kernel (trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE).
 _VOCAB_CHUNK = 32768
 # Token fields of TRL's FusedCausalLMOutput, in the kernel's return order.
@@ -101,8 +103,6 @@ def supports_prefix_sharing(model: Any) -> tuple[bool, str]:
     backbone = getattr(lm, lm.base_model_prefix, None)
     if backbone is None or backbone is lm:
         return False, f"{type(lm).__name__} has no separate decoder backbone"
-    import inspect
-
     if "cache" not in inspect.signature(backbone.forward).parameters:
         return False, f"{type(backbone).__name__}.forward takes no `cache` argument"
     head = lm.get_output_embeddings()
@@ -129,39 +129,36 @@ def pair_layout(
     judged = labels != -100
     lens = judged.sum(1)
     starts = judged.int().argmax(1)
-    if attention_mask is None:
-        attended = torch.full_like(lens, width)
-    else:
-        attended = attention_mask.sum(1)
-        mask_ok = (attention_mask.bool() == (pos < attended[:, None])).all()
-    span_ok = (judged == ((pos >= starts[:, None]) & (pos < (starts + lens)[:, None]))).all()
-    ends_ok = ((starts + lens) == attended).all()
-    sizes_ok = (lens > 0).all() & (starts > 0).all()
-    p_chosen, p_rejected = starts[:n], starts[n:]
-    same_prompt = (input_ids[:n] == input_ids[n:]) | (pos >= p_chosen[:, None])
-    shared_ok = (p_chosen == p_rejected).all() & same_prompt.all()
-    checks = [span_ok, ends_ok, sizes_ok, shared_ok]
-    if attention_mask is not None:
-        checks.append(mask_ok)
-    flags = torch.stack(checks).tolist()
-    names = ["judgment is not one contiguous span", "judgment does not end the row",
-             "empty prompt or empty judgment", "chosen and rejected rows do not share the prompt",
-             "attention mask is not right padding"]
-    for ok, name in zip(flags, names, strict=False):
+    attended = torch.full_like(lens, width) if attention_mask is None else attention_mask.sum(1)
+    p_chosen = starts[:n]
+    checks = {
+        "empty prompt or empty judgment": (lens > 0).all() & (starts > 0).all(),
+        "attention mask is not right padding": attention_mask is None
+        or (attention_mask.bool() == (pos < attended[:, None])).all(),
+        "judgment is not one contiguous span": (judged == ((pos >= starts[:, None])
+                                                          & (pos < (starts + lens)[:, None]))).all(),
+        "judgment does not end the row": ((starts + lens) == attended).all(),
+        "chosen and rejected rows do not share the prompt": (p_chosen == starts[n:]).all()
+        & ((input_ids[:n] == input_ids[n:]) | (pos >= p_chosen[:, None])).all(),
+    }
+    first = p_chosen + lens[:n]
+    # One host sync for the checks and the shape numbers.
+    flags = torch.stack([torch.as_tensor(v, device=input_ids.device) for v in checks.values()]).long()
+    sizes = torch.stack([p_chosen.amax(), lens[n:].amax(), first.amax(), first.amin()])
+    values = torch.cat([flags, sizes]).tolist()
+    for name, ok in zip(checks, values, strict=False):
         if not ok:
             raise LayoutError(name)
-    stats = torch.stack([p_chosen, lens[:n], lens[n:], p_chosen + lens[:n]])
-    p_max, _, r_max, first_max = stats.amax(1).tolist()
-    first_min = int((p_chosen + lens[:n]).amin())
+    max_prompt, max_rejected, max_first, min_first = values[len(checks):]
     return PairLayout(
         n_pairs=n,
         prompt_lens=p_chosen,
         chosen_lens=lens[:n],
         rejected_lens=lens[n:],
-        max_prompt=int(p_max),
-        max_first=int(first_max),
-        max_rejected=int(r_max),
-        first_padded=first_min != first_max,
+        max_prompt=max_prompt,
+        max_first=max_first,
+        max_rejected=max_rejected,
+        first_padded=min_first != max_first,
     )
 
 

@@ -1,0 +1,242 @@
+"""Format warm-up: a short SFT that teaches a base model the judge's JSON format, not the task.
+
+Con-J starts from an instruct model that already writes parseable judgments and is no better than
+chance at the task; contrastive training then moves its verdicts. A small random model (the embedded
+demo's) writes no JSON at all, so sampling it yields nothing the filter can pair. This stage stands
+in for the instruct model: supervised fine-tuning (TRL's ``SFTTrainer``, conversational
+prompt/completion rows, loss on the completion only) on the judge prompts of a preference source,
+with targets that carry
+
+* a fixed, low-entropy rationale, e.g. ``' {"原因": "回答2更好。", "更好的回答": 2}'``. Prototypes on the
+  tiny model found that rationales copying words from the answers were not learned at that size and
+  only added noise to the DPO signal, while a near-constant one left the verdict as the one choice;
+* a verdict drawn from a hash of (``verdict_seed``, pair id), independent of the label, so the warmed
+  judge parses reliably while its verdicts stay at chance.
+
+Targets start with the template's evaluation prefill (``' {"原因":'``), so sampling (no prefill) and
+evaluation (prefilled) see the same tokens.
+
+Output folder: the model, its tokenizer (with the chat template) and generation config, and
+``manifest.json`` (config, config hash, input, counts, loss, versions), written last. A rerun with
+the same config and input is a no-op; a different one is refused unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conj_train.config import config_to_dict
+from conj_train.errors import ConjError
+from conj_train.io import atomic_write_json, file_hash, library_versions, read_json, stable_hash
+
+# The fixed rationale per template language; "{verdict}" is replaced by the drawn slot.
+DEFAULT_RATIONALES = {"zh": "回答{verdict}更好。", "en": "Answer {verdict} is better."}
+# Fields that do not change the warmed model: left out of the config hash.
+_RUNTIME_FIELDS = {"output_dir", "overwrite", "threads", "logging_steps"}
+_STARTED = ".warmup-started"
+
+
+@dataclass
+class WarmupConfig:
+    """Configuration of the format warm-up (data, targets, and TRL SFT optimisation settings)."""
+
+    model: str = ""
+    dataset: str = ""
+    output_dir: str = ""
+    dataset_format: str | None = None
+    field_map: dict[str, str] | None = None
+    multi_turn: str = "context"
+    max_pairs: int | None = None
+    template: str = "conj-zh"
+    system_prompt: str | None = None
+    swap_seed: int = 2021
+    # Targets.
+    rationale: str | None = None  # with "{verdict}"; default: DEFAULT_RATIONALES[template language]
+    verdict_seed: int = 0
+    # Optimisation (TRL SFTConfig fields).
+    learning_rate: float = 3e-3
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 16
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = 0.0
+    weight_decay: float = 0.0
+    max_length: int = 1024
+    seed: int = 42
+    # Runtime only.
+    logging_steps: int = 10
+    threads: int | None = None
+    overwrite: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # more SFTConfig fields, passed as given
+
+    def validate(self) -> None:
+        """Check values before anything is loaded."""
+        for name in ("model", "dataset", "output_dir"):
+            if not getattr(self, name):
+                raise ConjError(f"warmup: '{name}' is required")
+        if self.rationale is not None and "{verdict}" not in self.rationale:
+            raise ConjError("warmup: rationale must contain '{verdict}' (the slot it names)")
+        if self.learning_rate <= 0 or self.per_device_train_batch_size < 1:
+            raise ConjError("warmup: learning_rate must be > 0 and per_device_train_batch_size >= 1")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ConjError("warmup: set num_train_epochs > 0 or max_steps > 0")
+
+    def output_hash(self) -> str:
+        """Hash of every setting that changes the warmed model."""
+        return stable_hash({k: v for k, v in config_to_dict(self).items() if k not in _RUNTIME_FIELDS})
+
+
+@dataclass
+class WarmupResult:
+    """What a warm-up run did; ``skipped`` when an identical earlier run made it a no-op."""
+
+    output_dir: Path
+    counts: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False
+    summary: str = ""
+
+
+def random_verdict(pair_id: str, seed: int) -> int:
+    """The target verdict of one pair: 1 or 2 from SHA-256 of (seed, pair id), blind to the label."""
+    return 1 + (hashlib.sha256(f"warmup:{seed}:{pair_id}".encode()).digest()[0] & 1)
+
+
+def target_text(verdict: int, *, template: Any = "conj-zh", rationale: str | None = None) -> str:
+    """The judgment the warm-up teaches: the template's eval prefill, a fixed rationale, the verdict."""
+    from conj_train.prompts import get_template
+
+    tpl = get_template(template)
+    why = (rationale or DEFAULT_RATIONALES[tpl.language.code]).replace("{verdict}", str(verdict))
+    body = json.dumps(why, ensure_ascii=False) + ', "' + tpl.verdict_key + '": ' + str(verdict) + "}"
+    return tpl.eval_prefill + " " + body
+
+
+def warmup_rows(cfg: WarmupConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Conversational prompt/completion rows for TRL's SFTTrainer, and their counts."""
+    from conj_train.data import load_preferences
+    from conj_train.prompts import build_judge_prompts, get_template, label_balance
+
+    res = load_preferences(cfg.dataset, format=cfg.dataset_format, field_map=cfg.field_map,
+                           multi_turn=cfg.multi_turn)
+    records = res.records[: cfg.max_pairs] if cfg.max_pairs else res.records
+    if not records:
+        raise ConjError(f"warmup: {cfg.dataset} has no usable preference pairs")
+    tpl = get_template(cfg.template)
+    items = build_judge_prompts(records, template=tpl, seed=cfg.swap_seed)
+    rows, agree, ones = [], 0, 0
+    for it in items:
+        verdict = random_verdict(it["pair_id"], cfg.verdict_seed)
+        agree += verdict == it["label"]
+        ones += verdict == 1
+        prompt = [] if cfg.system_prompt is None else [{"role": "system", "content": cfg.system_prompt}]
+        prompt.append({"role": "user", "content": it["prompt"]})
+        text = target_text(verdict, template=tpl, rationale=cfg.rationale)
+        rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": text}]})
+    counts = {"examples": len(rows), "ingest": res.report.to_dict(), "label_balance": label_balance(items),
+              "target_verdict_1": ones, "target_agrees_with_label": agree}
+    return rows, counts
+
+
+def _input_info(cfg: WarmupConfig) -> dict[str, Any]:
+    info: dict[str, Any] = {"model": cfg.model, "dataset": cfg.dataset}
+    if Path(cfg.dataset).is_file():
+        info["dataset_hash"] = file_hash(cfg.dataset)
+    weights = Path(cfg.model) / "model.safetensors"
+    if weights.is_file():
+        info["model_hash"] = file_hash(weights)
+    return info
+
+
+def _check_output(out: Path, cfg: WarmupConfig, config_hash: str, inputs: dict[str, Any]) -> dict | None:
+    """The earlier manifest if this exact run is done; refuse to replace a different one unless overwrite."""
+    manifest = out / "manifest.json"
+    if manifest.is_file():
+        old = read_json(manifest)
+        if old.get("config_hash") == config_hash and old.get("input") == inputs and old.get("complete"):
+            return old
+        if not cfg.overwrite:
+            raise ConjError(f"{out} holds a warm-up with a different config or input; pass --overwrite "
+                            "true to replace it or choose a new output_dir")
+    elif out.is_dir() and any(out.iterdir()) and not (out / _STARTED).exists() and not cfg.overwrite:
+        raise ConjError(f"{out} exists and is not a warm-up output; choose a new output_dir")
+    return None
+
+
+def _summary(result: WarmupResult) -> str:
+    c, m = result.counts, result.metrics
+    head = "warm-up already done (same config and input)" if result.skipped else "warm-up done"
+    loss = f"; final train loss {m['train_loss']:.4f}" if "train_loss" in m else ""
+    return (f"{head}: {c.get('examples', 0)} judge prompts, target verdict 1 on "
+            f"{c.get('target_verdict_1', 0)}, agreeing with the label on "
+            f"{c.get('target_agrees_with_label', 0)}{loss} -> {result.output_dir}")
+
+
+def run_warmup(cfg: WarmupConfig) -> WarmupResult:
+    """Fine-tune ``cfg.model`` on format-only judgments and save it to ``cfg.output_dir``."""
+    cfg.validate()
+    out = Path(cfg.output_dir)
+    config_hash, inputs = cfg.output_hash(), _input_info(cfg)
+    done = _check_output(out, cfg, config_hash, inputs)
+    if done is not None:
+        result = WarmupResult(out, done.get("counts", {}), done.get("metrics", {}), skipped=True)
+        result.summary = _summary(result)
+        return result
+    start = time.time()
+    rows, counts = warmup_rows(cfg)
+    metrics = _train(cfg, rows, out)
+    metrics["seconds"] = round(time.time() - start, 1)
+    atomic_write_json(out / "manifest.json", {
+        "stage": "warmup", "config": config_to_dict(cfg), "config_hash": config_hash, "input": inputs,
+        "counts": counts, "metrics": metrics, "versions": library_versions(), "complete": True})
+    (out / _STARTED).unlink()
+    result = WarmupResult(out, counts, metrics)
+    result.summary = _summary(result)
+    return result
+
+
+def _train(cfg: WarmupConfig, rows: list[dict[str, Any]], out: Path) -> dict[str, float]:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from conj_train.sample import load_tokenizer
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if out.exists():
+        shutil.rmtree(out)  # a different or unfinished warm-up (refused above unless overwrite)
+    out.mkdir(parents=True)
+    (out / _STARTED).touch()  # lets a rerun replace what a killed run left
+    tokenizer = load_tokenizer(cfg.model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    cuda = torch.cuda.is_available()
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.bfloat16 if cuda else torch.float32)
+    args = SFTConfig(
+        output_dir=str(out), learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay, max_length=cfg.max_length, seed=cfg.seed,
+        completion_only_loss=True, gradient_checkpointing=False, save_strategy="no", report_to="none",
+        logging_steps=cfg.logging_steps, disable_tqdm=True, use_cpu=not cuda, bf16=cuda,
+        **cfg.extra,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer)
+    train_result = trainer.train()
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))  # keeps the chat template next to the weights
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    metrics = {k: float(v) for k, v in train_result.metrics.items() if isinstance(v, (int, float))}
+    if losses:
+        metrics["last_logged_loss"] = float(losses[-1])
+    metrics["steps"] = float(trainer.state.global_step)
+    return metrics
