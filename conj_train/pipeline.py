@@ -126,7 +126,7 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
 
     def stage(name: str, label: str, cfg: dict, inputs: list[str], runner: Any, output: Path) -> str | None:
         """Run one stage unless cached; returns its key, or None once past ``until``."""
-        key = stable_hash({"stage": name, "config": cfg, "inputs": inputs})
+        key = stable_hash({"stage": name, "config": _portable(cfg, out), "inputs": inputs})
         prev = state.get(label)
         force = forced and STAGES.index(name) >= force_from
         if prev.get("key") == key and prev.get("complete") and output.exists() and not force:
@@ -199,6 +199,17 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         result.eval_dirs.append(rdir / "eval")
         sampler, sampler_key = str(rdir / "train"), str(t_key)
     return result
+
+
+def _portable(value: Any, out: Path) -> Any:
+    """``value`` with the run's own folder written as ``<out>``, so a copied run stays cached."""
+    if isinstance(value, str):
+        return value.replace(str(out), "<out>")
+    if isinstance(value, dict):
+        return {k: _portable(v, out) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_portable(v, out) for v in value]
+    return value
 
 
 # --- stage adapters: a filled-in config dict + output folder -> run the stage --------------------

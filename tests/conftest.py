@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -38,3 +40,36 @@ def tiny_rm_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     from conj_train.tiny import build_tiny_reward_model
 
     return build_tiny_reward_model(tiny_model_dir, tmp_path_factory.mktemp("rm") / "rm", seed=1)
+
+
+def _tiny_pipeline_recipe(tmp_path: Path, model: Path, **extra: object) -> Path:
+    data = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"Question {i}: name a fruit.", "chosen": f"apple {i}.", "rejected": f"hammer {i}."}
+            for i in range(8)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {
+        "output_dir": str(tmp_path / "run"),
+        "base_model": str(model),
+        "dataset": str(data),
+        "heldout": str(data),
+        "sample": {"n": 2, "hint_samples": 1, "max_new_tokens": 8, "progress": False, "threads": 1},
+        "filter": {"validation_share": 0.0},
+        "train": {"dtype": "float32", "max_length": 512, "loss_type": ["sigmoid", "sft"],
+                  "loss_weights": [1.0, 0.1], "learning_rate": 1e-3, "max_steps": 2,
+                  "per_device_train_batch_size": 2, "gradient_checkpointing": False, "bf16": False,
+                  "save_strategy": "no", "eval_strategy": "no", "report_to": "none",
+                  "disable_tqdm": True, "logging_steps": 1},
+        "eval": {"max_new_tokens": 8, "max_pairs": 3, "transfer": False, "progress": False, "threads": 1},
+    }
+    for dotted, value in extra.items():
+        stage, _, key = dotted.partition("__")
+        spec.setdefault(stage, {})[key] = value
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture
+def tiny_pipeline(tiny_model_dir: Path):
+    """A factory: ``tiny_pipeline(folder)`` writes a fast pipeline recipe (8 toy pairs, 2 DPO steps)."""
+    return lambda folder, **extra: _tiny_pipeline_recipe(folder, tiny_model_dir, **extra)

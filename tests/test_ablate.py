@@ -1,0 +1,48 @@
+"""`conj ablate`: ablations reuse the base run's unchanged stages and land in one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conj_train.ablate import load_ablation, run_ablations
+from conj_train.errors import ConjError
+from conj_train.io import read_json
+
+
+def _ablation(folder: Path, name: str, overrides: dict) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "description": f"test {name}", "overrides": overrides}))
+    return path
+
+
+def test_ablations_reuse_cached_stages_and_tabulate(tiny_pipeline, tmp_path: Path) -> None:
+    base = tiny_pipeline(tmp_path)
+    no_sft = _ablation(tmp_path, "no-sft", {"train.loss_type": ["sigmoid"], "train.loss_weights": [1.0]})
+    out = tmp_path / "ablations"
+    table = run_ablations([no_sft], base=base, output=out)
+    state = read_json(out / "no-sft" / "pipeline_state.json")
+    assert all(v["complete"] for v in state.values())
+    # The sampling run of the ablation is the base's, untouched (cached, not redone).
+    assert (out / "no-sft" / "sample" / "manifest.json").read_bytes() == \
+        (out / "base" / "sample" / "manifest.json").read_bytes()
+    assert (out / "no-sft" / "train" / "manifest.json").read_bytes() != \
+        (out / "base" / "train" / "manifest.json").read_bytes()
+    ablations = {r["ablation"] for r in table["rows"]}
+    assert ablations == {"base", "no-sft"}
+    assert {r["model"] for r in table["rows"]} == {"base", "conj"}
+    md = (out / "table.md").read_text()
+    assert "| no-sft | conj |" in md and (out / "chart.png").stat().st_size > 0
+    assert read_json(out / "table.json") == table
+
+
+def test_bad_ablation_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"name": "x", "override": {}}))
+    with pytest.raises(ConjError, match="unknown key 'override'"):
+        load_ablation(bad)
+    bad.write_text(yaml.safe_dump({"name": "a b", "overrides": {}}))
+    with pytest.raises(ConjError, match="must be letters"):
+        load_ablation(bad)
