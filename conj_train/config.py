@@ -9,12 +9,36 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from conj_train.errors import ConjError
 
 T = TypeVar("T")
+
+
+@dataclass
+class ShardedRunOptions:
+    """Runtime options shared by the stages that generate with an engine (sampling, evaluation).
+
+    None of them changes what is generated, so they stay out of a run's config hash: a different batch
+    size or shard count resumes the same run.
+    """
+
+    batch_pairs: int = 8
+    threads: int | None = None
+    shard: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    merge_only: bool = False
+
+
+RUNTIME_FIELDS = frozenset(f.name for f in dataclasses.fields(ShardedRunOptions)) - {
+    "tensor_parallel_size", "max_model_len"}
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

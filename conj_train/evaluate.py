@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import config_to_dict
+from conj_train.config import RUNTIME_FIELDS, ShardedRunOptions, config_to_dict
 from conj_train.errors import ConjError
 from conj_train.io import (
     JsonlAppender,
@@ -48,24 +48,12 @@ from conj_train.sample import derive_seed, parse_shard, shard_name, shard_of
 
 ORDERS = ("both", "random")
 # Settings that do not change any record: left out of the hash so a rerun can change them and resume.
-_RUNTIME_FIELDS = {
-    "model",
-    "output_dir",
-    "overwrite",
-    "batch_pairs",
-    "threads",
-    "shard",
-    "progress",
-    "gpu_memory_utilization",
-    "merge_only",
-    "probability_batch_tokens",
-    "rm_batch_size",
-    "reliability_bins",
-}
+_RUNTIME_FIELDS = RUNTIME_FIELDS | {
+    "model", "output_dir", "reliability_bins", "probability_batch_tokens", "rm_batch_size"}
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ShardedRunOptions):
     """Configuration of the evaluation stage (one or several models, one or several data sets)."""
 
     model: Any = None  # "path" or "name=path", or a list of them
@@ -100,17 +88,8 @@ class EvalConfig:
     transfer_model: str | None = None
     # Runtime only.
     reliability_bins: int = 10
-    batch_pairs: int = 8
     probability_batch_tokens: int = 16384
     rm_batch_size: int = 8
-    threads: int | None = None
-    shard: str | None = None
-    overwrite: bool = False
-    progress: bool = True
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    max_model_len: int | None = None
-    merge_only: bool = False
 
     def validate(self) -> None:
         """Check values that would otherwise fail deep inside a run."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import config_to_dict
+from conj_train.config import RUNTIME_FIELDS, ShardedRunOptions, config_to_dict
 from conj_train.engines.base import Generation, GenerationRequest, SamplingParams
 from conj_train.errors import ConjError
 from conj_train.io import (
@@ -48,12 +48,11 @@ KINDS = ("repeated", "hint_correct", "hint_wrong")
 
 # Fields that do not change what is generated: excluded from the config hash so that, e.g., a
 # different batch size or shard count can resume the same run.
-_RUNTIME_FIELDS = {"output_dir", "overwrite", "batch_pairs", "threads", "shard", "progress",
-                   "gpu_memory_utilization", "merge_only"}
+_RUNTIME_FIELDS = RUNTIME_FIELDS | {"output_dir"}
 
 
 @dataclass
-class SampleConfig:
+class SampleConfig(ShardedRunOptions):
     """Configuration of the sampling stage; defaults are Con-J's released values."""
 
     model: str = ""
@@ -85,16 +84,6 @@ class SampleConfig:
     hint_temperature: float = 1.0
     hint_top_p: float = 0.9
     seed: int = 1688
-    # Runtime only.
-    batch_pairs: int = 8
-    threads: int | None = None
-    shard: str | None = None
-    overwrite: bool = False
-    progress: bool = True
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    max_model_len: int | None = None
-    merge_only: bool = False
 
     def validate(self) -> None:
         """Check values that would otherwise fail deep inside a run."""
