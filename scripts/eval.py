@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from conj_train.cli.common import launcher_rank_world
+from conj_train.cli.common import launcher_rank_world, prepare_sharded_process
 from conj_train.cli.eval import add_arguments, load_eval_config
 from conj_train.errors import ConjError
 
@@ -29,16 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         from conj_train.evaluate import run_eval
 
         cfg = load_eval_config(args, overrides)
-        if cfg.engine == "vllm":
-            from conj_train.engines.vllm import pin_local_devices
-
-            pin_local_devices(cfg.tensor_parallel_size)
-        if world > 1 and cfg.threads is None:
-            import torch
-
-            # Processes sharing CPU cores slow each other several-fold with more than one thread.
-            if not torch.cuda.is_available():
-                cfg.threads = 1
+        prepare_sharded_process(cfg, world)
         result = run_eval(cfg, rank=rank, world=world)
         print(f"[rank {rank}] {result.summary or result.counts}")
     except ConjError as e:

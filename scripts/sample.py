@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from conj_train.cli.common import launcher_rank_world, load_stage_config
+from conj_train.cli.common import launcher_rank_world, load_stage_config, prepare_sharded_process
 from conj_train.errors import ConjError
 
 
@@ -25,16 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         from conj_train.sample import SampleConfig, run_sample
 
         cfg = load_stage_config(SampleConfig, args.config, overrides, section="sample")
-        if cfg.engine == "vllm":
-            from conj_train.engines.vllm import pin_local_devices
-
-            pin_local_devices(cfg.tensor_parallel_size)
-        if world > 1 and cfg.threads is None:
-            import torch
-
-            # Processes sharing CPU cores slow each other several-fold with more than one thread.
-            if not torch.cuda.is_available():
-                cfg.threads = 1
+        prepare_sharded_process(cfg, world)
         result = run_sample(cfg, rank=rank, world=world)
         print(f"[rank {rank}] {result.summary or result.counts}")
     except ConjError as e:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -29,3 +29,19 @@ def launcher_rank_world() -> tuple[int, int]:
     import os
 
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def prepare_sharded_process(cfg: Any, world: int) -> None:
+    """Per-process set-up of an engine stage under a launcher: pin vLLM's GPUs, one CPU thread each.
+
+    Processes sharing CPU cores slow each other several-fold with more than one thread each.
+    """
+    if cfg.engine == "vllm":
+        from conj_train.engines.vllm import pin_local_devices
+
+        pin_local_devices(cfg.tensor_parallel_size)
+    if world > 1 and cfg.threads is None:
+        import torch
+
+        if not torch.cuda.is_available():
+            cfg.threads = 1
