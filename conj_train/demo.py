@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 _FRUITS = ["apple", "banana", "cherry", "grape", "lemon", "mango", "orange", "peach", "pear", "plum",
            "kiwi", "lime", "melon", "papaya", "apricot", "fig", "guava", "lychee", "date", "berry"]
@@ -72,26 +73,51 @@ def write_demo_data(path: str | Path, n: int = 64, seed: int = 0) -> Path:
     return path
 
 
-def run_demo(output: str | Path, *, pairs: int = 48, seed: int = 0) -> str:
-    """Run every stage that exists on the embedded demo; returns a short text summary."""
-    import torch
+def run_demo(output: str | Path | None = None, *, config: str | Path = "recipes/demo/pipeline.yaml",
+             seed: int | None = None, overrides: dict[str, Any] | None = None) -> str:
+    """Build the tiny model and toy data, run the demo pipeline, check that Con-J learned.
 
-    from conj_train.data import load_preferences
-    from conj_train.filter import FilterConfig, run_filter
-    from conj_train.sample import SampleConfig, run_sample
+    The recipe's ``demo:`` section sizes the toy data (``train_pairs``, ``test_pairs``) and sets
+    ``min_gain``: the demo fails (ConjError) when the Con-J judge is not at least that far above the
+    base judge in accuracy averaged over both orders on the held-out pairs. Returns the table.
+    """
+    from conj_train.config import read_yaml
+    from conj_train.errors import ConjError
+    from conj_train.io import read_json
+    from conj_train.pipeline import run_pipeline
     from conj_train.tiny import build_tiny_model
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    out = Path(output)
+    spec = read_yaml(config)
+    demo = spec.get("demo") or {}
+    seed = int(spec.get("seed", 0) if seed is None else seed)
+    out = Path(output or spec.get("output_dir", "runs/demo"))
     model = out / "tiny-model"
     if not (model / "config.json").exists():
         build_tiny_model(model, seed=seed)
-    data = write_demo_data(out / "data" / "fruit.jsonl", n=pairs, seed=seed)
-    report = load_preferences(str(data)).report
-    lines = [f"data: {report.rows_used} of {report.rows_read} toy pairs used ({dict(report.skipped)} skipped)"]
-    sample = run_sample(SampleConfig(model=str(model), dataset=str(data), output_dir=str(out / "sample"),
-                                     n=4, hint_samples=1, max_new_tokens=48, batch_pairs=8))
-    lines.append("sample: " + sample.summary.replace("\n", "\n        "))
-    filtered = run_filter(FilterConfig(sample_dir=str(out / "sample"), output_dir=str(out / "filter")))
-    lines.append("filter: " + filtered.summary.replace("\n", "\n        "))
+    train, test = write_demo_splits(out / "data", int(demo.get("train_pairs", 1000)),
+                                    int(demo.get("test_pairs", 200)), seed=seed)
+    paths = {"output_dir": str(out), "base_model": str(model), "dataset": str(train), "heldout": str(test)}
+    result = run_pipeline(config, overrides={**(overrides or {}), **paths})
+    metrics = read_json(result.eval_dirs[-1] / "metrics.json")
+    rows = {r["model"]: r for r in metrics["comparison"]}
+    table = demo_table(rows)
+    gain = (rows["conj"]["accuracy_avg"] or 0) - (rows["base"]["accuracy_avg"] or 0)
+    text = f"{result.summary}\n\n{table}\nCon-J gain over the base judge: {100 * gain:+.1f} points"
+    min_gain = float(demo.get("min_gain", 0.25))
+    if gain < min_gain:
+        raise ConjError(f"demo failed: Con-J is {100 * gain:+.1f} points over the base judge, below the "
+                        f"required {100 * min_gain:+.0f} (see {result.eval_dirs[-1] / 'summary.md'})")
+    return text
+
+
+def demo_table(rows: dict[str, dict]) -> str:
+    """The demo's held-out table (both orders): base judge, scalar RM, Con-J judge."""
+    lines = ["| model | accuracy (avg of orders) | strict | consistency | parse failures |",
+             "|---|---|---|---|---|"]
+    for name in ("base", "rm", "conj"):
+        if name in rows:
+            r = rows[name]
+            cells = [f"{100 * (r.get(k) or 0):.1f}%" for k in
+                     ("accuracy_avg", "accuracy_strict", "consistency", "parse_failure_rate")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

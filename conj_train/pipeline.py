@@ -45,7 +45,9 @@ from conj_train.io import atomic_write_json, read_json, stable_hash
 
 STAGES = ("warmup", "sample", "filter", "train", "train_rm", "eval")
 ROUND_STAGES = ("sample", "filter", "train", "eval")
-TOP_KEYS = {"output_dir", "base_model", "dataset", "heldout", "rounds", "round_init", "launch", *STAGES}
+# ``seed`` and ``demo`` are read by ``conj demo`` (toy data and its pass mark), not by the stages.
+TOP_KEYS = {"output_dir", "base_model", "dataset", "heldout", "rounds", "round_init", "launch", "seed", "demo",
+            *STAGES}
 
 
 @dataclass

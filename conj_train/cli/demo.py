@@ -10,18 +10,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="run the pipeline on the embedded demo (tiny model, toy data; CPU, offline)",
-        description="Build a tiny model and the toy 'fruit' preference set, then run every stage that "
-        "exists on them. Everything goes under --output (default runs/demo).",
+        description="Build a tiny model and the toy 'fruit' preference set (train + held-out), run the "
+        "demo pipeline (warm-up, sample, filter, DPO, scalar RM, eval) and print the held-out table: base "
+        "judge vs scalar RM vs Con-J judge, both answer orders. Fails if Con-J does not beat the base "
+        "judge by the recipe's min_gain. Stage keys can be overridden as --STAGE.KEY value.",
     )
-    p.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--pairs", type=int, default=48, help="toy preference pairs (default 48)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the model and the toy data")
-    p.set_defaults(func=run)
+    p.add_argument("--config", default="recipes/demo/pipeline.yaml",
+                   help="demo pipeline recipe (default recipes/demo/pipeline.yaml)")
+    p.add_argument("--output", help="output folder (default: the recipe's output_dir, runs/demo)")
+    p.add_argument("--seed", type=int, help="seed of the tiny model and the toy data (default: the recipe's)")
+    p.set_defaults(func=run, accepts_overrides=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo stages one after the other, printing what each produced."""
+    from conj_train.config import parse_overrides
     from conj_train.demo import run_demo
 
-    print(run_demo(args.output, pairs=args.pairs, seed=args.seed))
+    print(run_demo(args.output, config=args.config, seed=args.seed, overrides=parse_overrides(args.overrides)))
     return 0
