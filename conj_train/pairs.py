@@ -161,6 +161,27 @@ class PairOutcome:
 # --- classification ----------------------------------------------------------------------------
 
 
+def encode_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` without special tokens, as ``tokenizer.encode`` gives them.
+
+    A fast tokenizer's Rust backend is called directly with ``encode_batch_fast``, which skips the
+    character offsets ``encode`` computes and nothing here needs: the same ids in about half the time
+    (the length rule's tokenization dominates stage 2's cost).
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode_batch_fast"):
+        return backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
+    return tokenizer.encode(text, add_special_tokens=False)
+
+
+def decode_ids(tokenizer: Any, ids: list[int]) -> str:
+    """``tokenizer.decode(ids)``, through the fast backend when there is one."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return backend.decode(ids, skip_special_tokens=False)
+    return tokenizer.decode(ids)
+
+
 def apply_length_rule(text: str, tokenizer: Any, rule: LengthRule) -> tuple[str, str | None]:
     """Apply conj-spec 6.3 to one hint output: (text, outcome).
 
@@ -182,13 +203,13 @@ def apply_length_rule(text: str, tokenizer: Any, rule: LengthRule) -> tuple[str,
         return text, None
     if tokenizer is None:
         raise ConjError("the length rule needs a tokenizer (set 'tokenizer' or disable 'length_rule')")
-    ids = tokenizer.encode(obj[key], add_special_tokens=False)
+    ids = encode_ids(tokenizer, obj[key])
     if len(ids) <= rule.cut_tokens:
         return text, CHECKED
-    head = tokenizer.decode(ids[: rule.cut_tokens])
+    head = decode_ids(tokenizer, ids[: rule.cut_tokens])
     period = max(head.rfind(p) for p in _PERIODS)
     if period < 0:
-        return tokenizer.decode(ids[: rule.forced_tokens]), FORCED_NEGATIVE
+        return decode_ids(tokenizer, ids[: rule.forced_tokens]), FORCED_NEGATIVE
     obj[key] = head[: period + 1] if rule.keep_period else head[:period]
     return json.dumps(obj, ensure_ascii=False), CUT
 

@@ -308,3 +308,16 @@ def test_split_is_stable_by_pair_id() -> None:
     assert all(split_of(i, 0.0) == "train" for i in ids)
     # A larger share only moves pairs into validation, never out of it.
     assert all(split_of(i, 0.3) == "validation" for i, s in zip(ids, splits, strict=True) if s == "validation")
+
+
+@pytest.mark.parametrize("text", ["回答1中的计算是错误的，回答2更好。" * 30, "plain English, with <|im_end|> inside.",
+                                  "", "emoji 🙂 and full-width １２"])
+def test_fast_encode_equals_tokenizer_encode(tiny_model_dir: Path, text: str) -> None:
+    from transformers import AutoTokenizer
+
+    from conj_train.pairs import decode_ids, encode_ids
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids = encode_ids(tok, text)
+    assert ids == tok.encode(text, add_special_tokens=False)
+    assert decode_ids(tok, ids[:40]) == tok.decode(ids[:40])
