@@ -40,6 +40,8 @@ from conj_train.pairs import (
     balance_by_label,
     build_pairs,
     classify_judgment,
+    decode_ids,
+    encode_ids,
     split_of,
 )
 
@@ -119,7 +121,9 @@ class TimedTokenizer:
         """Timed ``encode``."""
         t0 = time.perf_counter()
         try:
-            return self.tok.encode(text, add_special_tokens=add_special_tokens)
+            if add_special_tokens:
+                return self.tok.encode(text, add_special_tokens=True)
+            return encode_ids(self.tok, text)
         finally:
             self.seconds += time.perf_counter() - t0
             self.calls += 1
@@ -128,7 +132,7 @@ class TimedTokenizer:
         """Timed ``decode``."""
         t0 = time.perf_counter()
         try:
-            return self.tok.decode(ids)
+            return decode_ids(self.tok, ids)
         finally:
             self.seconds += time.perf_counter() - t0
 
