@@ -66,8 +66,8 @@ def _trainer(cls: Any, model_dir: Path, out: Path, rows: list[dict[str, Any]], p
     warnings.filterwarnings("ignore", category=FutureWarning)
     ref = None if peft is not None else AutoModelForCausalLM.from_pretrained(model_dir)
     return cls(model=_perturbed(model_dir), ref_model=ref, args=_config(out, **overrides),
-               train_dataset=Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(model_dir),
-               peft_config=peft)
+               train_dataset=Dataset.from_list(rows),
+               processing_class=AutoTokenizer.from_pretrained(model_dir), peft_config=peft)
 
 
 def _loss_and_grads(trainer: Any, batch: dict[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -88,7 +88,8 @@ def _grad_rel_err(a: dict[str, Any], b: dict[str, Any]) -> float:
 
 def _batches(trainer: Any, n_batches: int, size: int = 4) -> list[dict[str, Any]]:
     data = trainer.train_dataset
-    return [trainer.data_collator([data[i] for i in range(k * size, (k + 1) * size)]) for k in range(n_batches)]
+    return [trainer.data_collator([data[i] for i in range(k * size, (k + 1) * size)])
+            for k in range(n_batches)]
 
 
 def _compare(tmp_path: Path, model_dir: Path, rows: list[dict[str, Any]], peft: Any = None,
@@ -135,7 +136,8 @@ def test_lora_matches_trl(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert all("lora_" in k for k in grads_b)
     assert loss_b == pytest.approx(loss_a, rel=RTOL)
     assert _grad_rel_err(grads_a, grads_b) < RTOL
-    assert ours.ref_model is None and ours.prefix_sharing_stats()["policy"].shared == 2  # policy + no-adapter ref
+    # One LM serves the policy and the adapter-disabled reference: two shared calls.
+    assert ours.ref_model is None and ours.prefix_sharing_stats()["policy"].shared == 2
 
 
 def test_precomputed_reference_log_probs_match(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -164,8 +166,8 @@ def test_non_reentrant_gradient_checkpointing_keeps_sharing(tiny_model_dir: Path
 def test_reentrant_gradient_checkpointing_falls_back(tiny_model_dir: Path, tmp_path: Path) -> None:
     from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
 
-    trainer = _trainer(PrefixSharedDPOTrainer, tiny_model_dir, tmp_path, _pairs(4), gradient_checkpointing=True,
-                       gradient_checkpointing_kwargs={"use_reentrant": True})
+    trainer = _trainer(PrefixSharedDPOTrainer, tiny_model_dir, tmp_path, _pairs(4),
+                       gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": True})
     trainer.model.gradient_checkpointing_enable(trainer.args.gradient_checkpointing_kwargs)
     _loss_and_grads(trainer, _batches(trainer, 1)[0])
     stats = trainer.prefix_sharing_stats()["policy"]
@@ -207,20 +209,21 @@ def _two_row_reference(model: Any, batch: dict[str, Any]) -> tuple[Any, Any, Any
     return chosen, rejected, sft
 
 
+@pytest.mark.parametrize("grouped", [True, False], ids=["pass1-per-length", "pass1-padded"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_float64_split_equals_two_row(attn: str) -> None:
+def test_float64_split_equals_two_row(attn: str, grouped: bool) -> None:
     import torch
 
     from conj_train.train.prefix import pair_log_probs
 
     model = _tiny_random_lm(attn, torch.float64)
-    batch = _collated([(20, 7, 3), (13, 1, 9), (25, 5, 5), (9, 12, 2)])
+    batch = _collated([(20, 7, 3), (13, 1, 9), (25, 5, 5), (9, 12, 2), (17, 4, 6)])  # two rows of 21
     ref = _two_row_reference(model, batch)
     ref_loss = ref[0].sum() - ref[1].sum() + ref[2]
     ref_loss.backward()
     ref_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    out = pair_log_probs(model, batch, head="torch")
+    out = pair_log_probs(model, batch, head="torch", group_first_pass=grouped)
     # Eager attention takes its softmax in float32 even in a float64 model.
     rtol = 1e-12 if attn == "sdpa" else 1e-8
     for got, want in zip((out.chosen, out.rejected, out.sft_nll), ref, strict=True):
@@ -253,7 +256,8 @@ def test_mismatched_batch_uses_trl_path_with_same_loss(tiny_model_dir: Path, tmp
     loss_a, _ = _loss_and_grads(theirs, batch)
     loss_b, _ = _loss_and_grads(ours, batch)
     assert loss_b == loss_a  # the very same code path
-    assert ours.prefix_sharing_stats()["policy"].reasons == {"chosen and rejected rows do not share the prompt": 1}
+    reasons = ours.prefix_sharing_stats()["policy"].reasons
+    assert reasons == {"chosen and rejected rows do not share the prompt": 1}
 
 
 def test_first_batch_check_turns_off_a_wrong_split(tiny_model_dir: Path, tmp_path: Path,
@@ -372,8 +376,9 @@ def _zero3_main(model_dir: str, data: str, run_dir: str, out: str) -> None:
     for variant, extra in (("", {}), ("_precompute", {"precompute_ref_log_probs": True})):
         for name, cls in (("trl", DPOTrainer), ("ours", PrefixSharedDPOTrainer)):
             run = Path(run_dir) / (name + variant)
-            config = _config(run, use_cpu=False, ddp_backend="gloo", per_device_train_batch_size=2, max_steps=3,
-                             optim="sgd", learning_rate=0.5, lr_scheduler_type="constant", **extra)
+            config = _config(run, use_cpu=False, ddp_backend="gloo", per_device_train_batch_size=2,
+                             max_steps=3, optim="sgd", learning_rate=0.5, lr_scheduler_type="constant",
+                             **extra)
             # Own datasets cache per trainer, so one cannot reuse the other's precomputed log-probs.
             dataset = load_dataset("json", data_files=data, split="train", cache_dir=str(run / "cache"))
             trainer = cls(model=model_dir, args=config, train_dataset=dataset,

@@ -45,12 +45,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trl import DPOConfig, DPOTrainer, ModelConfig, ScriptArguments, TrlParser
+from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser
 
 from conj_train.data.report import percentiles
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, atomic_write_text, file_hash, library_versions, read_json
 from conj_train.train.logging import DPO_PANELS, MetricsRecorder, redact, setup_wandb
+from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,11 @@ class ConjDPOConfig(DPOConfig):
         default=None,
         metadata={"help": "If set, gradient_accumulation_steps = global_batch_size / (per-device batch x "
                   "processes), so changing the GPU count keeps the global batch."},
+    )
+    prefix_sharing: bool = field(
+        default=True,
+        metadata={"help": "Compute each judge prompt once for chosen and rejected (exact; falls back to "
+                  "TRL's two-row path with a one-line message where the model does not support it)."},
     )
 
     def __post_init__(self) -> None:
@@ -471,8 +477,8 @@ class ConjCardMixin:
         atomic_write_text(out / "README.md", model_card(card))
 
 
-class ConjDPOTrainer(ConjCardMixin, DPOTrainer):
-    """TRL's DPOTrainer with conj-train's model card."""
+class ConjDPOTrainer(ConjCardMixin, PrefixSharedDPOTrainer):
+    """TRL's DPOTrainer with prefix-shared log-probs (``prefix_sharing``) and conj-train's model card."""
 
 
 def build_trainer(script_args: TrainScriptArguments, training_args: ConjDPOConfig, model_args: ModelConfig,

@@ -5,21 +5,26 @@ longer than either judgment. TRL's DPOTrainer runs [prompt + chosen] and [prompt
 rows, so each prompt token is computed twice. Here the chosen rows run causally once, each layer's
 prompt keys/values are kept, and the rejected tokens run on top of them ("split" layout):
 
-    pass 1: [p_i + c_i] (right-padded, exactly as TRL pads)   -> hidden states h1, prompt K/V kept
-    pass 2: [r_i] at positions P_i.., keys = kept prompt K/V + own causal keys (4D mask)
+    pass 1: [p_i + c_i]   -> hidden states h1; each layer's prompt K/V kept
+            (one call per distinct row length on CPU: no padding, SDPA's causal fast path;
+             elsewhere one right-padded, masked call, as TRL pads)
+    pass 2: [r_i] at positions P_i.., keys = kept prompt K/V + own causal keys (explicit 4D mask)
 
 The first rejected token is predicted from the prompt's last hidden state, which pass 1 already
 holds. Only judgment positions go through the LM head (TRL's chunked log-prob kernel, so the
 per-token fields and the ZeRO-3 head gather are TRL's own). Gradients flow through the kept K/V.
 
 Exactness: pass 1 is TRL's chosen computation; in pass 2 a query sees exactly the keys it sees in
-TRL's rejected row (prompt + its own causal prefix), with the same RoPE positions; padded keys are
-masked. Only the summation order differs, so results agree to float rounding (tests/test_prefix.py).
+TRL's rejected row (its prompt + its own causal prefix), at the same RoPE positions; other slots
+are masked. Only the summation order differs, so results agree to float rounding
+(tests/test_prefix.py).
 
-The K/V are handed over by two small cache objects instead of transformers' DynamicCache:
-pass 1's returns its inputs unchanged and pass 2's only reads, so each decoder layer call is a pure
-function of its arguments. That keeps them valid under non-reentrant gradient checkpointing, whose
-backward replays the layer with the same cache object (a DynamicCache would append twice).
+The K/V are handed over by two small cache objects instead of transformers' DynamicCache, passed
+with ``use_cache=False`` (attention uses any cache it is given; the model then builds none of its
+own and does not warn under gradient checkpointing). Pass 1's cache returns its inputs unchanged
+and pass 2's only reads, so each decoder-layer call is a pure function of its arguments. That keeps
+them valid under non-reentrant gradient checkpointing, whose backward replays a layer with the same
+cache object (a DynamicCache would append twice).
 """
 
 from __future__ import annotations
@@ -52,18 +57,27 @@ class PairLayout:
     """Where prompt and judgments sit in a TRL-collated batch of ``n_pairs`` pairs.
 
     Rows ``i`` and ``n_pairs + i`` are the chosen and rejected sequence of pair ``i``: prompt tokens
-    ``[0, P_i)``, then the judgment, then right padding. Tensors are on the batch's device; the
-    ``max_*`` fields are host ints for shapes.
+    ``[0, P_i)``, then the judgment, then right padding. Tensors are on the batch's device;
+    ``first_lens`` (``P_i + C_i``) and the ``max_*`` fields are host ints for shapes.
     """
 
     n_pairs: int
     prompt_lens: torch.Tensor
     chosen_lens: torch.Tensor
     rejected_lens: torch.Tensor
+    first_lens: tuple[int, ...]
     max_prompt: int
-    max_first: int
     max_rejected: int
-    first_padded: bool
+
+    @property
+    def max_first(self) -> int:
+        """Longest prompt + chosen row."""
+        return max(self.first_lens)
+
+    @property
+    def first_padded(self) -> bool:
+        """Whether the prompt + chosen rows differ in length (so pass 1 pads)."""
+        return len(set(self.first_lens)) > 1
 
 
 @dataclass
@@ -144,31 +158,51 @@ def pair_layout(
     first = p_chosen + lens[:n]
     # One host sync for the checks and the shape numbers.
     flags = torch.stack([torch.as_tensor(v, device=input_ids.device) for v in checks.values()]).long()
-    sizes = torch.stack([p_chosen.amax(), lens[n:].amax(), first.amax(), first.amin()])
-    values = torch.cat([flags, sizes]).tolist()
+    sizes = torch.stack([p_chosen.amax(), lens[n:].amax()])
+    values = torch.cat([flags, sizes, first]).tolist()
     for name, ok in zip(checks, values, strict=False):
         if not ok:
             raise LayoutError(name)
-    max_prompt, max_rejected, max_first, min_first = values[len(checks):]
+    max_prompt, max_rejected = values[len(checks):len(checks) + 2]
     return PairLayout(
         n_pairs=n,
         prompt_lens=p_chosen,
         chosen_lens=lens[:n],
         rejected_lens=lens[n:],
+        first_lens=tuple(values[len(checks) + 2:]),
         max_prompt=max_prompt,
-        max_first=max_first,
         max_rejected=max_rejected,
-        first_padded=min_first != max_first,
     )
 
 
 class _PrefixStore:
-    """Per-layer prompt keys/values handed from pass 1 to pass 2."""
+    """Per-layer prompt keys/values handed from pass 1 to pass 2.
+
+    Pass 1 may run in several row groups (see :func:`judgment_hidden_states`); each group records
+    into its own sub-store and pass 2 reads them padded to ``keep`` slots, in batch row order.
+    """
 
     def __init__(self, keep: int) -> None:
         self.keep = keep
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
+        self.groups: list[_PrefixStore] = []
+        self.order: torch.Tensor | None = None
+
+    def prefix(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This layer's prompt K/V for all rows, ``keep`` slots each."""
+        if not self.groups:
+            return self.keys[layer_idx], self.values[layer_idx]
+        keys = _rows_in_order([g.keys[layer_idx] for g in self.groups], self.keep, self.order)
+        values = _rows_in_order([g.values[layer_idx] for g in self.groups], self.keep, self.order)
+        return keys, values
+
+
+def _rows_in_order(parts: list[torch.Tensor], width: int, order: torch.Tensor | None) -> torch.Tensor:
+    """Concatenate row groups along dim 0, each right-padded with zeros to ``width`` along dim -2."""
+    padded = [F.pad(x, (0, 0, 0, width - x.shape[-2])) if x.shape[-2] < width else x for x in parts]
+    out = torch.cat(padded)
+    return out if order is None else out[order]
 
 
 class _RecordCache:
@@ -205,9 +239,8 @@ class _ExtendCache(_RecordCache):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys = stored prompt keys followed by this pass's keys."""
-        keys = torch.cat([self.store.keys[layer_idx], key_states], dim=-2)
-        values = torch.cat([self.store.values[layer_idx], value_states], dim=-2)
-        return keys, values
+        prefix_keys, prefix_values = self.store.prefix(layer_idx)
+        return torch.cat([prefix_keys, key_states], dim=-2), torch.cat([prefix_values, value_states], dim=-2)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         """The stored prompt length."""
@@ -254,7 +287,8 @@ def _with_checkpointed_cache(backbone: Any) -> list[Any]:
 
     touched = []
     for module in backbone.modules():
-        if isinstance(module, GradientCheckpointingLayer) and "_can_checkpoint_with_cache" not in vars(module):
+        own_flag = "_can_checkpoint_with_cache" in vars(module)
+        if isinstance(module, GradientCheckpointingLayer) and not own_flag:
             module._can_checkpoint_with_cache = True
             touched.append(module)
     return touched
@@ -276,30 +310,66 @@ def uses_reentrant_checkpointing(model: Any) -> bool:
     return False
 
 
+def _shards_parameters(model: Any) -> bool:
+    """ZeRO-3/FSDP gather parameters per module call: every process must make the same calls."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled() or any(type(m).__name__.startswith("FSDP") for m in model.modules())
+
+
+def _first_pass(backbone: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                layout: PairLayout, store: _PrefixStore, grouped: bool) -> torch.Tensor:
+    """Pass 1 over the prompt + chosen rows; returns ``[B, max_first - 1, H]`` (padding rows zero)."""
+    n = layout.n_pairs
+    # The last judgment token is only a label, never an input.
+    width = layout.max_first - 1
+    if not grouped or not layout.first_padded:
+        # Without padding, no mask keeps SDPA's causal fast path.
+        mask = attention_mask[:n, :width] if layout.first_padded and attention_mask is not None else None
+        return backbone(input_ids=input_ids[:n, :width], attention_mask=mask, cache=_RecordCache(store),
+                        use_cache=False).last_hidden_state
+    # One call per distinct row length: no padding, no mask, causal fast path for every row.
+    by_length: dict[int, list[int]] = {}
+    for row, length in enumerate(layout.first_lens):
+        by_length.setdefault(length, []).append(row)
+    outputs, rows = [], []
+    for length, members in sorted(by_length.items()):
+        sub = _PrefixStore(store.keep)
+        index = torch.tensor(members, device=input_ids.device)
+        hidden = backbone(input_ids=input_ids[index, : length - 1], cache=_RecordCache(sub),
+                          use_cache=False).last_hidden_state
+        store.groups.append(sub)
+        outputs.append(hidden)
+        rows.extend(members)
+    store.order = torch.argsort(torch.tensor(rows, device=input_ids.device))
+    return _rows_in_order(outputs, width, store.order)
+
+
 def judgment_hidden_states(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layout: PairLayout
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, layout: PairLayout,
+    group_first_pass: bool | None = None,
 ) -> torch.Tensor:
     """Final hidden states that predict each judgment token, in TRL's order, computed with the split.
 
     Returns ``[N, H]``: for each chosen row then each rejected row, the states at the positions
     whose next-token label is not -100 (row-major), N = sum of all judgment lengths.
+
+    ``group_first_pass`` runs pass 1 once per distinct row length instead of one padded, masked
+    call: no padded tokens and SDPA's causal fast path, but more, smaller calls. Default: on CPU
+    (where one row already keeps the matmuls busy) unless parameters are sharded (ZeRO-3/FSDP
+    need the same number of calls on every process).
     """
     backbone = _backbone(model)
     n = layout.n_pairs
     device = input_ids.device
-    # The last judgment token is only a label, never an input.
-    width1 = layout.max_first - 1
-    first_ids = input_ids[:n, :width1]
-    # Without padding, no mask keeps SDPA's causal fast path.
-    first_mask = attention_mask[:n, :width1] if layout.first_padded and attention_mask is not None else None
+    if group_first_pass is None:
+        group_first_pass = device.type == "cpu" and not _shards_parameters(model)
     store = _PrefixStore(layout.max_prompt)
     touched = _with_checkpointed_cache(backbone)
     try:
-        h1 = backbone(input_ids=first_ids, attention_mask=first_mask, cache=_RecordCache(store),
-                      use_cache=True).last_hidden_state
+        h1 = _first_pass(backbone, input_ids, attention_mask, layout, store, group_first_pass)
         n_query = layout.max_rejected - 1
-        rows = torch.arange(n, device=device)
-        last_prompt = h1[rows, layout.prompt_lens - 1]
+        last_prompt = h1[torch.arange(n, device=device), layout.prompt_lens - 1]
         if n_query > 0:
             offsets = torch.arange(n_query, device=device)
             cols = (layout.prompt_lens[:, None] + offsets[None, :]).clamp(max=input_ids.shape[1] - 1)
@@ -307,14 +377,14 @@ def judgment_hidden_states(
             attn = model.config._attn_implementation
             mask2 = rejected_attention_mask(layout, n_query, attn, h1.dtype)
             h2 = backbone(input_ids=second_ids, attention_mask=mask2, position_ids=cols,
-                          cache=_ExtendCache(store), use_cache=True).last_hidden_state
+                          cache=_ExtendCache(store), use_cache=False).last_hidden_state
             rejected_states = torch.cat([last_prompt[:, None], h2], dim=1)
         else:
             rejected_states = last_prompt[:, None]
     finally:
         for module in touched:
             del module._can_checkpoint_with_cache
-    pos1 = torch.arange(width1, device=device)
+    pos1 = torch.arange(h1.shape[1], device=device)
     start = layout.prompt_lens[:, None] - 1
     chosen_sel = (pos1[None, :] >= start) & (pos1[None, :] < start + layout.chosen_lens[:, None])
     pos2 = torch.arange(rejected_states.shape[1], device=device)
@@ -369,6 +439,7 @@ def judgment_token_outputs(
     share_prefix: bool = True,
     layout: PairLayout | None = None,
     head: str = "chunked",
+    group_first_pass: bool | None = None,
 ) -> dict[str, torch.Tensor | None]:
     """Per-token fields in TRL's layout: ``[2B, T-1]`` tensors, zero where ``labels[:, 1:]`` is -100.
 
@@ -380,7 +451,7 @@ def judgment_token_outputs(
     targets = labels[:, 1:][mask]
     if share_prefix:
         layout = layout if layout is not None else pair_layout(input_ids, attention_mask, labels)
-        hidden = judgment_hidden_states(model, input_ids, attention_mask, layout)
+        hidden = judgment_hidden_states(model, input_ids, attention_mask, layout, group_first_pass)
     else:
         hidden = two_row_hidden_states(model, input_ids, attention_mask, labels)
     fields = head_token_outputs(model, hidden, targets, outputs, head)
@@ -390,7 +461,7 @@ def judgment_token_outputs(
 
 
 def pair_log_probs(model: Any, batch: dict[str, torch.Tensor], *, share_prefix: bool = True,
-                   head: str = "chunked") -> PairLogProbs:
+                   head: str = "chunked", group_first_pass: bool | None = None) -> PairLogProbs:
     """Summed chosen/rejected judgment log-probs per pair and the SFT NLL for a TRL-collated batch.
 
     ``batch`` has ``input_ids``, ``attention_mask`` and ``completion_mask`` as
@@ -399,7 +470,7 @@ def pair_log_probs(model: Any, batch: dict[str, torch.Tensor], *, share_prefix: 
     """
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
     fields = judgment_token_outputs(model, batch["input_ids"], batch.get("attention_mask"), labels,
-                                    share_prefix=share_prefix, head=head)
+                                    share_prefix=share_prefix, head=head, group_first_pass=group_first_pass)
     per_token = fields["log_probs"]
     logps = per_token.sum(1)
     chosen, rejected = logps.chunk(2)

@@ -21,7 +21,6 @@ dataset has no ``input_ids``): pairs are grouped by ``P + max(C, R)``.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import types
@@ -87,7 +86,8 @@ def _all_ranks(ok: bool, device: torch.device) -> bool:
 def _unsupported_call(args: tuple, kwargs: dict[str, Any], labels: torch.Tensor | None) -> str | None:
     if args or labels is None or kwargs.get("input_ids") is None:
         return "call without input_ids/labels keywords"
-    extra = sorted(k for k, v in kwargs.items() if k not in _HANDLED_KWARGS and v is not None and v is not False)
+    extra = sorted(k for k, v in kwargs.items()
+                   if k not in _HANDLED_KWARGS and v is not None and v is not False)
     return f"unsupported forward arguments {extra}" if extra else None
 
 
@@ -125,7 +125,8 @@ def install_prefix_forward(lm: Any, state: _ForwardState) -> bool:
                 layout = pair_layout(kwargs["input_ids"], kwargs.get("attention_mask"), labels)
             except LayoutError as err:
                 reason = str(err)
-        if reason is None and self.training and torch.is_grad_enabled() and uses_reentrant_checkpointing(self):
+        training = self.training and torch.is_grad_enabled()
+        if reason is None and training and uses_reentrant_checkpointing(self):
             reason = "reentrant gradient checkpointing would drop the prompt gradients"
             state.enabled = False
         device = kwargs["input_ids"].device if kwargs.get("input_ids") is not None else labels.device
@@ -181,9 +182,17 @@ class PrefixSharedDPOTrainer(DPOTrainer):
     """DPOTrainer whose chosen/rejected log-probs (and so the sft term) come from the split layout.
 
     Same constructor as ``trl.DPOTrainer`` plus ``prefix_sharing`` (default: ``args.prefix_sharing``
-    if the config has that field, else True) and ``verify_prefix_sharing`` (compare the first
-    shared batch of each model with TRL's path). ``prefix_sharing_stats()`` tells how many fused
-    calls were shared.
+    if the config has that field, else True; False gives TRL's computation exactly) and
+    ``verify_prefix_sharing`` (compare the first shared batch of each model with the two-row
+    layout). ``prefix_sharing_stats()`` tells how many fused calls were shared, and why not.
+
+    Falls back to TRL's path, with one logged line each: for the whole run when
+    :func:`~conj_train.train.prefix.supports_prefix_sharing` says no (attention other than
+    sdpa/eager, sliding-window/hybrid layers, MoE router logits, logit scaling/softcapping,
+    multimodal or prompt-learning PEFT), under reentrant gradient checkpointing (TRL forces it for
+    PEFT + ZeRO-3 with gradient checkpointing), or when the first-batch check fails; per batch when
+    the batch is not (chosen; rejected) rows sharing a prompt (``keep_end`` truncation) or the call
+    carries other arguments (``shift_labels``, router logits).
     """
 
     # The benchmark's two-row baseline subclass sets this False (same trainer, no sharing).
@@ -264,17 +273,3 @@ def pair_lengths(dataset: Any, batch_size: int = 8192) -> list[int]:
         p, c, r = (pc.list_value_length(table[name]) for name in ("prompt_ids", "chosen_ids", "rejected_ids"))
         lengths.extend(pc.add(p, pc.max_element_wise(c, r)).to_pylist())
     return lengths
-
-
-@contextlib.contextmanager
-def prefix_sharing_disabled(trainer: PrefixSharedDPOTrainer) -> Any:
-    """Temporarily route every fused call of ``trainer`` through TRL's path (for A/B checks)."""
-    states = list(trainer._prefix_states.values())
-    saved = [s.enabled for s in states]
-    for s in states:
-        s.enabled = False
-    try:
-        yield
-    finally:
-        for s, flag in zip(states, saved, strict=True):
-            s.enabled = flag
