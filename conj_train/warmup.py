@@ -73,7 +73,6 @@ class WarmupConfig:
     logging_steps: int = 10
     threads: int | None = None
     overwrite: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)  # more SFTConfig fields, passed as given
 
     def validate(self) -> None:
         """Check values before anything is loaded."""
@@ -227,7 +226,6 @@ def _train(cfg: WarmupConfig, rows: list[dict[str, Any]], out: Path) -> dict[str
         weight_decay=cfg.weight_decay, max_length=cfg.max_length, seed=cfg.seed,
         completion_only_loss=True, gradient_checkpointing=False, save_strategy="no", report_to="none",
         logging_steps=cfg.logging_steps, disable_tqdm=True, use_cpu=not cuda, bf16=cuda,
-        **cfg.extra,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer)
