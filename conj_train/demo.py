@@ -1,8 +1,13 @@
 """The embedded demo: a toy preference set and a tiny model, so the pipeline runs anywhere offline.
 
 The toy task ("fruit") is one a tiny model can learn on a CPU: the question is "Name a fruit.", the
-chosen answer ends in a fruit and the rejected one in an animal, colour or tool. It exists to show
-the stages working end to end, not to produce a useful judge.
+chosen answer ends in a fruit and the rejected one in something else (an animal, colour, tool...). It
+exists to show the stages working end to end, not to produce a useful judge.
+
+:func:`demo_splits` (the data of ``conj demo``) draws its final words from lists the tiny model's
+tokenizer (:mod:`conj_train.tiny`) holds as single tokens. Measured: with names it splits into
+characters ("cherry" -> c|her|r|y), the DPO-trained judge learned the rule on one seed in three within
+the demo's time budget; with single-token words, on every seed (docs/demo.md).
 """
 
 from __future__ import annotations
@@ -15,17 +20,21 @@ _FRUITS = ["apple", "banana", "cherry", "grape", "lemon", "mango", "orange", "pe
            "kiwi", "lime", "melon", "papaya", "apricot", "fig", "guava", "lychee", "date", "berry"]
 _OTHERS = ["horse", "tiger", "rabbit", "mouse", "eagle", "purple", "green", "yellow", "black", "white",
            "hammer", "shovel", "wrench", "spoon", "ladder", "table", "pencil", "bucket", "rope", "brick"]
+# One token each (with the leading space) in the tiny model's tokenizer; tests check it.
+_SPLIT_FRUITS = ["apple", "banana", "orange", "pear"]
+_SPLIT_OTHERS = ["dog", "fox", "brown", "sea", "poem", "code", "python", "weather", "breeze", "world",
+                 "error", "plants"]
 _FILLER = ["well", "I think", "sure", "my answer is", "let me say", "probably", "hmm", "ok", "of course",
            "easy", "I would say", "that is", "here it is", "right"]
 
 
-def _toy_row(rng: random.Random) -> dict:
+def _toy_row(rng: random.Random, fruits: list[str] = _FRUITS, others: list[str] = _OTHERS) -> dict:
     words = rng.sample(_FILLER, k=rng.randint(1, 3))
     lead = " ".join(words).capitalize()
     return {
         "prompt": "Name a fruit.",
-        "chosen": f"{lead}: {rng.choice(_FRUITS)}.",
-        "rejected": f"{lead}: {rng.choice(_OTHERS)}.",
+        "chosen": f"{lead}: {rng.choice(fruits)}.",
+        "rejected": f"{lead}: {rng.choice(others)}.",
     }
 
 
@@ -39,13 +48,19 @@ def demo_splits(n_train: int, n_test: int, seed: int = 0) -> tuple[list[dict], l
     """Disjoint train and held-out toy rows: no (chosen, rejected) pair occurs twice in either or both.
 
     Repeats are skipped, so the ingest step drops no row as a duplicate and a held-out pair is never
-    one the judge was trained on; the words themselves are shared (the rule is what is learned).
+    one the judge was trained on; the words themselves are shared (the rule is what is learned). The
+    final words are single tokens of the tiny tokenizer (see the module docstring).
     """
+    capacity = len(_SPLIT_FRUITS) * len(_SPLIT_OTHERS) * 2380  # 2380 filler leads of 1-3 phrases
+    if n_train < 0 or n_test < 0 or n_train + n_test > capacity // 2:
+        from conj_train.errors import ConjError
+
+        raise ConjError(f"demo: train_pairs and test_pairs must be >= 0 with a sum <= {capacity // 2}")
     rng = random.Random(seed)
     seen: set[tuple[str, str]] = set()
     rows: list[dict] = []
     while len(rows) < n_train + n_test:
-        row = _toy_row(rng)
+        row = _toy_row(rng, _SPLIT_FRUITS, _SPLIT_OTHERS)
         key = (row["chosen"], row["rejected"])
         if key not in seen:
             seen.add(key)

@@ -106,3 +106,34 @@ def test_a_foreign_output_folder_is_refused(tiny_model_dir: Path, toy_data: Path
 def test_bad_config_is_a_user_error(changes: dict, message: str) -> None:
     with pytest.raises(ConjError, match=message):
         run_warmup(replace(WarmupConfig(model="m", dataset="d", output_dir="o"), **changes))
+
+
+# --- the demo's toy splits (conj_train.demo), which the warm-up and the demo train on -------------
+
+
+def test_demo_splits_are_disjoint_and_seeded() -> None:
+    from conj_train.demo import demo_splits
+
+    train, test = demo_splits(300, 50, seed=1)
+    keys = [(r["chosen"], r["rejected"]) for r in train + test]
+    assert (len(train), len(test)) == (300, 50) and len(set(keys)) == 350
+    assert demo_splits(300, 50, seed=1) == (train, test)
+    assert demo_splits(300, 50, seed=2)[1] != test
+
+
+def test_demo_split_words_are_single_tokens_of_the_tiny_tokenizer(tiny_model_dir: Path) -> None:
+    # Why it matters: names split into characters made the rule unlearnable on most seeds (docs/demo.md).
+    from transformers import AutoTokenizer
+
+    from conj_train.demo import _SPLIT_FRUITS, _SPLIT_OTHERS
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    split = {w: tok.tokenize(" " + w) for w in _SPLIT_FRUITS + _SPLIT_OTHERS}
+    assert {w: t for w, t in split.items() if len(t) != 1} == {}
+
+
+def test_demo_splits_refuse_more_pairs_than_exist() -> None:
+    from conj_train.demo import demo_splits
+
+    with pytest.raises(ConjError, match="train_pairs"):
+        demo_splits(10**6, 10)
