@@ -22,7 +22,7 @@ _OTHERS = ["horse", "tiger", "rabbit", "mouse", "eagle", "purple", "green", "yel
            "hammer", "shovel", "wrench", "spoon", "ladder", "table", "pencil", "bucket", "rope", "brick"]
 # One token each (with the leading space) in the tiny model's tokenizer; tests check it.
 _SPLIT_FRUITS = ["apple", "banana", "orange", "pear"]
-_SPLIT_OTHERS = ["dog", "fox", "brown", "sea", "poem", "code", "python", "weather", "breeze", "world",
+_SPLIT_OTHERS = ["dog", "fox", "brown", "sea", "poem", "code", "weather", "breeze", "world",
                  "error", "plants"]
 _FILLER = ["well", "I think", "sure", "my answer is", "let me say", "probably", "hmm", "ok", "of course",
            "easy", "I would say", "that is", "here it is", "right"]
