@@ -5,9 +5,9 @@ chosen answer ends in a fruit and the rejected one in something else (an animal,
 exists to show the stages working end to end, not to produce a useful judge.
 
 :func:`demo_splits` (the data of ``conj demo``) draws its final words from lists the tiny model's
-tokenizer (:mod:`conj_train.tiny`) holds as single tokens. Measured: with names it splits into
-characters ("cherry" -> c|her|r|y), the DPO-trained judge learned the rule on one seed in three within
-the demo's time budget; with single-token words, on every seed (docs/demo.md).
+tokenizer (:mod:`conj_train.tiny`) holds as single tokens, so that the rule is one a 2-layer model
+reads off one token per answer; names it splits into characters ("cherry" -> c|her|r|y) were learned
+later and less reliably (docs/demo.md).
 """
 
 from __future__ import annotations

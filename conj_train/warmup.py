@@ -67,7 +67,7 @@ class WarmupConfig:
     lr_scheduler_type: str = "cosine"
     warmup_steps: float = 0.0
     weight_decay: float = 0.0
-    max_length: int = 1024
+    max_length: int = 1024  # TRL keeps the start of longer rows; a row left without target is dropped
     seed: int = 42
     # Runtime only.
     logging_steps: int = 10
@@ -171,7 +171,7 @@ def _check_output(out: Path, cfg: WarmupConfig, config_hash: str, inputs: dict[s
 def _summary(result: WarmupResult) -> str:
     c, m = result.counts, result.metrics
     head = "warm-up already done (same config and input)" if result.skipped else "warm-up done"
-    loss = f"; final train loss {m['train_loss']:.4f}" if "train_loss" in m else ""
+    loss = f"; mean train loss {m['train_loss']:.4f}" if "train_loss" in m else ""
     return (f"{head}: {c.get('examples', 0)} judge prompts, target verdict 1 on "
             f"{c.get('target_verdict_1', 0)}, agreeing with the label on "
             f"{c.get('target_agrees_with_label', 0)}{loss} -> {result.output_dir}")
