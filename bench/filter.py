@@ -26,11 +26,12 @@ import argparse
 import json
 import platform
 import random
-import re
 import tempfile
 import time
 from collections import Counter
 from typing import Any
+
+from _original import original_strict  # bench/ is on sys.path when run as a script
 
 from conj_train.filter import gc_paused
 from conj_train.pairs import (
@@ -149,39 +150,10 @@ def run_ours(chunk: list[tuple[str, int, list[dict]]], tokenizer: Any, rules: Pa
 
 # --- the original script's loop, reimplemented from conj-spec 5.1 / 6.2 / 6.3, as the baseline ------
 
-_KEY = "更好的回答"
-
-
-def _loads(s: str) -> Any:
-    try:
-        return json.loads(s)
-    except ValueError:
-        return None
-
-
 def original_evaluate(text: str) -> int | str:
-    """The original training parser (non-greedy regexes, first/last object)."""
-    text = text.strip().replace("”，", '",').replace("”,", '",')
-    found: Any = None
-    if "```json" in text:
-        m = re.search(r"```json(.*?)```", text, re.DOTALL)
-        if m is not None:
-            found = _loads(m.group(1))
-    if found is None and text.startswith("{"):
-        found = _loads(text)
-    if found is None and "{" in text and "}" in text:
-        m = re.search(r"{(.*?)}", text, re.DOTALL)
-        if m is not None:
-            found = _loads(m.group(0))
-            if isinstance(found, dict) and _KEY not in found:
-                found = _loads("{" + re.findall(r"{(.*?)}", text, re.DOTALL)[-1] + "}")
-    if found is None and _KEY in text:
-        m = re.search(r'"更好的回答":(.*?)([12])', text, re.DOTALL)
-        if m is not None:
-            found = {_KEY: int(m.group(2))}
-    if not isinstance(found, dict) or found.get(_KEY) not in (1, 2):
-        return "None"
-    return found[_KEY]
+    """The original training parser, with its ``'None'`` for an unparseable judgment."""
+    verdict = original_strict(text)
+    return "None" if verdict is None else verdict
 
 
 def _original_split(items: list[dict], label: int, tokenizer: Any, length_check: bool) -> dict[str, list]:

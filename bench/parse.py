@@ -18,10 +18,11 @@ import argparse
 import json
 import platform
 import random
-import re
 import time
 from collections import Counter
 from collections.abc import Callable
+
+from _original import original_strict  # bench/ is on sys.path when run as a script
 
 from conj_train.verdicts import parse_verdict
 
@@ -107,45 +108,6 @@ def make_corpus(n: int, seed: int) -> tuple[list[str], list[str]]:
     rng = random.Random(seed)
     kinds = rng.choices([m[0] for m in MIX], weights=[m[1] for m in MIX], k=n)
     return [make_judgment(rng, kind) for kind in kinds], kinds
-
-
-# --- the original algorithm, reimplemented from conj-spec 5.1, as the baseline -------------------
-
-_KEY = "更好的回答"
-
-
-def _loads(s: str) -> object:
-    try:
-        return json.loads(s)
-    except ValueError:
-        return None
-
-
-def original_strict(text: str) -> int | None:
-    """Con-J's training parser as the spec describes it, with its non-greedy regexes."""
-    text = text.strip().replace("”，", '",').replace("”,", '",')
-    found: object = None
-    if "```json" in text:
-        blocks = re.findall(r"```json(.*?)```", text, re.DOTALL)
-        if blocks:
-            found = _loads(blocks[0])
-            if isinstance(found, dict) and _KEY not in found:
-                found = _loads(blocks[-1])
-    if found is None and text.startswith("{"):
-        found = _loads(text)
-    if found is None and "{" in text and "}" in text:
-        m = re.search(r"\{.*?\}", text, re.DOTALL)
-        if m is not None:
-            found = _loads(m.group(0))
-            if isinstance(found, dict) and _KEY not in found:
-                found = _loads(re.findall(r"\{.*?\}", text, re.DOTALL)[-1])
-    if found is None:
-        m = re.search(r'"更好的回答":(.*?)([12])', text, re.DOTALL)
-        if m is not None:
-            found = {_KEY: int(m.group(2))}
-    if isinstance(found, dict) and found.get(_KEY) in (1, 2):
-        return found[_KEY]
-    return None
 
 
 def _strict(text: str) -> int | None:

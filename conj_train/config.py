@@ -37,6 +37,33 @@ class ShardedRunOptions:
     merge_only: bool = False
 
 
+@dataclass
+class JudgeInputOptions:
+    """How the stages that prompt a judge (sampling, evaluation) read pairs and render prompts."""
+
+    dataset_format: str | None = None
+    dataset_config: str | None = None
+    dataset_split: str | None = None
+    field_map: dict[str, str] | None = None
+    multi_turn: str = "context"
+    max_pairs: int | None = None
+    template: str = "conj-zh"
+    system_prompt: str | None = None
+    swap_seed: int = 2021
+    engine: str = "hf"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+    def load_records(self, source: str) -> tuple[list[dict], Any]:
+        """Canonical records of ``source`` (the first ``max_pairs`` used rows) and the ingest report."""
+        from conj_train.data import load_preferences
+
+        res = load_preferences(source, format=self.dataset_format, config=self.dataset_config,
+                               split=self.dataset_split, field_map=self.field_map, multi_turn=self.multi_turn)
+        records = res.records[: self.max_pairs] if self.max_pairs else res.records
+        return records, res.report
+
+
 RUNTIME_FIELDS = frozenset(f.name for f in dataclasses.fields(ShardedRunOptions)) - {
     "tensor_parallel_size", "max_model_len"}
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import RUNTIME_FIELDS, ShardedRunOptions, config_to_dict
+from conj_train.config import RUNTIME_FIELDS, JudgeInputOptions, ShardedRunOptions, config_to_dict
 from conj_train.errors import ConjError
 from conj_train.io import (
     JsonlAppender,
@@ -53,23 +53,14 @@ _RUNTIME_FIELDS = RUNTIME_FIELDS | {
 
 
 @dataclass
-class EvalConfig(ShardedRunOptions):
+class EvalConfig(JudgeInputOptions, ShardedRunOptions):
     """Configuration of the evaluation stage (one or several models, one or several data sets)."""
 
     model: Any = None  # "path" or "name=path", or a list of them
     dataset: Any = None  # same form as ``model``
     output_dir: str = ""
     model_kind: str = "auto"  # auto | judge | rm (applies to every model)
-    dataset_format: str | None = None
-    dataset_config: str | None = None
-    dataset_split: str | None = None
-    field_map: dict[str, str] | None = None
-    multi_turn: str = "context"
-    max_pairs: int | None = None
-    template: str = "conj-zh"
-    system_prompt: str | None = None
     orders: str = "both"
-    swap_seed: int = 2021
     decoding: str = "greedy"
     samples: int = 1
     # Sampling settings (decoding: sample). Con-J's released eval script: T 1.0, top-p 0.9, rep 1.2.
@@ -80,9 +71,6 @@ class EvalConfig(ShardedRunOptions):
     seed: int = 2021
     parser: str = "lenient"
     max_new_tokens: int = 512
-    engine: str = "hf"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
     probability: bool = True
     transfer: bool = True
     transfer_model: str | None = None
@@ -180,21 +168,12 @@ class EvalResult:
 
 def _load_items(cfg: EvalConfig) -> tuple[list[dict], dict[str, Any]]:
     """Judge-prompt items of every data set, tagged with data set, subset and answer lengths."""
-    from conj_train.data import load_preferences
     from conj_train.prompts import build_judge_prompts
 
     items: list[dict] = []
     info: dict[str, Any] = {}
     for name, path in cfg.dataset_specs():
-        res = load_preferences(
-            path,
-            format=cfg.dataset_format,
-            config=cfg.dataset_config,
-            split=cfg.dataset_split,
-            field_map=cfg.field_map,
-            multi_turn=cfg.multi_turn,
-        )
-        records = res.records[: cfg.max_pairs] if cfg.max_pairs else res.records
+        records, report = cfg.load_records(path)
         if not records:
             raise ConjError(f"eval: data set {name} ({path}) has no usable pairs")
         by_id = {r["id"]: r for r in records}
@@ -206,7 +185,7 @@ def _load_items(cfg: EvalConfig) -> tuple[list[dict], dict[str, Any]]:
             it["subset"] = str((rec.get("meta") or {}).get("subset") or rec.get("source") or "")
             it["chosen_chars"], it["rejected_chars"] = len(rec["chosen"]), len(rec["rejected"])
             items.append(it)
-        info[name] = {"path": path, "pairs": len(records), "ingest": res.report.to_dict()}
+        info[name] = {"path": path, "pairs": len(records), "ingest": report.to_dict()}
     return items, info
 
 

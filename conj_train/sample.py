@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import RUNTIME_FIELDS, ShardedRunOptions, config_to_dict
+from conj_train.config import RUNTIME_FIELDS, JudgeInputOptions, ShardedRunOptions, config_to_dict
 from conj_train.engines.base import Generation, GenerationRequest, SamplingParams
 from conj_train.errors import ConjError
 from conj_train.io import (
@@ -52,24 +52,12 @@ _RUNTIME_FIELDS = RUNTIME_FIELDS | {"output_dir"}
 
 
 @dataclass
-class SampleConfig(ShardedRunOptions):
+class SampleConfig(JudgeInputOptions, ShardedRunOptions):
     """Configuration of the sampling stage; defaults are Con-J's released values."""
 
     model: str = ""
     dataset: str = ""
     output_dir: str = ""
-    dataset_format: str | None = None
-    dataset_config: str | None = None
-    dataset_split: str | None = None
-    field_map: dict[str, str] | None = None
-    multi_turn: str = "context"
-    max_pairs: int | None = None
-    template: str = "conj-zh"
-    system_prompt: str | None = None
-    swap_seed: int = 2021
-    engine: str = "hf"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
     # Repeated sampling (conj-spec section 3).
     n: int = 8
     temperature: float = 1.2
@@ -194,14 +182,11 @@ def _kind_count(cfg: SampleConfig, kind: str) -> int:
 
 
 def _load_items(cfg: SampleConfig) -> tuple[list[dict], dict]:
-    from conj_train.data import load_preferences
     from conj_train.prompts import build_judge_prompts, label_balance
 
-    res = load_preferences(cfg.dataset, format=cfg.dataset_format, config=cfg.dataset_config,
-                           split=cfg.dataset_split, field_map=cfg.field_map, multi_turn=cfg.multi_turn)
-    records = res.records[: cfg.max_pairs] if cfg.max_pairs else res.records
+    records, report = cfg.load_records(cfg.dataset)
     items = build_judge_prompts(records, template=cfg.template, seed=cfg.swap_seed)
-    info = {"ingest": res.report.to_dict(), "pairs": len(items), "label_balance": label_balance(items)}
+    info = {"ingest": report.to_dict(), "pairs": len(items), "label_balance": label_balance(items)}
     return items, info
 
 
