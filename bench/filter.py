@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import tempfile
@@ -31,20 +32,23 @@ import time
 from collections import Counter
 from typing import Any
 
+# One core: the tokenizer's batch calls would otherwise run on a thread pool.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 from _original import original_strict  # bench/ is on sys.path when run as a script
 
-from conj_train.filter import gc_paused
+import conj_train.pairs
+from conj_train.filter import CLASSIFY_BATCH, gc_paused
 from conj_train.pairs import (
     LengthRule,
     Pair,
     PairRules,
     balance_by_label,
     build_pairs,
-    classify_judgment,
-    decode_ids,
-    encode_ids,
+    classify_judgments,
     split_of,
 )
+from conj_train.tokens import decode_ids, encode_ids, encode_many
 
 CHUNK_PAIRS = 5_000
 N_REPEATED = 8
@@ -112,8 +116,35 @@ def make_chunk(rng: random.Random, start: int, n_pairs: int,
     return out
 
 
+class TokenizerTimer:
+    """Time spent in the length rule's tokenizer calls (``encode_many`` and ``decode_ids`` as
+    :mod:`conj_train.pairs` calls them), installed around those two names while it is active;
+    ``calls`` counts the texts encoded."""
+
+    def __init__(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+    def _timed(self, fn: Any, count: bool) -> Any:
+        def wrapper(tokenizer: Any, arg: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(tokenizer, arg)
+            finally:
+                self.seconds += time.perf_counter() - t0
+                self.calls += len(arg) if count else 0
+        return wrapper
+
+    def __enter__(self) -> TokenizerTimer:
+        conj_train.pairs.encode_many = self._timed(encode_many, True)
+        conj_train.pairs.decode_ids = self._timed(decode_ids, False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        conj_train.pairs.encode_many, conj_train.pairs.decode_ids = encode_many, decode_ids
+
+
 class TimedTokenizer:
-    """Counts calls and time spent in the tokenizer (the length rule's cost)."""
+    """The original loop's tokenizer (``encode`` + ``decode`` of whole texts), timed."""
 
     def __init__(self, tok: Any) -> None:
         self.tok, self.seconds, self.calls = tok, 0.0, 0
@@ -122,8 +153,6 @@ class TimedTokenizer:
         """Timed ``encode``."""
         t0 = time.perf_counter()
         try:
-            if add_special_tokens:
-                return self.tok.encode(text, add_special_tokens=True)
             return encode_ids(self.tok, text)
         finally:
             self.seconds += time.perf_counter() - t0
@@ -141,10 +170,16 @@ class TimedTokenizer:
 def run_ours(chunk: list[tuple[str, int, list[dict]]], tokenizer: Any, rules: PairRules,
              rule: LengthRule) -> list[Pair]:
     """Classification + pair building of one chunk, as the stage does it."""
+    items = [(r, label) for _, label, recs in chunk for r in recs]
+    judgments: list = []
+    for start in range(0, len(items), CLASSIFY_BATCH):  # batches as the stage reads them
+        judgments += classify_judgments(items[start : start + CLASSIFY_BATCH], tokenizer=tokenizer,
+                                        length_rule=rule)
     pairs: list[Pair] = []
+    start = 0
     for pid, label, recs in chunk:
-        js = [classify_judgment(r, label, tokenizer=tokenizer, length_rule=rule) for r in recs]
-        pairs += build_pairs(pid, label, js, rules).pairs
+        pairs += build_pairs(pid, label, judgments[start : start + len(recs)], rules).pairs
+        start += len(recs)
     return pairs
 
 
@@ -226,7 +261,7 @@ def main() -> None:
 
     rules, rule = PairRules(), LengthRule()
     rng = random.Random(args.seed)
-    ours = TimedTokenizer(tok)
+    ours = TokenizerTimer()
     ours_s = 0.0
     pairs: list[Pair] = []
     chars = 0
@@ -237,8 +272,8 @@ def main() -> None:
         if len(subset) < args.baseline_pairs:
             subset += chunk[: args.baseline_pairs - len(subset)]
         t0 = time.perf_counter()
-        with gc_paused():
-            pairs += run_ours(chunk, ours, rules, rule)
+        with gc_paused(), ours:
+            pairs += run_ours(chunk, tok, rules, rule)
         ours_s += time.perf_counter() - t0
     t0 = time.perf_counter()
     train = [p for p in pairs if split_of(p.pair_id, 0.05) == "train"]
@@ -252,10 +287,10 @@ def main() -> None:
           f"{ours.seconds:.2f} s ({ours.calls} encodes); without it {n_judgments / (ours_s - ours.seconds):,.0f}/s")
 
     n_sub = sum(len(recs) for _, _, recs in subset)
-    sub_tok, orig_tok = TimedTokenizer(tok), TimedTokenizer(tok)
+    sub_tok, orig_tok = TokenizerTimer(), TimedTokenizer(tok)
     t0 = time.perf_counter()
-    with gc_paused():
-        sub_ours = Counter(p.pair_type for p in run_ours(subset, sub_tok, rules, rule))
+    with gc_paused(), sub_tok:
+        sub_ours = Counter(p.pair_type for p in run_ours(subset, tok, rules, rule))
     sub_ours_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     sub_orig = Counter(p[1] for p in run_original(subset, orig_tok))

@@ -59,7 +59,7 @@ from conj_train.pairs import (
     PairRules,
     balance_by_label,
     build_pairs,
-    classify_judgment,
+    classify_judgments,
     split_of,
 )
 
@@ -69,6 +69,7 @@ _RUNTIME_FIELDS = {"sample_dir", "output_dir", "overwrite"}
 _OUTPUTS = ("manifest.json", "dataset", "train.jsonl", "validation.jsonl", "report.json", "report.md",
             "report.png")
 _JUDGMENT_FIELDS = ("judgment_id", "pair_id", "kind", "index", "text")
+CLASSIFY_BATCH = 2048  # judgments classified together (one tokenizer call for their long hint outputs)
 
 
 @dataclass
@@ -172,6 +173,11 @@ class LazyTokenizer:
                 raise ConjError(f"filter: cannot load tokenizer {self.name}: {str(e).splitlines()[0]}") from e
         return self._tok
 
+    @property
+    def backend_tokenizer(self) -> Any:
+        """The fast tokenizer's Rust backend (None for a slow tokenizer)."""
+        return getattr(self._get(), "backend_tokenizer", None)
+
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         """Token ids of ``text``."""
         return self._get().encode(text, add_special_tokens=add_special_tokens)
@@ -256,6 +262,20 @@ def read_judgments(sample_dir: Path, prompts: dict[str, dict], *, tokenizer: Any
     """
     grouped: dict[str, list[Judgment]] = {}
     seen: set[str] = set()
+    batch: list[tuple[dict, int]] = []
+
+    def flush() -> None:
+        judgments = classify_judgments(batch, tokenizer=tokenizer, length_rule=length_rule)
+        for (row, _), j in zip(batch, judgments, strict=True):
+            grouped.setdefault(row["pair_id"], []).append(j)
+            counts[(j.kind, j.category)] += 1
+            counts["finish_length"] += row.get("finish_reason") == "length"
+            if j.reason:
+                counts[f"reason:{j.reason}"] += 1
+            if j.length_rule:
+                counts[f"length_rule:{j.length_rule}"] += 1
+        batch.clear()
+
     for path in _shards(sample_dir, "judgments"):
         for i, row in _rows(path):
             missing = [k for k in _JUDGMENT_FIELDS if k not in row]
@@ -276,14 +296,10 @@ def read_judgments(sample_dir: Path, prompts: dict[str, dict], *, tokenizer: Any
             if jid in seen:
                 raise ConjError(f"{path}: row {i}: duplicate judgment id {jid!r}")
             seen.add(jid)
-            j = classify_judgment(row, prompts[pid]["label"], tokenizer=tokenizer, length_rule=length_rule)
-            grouped.setdefault(pid, []).append(j)
-            counts[(j.kind, j.category)] += 1
-            counts["finish_length"] += row.get("finish_reason") == "length"
-            if j.reason:
-                counts[f"reason:{j.reason}"] += 1
-            if j.length_rule:
-                counts[f"length_rule:{j.length_rule}"] += 1
+            batch.append((row, prompts[pid]["label"]))
+            if len(batch) >= CLASSIFY_BATCH:
+                flush()
+    flush()
     return grouped
 
 

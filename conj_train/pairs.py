@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from conj_train.errors import ConjError
+from conj_train.tokens import decode_ids, encode_ids, encode_many
 from conj_train.verdicts import (
     DEFAULT_RATIONALE_KEYS,
     NEGATIVE,
@@ -161,27 +162,6 @@ class PairOutcome:
 # --- classification ----------------------------------------------------------------------------
 
 
-def encode_ids(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of ``text`` without special tokens, as ``tokenizer.encode`` gives them.
-
-    A fast tokenizer's Rust backend is called directly with ``encode_batch_fast``, which skips the
-    character offsets ``encode`` computes and nothing here needs: the same ids in about half the time
-    (the length rule's tokenization dominates stage 2's cost).
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and hasattr(backend, "encode_batch_fast"):
-        return backend.encode_batch_fast([text], add_special_tokens=False)[0].ids
-    return tokenizer.encode(text, add_special_tokens=False)
-
-
-def decode_ids(tokenizer: Any, ids: list[int]) -> str:
-    """``tokenizer.decode(ids)``, through the fast backend when there is one."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return backend.decode(ids, skip_special_tokens=False)
-    return tokenizer.decode(ids)
-
-
 def apply_length_rule(text: str, tokenizer: Any, rule: LengthRule) -> tuple[str, str | None]:
     """Apply conj-spec 6.3 to one hint output: (text, outcome).
 
@@ -190,22 +170,39 @@ def apply_length_rule(text: str, tokenizer: Any, rule: LengthRule) -> tuple[str,
     ``tokenizer`` needs ``encode(text, add_special_tokens=False)`` and ``decode(ids)``; it is used
     only when the text triggers the rule.
     """
-    if not rule.enabled or len(text) <= rule.trigger_chars:
+    target = _rule_target(text, rule)
+    if target is None:
         return text, None
+    _need_tokenizer(tokenizer)
+    new_text, outcome = _cut(target, encode_ids(tokenizer, target[0][target[1]]), tokenizer, rule)
+    return (text if new_text is None else new_text), outcome
+
+
+def _rule_target(text: str, rule: LengthRule) -> tuple[dict, str] | None:
+    """(object, rationale key) when the rule applies to ``text``."""
+    if not rule.enabled or len(text) <= rule.trigger_chars:
+        return None
     try:
         obj = json.loads(text)
     except (ValueError, RecursionError):
-        return text, None
+        return None
     if not isinstance(obj, dict):
-        return text, None
+        return None
     key = next((k for k in DEFAULT_RATIONALE_KEYS if isinstance(obj.get(k), str)), None)
-    if key is None:
-        return text, None
+    return None if key is None else (obj, key)
+
+
+def _need_tokenizer(tokenizer: Any) -> None:
     if tokenizer is None:
         raise ConjError("the length rule needs a tokenizer (set 'tokenizer' or disable 'length_rule')")
-    ids = encode_ids(tokenizer, obj[key])
+
+
+def _cut(target: tuple[dict, str], ids: list[int], tokenizer: Any, rule: LengthRule
+         ) -> tuple[str | None, str]:
+    """(new text, or None when it stays as written; outcome) for a rationale of token ``ids``."""
+    obj, key = target
     if len(ids) <= rule.cut_tokens:
-        return text, CHECKED
+        return None, CHECKED
     head = decode_ids(tokenizer, ids[: rule.cut_tokens])
     period = max(head.rfind(p) for p in _PERIODS)
     if period < 0:
@@ -219,17 +216,42 @@ def classify_judgment(
 ) -> Judgment:
     """Classify one judgment record (stage-1 fields ``judgment_id``, ``kind``, ``index``, ``text``,
     ``finish_reason``) against ``label``; hint outputs go through the length rule first."""
-    text = record["text"]
-    parsed = parse_verdict(text, "strict")
-    category = classify(parsed.verdict, label)
-    reason = unparseable_reason(parsed, record.get("finish_reason"))
-    outcome = None
-    if length_rule is not None and record["kind"] != REPEATED:
-        text, outcome = apply_length_rule(text, tokenizer, length_rule)
-        if outcome == FORCED_NEGATIVE:
-            category, reason = NEGATIVE, None
-    return Judgment(record["judgment_id"], record["kind"], int(record["index"]), text, category,
-                    parsed.verdict, reason, outcome)
+    return classify_judgments([(record, label)], tokenizer=tokenizer, length_rule=length_rule)[0]
+
+
+def classify_judgments(
+    items: Sequence[tuple[Mapping[str, Any], int]], *, tokenizer: Any = None,
+    length_rule: LengthRule | None = None,
+) -> list[Judgment]:
+    """:func:`classify_judgment` of each (record, label), with the length rule's tokenizer called once
+    for all the hint outputs it applies to (see :mod:`conj_train.tokens`)."""
+    out: list[Judgment] = []
+    targets: list[tuple[int, tuple[dict, str]]] = []
+    rule = length_rule or LengthRule(enabled=False)
+    for record, label in items:
+        text = record["text"]
+        parsed = parse_verdict(text, "strict")
+        kind = record["kind"]
+        if rule.enabled and kind != REPEATED:
+            target = _rule_target(text, rule)
+            if target is not None:
+                targets.append((len(out), target))
+        out.append(Judgment(record["judgment_id"], kind, int(record["index"]), text,
+                            classify(parsed.verdict, label), parsed.verdict,
+                            unparseable_reason(parsed, record.get("finish_reason")), None))
+    if targets:
+        _need_tokenizer(tokenizer)
+        all_ids = encode_many(tokenizer, [obj[key] for _, (obj, key) in targets])
+        for (i, target), ids in zip(targets, all_ids, strict=True):
+            text, outcome = _cut(target, ids, tokenizer, rule)
+            j = out[i]
+            if text is None:
+                out[i] = j._replace(length_rule=outcome)
+            elif outcome == FORCED_NEGATIVE:
+                out[i] = j._replace(text=text, category=NEGATIVE, reason=None, length_rule=outcome)
+            else:
+                out[i] = j._replace(text=text, length_rule=outcome)
+    return out
 
 
 # --- pair building -----------------------------------------------------------------------------

@@ -107,7 +107,10 @@ def parse_verdict(
     if not text:
         return Verdict(None, None, EMPTY)
 
-    found, reason = _json_stage(text, vkeys)
+    found = _whole_object(text, vkeys)
+    reason = ""
+    if found is None:
+        found, reason = _json_stage(text, vkeys)
     if found is None and mode == "strict" and "”" in text:
         text = text.replace("”，", '",').replace("”,", '",')
         found, reason = _json_stage(text, vkeys)
@@ -177,6 +180,18 @@ def _json_stage(text: str, keys: tuple[str, ...]) -> tuple[tuple[dict, str, str]
             if key in value:
                 return (value, key, via), ""
     return None, (NO_JSON, INVALID_JSON, NO_VERDICT_KEY)[seen]
+
+
+def _whole_object(text: str, keys: tuple[str, ...]) -> tuple[dict, str, str] | None:
+    """The common case first: a text that is one JSON object with a verdict key is what
+    :func:`_json_stage` would return for it (its first candidate), without the generator."""
+    if not text.startswith("{") or not text.endswith("}") or _FENCE in text or not _OBJECT_START_RE.match(text):
+        return None
+    value, end = _raw_decode(text, 0)
+    if end != len(text) or not isinstance(value, dict):
+        return None
+    key = next((k for k in keys if k in value), None)
+    return None if key is None else (value, key, "json")
 
 
 def _json_values(text: str) -> Iterator[tuple[str, object]]:

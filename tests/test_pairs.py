@@ -276,6 +276,24 @@ def test_length_rule_skips_short_non_json_and_repeated_outputs(tokenizer) -> Non
     assert apply_length_rule(long_text, tokenizer, LengthRule(enabled=False)) == (long_text, None)
 
 
+def test_batched_classification_equals_one_at_a_time(tokenizer) -> None:
+    from conj_train.pairs import classify_judgments
+
+    cut = json.dumps({"原因": "回答1是错的，回答2是对的。" * 60 + "所以", "更好的回答": 2}, ensure_ascii=False)
+    forced = json.dumps({"原因": "回答2更好，" * 200, "更好的回答": 2}, ensure_ascii=False)
+    checked = json.dumps({"原因": "回答2更好。" * 110, "更好的回答": 1}, ensure_ascii=False)
+    records = [_record(cut), _record('{"原因": "好", "更好的回答": 2}', "repeated"), _record(forced, "hint_wrong"),
+               _record(checked), _record(cut, "repeated"), _record("我认为回答2更好", "hint_wrong")]
+    rule = LengthRule()
+    batch = classify_judgments([(r, 2) for r in records], tokenizer=tokenizer, length_rule=rule)
+    single = [classify_judgment(r, 2, tokenizer=tokenizer, length_rule=rule) for r in records]
+    assert batch == single
+    assert [j.length_rule for j in batch] == [CUT, None, FORCED_NEGATIVE, "checked", None, None]
+    assert batch[3].text == checked
+    with pytest.raises(ConjError, match="needs a tokenizer"):
+        classify_judgments([(records[0], 2)], length_rule=rule)
+
+
 # --- balancing and splits ------------------------------------------------------------------------
 
 
@@ -315,9 +333,12 @@ def test_split_is_stable_by_pair_id() -> None:
 def test_fast_encode_equals_tokenizer_encode(tiny_model_dir: Path, text: str) -> None:
     from transformers import AutoTokenizer
 
-    from conj_train.pairs import decode_ids, encode_ids
+    from conj_train.tokens import decode_ids, encode_ids, encode_many
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     ids = encode_ids(tok, text)
     assert ids == tok.encode(text, add_special_tokens=False)
     assert decode_ids(tok, ids[:40]) == tok.decode(ids[:40])
+    assert encode_many(tok, ["x", text, "回答"]) == [tok.encode(t, add_special_tokens=False) for t in ["x", text, "回答"]]
+
+

@@ -325,3 +325,38 @@ def test_cli_reports_a_missing_recipe_in_one_line(capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"conj train: error: recipe not found: {tmp_path / 'nope.yaml'}",
                    f"conj train-rm: error: recipe not found: {tmp_path / 'nope.yaml'}"]
+
+
+def test_balanced_order_interleaves_labels_and_depends_only_on_seed() -> None:
+    from conj_train.train.batches import LabelBalancedSampler, balanced_order
+
+    labels = [1] * 7 + [2] * 4
+    order = balanced_order(labels, seed=3)
+    assert sorted(order) == list(range(11))
+    assert [labels[i] for i in order[:8]] == [1, 2] * 4
+    assert order == balanced_order(labels, seed=3) and order != balanced_order(labels, seed=4)
+    sampler = LabelBalancedSampler(labels, seed=3)
+    sampler.set_epoch(1)
+    assert list(sampler) == balanced_order(labels, seed=4)
+    with pytest.raises(ConjError, match="1 or 2"):
+        LabelBalancedSampler([1, 0], seed=0)
+
+
+def test_balanced_batches_alternate_the_chosen_verdict(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from conj_train.train.dpo import build_trainer, parse_train_args
+    from conj_train.verdicts import parse_verdict
+
+    data = write_pairs(tmp_path / "filter", n_train=24)
+    args = parse_train_args(train_argv(tiny_model_dir, data, tmp_path / "out", balanced_batches=True))
+    trainer, _, _ = build_trainer(*args)
+    tok = trainer.processing_class
+    verdicts = []
+    for batch in trainer.get_train_dataloader():
+        half = len(batch["input_ids"]) // 2  # TRL stacks the chosen rows, then the rejected rows
+        for row, m in zip(batch["input_ids"][:half], batch["completion_mask"][:half], strict=True):
+            verdicts.append(parse_verdict(tok.decode(row[m.bool()])).verdict)
+    labels = [r["label"] for r in pair_rows(24, 0)]
+    k = min(labels.count(1), labels.count(2))
+    assert 0 < k < 12  # the data is unbalanced: the surplus comes last
+    majority = 1 if labels.count(1) > k else 2
+    assert verdicts == [1, 2] * k + [majority] * (24 - 2 * k)

@@ -50,6 +50,7 @@ from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser
 from conj_train.data.report import percentiles
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, atomic_write_text, file_hash, library_versions, read_json
+from conj_train.train.batches import LabelBalancedSampler
 from conj_train.train.logging import DPO_PANELS, MetricsRecorder, redact, setup_wandb
 from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
 
@@ -117,7 +118,15 @@ class ConjDPOConfig(DPOConfig):
                   "TRL's two-row path with a one-line message where the model does not support it)."},
     )
 
+    balanced_batches: bool = field(
+        default=False,
+        metadata={"help": "Order each epoch so that every two consecutive pairs have one label-1 and one "
+                  "label-2 chosen judgment (conj_train/train/batches.py); needs the pairs' label column."},
+    )
+
     def __post_init__(self) -> None:
+        if self.balanced_batches and self.train_sampling_strategy == "group_by_length":
+            raise ConjError("balanced_batches and train_sampling_strategy=group_by_length exclude each other")
         # Must run before TrainingArguments.__post_init__: it validates bf16 against the hardware and
         # may create the distributed state (DPOConfig reads self.device for pad_to_multiple_of="auto").
         self.machine_notes = adapt_to_machine(self)
@@ -478,7 +487,24 @@ class ConjCardMixin:
 
 
 class ConjDPOTrainer(ConjCardMixin, PrefixSharedDPOTrainer):
-    """TRL's DPOTrainer with prefix-shared log-probs (``prefix_sharing``) and conj-train's model card."""
+    """TRL's DPOTrainer with prefix-shared log-probs (``prefix_sharing``), label-balanced batches
+    (``balanced_batches``) and conj-train's model card.
+
+    ``pair_labels`` are the training rows' labels, taken before TRL's tokenization drops the column.
+    """
+
+    def __init__(self, *args: Any, pair_labels: Sequence[int] | None = None, **kwargs: Any) -> None:
+        self.pair_labels = None if pair_labels is None else list(pair_labels)
+        super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if not getattr(self.args, "balanced_batches", False):
+            return super()._get_train_sampler(train_dataset)
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.pair_labels is None or len(self.pair_labels) != len(dataset):
+            raise ConjError("balanced_batches needs one label per training pair (the filter's `label` column)")
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return LabelBalancedSampler(self.pair_labels, seed)
 
 
 def build_trainer(script_args: TrainScriptArguments, training_args: ConjDPOConfig, model_args: ModelConfig,
@@ -503,8 +529,14 @@ def build_trainer(script_args: TrainScriptArguments, training_args: ConjDPOConfi
                                                  **model_kwargs(model_args, training_args))
     # ref_model=None: TRL loads a frozen copy of the base (or, with precompute_ref_log_probs, scores
     # the pairs once up front); with a LoRA config the adapter-disabled base is the reference.
+    extra: dict[str, Any] = {}
+    if getattr(training_args, "balanced_batches", False):
+        if "label" not in train.column_names:
+            raise ConjError(f"balanced_batches: the training pairs in {script_args.dataset_name} have no "
+                            "`label` column")
+        extra["pair_labels"] = train["label"]
     trainer = (trainer_cls or ConjDPOTrainer)(
-        model=model, ref_model=None, args=training_args, train_dataset=train, eval_dataset=eval_ds,
+        **extra, model=model, ref_model=None, args=training_args, train_dataset=train, eval_dataset=eval_ds,
         processing_class=tokenizer, peft_config=get_peft_config(model_args),
         callbacks=[MetricsRecorder(out, DPO_PANELS), *callbacks],
     )
