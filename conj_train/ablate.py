@@ -16,6 +16,7 @@ each evaluation set.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any
 from conj_train.config import read_yaml
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, atomic_write_text, read_json
+
+logger = logging.getLogger(__name__)
 
 COLUMNS = (("accuracy_avg", "acc (avg of orders)"), ("accuracy_strict", "strict"),
            ("consistency", "consistency"), ("parse_failure_rate", "parse fail"))
@@ -67,14 +70,21 @@ def run_ablations(paths: list[str | Path], *, base: str | Path, output: str | Pa
     runs: dict[str, Path] = {}
     result = run_pipeline(base_recipe, overrides={"output_dir": str(base_dir)})
     runs["base"] = result.eval_dirs[-1]
+    failed: dict[str, str] = {}
     for ab in ablations:
         target = out / ab.name
         if not target.exists():
             shutil.copytree(base_dir, target)
         overrides = {**ab.overrides, "output_dir": str(target)}
-        res = run_pipeline(base_recipe, overrides=overrides)
+        try:
+            res = run_pipeline(base_recipe, overrides=overrides)
+        except ConjError as e:  # e.g. an ablation whose filter leaves no pairs: a result, not a crash
+            logger.error("ablation %s failed: %s", ab.name, e)
+            failed[ab.name] = str(e)
+            continue
         runs[ab.name] = res.eval_dirs[-1]
     table = _table(runs, {a.name: a.description for a in ablations})
+    table["failed"] = failed
     atomic_write_json(out / "table.json", table)
     atomic_write_text(out / "table.md", _markdown(table))
     _chart(table, out / "chart.png")
@@ -113,6 +123,7 @@ def _markdown(table: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", *(f"- **{name}**: {desc}" for name, desc in
                     dict.fromkeys((r["ablation"], r["description"]) for r in table["rows"]))]
+    lines += [f"- **{name}**: failed: {why}" for name, why in table.get("failed", {}).items()]
     return "\n".join(lines) + "\n"
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from conj_train.errors import ConjError
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -47,6 +50,10 @@ class JudgeInputOptions:
     field_map: dict[str, str] | None = None
     multi_turn: str = "context"
     max_pairs: int | None = None
+    # Length-bias tests: keep only pairs whose `longer` answer ("chosen" or "rejected") has more than
+    # `length_ratio` times the other's characters.
+    longer: str | None = None
+    length_ratio: float = 2.0
     template: str = "conj-zh"
     system_prompt: str | None = None
     swap_seed: int = 2021
@@ -60,8 +67,25 @@ class JudgeInputOptions:
 
         res = load_preferences(source, format=self.dataset_format, config=self.dataset_config,
                                split=self.dataset_split, field_map=self.field_map, multi_turn=self.multi_turn)
-        records = res.records[: self.max_pairs] if self.max_pairs else res.records
+        records = select_by_length(res.records, self.longer, self.length_ratio, source=source)
+        records = records[: self.max_pairs] if self.max_pairs else records
         return records, res.report
+
+
+def select_by_length(records: list[dict], longer: str | None, ratio: float, *, source: str = "data") -> list[dict]:
+    """The records whose ``longer`` answer has more than ``ratio`` x the other's characters (all if None)."""
+    if longer is None:
+        return records
+    if longer not in ("chosen", "rejected"):
+        raise ConjError(f"longer must be 'chosen' or 'rejected', not {longer!r}")
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio < 1:
+        raise ConjError(f"length_ratio must be a number >= 1, got {ratio!r}")
+    other = "rejected" if longer == "chosen" else "chosen"
+    kept = [r for r in records if len(r[longer]) > ratio * len(r[other])]
+    if not kept:
+        raise ConjError(f"{source}: no pair has a {longer} answer over {ratio}x longer than the {other} one")
+    logger.info("%s: %d of %d pairs have a %s answer over %sx longer", source, len(kept), len(records), longer, ratio)
+    return kept
 
 
 RUNTIME_FIELDS = frozenset(f.name for f in dataclasses.fields(ShardedRunOptions)) - {

@@ -28,13 +28,17 @@ _FILLER = ["well", "I think", "sure", "my answer is", "let me say", "probably", 
            "easy", "I would say", "that is", "here it is", "right"]
 
 
-def _toy_row(rng: random.Random, fruits: list[str] = _FRUITS, others: list[str] = _OTHERS) -> dict:
-    words = rng.sample(_FILLER, k=rng.randint(1, 3))
-    lead = " ".join(words).capitalize()
+def _lead(rng: random.Random) -> str:
+    return " ".join(rng.sample(_FILLER, k=rng.randint(1, 3))).capitalize()
+
+
+def _toy_row(rng: random.Random, fruits: list[str] = _FRUITS, others: list[str] = _OTHERS,
+             varied: bool = False) -> dict:
+    lead = _lead(rng)
     return {
         "prompt": "Name a fruit.",
         "chosen": f"{lead}: {rng.choice(fruits)}.",
-        "rejected": f"{lead}: {rng.choice(others)}.",
+        "rejected": f"{_lead(rng) if varied else lead}: {rng.choice(others)}.",
     }
 
 
@@ -44,12 +48,15 @@ def demo_rows(n: int = 64, seed: int = 0) -> list[dict]:
     return [_toy_row(rng) for _ in range(n)]
 
 
-def demo_splits(n_train: int, n_test: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def demo_splits(n_train: int, n_test: int, seed: int = 0, varied: bool = False
+                ) -> tuple[list[dict], list[dict]]:
     """Disjoint train and held-out toy rows: no (chosen, rejected) pair occurs twice in either or both.
 
     Repeats are skipped, so the ingest step drops no row as a duplicate and a held-out pair is never
     one the judge was trained on; the words themselves are shared (the rule is what is learned). The
-    final words are single tokens of the tiny tokenizer (see the module docstring).
+    final words are single tokens of the tiny tokenizer (see the module docstring). ``varied`` draws
+    the two answers' lead phrases independently, so their lengths differ (up to ~5x either way): the
+    data of the length-bias ablation.
     """
     capacity = len(_SPLIT_FRUITS) * len(_SPLIT_OTHERS) * 2380  # 2380 filler leads of 1-3 phrases
     if n_train < 0 or n_test < 0 or n_train + n_test > capacity // 2:
@@ -60,7 +67,7 @@ def demo_splits(n_train: int, n_test: int, seed: int = 0) -> tuple[list[dict], l
     seen: set[tuple[str, str]] = set()
     rows: list[dict] = []
     while len(rows) < n_train + n_test:
-        row = _toy_row(rng, _SPLIT_FRUITS, _SPLIT_OTHERS)
+        row = _toy_row(rng, _SPLIT_FRUITS, _SPLIT_OTHERS, varied)
         key = (row["chosen"], row["rejected"])
         if key not in seen:
             seen.add(key)
@@ -69,13 +76,17 @@ def demo_splits(n_train: int, n_test: int, seed: int = 0) -> tuple[list[dict], l
 
 
 def write_demo_splits(folder: str | Path, n_train: int, n_test: int, seed: int = 0) -> tuple[Path, Path]:
-    """Write :func:`demo_splits` as ``train.jsonl`` and ``test.jsonl`` in ``folder``; their paths."""
+    """Write :func:`demo_splits` as ``train.jsonl`` and ``test.jsonl`` in ``folder``, and the varied
+    ones (length-bias ablation, 4x as many rows) as ``train-varied.jsonl`` / ``test-varied.jsonl``;
+    returns the first two paths."""
     from conj_train.io import write_jsonl
 
     folder = Path(folder)
-    train, test = demo_splits(n_train, n_test, seed)
-    write_jsonl(folder / "train.jsonl", train)
-    write_jsonl(folder / "test.jsonl", test)
+    # The varied sets are larger: only ~1 pair in 9 has one answer over twice as long as the other.
+    for suffix, varied, scale in (("", False, 1), ("-varied", True, 4)):
+        train, test = demo_splits(scale * n_train, scale * n_test, seed, varied)
+        write_jsonl(folder / f"train{suffix}.jsonl", train)
+        write_jsonl(folder / f"test{suffix}.jsonl", test)
     return folder / "train.jsonl", folder / "test.jsonl"
 
 

@@ -26,6 +26,7 @@ characters). A rerun with the same config and input is a no-op; a different one 
 from __future__ import annotations
 
 import gc
+import json
 import shutil
 import time
 from collections import Counter
@@ -62,6 +63,7 @@ from conj_train.pairs import (
     classify_judgments,
     split_of,
 )
+from conj_train.prompts import get_template
 
 SPLITS = ("train", "validation")
 # Fields that do not change the output: excluded from the config hash (the input is hashed by content).
@@ -96,6 +98,8 @@ class FilterConfig:
     dedup_texts: bool = True
     drop_identical: bool = True
     balance: bool = False
+    # Ablation "no rationale": each parsed judgment becomes {"<verdict key>": v}; unparseable ones stay.
+    verdict_only: bool = False
     validation_share: float = 0.05
     seed: int = 2021
     overwrite: bool = False
@@ -313,18 +317,28 @@ def prompt_messages(prompt: str, system_prompt: str | None) -> list[dict[str, st
     return msgs
 
 
-def pair_row(pair: Pair, prompt: list[dict[str, str]]) -> dict[str, Any]:
-    """One dataset row in TRL's conversational preference format, with provenance columns."""
+def pair_row(pair: Pair, prompt: list[dict[str, str]], verdict_key: str | None = None) -> dict[str, Any]:
+    """One dataset row in TRL's conversational preference format, with provenance columns.
+
+    With ``verdict_key``, each judgment that has a verdict is written as ``{verdict_key: verdict}``
+    alone (the "no rationale" ablation)."""
     return {
         "prompt": prompt,
-        "chosen": [{"role": "assistant", "content": pair.chosen.text}],
-        "rejected": [{"role": "assistant", "content": pair.rejected.text}],
+        "chosen": [{"role": "assistant", "content": judgment_text(pair.chosen, verdict_key)}],
+        "rejected": [{"role": "assistant", "content": judgment_text(pair.rejected, verdict_key)}],
         "pair_id": pair.pair_id,
         "pair_type": pair.pair_type,
         "label": pair.label,
         "chosen_judgment_id": pair.chosen.judgment_id,
         "rejected_judgment_id": pair.rejected.judgment_id,
     }
+
+
+def judgment_text(judgment: Judgment, verdict_key: str | None = None) -> str:
+    """The judgment's text, or ``{verdict_key: verdict}`` when a key is given and it has a verdict."""
+    if verdict_key is None or judgment.verdict is None:
+        return judgment.text
+    return json.dumps({verdict_key: judgment.verdict}, ensure_ascii=False)
 
 
 def _features() -> Any:
@@ -416,7 +430,8 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
         by_split = {s: balance_by_label(ps, cfg.seed)[0] for s, ps in by_split.items()}
 
     system = sample_cfg.get("system_prompt")
-    rows = {s: [pair_row(p, prompt_messages(prompts[p.pair_id]["prompt"], system)) for p in ps]
+    verdict_key = get_template(sample_cfg.get("template") or "conj-zh").verdict_key if cfg.verdict_only else None
+    rows = {s: [pair_row(p, prompt_messages(prompts[p.pair_id]["prompt"], system), verdict_key) for p in ps]
             for s, ps in by_split.items()}
     report = build_report(prompts, outcomes, judgment_counts, before, by_split)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,8 @@ from conj_train.ablate import load_ablation, run_ablations
 from conj_train.errors import ConjError
 from conj_train.io import read_json
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _ablation(folder: Path, name: str, overrides: dict) -> Path:
     path = folder / f"{name}.yaml"
@@ -22,7 +24,10 @@ def test_ablations_reuse_cached_stages_and_tabulate(tiny_pipeline, tmp_path: Pat
     base = tiny_pipeline(tmp_path)
     no_sft = _ablation(tmp_path, "no-sft", {"train.loss_type": ["sigmoid"], "train.loss_weights": [1.0]})
     out = tmp_path / "ablations"
-    table = run_ablations([no_sft], base=base, output=out)
+    # Hint pairs only, but the base samples no hints: no pairs, so the ablation fails and is reported.
+    empty = _ablation(tmp_path, "hint-only", {"filter.pair_types": ["preamble"]})
+    table = run_ablations([no_sft, empty], base=base, output=out)
+    assert list(table["failed"]) == ["hint-only"]
     state = read_json(out / "no-sft" / "pipeline_state.json")
     assert all(v["complete"] for v in state.values())
     # The sampling run of the ablation is the base's, untouched (cached, not redone).
@@ -35,6 +40,7 @@ def test_ablations_reuse_cached_stages_and_tabulate(tiny_pipeline, tmp_path: Pat
     assert {r["model"] for r in table["rows"]} == {"base", "conj"}
     md = (out / "table.md").read_text()
     assert "| no-sft | conj |" in md and (out / "chart.png").stat().st_size > 0
+    assert "- **hint-only**: failed: " in md
     assert read_json(out / "table.json") == table
 
 
@@ -46,3 +52,30 @@ def test_bad_ablation_files(tmp_path: Path) -> None:
     bad.write_text(yaml.safe_dump({"name": "a b", "overrides": {}}))
     with pytest.raises(ConjError, match="must be letters"):
         load_ablation(bad)
+
+
+def test_shipped_ablations_override_known_keys_of_the_demo_recipe() -> None:
+    import dataclasses
+
+    from trl import ModelConfig
+
+    from conj_train.evaluate import EvalConfig
+    from conj_train.filter import FilterConfig
+    from conj_train.pipeline import load_pipeline
+    from conj_train.sample import SampleConfig
+    from conj_train.train.dpo import ConjDPOConfig, TrainScriptArguments
+
+    def names(*classes: type) -> set[str]:
+        return {f.name for c in classes for f in dataclasses.fields(c)}
+
+    known = {"sample": names(SampleConfig), "filter": names(FilterConfig), "eval": names(EvalConfig),
+             "train": names(ConjDPOConfig, TrainScriptArguments, ModelConfig)}
+    paths = sorted(REPO.glob("recipes/ablations/*.yaml"))
+    assert len(paths) >= 12
+    for path in paths:
+        ablation = load_ablation(path)
+        spec = load_pipeline(REPO / "recipes/demo/pipeline.yaml", ablation.overrides)
+        for dotted in ablation.overrides:
+            stage, _, key = dotted.partition(".")
+            assert not key or key in known[stage], (path.name, dotted)
+            assert key or stage in spec, (path.name, dotted)

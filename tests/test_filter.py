@@ -128,6 +128,23 @@ def test_split_is_by_pair_id_and_rows_are_trl_preference_rows(sample_dir: Path, 
         assert r["chosen_judgment_id"].startswith(r["pair_id"] + ":")
 
 
+def test_verdict_only_drops_the_rationale_but_not_unparseable_texts(sample_dir: Path, tmp_path: Path) -> None:
+    from datasets import load_from_disk
+
+    full, bare = tmp_path / "full", tmp_path / "bare"
+    run_filter(_cfg(sample_dir, full))
+    run_filter(_cfg(sample_dir, bare, verdict_only=True))
+    a, b = load_from_disk(str(full / "dataset"))["train"], load_from_disk(str(bare / "dataset"))["train"]
+    assert a["pair_id"] == b["pair_id"] and a["pair_type"] == b["pair_type"]
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["chosen"][0]["content"] == json.dumps({"更好的回答": ra["label"]}, ensure_ascii=False)
+        rejected = rb["rejected"][0]["content"]
+        if ra["pair_type"] == "best_of_n_positive2unknown":
+            assert rejected == ra["rejected"][0]["content"]  # no verdict to keep: written as sampled
+        else:
+            assert rejected == json.dumps({"更好的回答": 3 - ra["label"]}, ensure_ascii=False)
+
+
 def test_system_prompt_of_sampling_is_kept(tmp_path: Path, tiny_model_dir: Path) -> None:
     sample = make_sample_dir(tmp_path / "sample", tiny_model_dir, system_prompt="")
     run_filter(_cfg(sample, tmp_path / "filter"))

@@ -73,3 +73,39 @@ def test_bad_recipes_are_one_line_errors(tiny_pipeline, tmp_path: Path, change: 
     recipe.write_text(yaml.safe_dump(spec))
     with pytest.raises(ConjError, match=needle):
         run_pipeline(recipe)
+
+
+def test_killed_pipeline_resumes_to_the_metrics_of_an_uninterrupted_run(tiny_pipeline, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train = {"train__max_steps": 30, "train__save_strategy": "steps", "train__save_steps": 4,
+             "train__per_device_train_batch_size": 1}
+    for name in ("killed", "whole"):
+        (tmp_path / name).mkdir()
+    killed_recipe = tiny_pipeline(tmp_path / "killed", **train)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "conj_train", "run", "--config", str(killed_recipe)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train_dir = tmp_path / "killed" / "run" / "train"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(train_dir.glob("checkpoint-*/trainer_state.json")):
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed in training"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (train_dir / "manifest.json").exists()
+
+    resumed = run_pipeline(killed_recipe)
+    statuses = _statuses(resumed)
+    assert statuses["sample"] == statuses["filter"] == "cached" and statuses["train"] == "resumed"
+    assert "checkpoint-" in str(read_json(train_dir / "report.json")["resumed_from"])
+
+    whole = run_pipeline(tiny_pipeline(tmp_path / "whole", **train))
+    assert set(_statuses(whole).values()) == {"ran"}
+    a = read_json(tmp_path / "killed" / "run" / "eval" / "metrics.json")["comparison"]
+    b = read_json(tmp_path / "whole" / "run" / "eval" / "metrics.json")["comparison"]
+    assert a == b

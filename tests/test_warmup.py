@@ -137,3 +137,29 @@ def test_demo_splits_refuse_more_pairs_than_exist() -> None:
 
     with pytest.raises(ConjError, match="train_pairs"):
         demo_splits(10**6, 10)
+
+
+def test_varied_demo_splits_hold_long_answers_on_both_sides_and_keep_the_rule(tmp_path: Path) -> None:
+    from conj_train.demo import _SPLIT_FRUITS, demo_splits, write_demo_splits
+
+    train, test = demo_splits(800, 200, seed=0, varied=True)
+    longer_chosen = sum(len(r["chosen"]) > 2 * len(r["rejected"]) for r in train)
+    longer_rejected = sum(len(r["rejected"]) > 2 * len(r["chosen"]) for r in test)
+    assert longer_chosen > 40 and longer_rejected > 10
+    assert all(r["chosen"].rstrip(".").split()[-1] in _SPLIT_FRUITS for r in train + test)
+    write_demo_splits(tmp_path, 50, 10, seed=0)
+    lines = {p.name: len(p.read_text().splitlines()) for p in tmp_path.glob("*.jsonl")}
+    assert lines == {"train.jsonl": 50, "test.jsonl": 10, "train-varied.jsonl": 200, "test-varied.jsonl": 40}
+
+
+def test_length_selection_keeps_pairs_with_the_named_answer_over_the_ratio() -> None:
+    from conj_train.config import select_by_length
+
+    rows = [{"chosen": "a" * c, "rejected": "b" * r} for c, r in ((10, 4), (10, 5), (3, 9), (5, 5))]
+    assert select_by_length(rows, None, 2.0) == rows
+    assert select_by_length(rows, "chosen", 2.0) == [rows[0]]
+    assert select_by_length(rows, "rejected", 2.0) == [rows[2]]
+    with pytest.raises(ConjError, match="no pair"):
+        select_by_length(rows[3:], "chosen", 2.0)
+    with pytest.raises(ConjError, match="longer must be"):
+        select_by_length(rows, "both", 2.0)
