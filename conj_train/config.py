@@ -60,6 +60,10 @@ class JudgeInputOptions:
     engine: str = "hf"
     dtype: str = "auto"
     trust_remote_code: bool = False
+    # hf engine: 0 = one request per forward (a request's texts never depend on the others); above 0,
+    # requests are packed up to this many rows x (prompt + new tokens): faster (bench/sample.py), and
+    # texts then depend on the pack up to rounding, so it is part of the run's config.
+    hf_batch_tokens: int = 0
 
     def load_records(self, source: str) -> tuple[list[dict], Any]:
         """Canonical records of ``source`` (the first ``max_pairs`` used rows) and the ingest report."""

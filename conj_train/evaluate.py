@@ -319,6 +319,7 @@ def _make_judge(cfg: EvalConfig, path: str) -> Judge:
         probability=cfg.probability,
         transfer_model=cfg.transfer_model,
         probability_batch_tokens=cfg.probability_batch_tokens,
+        engine_options={"batch_tokens": cfg.hf_batch_tokens},
         **opts,
     )
 

@@ -285,7 +285,7 @@ def _make_engine(cfg: SampleConfig) -> Any:
     # One GPU per process under accelerate/torchrun; LOCAL_RANK is unset for a single process.
     device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else None
     return HFEngine(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
-                    threads=cfg.threads, device=device)
+                    threads=cfg.threads, device=device, batch_tokens=cfg.hf_batch_tokens)
 
 
 def load_tokenizer(model: str, trust_remote_code: bool = False) -> Any:

@@ -78,6 +78,36 @@ def test_packed_prompts_logits_match_full_forward(engine: HFEngine) -> None:
         torch.testing.assert_close(dec.step(tokens), full, atol=1e-4, rtol=0)
 
 
+def test_prompts_of_different_lengths_pack_with_masked_holes(engine: HFEngine) -> None:
+    model = engine.model
+    a = engine.prompt_ids(requests(engine, [0])[1])
+    b = a[: len(a) - 7]  # shorter: a hole of 7 positions in its rows
+    with torch.inference_mode():
+        dec = KVDecoder(model, [a, b], [1, 2], capacity=len(a) + 6)
+        alone = [model(input_ids=torch.tensor([p])).logits[0, -1].float() for p in (a, b, b)]
+        torch.testing.assert_close(dec.logits, torch.stack(alone), atol=1e-4, rtol=0)
+        seqs = [list(a), list(b), list(b)]
+        for step, tokens in enumerate(([5, 6, 7], [8, 9, 10], [11, 12])):
+            if step == 2:  # the first row finishes: the others keep their holes and positions
+                dec.keep(torch.tensor([1, 2]))
+                seqs = seqs[1:]
+            for seq, t in zip(seqs, tokens, strict=True):
+                seq.append(t)
+            got = dec.step(torch.tensor(tokens))
+            want = torch.stack([model(input_ids=torch.tensor([q])).logits[0, -1].float() for q in seqs])
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+def test_packing_prompts_of_different_lengths_gives_the_greedy_texts_of_one_by_one(
+        engine: HFEngine, tiny_model_dir: Path) -> None:
+    packed = HFEngine(str(tiny_model_dir), device="cpu", batch_tokens=100_000)
+    reqs = requests(engine, [1, 2])
+    assert len(reqs) >= 3 and len({len(engine.prompt_ids(r)) for r in reqs}) == len(reqs)
+    assert len(list(packed._units(reqs, [packed.prompt_ids(r) for r in reqs], SamplingParams()))) == 1
+    params = SamplingParams(max_new_tokens=12, greedy=True)
+    assert [g.text for g in packed.generate(reqs, params)] == [g.text for g in engine.generate(reqs, params)]
+
+
 def test_warpers_match_transformers() -> None:
     from transformers import (
         LogitsProcessorList,

@@ -244,3 +244,17 @@ def test_tokenizer_without_chat_template_is_rejected(tiny_model_dir: Path, tmp_p
     data = _pairs_file(tmp_path / "pairs.jsonl", 1)
     with pytest.raises(ConjError, match="no chat template"):
         run_sample(_cfg(model, data, tmp_path / "out"))
+
+
+def test_packed_hf_engine_samples_every_record_and_is_part_of_the_config(tiny_model_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    data = _pairs_file(tmp_path / "pairs.jsonl", 6)
+    common = {"model": str(tiny_model_dir), "dataset": str(data), "n": 3, "hint_samples": 1,
+              "max_new_tokens": 8, "progress": False, "threads": 1}
+    run_sample(SampleConfig(output_dir=str(tmp_path / "one"), **common))
+    run_sample(SampleConfig(output_dir=str(tmp_path / "packed"), hf_batch_tokens=100_000, **common))
+    one, packed = _judgments(tmp_path / "one"), _judgments(tmp_path / "packed")
+    assert len(one) == len(packed) == 6 * 5
+    assert set(_by_key(one)) == set(_by_key(packed))
+    configs = [read_json(tmp_path / d / "manifest.json")["config"] for d in ("one", "packed")]
+    assert (configs[0]["hf_batch_tokens"], configs[1]["hf_batch_tokens"]) == (0, 100_000)

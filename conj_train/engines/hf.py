@@ -17,8 +17,9 @@ other requests, order, sharding or restarts surround it (tested on CPU fp32). No
   row 0 of a GEMM differs in the last bit between 1 row and 2+ rows) and GPU GEMMs round differently
   for different row counts, so a rare near-tie can flip a token;
 - CPU vs GPU, or across GPU models (different RNG streams and kernels);
-- packing same-length prompts (``batch_tokens > 0``) breaks the cross-request guarantee for the same
-  reason, which is why it is off by default.
+- packing prompts (``batch_tokens > 0``: several requests per forward, prompts of different lengths
+  laid out with masked holes) breaks the cross-request guarantee for the same reason, which is why
+  it is off by default; it is the faster mode, especially on small models (``bench/sample.py``).
 """
 
 from __future__ import annotations
@@ -119,10 +120,15 @@ def next_tokens(logits: Any, seen: Any, params: SamplingParams, uniforms: Any | 
 class KVDecoder:
     """Prefill prompts once, fan each cache out to its rows, then feed one token per row per step.
 
-    ``prompts`` must all have the same length (nothing is padded). After construction ``logits`` holds
-    the float32 next-token logits of every row ``[sum(rows), vocab]``; :meth:`step` advances all live rows
-    by one token and :meth:`keep` drops finished rows from the cache. ``capacity`` (prompt + new tokens)
-    lets full-attention layers write into a preallocated buffer instead of growing by ``torch.cat``.
+    After construction ``logits`` holds the float32 next-token logits of every row ``[sum(rows),
+    vocab]``; :meth:`step` advances all live rows by one token and :meth:`keep` drops finished rows.
+    ``capacity`` (longest prompt + new tokens) lets full-attention layers write into a preallocated
+    buffer instead of growing by ``torch.cat``. Prompts of one length are prefilled together and
+    nothing is padded. Prompts of different lengths (only with ``capacity`` and a model whose layers
+    are all full attention) are prefilled one by one and laid out left-aligned in one buffer: the
+    holes between a short prompt and the first generated position are masked out of attention and
+    each row keeps its own positions, so every row computes what it would alone, up to the rounding
+    of a different batch shape.
     """
 
     def __init__(
@@ -132,10 +138,12 @@ class KVDecoder:
         from transformers import DynamicCache
         from transformers.cache_utils import DynamicLayer
 
-        if len({len(p) for p in prompts}) != 1:
-            raise ValueError("KVDecoder packs prompts of one token length only")
+        lengths = [len(p) for p in prompts]
         self._model = model
         self._cache = DynamicCache(config=model.config)
+        full = all(type(layer) is DynamicLayer for layer in self._cache.layers)
+        if len(set(lengths)) != 1 and not (capacity and full):
+            raise ValueError("KVDecoder packs prompts of different lengths only into a full-attention buffer")
         if capacity:
             # Sliding-window and other special layers keep their own class.
             self._cache.layers = [_buffer_layer_class()(capacity) if type(layer) is DynamicLayer else layer
@@ -144,22 +152,64 @@ class KVDecoder:
         # transformers 5.24 renamed ``past_key_values`` to ``cache``; older 5.x only knows the old name.
         self._cache_kw = "cache" if "cache" in forward_args else "past_key_values"
         # The prefill needs the last position's logits only (remote-code models may lack the option).
-        last_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
+        self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
         device = model.device
-        ids = torch.tensor([list(p) for p in prompts], dtype=torch.long, device=device)
-        out = model(input_ids=ids, use_cache=True, **last_only, **{self._cache_kw: self._cache})
-        logits = out.logits[:, -1].float()
         fan_out = torch.tensor(list(rows), device=device)
-        if len(prompts) == 1:
-            self._cache.batch_repeat_interleave(int(rows[0]))
+        self._mask = self._positions = None
+        if len(set(lengths)) == 1:
+            ids = torch.tensor([list(p) for p in prompts], dtype=torch.long, device=device)
+            out = model(input_ids=ids, use_cache=True, **self._last_only, **{self._cache_kw: self._cache})
+            logits = out.logits[:, -1].float()
+            if len(prompts) == 1:
+                self._cache.batch_repeat_interleave(int(rows[0]))
+            else:
+                owners = torch.repeat_interleave(torch.arange(len(prompts), device=device), fan_out)
+                self._cache.batch_select_indices(owners)
         else:
-            owners = torch.repeat_interleave(torch.arange(len(prompts), device=device), fan_out)
-            self._cache.batch_select_indices(owners)
+            logits = self._prefill_each(prompts, fan_out, capacity)
         self.logits = torch.repeat_interleave(logits, fan_out, dim=0)
+
+    def _prefill_each(self, prompts: Sequence[Sequence[int]], fan_out: Any, capacity: int) -> Any:
+        """Prefill prompt by prompt into one left-aligned buffer; returns the prompts' last logits."""
+        import torch
+        from transformers import DynamicCache
+
+        device = self._model.device
+        longest = max(len(p) for p in prompts)
+        caches, logits = [], []
+        for prompt in prompts:
+            cache = DynamicCache(config=self._model.config)
+            ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
+            out = self._model(input_ids=ids, use_cache=True, **self._last_only, **{self._cache_kw: cache})
+            caches.append(cache)
+            logits.append(out.logits[:, -1].float())
+        lengths = torch.tensor([len(p) for p in prompts], device=device)
+        row_len = torch.repeat_interleave(lengths, fan_out)
+        for i, layer in enumerate(self._cache.layers):
+            k0, v0 = caches[0].layers[i].keys, caches[0].layers[i].values
+            keys = k0.new_zeros((len(row_len), k0.shape[1], capacity, k0.shape[-1]))
+            values = v0.new_zeros((len(row_len), v0.shape[1], capacity, v0.shape[-1]))
+            first = 0
+            for cache, n in zip(caches, fan_out.tolist(), strict=True):
+                k, v = cache.layers[i].keys, cache.layers[i].values
+                keys[first : first + n, :, : k.shape[-2]] = k
+                values[first : first + n, :, : v.shape[-2]] = v
+                first += n
+            layer.load(keys, values, longest)
+        positions = torch.arange(capacity, device=device)
+        self._mask = (positions[None, :] < row_len[:, None]) | (positions[None, :] >= longest)
+        self._positions = row_len.clone()
+        return torch.cat(logits)
 
     def step(self, tokens: Any) -> Any:
         """Feed one token per live row; return the next float32 logits ``[rows, vocab]``."""
-        out = self._model(input_ids=tokens[:, None], use_cache=True, **{self._cache_kw: self._cache})
+        extra: dict[str, Any] = {}
+        if self._mask is not None:
+            filled = self._cache.get_seq_length()
+            extra = {"attention_mask": self._mask[:, : filled + 1].long(),
+                     "position_ids": self._positions[:, None]}
+            self._positions = self._positions + 1
+        out = self._model(input_ids=tokens[:, None], use_cache=True, **extra, **{self._cache_kw: self._cache})
         self.logits = out.logits[:, -1].float()
         return self.logits
 
@@ -167,6 +217,8 @@ class KVDecoder:
         """Keep only the rows at ``index`` (a 1-D long tensor) in the cache and the current logits."""
         self._cache.batch_select_indices(index)
         self.logits = self.logits[index]
+        if self._mask is not None:
+            self._mask, self._positions = self._mask[index], self._positions[index]
 
 
 @functools.cache
@@ -204,6 +256,12 @@ def _buffer_layer_class() -> type:
             self._refresh()
             return self.keys, self.values
 
+        def load(self, keys: Any, values: Any, filled: int) -> None:
+            """Take over ``[batch, heads, capacity, dim]`` buffers whose first ``filled`` positions count."""
+            self.lazy_initialization(keys[:, :, :0], values[:, :, :0])
+            self._k, self._v, self.filled = keys, values, filled
+            self._refresh()
+
         def _refresh(self) -> None:
             self.keys = self._k[:, :, : self.filled]
             self.values = self._v[:, :, : self.filled]
@@ -227,8 +285,8 @@ class HFEngine:
 
     ``dtype``: "auto" (the checkpoint's), "float32", "float16" or "bfloat16". ``device``: defaults to
     CUDA when available. ``batch_tokens``: 0 (default) decodes one request per forward; above 0, requests
-    whose prompts have the same token length are packed while their rows x (prompt + max_new_tokens)
-    stay within it: more throughput, but texts then depend on the pack (module docstring).
+    are packed (in order of prompt length) while their rows x (longest prompt + max_new_tokens) stay
+    within it: more throughput, but texts then depend on the pack (module docstring).
     ``threads``: ``torch.set_num_threads`` for CPU runs. Prompts longer than the context are refused,
     never truncated; :meth:`fits` lets the caller skip them first.
     """
@@ -341,29 +399,42 @@ class HFEngine:
     def _units(
         self, requests: Sequence[GenerationRequest], encoded: list[list[int]], params: SamplingParams
     ) -> Iterator[list[int]]:
-        """Group request indices into decode units: one request each, or same-length packs if enabled
-        (a request without seeds is always a unit of its own)."""
+        """Group request indices into decode units: one request each, or packs if enabled (a request
+        without seeds is always a unit of its own).
+
+        Packs hold prompts of one length when the model has layers other than full attention (they
+        cannot be laid out with holes); otherwise requests are packed in order of prompt length, so a
+        pack's prompts differ little and its buffer has few holes. A pack's cost is its rows x
+        (longest prompt + max_new_tokens)."""
         if not self.batch_tokens:
             yield from ([i] for i in range(len(requests)))
             return
         groups: dict[int, list[int]] = {}
-        for i, req in enumerate(requests):
-            if req.seeds:
-                groups.setdefault(len(encoded[i]), []).append(i)
+        mixed = self._full_attention()
+        for i in sorted(range(len(requests)), key=lambda i: len(encoded[i])):
+            if requests[i].seeds:
+                groups.setdefault(0 if mixed else len(encoded[i]), []).append(i)
             else:
                 yield [i]
-        for length, members in groups.items():
+        for members in groups.values():
             unit: list[int] = []
-            used = 0
+            rows = 0
             for i in members:
-                cost = _rows(requests[i], params) * (length + params.max_new_tokens)
-                if unit and used + cost > self.batch_tokens:
+                n = _rows(requests[i], params)
+                if unit and (rows + n) * (len(encoded[i]) + params.max_new_tokens) > self.batch_tokens:
                     yield unit
-                    unit, used = [], 0
+                    unit, rows = [], 0
                 unit.append(i)
-                used += cost
+                rows += n
             if unit:
                 yield unit
+
+    def _full_attention(self) -> bool:
+        """Whether every cache layer of the model is plain full attention (packable with holes)."""
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        return all(type(layer) is DynamicLayer for layer in DynamicCache(config=self.model.config).layers)
 
     def _decode(
         self, prompts: list[list[int]], reqs: list[GenerationRequest], params: SamplingParams
@@ -372,7 +443,8 @@ class HFEngine:
         import torch
 
         rows = [_rows(r, params) for r in reqs]
-        dec = KVDecoder(self.model, prompts, rows, capacity=len(prompts[0]) + params.max_new_tokens)
+        capacity = max(len(p) for p in prompts) + params.max_new_tokens
+        dec = KVDecoder(self.model, prompts, rows, capacity=capacity)
         vocab = dec.logits.shape[-1]
         device = dec.logits.device
         owner = [(k, j) for k, n in enumerate(rows) for j in range(n)]
