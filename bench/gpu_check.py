@@ -21,8 +21,9 @@ Sections, each guarded (a failure is recorded and the next section runs) and tim
   so (c) stays on SDPA: that row compares ours against TRL's fastest attention).
 
   Sampling: ``HFEngine`` (``conj_train/engines/hf.py``; the model handed over in memory instead of
-  loaded from a folder) per request and packed, vs ``model.generate(num_return_sequences=n)`` per
-  prompt and over all prompts; prompts of 1,500 tokens, n=8, 256 new tokens, T=1.0 with Con-J's top-p
+  loaded from a folder) packed (``batch_tokens``: all prompts in one forward, masked holes) and per
+  request (the default), vs ``model.generate(num_return_sequences=n)`` per prompt and over all prompts
+  (left-padded); 4 prompts of 1,440-1,560 tokens, n=8, 256 new tokens, T=1.0 with Con-J's top-p
   0.95, top-k 50, repetition penalty 1.2; end-of-sequence disabled everywhere so every sample runs the
   full length (checked).
 
@@ -82,7 +83,7 @@ VARIANTS = ("trl", "base", "ours")
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s.
 PEAKS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12))
 # Share of the budget each section may spend measuring (set-up and one measurement always run).
-SHARES = {"dpo equal": 0.25, "generation": 0.35, "dpo unequal": 0.15, "dpo flash_attention_2": 0.12}
+SHARES = {"dpo equal": 0.2, "generation": 0.45, "dpo unequal": 0.15, "dpo flash_attention_2": 0.1}
 
 
 def parse_args() -> argparse.Namespace:
@@ -386,6 +387,8 @@ def measure_variant(trainer: Any, pairs: list[tuple[int, int, int]], args: argpa
     if cuda:
         row["peak_gib"] = gib(torch.cuda.max_memory_allocated())
         row["step_gib"] = round(row["peak_gib"] - row["setup_gib"], 2)
+    # TRL switches checkpointing off and on around reference passes: what the steps ended with.
+    row["gradient_checkpointing_after"] = checkpointing_mode(model)
     stats = getattr(trainer, "prefix_sharing_stats", None)
     if stats is not None:
         row["prefix_sharing"] = {name: {"shared": s.shared, "fallback": s.fallback, "reasons": s.reasons}
@@ -511,13 +514,22 @@ def run_generation(args: argparse.Namespace, budget: Budget, share: float, tok_d
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(3)
-    ids = {str(i): torch.randint(3, vocab, (prompt_len,), generator=gen).tolist()
-           for i in range(args.gen_prompts)}
+    # Lengths spread around prompt_len (+-4%), all different, as real judge prompts are.
+    spread = max(prompt_len // 25, 1)
+    lengths = [prompt_len - spread + (2 * spread * i) // max(args.gen_prompts - 1, 1)
+               for i in range(args.gen_prompts)]
+    ids = {str(i): torch.randint(3, vocab, (n,), generator=gen).tolist() for i, n in enumerate(lengths)}
     requests = [GenerationRequest(key=k, prompt="", seeds=[1000 * int(k) + j for j in range(args.n)])
                 for k in ids]
     per_request = make_engine(model, tokenizer, ids, 0)
-    packed = make_engine(model, tokenizer, ids, len(ids) * args.n * (prompt_len + new))
-    all_ids = torch.tensor(list(ids.values()), device=args.device)  # equal lengths: no padding needed
+    packed = make_engine(model, tokenizer, ids, len(ids) * args.n * (max(lengths) + new))
+    # generate's batched layout: left-padded, with the attention mask.
+    pad = tokenizer.pad_token_id
+    longest = max(lengths)
+    all_ids = torch.tensor([[pad] * (longest - len(v)) + v for v in ids.values()], device=args.device)
+    all_mask = torch.tensor([[0] * (longest - len(v)) + [1] * len(v) for v in ids.values()],
+                            device=args.device)
+    singles = [torch.tensor([v], device=args.device) for v in ids.values()]
 
     def gen_config(max_new: int) -> Any:
         return GenerationConfig(do_sample=True, temperature=params.temperature, top_p=params.top_p,
@@ -528,37 +540,38 @@ def run_generation(args: argparse.Namespace, budget: Budget, share: float, tok_d
     def engine_run(engine: Any, reqs: list[Any], p: Any) -> int:
         return sum(g.completion_tokens for g in engine.generate(reqs, p))
 
-    def generate_each(rows: Any, cfg: Any) -> int:
+    def generate_each(prompts: list[Any], cfg: Any) -> int:
         total = 0
         with torch.inference_mode():
-            for i in range(rows.shape[0]):
-                out = model.generate(rows[i:i + 1], attention_mask=torch.ones_like(rows[i:i + 1]),
-                                     generation_config=cfg)
-                total += out[:, rows.shape[1]:].numel()
+            for row in prompts:
+                out = model.generate(row, attention_mask=torch.ones_like(row), generation_config=cfg)
+                total += out[:, row.shape[1]:].numel()
         return total
 
-    def generate_batched(rows: Any, cfg: Any) -> int:
+    def generate_batched(rows: Any, mask: Any, cfg: Any) -> int:
         with torch.inference_mode():
-            out = model.generate(rows, attention_mask=torch.ones_like(rows), generation_config=cfg)
+            out = model.generate(rows, attention_mask=mask, generation_config=cfg)
         return out[:, rows.shape[1]:].numel()
 
-    def methods(reqs: list[Any], rows: Any, max_new: int) -> dict[str, Callable[[], int]]:
+    def methods(k: int, max_new: int) -> dict[str, Callable[[], int]]:
+        """The four methods on the first ``k`` prompts."""
         p = SamplingParams(temperature=1.0, max_new_tokens=max_new)
         cfg = gen_config(max_new)
+        reqs = requests[:k]
         return {
-            "HFEngine per request (default)": lambda: engine_run(per_request, reqs, p),
             "HFEngine packed (batch_tokens)": lambda: engine_run(packed, reqs, p),
-            "generate, one call per prompt": lambda: generate_each(rows, cfg),
-            "generate, all prompts batched": lambda: generate_batched(rows, cfg),
+            "HFEngine per request (default)": lambda: engine_run(per_request, reqs, p),
+            "generate, one call per prompt": lambda: generate_each(singles[:k], cfg),
+            "generate, all prompts batched": lambda: generate_batched(all_ids[:k], all_mask[:k], cfg),
         }
 
-    out: dict[str, Any] = {"prompts": len(ids), "prompt_tokens": prompt_len, "n": args.n, "new_tokens": new,
+    out: dict[str, Any] = {"prompts": len(ids), "prompt_tokens": lengths, "n": args.n, "new_tokens": new,
                            "sampling": {"temperature": 1.0, "top_p": params.top_p, "top_k": params.top_k,
                                         "repetition_penalty": params.repetition_penalty},
                            "attn": "sdpa", "methods": {}, "errors": {}}
     expected = len(ids) * args.n * new
-    warm = methods(requests[:1], all_ids[:1], min(8, new))
-    full = methods(requests, all_ids, new)
+    warm = methods(min(2, len(ids)), min(8, new))
+    full = methods(len(ids), new)
     names = list(full)
     for name in names:  # warm-up: one prompt, a few tokens
         try:
@@ -605,15 +618,14 @@ def run_generation(args: argparse.Namespace, budget: Budget, share: float, tok_d
             out["methods"][name] = {"tokens_per_s": round(statistics.median(runs)), "rounds": len(runs),
                                     "all": [round(r) for r in runs], "peak_gib": peaks.get(name)}
     m = out["methods"]
-    eng = m.get("HFEngine per request (default)", {}).get("tokens_per_s")
     baselines = {k: v["tokens_per_s"] for k, v in m.items() if k.startswith("generate")}
-    if eng and baselines:
+    if baselines:
         best = max(baselines, key=baselines.__getitem__)
         out["faster_generate"] = best
-        out["ratio_engine_vs_generate"] = round(eng / baselines[best], 3)
-        packed_tps = m.get("HFEngine packed (batch_tokens)", {}).get("tokens_per_s")
-        if packed_tps:
-            out["ratio_packed_vs_generate"] = round(packed_tps / baselines[best], 3)
+        for key, name in (("ratio_packed_vs_generate", "HFEngine packed (batch_tokens)"),
+                          ("ratio_default_vs_generate", "HFEngine per request (default)")):
+            if name in m:
+                out[key] = round(m[name]["tokens_per_s"] / baselines[best], 3)
     out["vllm"] = ("installed, not benchmarked by this script" if importable("vllm")
                    else "not installed: skipped")
     return out
@@ -706,9 +718,10 @@ def main() -> None:
                 for method, row in g["methods"].items():
                     log(f"  {method:32s} {row['tokens_per_s']:10,} tok/s (median of {row['rounds']}), "
                         f"peak {row['peak_gib'] or 'n/a'} GiB")
-                if "ratio_engine_vs_generate" in g:
-                    log(f"  engine vs {g['faster_generate']}: {g['ratio_engine_vs_generate']:.2f}x; "
-                        f"packed: {g.get('ratio_packed_vs_generate', float('nan')):.2f}x; vLLM: {g['vllm']}")
+                if "faster_generate" in g:
+                    log(f"  vs {g['faster_generate']}: packed engine "
+                        f"{g.get('ratio_packed_vs_generate', float('nan')):.2f}x, default engine "
+                        f"{g.get('ratio_default_vs_generate', float('nan')):.2f}x; vLLM: {g['vllm']}")
             elif name == "dpo flash_attention_2":
                 results["dpo"][name] = run_dpo_case("equal", "flash_attention_2", ("trl",), args, budget,
                                                     SHARES[name], tok_dir, peak)
