@@ -78,7 +78,7 @@ _OBJECT_ATTEMPTS = 8
 _OBJECT_START_RE = re.compile(r'\{\s*["}]')
 
 
-class Verdict(NamedTuple):
+class ParsedVerdict(NamedTuple):
     """A parsed judgment: ``verdict`` is 1, 2 or None; ``reason`` says why it is None.
 
     ``via`` names what produced the verdict: "fenced", "json" (whole text), "object" (a ``{...}``
@@ -97,7 +97,7 @@ def parse_verdict(
     *,
     verdict_keys: Sequence[str] | None = None,
     rationale_keys: Sequence[str] | None = None,
-) -> Verdict:
+) -> ParsedVerdict:
     """Parse one judge output in ``strict`` (training data) or ``lenient`` (evaluation) mode."""
     if mode not in MODES:
         raise ConjError(f"unknown verdict parser mode {mode!r} (expected one of {', '.join(MODES)})")
@@ -105,7 +105,7 @@ def parse_verdict(
     rkeys = _as_keys(rationale_keys, DEFAULT_RATIONALE_KEYS)
     text = text.strip() if mode == "strict" else text.replace("\n", " ").strip()
     if not text:
-        return Verdict(None, None, EMPTY)
+        return ParsedVerdict(None, None, EMPTY)
 
     found = _whole_object(text, vkeys)
     reason = ""
@@ -117,23 +117,23 @@ def parse_verdict(
     if found is not None:
         obj, key, via = found
         verdict = _value_verdict(obj[key])
-        return Verdict(verdict, _dict_rationale(obj, rkeys), None if verdict else BAD_VALUE, via)
+        return ParsedVerdict(verdict, _dict_rationale(obj, rkeys), None if verdict else BAD_VALUE, via)
 
     if mode == "strict":
         quoted = _find_quoted_key(text, vkeys)
         if quoted is None:
-            return Verdict(None, None, reason)
+            return ParsedVerdict(None, None, reason)
         digit = _find_digit(text, quoted[1])
         if digit < 0:
-            return Verdict(None, None, BAD_VALUE)
-        return Verdict(_DIGITS[text[digit]], _loose_rationale(text, rkeys, quoted[0]), None, "key")
+            return ParsedVerdict(None, None, BAD_VALUE)
+        return ParsedVerdict(_DIGITS[text[digit]], _loose_rationale(text, rkeys, quoted[0]), None, "key")
 
     keys = LENIENT_CASCADE if verdict_keys is None else _dedup(vkeys + LENIENT_CASCADE)
     hit = _cascade(text, keys)
     if hit is None:
-        return Verdict(None, None, reason)
+        return ParsedVerdict(None, None, reason)
     verdict, key_at = hit
-    return Verdict(verdict, _loose_rationale(text, rkeys, key_at), None, "cascade")
+    return ParsedVerdict(verdict, _loose_rationale(text, rkeys, key_at), None, "cascade")
 
 
 def classify(verdict: int | None, label: int, finish_reason: str | None = None) -> str:
@@ -151,7 +151,7 @@ def classify(verdict: int | None, label: int, finish_reason: str | None = None) 
     return POSITIVE if verdict == label else NEGATIVE
 
 
-def unparseable_reason(parsed: Verdict, finish_reason: str | None = None) -> str | None:
+def unparseable_reason(parsed: ParsedVerdict, finish_reason: str | None = None) -> str | None:
     """Why ``parsed`` has no verdict: "truncated" when generation hit its length limit, else the
     parser's reason; None when there is a verdict."""
     if parsed.verdict is not None:

@@ -9,7 +9,7 @@ import pytest
 from conj_train.errors import ConjError
 from conj_train.verdicts import (
     LENIENT_CASCADE,
-    Verdict,
+    ParsedVerdict,
     classify,
     parse_verdict,
     score,
@@ -120,7 +120,7 @@ def test_reasons_for_unparseable_outputs() -> None:
 
 
 def test_rationale_from_json_and_from_broken_json() -> None:
-    assert parse_verdict('{"原因": "回答1准确", "更好的回答": 1}') == Verdict(1, "回答1准确", None, "json")
+    assert parse_verdict('{"原因": "回答1准确", "更好的回答": 1}') == ParsedVerdict(1, "回答1准确", None, "json")
     hint = parse_verdict(HINT_RAW)
     assert (hint.verdict, hint.via, hint.rationale) == (2, "key", '他说"好"\n回答2更完整。\n')
     assert parse_verdict(HINT_RAW, "lenient").rationale == '他说"好" 回答2更完整。 '  # newlines -> spaces
