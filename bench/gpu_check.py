@@ -53,6 +53,7 @@ import contextlib
 import copy
 import gc
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -84,6 +85,18 @@ VARIANTS = ("trl", "base", "ours")
 PEAKS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12))
 # Share of the budget each section may spend measuring (set-up and one measurement always run).
 SHARES = {"dpo equal": 0.2, "generation": 0.45, "dpo unequal": 0.15, "dpo flash_attention_2": 0.1}
+
+NOTES = {
+    "tokens_per_s": "TRL tokens (2 x (P + max(C, R)) per pair) / step time, for every variant",
+    "useful_tokens_per_s": "(P + C + R) per pair / step time",
+    "mfu": "(6N + 2N) x processed tokens / (step time x peak): TRL tokens for trl/base, useful tokens for "
+           "ours; no recompute, no attention, LM head counted at every token",
+    "mfu_attn": "mfu plus causal attention: 4 x hidden FLOPs per (q, k) pair per layer per forward, x4",
+    "mfu_trl_equiv": "trl's (6N + 2N) x TRL tokens / (this variant's step time x peak)",
+    "memory": "setup_gib: allocated after building trainer + models; peak_gib: max allocated over warm-up "
+              "and measured steps (AdamW states, created at the first step, included); "
+              "step_gib = peak - setup",
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -176,8 +189,10 @@ def env_info(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         **{name: version_of(name) for name in ("transformers", "trl", "datasets", "accelerate", "peft")},
-        "flash_attn": version_of("flash-attn") if importable("flash_attn") else None,
-        "vllm": version_of("vllm") if importable("vllm") else None,
+        # A truthy flash_attn entry enables the flash_attention_2 section, so it must import.
+        "flash_attn": (version_of("flash-attn") or version_of("flash_attn") or "unknown version")
+        if importable("flash_attn") else None,
+        "vllm": version_of("vllm") if importlib.util.find_spec("vllm") else None,
     }
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
@@ -279,9 +294,8 @@ def make_trainer(variant: str, attn: str, args: argparse.Namespace, workdir: Pat
     config = DPOConfig(
         output_dir=str(workdir / variant), per_device_train_batch_size=args.pairs, bf16=cuda,
         use_cpu=not cuda, gradient_checkpointing=True, optim="adamw_torch_fused" if cuda else "adamw_torch",
-        report_to="none",
-        save_strategy="no", loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.1], beta=0.1, max_length=None,
-        learning_rate=1e-6,
+        report_to="none", save_strategy="no", loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.1], beta=0.1,
+        max_length=None, learning_rate=1e-6,
     )
     # Trainers need a dataset at construction; the benchmark feeds its own collated batches.
     dummy = Dataset.from_list([{"prompt": "a question", "chosen": " yes", "rejected": " no"}])
@@ -626,7 +640,7 @@ def run_generation(args: argparse.Namespace, budget: Budget, share: float, tok_d
                           ("ratio_default_vs_generate", "HFEngine per request (default)")):
             if name in m:
                 out[key] = round(m[name]["tokens_per_s"] / baselines[best], 3)
-    out["vllm"] = ("installed, not benchmarked by this script" if importable("vllm")
+    out["vllm"] = ("installed, not benchmarked by this script" if importlib.util.find_spec("vllm")
                    else "not installed: skipped")
     return out
 
@@ -686,7 +700,7 @@ def main() -> None:
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
     results: dict[str, Any] = {"env": info, "args": vars(args), "shapes": TINY if args.tiny else QWEN2_1_5B,
                                "dpo": {}, "generation": None, "errors": {}, "skipped": {},
-                               "section_seconds": {}}
+                               "section_seconds": {}, "notes": NOTES}
     log(f"gpu_check: {'tiny' if args.tiny else 'Qwen2-1.5B-shaped'} random model on {info['device_name']}")
     keys = ("python", "torch", "cuda", "transformers", "trl", "datasets", "accelerate", "peft", "flash_attn",
             "vllm")

@@ -16,7 +16,9 @@ stage's recipe keys (the keys of ``recipes/<x>/{sample,filter,train,...}.yaml``)
     train_rm: {...}                        # optional scalar reward-model baseline
     eval: {...}
     launch:                                # optional: stages started with accelerate launch
+      sample: {multi_gpu: true, num_processes: 8}
       train: {config_file: accelerate_configs/zero3.yaml, num_processes: 8}
+      eval: {multi_gpu: true, num_processes: 8}
 
 The runner fills in every path (model, dataset, output folders), so stages chain one way:
 ``warmup -> sample -> filter -> train -> train_rm -> eval`` under ``output_dir/[round-r/]<stage>/``.
@@ -128,7 +130,10 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
 
     def stage(name: str, label: str, cfg: dict, inputs: list[str], runner: Any, output: Path) -> str | None:
         """Run one stage unless cached; returns its key, or None once past ``until``."""
-        key = stable_hash({"stage": name, "config": _portable(cfg, out), "inputs": inputs})
+        # Sampling and evaluation give the same records for any process count: how they are launched
+        # stays out of their key (training keeps it: without global_batch_size it changes the batch).
+        keyed = {k: v for k, v in cfg.items() if k != "_launch"} if name in ("sample", "eval") else cfg
+        key = stable_hash({"stage": name, "config": _portable(keyed, out), "inputs": inputs})
         prev = state.get(label)
         force = forced and STAGES.index(name) >= force_from
         if prev.get("key") == key and prev.get("complete") and output.exists() and not force:
@@ -160,6 +165,7 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         judge0 = str(out / "warmup")
 
     rounds = int(spec.get("rounds", 1))
+    launch = spec.get("launch") or {}
     sampler, sampler_key = judge0, judge0_key
     for r in range(1, rounds + 1):
         rdir = out if rounds == 1 else out / f"round-{r}"
@@ -168,7 +174,8 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         init_key = judge0_key if init == judge0 else sampler_key
         if past_until("sample"):
             break
-        s_cfg = {**(spec.get("sample") or {}), "model": sampler, "dataset": spec["dataset"]}
+        s_cfg = {**(spec.get("sample") or {}), "model": sampler, "dataset": spec["dataset"],
+                 "_launch": launch.get("sample")}
         s_key = stage("sample", f"sample{tag}", s_cfg, [sampler_key], _run_sample, rdir / "sample")
         if past_until("filter"):
             break
@@ -177,13 +184,13 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         if past_until("train"):
             break
         t_cfg = {**(spec.get("train") or {}), "model_name_or_path": init, "dataset_name": str(rdir / "filter"),
-                 "_launch": (spec.get("launch") or {}).get("train")}
+                 "_launch": launch.get("train")}
         t_key = stage("train", f"train{tag}", t_cfg, [f_key, init_key], _run_train, rdir / "train")
         models = [f"base={judge0}", f"conj={rdir / 'train'}"]
         keys = [judge0_key, t_key]
         if spec.get("train_rm") is not None and r == 1 and not past_until("train_rm"):
             rm_cfg = {**spec["train_rm"], "model_name_or_path": base, "dataset_name": spec["dataset"],
-                      "pairs_from": str(rdir / "filter"), "_launch": (spec.get("launch") or {}).get("train_rm")}
+                      "pairs_from": str(rdir / "filter"), "_launch": launch.get("train_rm")}
             rm_key = stage("train_rm", "train_rm", rm_cfg, [f_key], _run_train_rm, out / "reward")
             models.insert(1, f"rm={out / 'reward'}")
             keys.append(rm_key)
@@ -197,6 +204,7 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         if not e_cfg.get("dataset"):
             raise ConjError("the eval stage needs 'heldout' or eval.dataset")
         e_cfg["model"] = models
+        e_cfg["_launch"] = launch.get("eval")
         stage("eval", f"eval{tag}", e_cfg, [str(k) for k in keys], _run_eval, rdir / "eval")
         result.eval_dirs.append(rdir / "eval")
         sampler, sampler_key = str(rdir / "train"), str(t_key)
@@ -228,6 +236,11 @@ def _run_sample(cfg: dict, output: Path) -> None:
     from conj_train.config import build_config
     from conj_train.sample import SampleConfig, run_sample
 
+    cfg = dict(cfg)
+    launch = cfg.pop("_launch", None)
+    if launch:
+        _launch("sample.py", _stage_recipe(cfg, output), launch)
+        return
     run_sample(build_config(SampleConfig, {**cfg, "output_dir": str(output)}, where="sample"))
 
 
@@ -242,7 +255,22 @@ def _run_eval(cfg: dict, output: Path) -> None:
     from conj_train.config import build_config
     from conj_train.evaluate import EvalConfig, run_eval
 
+    cfg = dict(cfg)
+    launch = cfg.pop("_launch", None)
+    if launch:
+        _launch("eval.py", _stage_recipe(cfg, output), launch)
+        return
     run_eval(build_config(EvalConfig, {**cfg, "output_dir": str(output)}, where="eval"))
+
+
+def _stage_recipe(cfg: dict, output: Path) -> Path:
+    """Write a stage's filled-in config as a flat recipe next to its output folder (for scripts/)."""
+    import yaml
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    path = output.parent / f"{output.name}.recipe.yaml"
+    path.write_text(yaml.safe_dump({**cfg, "output_dir": str(output)}, sort_keys=False))
+    return path
 
 
 def _trl_recipe(cfg: dict, output: Path) -> tuple[Path, dict | None]:
@@ -259,13 +287,21 @@ def _trl_recipe(cfg: dict, output: Path) -> tuple[Path, dict | None]:
 
 
 def _launch(script: str, recipe: Path, launch: dict) -> None:
-    """Start a training script under ``accelerate launch`` with the recipe's accelerate config."""
+    """Start a stage script under ``accelerate launch`` with the recipe's launcher settings
+    (``config_file``, ``num_processes``, ``multi_gpu``, ``main_process_port``)."""
+    unknown = sorted(set(launch) - {"config_file", "num_processes", "multi_gpu", "main_process_port"})
+    if unknown:
+        raise ConjError(f"launch: unknown key {unknown[0]!r} (config_file, num_processes, multi_gpu, "
+                        "main_process_port)")
     scripts = Path(__file__).resolve().parents[1] / "scripts"
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if launch.get("config_file"):
         cmd += ["--config_file", str(launch["config_file"])]
-    if launch.get("num_processes"):
-        cmd += ["--num_processes", str(launch["num_processes"])]
+    if launch.get("multi_gpu"):
+        cmd.append("--multi_gpu")
+    for key in ("num_processes", "main_process_port"):
+        if launch.get(key):
+            cmd += [f"--{key}", str(launch[key])]
     cmd += [str(scripts / script), "--config", str(recipe)]
     print("[conj run] " + " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, env=dict(os.environ), check=False)

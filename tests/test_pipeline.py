@@ -109,3 +109,24 @@ def test_killed_pipeline_resumes_to_the_metrics_of_an_uninterrupted_run(tiny_pip
     a = read_json(tmp_path / "killed" / "run" / "eval" / "metrics.json")["comparison"]
     b = read_json(tmp_path / "whole" / "run" / "eval" / "metrics.json")["comparison"]
     assert a == b
+
+
+def test_stages_started_with_accelerate_launch_match_one_process(tiny_pipeline, tmp_path: Path) -> None:
+    two = {"multi_gpu": True, "num_processes": 2}
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+    one = run_pipeline(tiny_pipeline(tmp_path / "one"))
+    recipe = tiny_pipeline(tmp_path / "two")
+    spec = yaml.safe_load(recipe.read_text())
+    spec["launch"] = {"sample": two, "eval": two}
+    recipe.write_text(yaml.safe_dump(spec))
+    launched = run_pipeline(recipe)
+    assert set(_statuses(one).values()) == set(_statuses(launched).values()) == {"ran"}
+    run = tmp_path / "two" / "run"
+    assert read_json(run / "sample" / "manifest.json")["shards"] == 2
+    a = read_json(tmp_path / "one" / "run" / "eval" / "metrics.json")["comparison"]
+    assert read_json(run / "eval" / "metrics.json")["comparison"] == a
+    # How a stage is launched is not part of its cache key.
+    spec.pop("launch")
+    recipe.write_text(yaml.safe_dump(spec))
+    assert set(_statuses(run_pipeline(recipe)).values()) == {"cached"}
