@@ -187,11 +187,16 @@ def _whole_object(text: str, keys: tuple[str, ...]) -> tuple[dict, str, str] | N
     :func:`_json_stage` would return for it (its first candidate), without the generator."""
     if not text.startswith("{") or not text.endswith("}") or _FENCE in text or not _OBJECT_START_RE.match(text):
         return None
-    value, end = _raw_decode(text, 0)
-    if end != len(text) or not isinstance(value, dict):
+    try:
+        value, end = _DECODER.raw_decode(text)
+    except (ValueError, RecursionError):
         return None
-    key = next((k for k in keys if k in value), None)
-    return None if key is None else (value, key, "json")
+    if end != len(text) or type(value) is not dict:
+        return None
+    for key in keys:
+        if key in value:
+            return value, key, "json"
+    return None
 
 
 def _json_values(text: str) -> Iterator[tuple[str, object]]:
