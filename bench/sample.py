@@ -148,6 +148,7 @@ def main() -> None:
         medians[name] = statistics.median(w for w, _ in runs)
         print(f"{name:40s} {medians[name]:12.0f} {max(w for w, _ in runs):11.0f} "
               f"{statistics.median(c for _, c in runs):17.0f}")
+    print_hole_share(engine, requests, params, args)
     packed_name, default_name, *baselines = names
     for ours in (default_name, packed_name):
         for name in baselines:
@@ -155,6 +156,45 @@ def main() -> None:
     best_baseline = max(baselines, key=medians.get)
     print(f"faster baseline: {best_baseline}")
     print(f"ratio vs num_return_sequences: {medians[packed_name] / medians[best_baseline]:.2f}x")
+
+
+def hole_share(packs: list[list[int]], lengths: list[int], rows: int, new_tokens: int) -> float:
+    """Share of KV positions that are holes (a row's gap up to its pack's longest prompt)."""
+    holes = slots = 0
+    for pack in packs:
+        longest = max(lengths[i] for i in pack)
+        holes += sum(longest - lengths[i] for i in pack) * rows
+        slots += len(pack) * rows * (longest + new_tokens)
+    return holes / slots
+
+
+def print_hole_share(engine, requests, params, args: argparse.Namespace) -> None:
+    """The packed mode's holes with length-sorted packs vs packs taken in request order, on this
+    bench's prompts and on a Con-J-like spread (log-normal prompt lengths, median 900 tokens)."""
+    import random
+
+    def in_order(lengths: list[int]) -> list[list[int]]:
+        packs, cur = [], []
+        for i in range(len(lengths)):
+            if cur and (len(cur) + 1) * args.n * (max(lengths[j] for j in [*cur, i]) + args.new_tokens) \
+                    > args.batch_tokens:
+                packs.append(cur)
+                cur = []
+            cur.append(i)
+        return [*packs, cur] if cur else packs
+
+    engine.batch_tokens = args.batch_tokens
+    lengths = [len(engine.prompt_ids(r)) for r in requests]
+    packs = list(engine._units(requests, [engine.prompt_ids(r) for r in requests], params))
+    rng = random.Random(0)
+    spread = [min(4000, int(rng.lognormvariate(6.8, 0.5))) for _ in range(512)]
+    fake = [type(requests[0])(key=str(i), prompt="", seeds=list(range(args.n))) for i in range(len(spread))]
+    sorted_packs = list(engine._units(fake, [[0] * n for n in spread], params))
+    print(f"packed-mode holes: this bench {100 * hole_share(packs, lengths, args.n, args.new_tokens):.1f}% "
+          f"(request order {100 * hole_share(in_order(lengths), lengths, args.n, args.new_tokens):.1f}%); "
+          f"Con-J-like spread of 512 prompts: length-sorted packs "
+          f"{100 * hole_share(sorted_packs, spread, args.n, args.new_tokens):.1f}%, request order "
+          f"{100 * hole_share(in_order(spread), spread, args.n, args.new_tokens):.1f}%")
 
 
 if __name__ == "__main__":
