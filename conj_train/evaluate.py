@@ -71,6 +71,7 @@ class EvalConfig(JudgeInputOptions, ShardedRunOptions):
     repetition_penalty: float = 1.0
     seed: int = 2021
     parser: str = "lenient"
+    prefill: str | None = None  # the answer's forced start; None = the template's (' {"原因":')
     max_new_tokens: int = 512
     probability: bool = True
     transfer: bool = True
@@ -292,6 +293,7 @@ def _make_judge(cfg: EvalConfig, path: str) -> Judge:
         "top_k": cfg.top_k,
         "repetition_penalty": cfg.repetition_penalty,
         "seed": cfg.seed,
+        "prefill": cfg.prefill,
     }
     if cfg.engine == "vllm":
         engine_options = {

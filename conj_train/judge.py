@@ -106,6 +106,7 @@ class Judge:
     """A generative pairwise judge on an engine (see the module docstring).
 
     ``decoding``: ``greedy`` (one text per prompt) or ``sample`` (``samples`` draws, majority vote).
+    ``prefill``: the start of the assistant's answer (default: the template's, ``' {"原因":'``).
     ``scorer``: reads verdict probabilities (None: none are read). ``transfer_reader``: the model that
     reads back rationales in :meth:`transfer` (None: ``scorer``, i.e. the judge itself).
     """
@@ -126,6 +127,7 @@ class Judge:
         top_k: int = 0,
         repetition_penalty: float = 1.0,
         seed: int = 2021,
+        prefill: str | None = None,
         scorer: VerdictScorer | None = None,
         transfer_reader: VerdictScorer | None = None,
     ) -> None:
@@ -141,6 +143,9 @@ class Judge:
         self.engine = engine
         self.tokenizer = tokenizer
         self.template = get_template(template)
+        # Con-J's evaluator starts the answer with ' {"原因":'; a judge trained without rationales
+        # needs its verdict key there instead (or "" for no prefill).
+        self.prefill = self.template.eval_prefill if prefill is None else prefill
         self.parser = parser
         self.system_prompt = system_prompt
         self.samples = samples
@@ -243,7 +248,7 @@ class Judge:
         """
         from conj_train.verdicts import parse_verdict
 
-        prefill = self.template.eval_prefill
+        prefill = self.prefill
         rendered = [self.render(p) for p in prompts]
         if seeds is None:
             seeds = [_seeds_for(self.seed, p, self.samples) for p in prompts]

@@ -131,6 +131,13 @@ def test_tiny_model_judgments_are_unparseable_and_keep_the_prefill(judge: Judge)
     assert len(vs) == 2 and all(len(x.raw) == 2 for x in vs)
 
 
+def test_prefill_option_replaces_the_templates(judge: Judge) -> None:
+    key_first = Judge(judge.engine, judge.tokenizer, max_new_tokens=3, prefill=' {"更好的回答":')
+    assert key_first.compare("Name a fruit.", "An apple.", "A hammer.").raw.startswith(' {"更好的回答":')
+    bare = Judge(judge.engine, judge.tokenizer, max_new_tokens=3, prefill="")
+    assert not bare.compare("Name a fruit.", "An apple.", "A hammer.").raw.startswith(' {"原因":')
+
+
 def test_bad_items_and_settings_are_user_errors(judge: Judge) -> None:
     with pytest.raises(ConjError, match="item 0: missing key 'answer_2'"):
         judge.compare_many([{"question": "q", "answer_1": "a"}])
