@@ -10,7 +10,7 @@
 #
 # How the lead runs it: the device tool's `run` with
 #     command: bash bench/gpu_check.sh      carry: [".wheels"]      timeout_s: 600
-# (.wheels/ is git-ignored and holds the wheels that machine lacks; see .wheels/README.txt). The
+# (.wheels/ is git-ignored and holds the wheels that machine lacks: `bash bench/gpu_wheels.sh` fills it). The
 # machine has torch, accelerate and peft; missing or older packages (trl, datasets, dill,
 # multiprocess, and transformers, which it has below the project's 5.20 floor) are installed offline
 # from .wheels into /tmp/gpu_check_site, which goes first on PYTHONPATH; the repo itself is used
