@@ -274,36 +274,20 @@ def make_trainer(variant: str, attn: str, args: argparse.Namespace, workdir: Pat
                  tokenizer_dir: Path) -> Any:
     """One trainer with its own policy (perturbed) and reference (the initial weights) and fused AdamW."""
     import torch
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
-
-    from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
-
-    class TwoRowTrainer(PrefixSharedDPOTrainer):
-        share_prefix = False
+    from train_step import variant_trainer  # bench/ is on sys.path when run as a script
+    from trl import DPOConfig
 
     cuda = args.device == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
     policy = build_model(args.tiny, attn, dtype, args.device)
     reference = copy.deepcopy(policy)
-    gen = torch.Generator(device=args.device).manual_seed(2)
-    with torch.no_grad():
-        for p in policy.parameters():
-            p.add_(torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype) * 0.005)
     config = DPOConfig(
         output_dir=str(workdir / variant), per_device_train_batch_size=args.pairs, bf16=cuda,
         use_cpu=not cuda, gradient_checkpointing=True, optim="adamw_torch_fused" if cuda else "adamw_torch",
         report_to="none", save_strategy="no", loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.1], beta=0.1,
         max_length=None, learning_rate=1e-6,
     )
-    # Trainers need a dataset at construction; the benchmark feeds its own collated batches.
-    dummy = Dataset.from_list([{"prompt": "a question", "chosen": " yes", "rejected": " no"}])
-    cls = {"trl": DPOTrainer, "base": TwoRowTrainer, "ours": PrefixSharedDPOTrainer}[variant]
-    trainer = cls(model=policy, ref_model=reference, args=config, train_dataset=dummy,
-                  processing_class=AutoTokenizer.from_pretrained(tokenizer_dir))
-    trainer.create_optimizer()
-    trainer.current_gradient_accumulation_steps = 1  # set by the Trainer loop, which we bypass
+    trainer = variant_trainer(variant, policy, reference, config, tokenizer_dir)
     prepare_like_train(trainer)
     return trainer
 

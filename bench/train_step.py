@@ -92,25 +92,33 @@ def make_batch(pairs: list[tuple[int, int, int]], pad_id: int) -> dict[str, Any]
 
 def make_trainer(variant: str, workdir: Path, tokenizer_dir: Path) -> Any:
     """One trainer with its own policy/reference copies and AdamW."""
+    from trl import DPOConfig
+
+    config = DPOConfig(output_dir=str(workdir / variant), per_device_train_batch_size=2, bf16=False,
+                       use_cpu=True, gradient_checkpointing=False, report_to="none", save_strategy="no",
+                       loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.1], beta=0.1, max_length=None,
+                       learning_rate=1e-6)
+    return variant_trainer(variant, build_model(), build_model(), config, tokenizer_dir)
+
+
+def variant_trainer(variant: str, policy: Any, reference: Any, config: Any, tokenizer_dir: Path) -> Any:
+    """The trainer of ``variant`` ("trl", "base" or "ours") over ``policy`` (perturbed here, so the
+    losses are not at their starting point) and the frozen ``reference``; also used by gpu_check.py."""
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
 
     class TwoRowTrainer(PrefixSharedDPOTrainer):
         share_prefix = False
 
-    policy, reference = build_model(), build_model()
-    gen = torch.Generator().manual_seed(2)
+    device = next(policy.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(2)
     with torch.no_grad():
         for p in policy.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.005)
-    config = DPOConfig(output_dir=str(workdir / variant), per_device_train_batch_size=2, bf16=False,
-                       use_cpu=True, gradient_checkpointing=False, report_to="none", save_strategy="no",
-                       loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.1], beta=0.1, max_length=None,
-                       learning_rate=1e-6)
+            p.add_(torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype) * 0.005)
     # Trainers need a dataset at construction; the benchmark feeds its own collated batches.
     dummy = Dataset.from_list([{"prompt": "a question", "chosen": " yes", "rejected": " no"}])
     cls = {"trl": DPOTrainer, "base": TwoRowTrainer, "ours": PrefixSharedDPOTrainer}[variant]
@@ -205,6 +213,9 @@ def main() -> None:
         memory_child(*args.memory_child, args.threads, args.pairs)
         return
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        raise SystemExit(f"unknown case {unknown[0]!r}; cases: {', '.join(map(repr, CASES))}")
     tmp_dir = tempfile.TemporaryDirectory()
     tok_dir = tokenizer_dir(Path(tmp_dir.name))
     # Children first, while this process is small: a child's ru_maxrss starts from its parent's RSS
