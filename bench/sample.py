@@ -173,6 +173,8 @@ def print_hole_share(engine, requests, params, args: argparse.Namespace) -> None
     bench's prompts and on a Con-J-like spread (log-normal prompt lengths, median 900 tokens)."""
     import random
 
+    from conj_train.engines.base import GenerationRequest
+
     def in_order(lengths: list[int]) -> list[list[int]]:
         packs, cur = [], []
         for i in range(len(lengths)):
@@ -188,7 +190,7 @@ def print_hole_share(engine, requests, params, args: argparse.Namespace) -> None
     packs = list(engine._units(requests, [engine.prompt_ids(r) for r in requests], params))
     rng = random.Random(0)
     spread = [min(4000, int(rng.lognormvariate(6.8, 0.5))) for _ in range(512)]
-    fake = [type(requests[0])(key=str(i), prompt="", seeds=list(range(args.n))) for i in range(len(spread))]
+    fake = [GenerationRequest(key=str(i), prompt="", seeds=list(range(args.n))) for i in range(len(spread))]
     sorted_packs = list(engine._units(fake, [[0] * n for n in spread], params))
     print(f"packed-mode holes: this bench {100 * hole_share(packs, lengths, args.n, args.new_tokens):.1f}% "
           f"(request order {100 * hole_share(in_order(lengths), lengths, args.n, args.new_tokens):.1f}%); "

@@ -32,7 +32,6 @@ checkpoint. The state lives in ``output_dir/pipeline_state.json``.
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import subprocess
@@ -236,8 +235,7 @@ def _run_sample(cfg: dict, output: Path) -> None:
     from conj_train.config import build_config
     from conj_train.sample import SampleConfig, run_sample
 
-    cfg = dict(cfg)
-    launch = cfg.pop("_launch", None)
+    cfg, launch = _stage_config(cfg)
     if launch:
         _launch("sample.py", _stage_recipe(cfg, output), launch)
         return
@@ -255,12 +253,17 @@ def _run_eval(cfg: dict, output: Path) -> None:
     from conj_train.config import build_config
     from conj_train.evaluate import EvalConfig, run_eval
 
-    cfg = dict(cfg)
-    launch = cfg.pop("_launch", None)
+    cfg, launch = _stage_config(cfg)
     if launch:
         _launch("eval.py", _stage_recipe(cfg, output), launch)
         return
     run_eval(build_config(EvalConfig, {**cfg, "output_dir": str(output)}, where="eval"))
+
+
+def _stage_config(cfg: dict) -> tuple[dict, dict | None]:
+    """(the stage's own keys, its ``accelerate launch`` settings or None) of a filled-in config."""
+    cfg = dict(cfg)
+    return cfg, cfg.pop("_launch", None)
 
 
 def _stage_recipe(cfg: dict, output: Path) -> Path:
@@ -271,19 +274,6 @@ def _stage_recipe(cfg: dict, output: Path) -> Path:
     path = output.parent / f"{output.name}.recipe.yaml"
     path.write_text(yaml.safe_dump({**cfg, "output_dir": str(output)}, sort_keys=False))
     return path
-
-
-def _trl_recipe(cfg: dict, output: Path) -> tuple[Path, dict | None]:
-    """Write a TRL-style flat recipe for a training stage; returns (path, launch settings)."""
-    import yaml
-
-    cfg = copy.deepcopy(cfg)
-    launch = cfg.pop("_launch", None)
-    cfg["output_dir"] = str(output)
-    output.mkdir(parents=True, exist_ok=True)
-    path = output.parent / f"{output.name}.recipe.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path, launch
 
 
 def _launch(script: str, recipe: Path, launch: dict) -> None:
@@ -310,7 +300,9 @@ def _launch(script: str, recipe: Path, launch: dict) -> None:
 
 
 def _run_train(cfg: dict, output: Path) -> None:
-    recipe, launch = _trl_recipe(cfg, output)
+    cfg, launch = _stage_config(cfg)
+    output.mkdir(parents=True, exist_ok=True)
+    recipe = _stage_recipe(cfg, output)
     if launch:
         _launch("train.py", recipe, launch)
         return
@@ -320,7 +312,9 @@ def _run_train(cfg: dict, output: Path) -> None:
 
 
 def _run_train_rm(cfg: dict, output: Path) -> None:
-    recipe, launch = _trl_recipe(cfg, output)
+    cfg, launch = _stage_config(cfg)
+    output.mkdir(parents=True, exist_ok=True)
+    recipe = _stage_recipe(cfg, output)
     if launch:
         _launch("train_rm.py", recipe, launch)
         return
