@@ -85,7 +85,7 @@ class FilterConfig:
     max_best_of_n: int = 3
     max_pos_unknown: int = 1
     max_hint: int = 1
-    allow_unparseable_chosen: bool = True
+    allow_unparseable_chosen: bool | None = None  # None: kept under preset "code" only (PairRules)
     # Length rule on hint outputs (conj-spec 6.3).
     length_rule: bool = True
     cut_tokens: int = 400
@@ -602,7 +602,14 @@ def format_summary(report: dict[str, Any], out: Path) -> str:
     """A few human lines about a finished run."""
     types = ", ".join(f"{t} {v}" for t, v in report["pairs_by_type"].items())
     top = ", ".join(f"{k} {v}" for k, v in list(report["lost_reasons"].items())[:3])
-    return "\n".join([
+    unp, dropped = report["pairs_unparseable_chosen"], report["pairs_dropped"].get("unparseable_chosen", 0)
+    lines = []
+    if unp:
+        lines.append(f"WARNING: {unp} of {report['pairs_total']} pairs train an unparseable chosen judgment "
+                     "(allow_unparseable_chosen; preset code keeps them as the original does)")
+    if dropped:
+        lines.append(f"dropped {dropped} pairs whose chosen judgment is unparseable")
+    return "\n".join(lines + [
         f"{report['input_pairs']} input pairs, {report['judgments_read']} judgments -> "
         f"{report['pairs_total']} DPO pairs (train {report['splits']['train']['pairs']}, "
         f"validation {report['splits']['validation']['pairs']})",

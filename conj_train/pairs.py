@@ -28,8 +28,9 @@ Pair building per pair id (conj-spec 6.2, the ``code`` preset)
        hint_correct side has no negative and the hint_wrong side no positive (so at least one side is
        unparseable), ``preamble2unknown``: (hint_correct positive, else its unparseable) vs
        (hint_wrong negative, else its unparseable). In the rare case where the hint_correct output
-       is unparseable the *chosen* side has no verdict; the original keeps such pairs and so do we
-       by default (``allow_unparseable_chosen``); they are counted in the report.
+       is unparseable the *chosen* side has no verdict; the original keeps such pairs, and so does
+       the ``code`` preset; every other preset drops them (``allow_unparseable_chosen``, None = by
+       preset: a weak judge's unparseable outputs would otherwise train as "right"); both counted.
        With ``hint_samples > 1`` the original's list logic runs on each side's samples in index
        order, so the pair uses the first sample of each side that parses, by the strict rule after
        the length rule, to the wanted class; up to ``max_hint`` pairs, no sample reused. A pair id
@@ -106,8 +107,15 @@ class PairRules:
     pair_types: tuple[str, ...] = PAIR_TYPES
     dedup_texts: bool = True
     drop_identical: bool = True
-    allow_unparseable_chosen: bool = True
+    allow_unparseable_chosen: bool | None = None  # None: True under preset "code" (the original), else False
     seed: int = 2021
+
+    @property
+    def keeps_unparseable_chosen(self) -> bool:
+        """Whether pairs whose chosen judgment has no verdict are kept (see the module docstring)."""
+        if self.allow_unparseable_chosen is None:
+            return self.preset == "code"
+        return self.allow_unparseable_chosen
 
     def validate(self) -> None:
         """Raise ConjError for values the algorithm cannot use."""
@@ -391,7 +399,7 @@ def _drop(pairs: list[Pair], rules: PairRules) -> tuple[list[Pair], dict[str, in
         if name == "types_disabled":
             kept = [p for p in pairs if p.pair_type in rules.pair_types]
         elif name == "unparseable_chosen":
-            kept = pairs if rules.allow_unparseable_chosen else [p for p in pairs
+            kept = pairs if rules.keeps_unparseable_chosen else [p for p in pairs
                                                                  if p.chosen.category == POSITIVE]
         else:
             kept = [p for p in pairs if p.chosen.text != p.rejected.text] if rules.drop_identical else pairs

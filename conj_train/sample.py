@@ -48,7 +48,7 @@ KINDS = ("repeated", "hint_correct", "hint_wrong")
 
 # Fields that do not change what is generated: excluded from the config hash so that, e.g., a
 # different batch size or shard count can resume the same run.
-_RUNTIME_FIELDS = RUNTIME_FIELDS | {"output_dir"}
+_RUNTIME_FIELDS = RUNTIME_FIELDS | {"output_dir", "min_parseable"}
 
 
 @dataclass
@@ -71,6 +71,13 @@ class SampleConfig(JudgeInputOptions, ShardedRunOptions):
     hint_when: str = "always"
     hint_temperature: float = 1.0
     hint_top_p: float = 0.9
+    # Forced start of every judgment (repeated and ``paper`` hint passes), e.g. '{"reason":'; ``None`` =
+    # the template's evaluation prefill (' {"原因":'), "" = none (Con-J). It is stored as part of the
+    # judgment text, as the evaluator parses it. Small models need it to write the JSON at all
+    # (README, "Small models"). ``code``-reading hint outputs are free text wrapped afterwards: no prefill.
+    prefill: str | None = ""
+    # Below this share of parseable judgments (overall or in one kind) the run warns loudly.
+    min_parseable: float = 0.5
     seed: int = 1688
 
     def validate(self) -> None:
@@ -90,8 +97,14 @@ class SampleConfig(JudgeInputOptions, ShardedRunOptions):
             raise ConjError("sample: hint_when=fallback needs repeated samples (n > 0)")
         if self.engine not in ("hf", "vllm"):
             raise ConjError(f"sample: engine must be 'hf' or 'vllm', not {self.engine!r}")
+        if not 0 <= self.min_parseable <= 1:
+            raise ConjError(f"sample: min_parseable must be in [0, 1], not {self.min_parseable}")
         if self.shard is not None:
             parse_shard(self.shard)
+
+    def prefill_text(self) -> str:
+        """The text forced at the start of each judgment (``prefill``; None = the template's)."""
+        return _template(self.template).eval_prefill if self.prefill is None else self.prefill
 
     def repeated_params(self) -> SamplingParams:
         """Decoding settings of the repeated pass."""
@@ -167,6 +180,7 @@ class _Unit:
     seeds: list[int]
     hint_verdict: int | None = None
     wrap: bool = False
+    prefill: str = ""
 
 
 @functools.lru_cache(maxsize=8)
@@ -213,15 +227,17 @@ def _units_for(cfg: SampleConfig, item: dict, kinds: Iterable[str], tokenizer: A
                                      reading=cfg.hint_reading, template=_template(cfg.template))
             user, hint_verdict, wrap = hint["prompt"], int(hint["verdict"]), bool(hint["wrap"])
         text = _render(tokenizer, cfg, user)
+        # A code-reading hint output is free text that is wrapped into JSON afterwards: no prefill.
+        prefill = "" if wrap else cfg.prefill_text()
         yield _Unit(pid, kind, label, text, stable_hash(text), todo,
-                    [derive_seed(cfg.seed, pid, kind, i) for i in todo], hint_verdict, wrap)
+                    [derive_seed(cfg.seed, pid, kind, i) for i in todo], hint_verdict, wrap, prefill)
 
 
 def _judgment_record(unit: _Unit, gen: Generation, cfg: SampleConfig) -> dict:
     from conj_train.prompts import wrap_hint_output
 
     text = (wrap_hint_output(gen.text, unit.hint_verdict, template=_template(cfg.template))
-            if unit.wrap else gen.text)
+            if unit.wrap else unit.prefill + gen.text)
     rec = {
         "judgment_id": f"{unit.pair_id}:{unit.kind}:{unit.indices[gen.index]}",
         "pair_id": unit.pair_id,
@@ -304,14 +320,36 @@ def load_tokenizer(model: str, trust_remote_code: bool = False) -> Any:
     return tok
 
 
-def _count_parseable(rows: Iterable[dict]) -> tuple[int, int]:
+def _parseable_by_kind(rows: Iterable[dict]) -> dict[str, list[int]]:
+    """Per kind, ``[parseable, total]`` judgments (strict parser, as the filter reads them)."""
     from conj_train.verdicts import parse_verdict
 
-    total = ok = 0
+    out: dict[str, list[int]] = {}
     for r in rows:
-        total += 1
-        ok += parse_verdict(r["text"], "strict").verdict is not None
-    return ok, total
+        c = out.setdefault(r["kind"], [0, 0])
+        c[0] += parse_verdict(r["text"], "strict").verdict is not None
+        c[1] += 1
+    return out
+
+
+def _parse_shares(by_kind: dict[str, list[int]]) -> dict[str, float]:
+    return {k: round(ok / n, 4) for k, (ok, n) in sorted(by_kind.items()) if n}
+
+
+def parse_warning(counts: dict, threshold: float) -> str | None:
+    """A loud line when the parseable share (overall or of one kind) is below ``threshold``, else None.
+
+    Few parseable judgments mean few usable pairs, and the pairs built mostly against unparseable
+    outputs (README, "Small models": prefill, lower temperature, more new tokens).
+    """
+    shares = {"all": counts.get("share_parseable", 0.0), **counts.get("share_parseable_by_kind", {})}
+    low = {k: v for k, v in shares.items() if v < threshold}
+    if not counts.get("judgments") or not low:
+        return None
+    what = ", ".join(f"{k} {v:.0%}" for k, v in low.items())
+    return (f"WARNING: few parseable judgments ({what} < {threshold:.0%}); the judge rarely writes the "
+            "template's JSON: set a prefill (e.g. prefill: null for the template's), lower the "
+            "temperature or raise max_new_tokens (README, 'Small models')")
 
 
 def _one_sided(rows: list[dict]) -> bool:
@@ -374,9 +412,11 @@ def run_sample(cfg: SampleConfig, *, rank: int | None = None, world: int | None 
         "config": config_to_dict(cfg), "input": info, "counts": shard_counts, "complete": True,
         "resumed_from": len(existing), "versions": library_versions(),
     })
-    result = SampleResult(out, shard_counts, complete=True, summary=format_summary(shard_counts))
+    result = SampleResult(out, shard_counts, complete=True,
+                          summary=format_summary(shard_counts, cfg.min_parseable))
     if merge and _all_shards_written(out, world):
-        result = merge_shards(out, cfg)
+        return merge_shards(out, cfg)
+    _warn_now(shard_counts, cfg)
     return result
 
 
@@ -415,7 +455,7 @@ def _sample_pass(cfg: SampleConfig, engine: Any, tokenizer: Any, items: list[dic
         batch = todo[start: start + cfg.batch_pairs]
         fits: list[_Unit] = []
         for u in (u for it in batch for u in _units_for(cfg, it, kinds, tokenizer, done)):
-            if engine.count_tokens(u.prompt_text) + cfg.max_new_tokens > engine.max_context:
+            if engine.count_tokens(u.prompt_text + u.prefill) + cfg.max_new_tokens > engine.max_context:
                 skipped.setdefault("prompt_too_long", set()).add(u.pair_id)
             else:
                 fits.append(u)
@@ -424,8 +464,8 @@ def _sample_pass(cfg: SampleConfig, engine: Any, tokenizer: Any, items: list[dic
             us = [u for u in fits if u.kind.startswith(group)]
             if not us:
                 continue
-            reqs = [GenerationRequest(key=f"{u.pair_id}:{u.kind}", prompt=u.prompt_text, seeds=u.seeds)
-                    for u in us]
+            reqs = [GenerationRequest(key=f"{u.pair_id}:{u.kind}", prompt=u.prompt_text, seeds=u.seeds,
+                                      prefill=u.prefill) for u in us]
             by_key: dict[str, list[Generation]] = {}
             for g in engine.generate(reqs, params[group]):
                 by_key.setdefault(g.key, []).append(g)
@@ -444,13 +484,16 @@ def _sample_pass(cfg: SampleConfig, engine: Any, tokenizer: Any, items: list[dic
 def _summarise(rows: list[dict], pairs: int, skipped: dict, counts: Counter) -> dict:
     by_kind = Counter(r["kind"] for r in rows)
     length = sum(r["finish_reason"] == "length" for r in rows)
-    parseable, total = _count_parseable(rows)
+    per_kind = _parseable_by_kind(rows)
+    parseable, total = sum(c[0] for c in per_kind.values()), len(rows)
     out = {
         "pairs": pairs,
         "judgments": len(rows),
         "by_kind": dict(by_kind),
         "finish_length": length,
         "parseable": parseable,
+        "parseable_by_kind": {k: c[0] for k, c in sorted(per_kind.items())},
+        "share_parseable_by_kind": _parse_shares(per_kind),
         "skipped_pairs": skipped,
     }
     if "fallback_pairs" in counts:
@@ -488,6 +531,7 @@ def merge_shards(out: Path, cfg: SampleConfig) -> SampleResult:
     seen: set[tuple[str, str, int]] = set()
     total: Counter[str] = Counter()
     by_kind: Counter[str] = Counter()
+    parse_kind: dict[str, list[int]] = {}
     skipped: Counter[str] = Counter()
     for i in range(world):
         for r in iter_jsonl(out / "judgments" / f"{shard_name(i, world)}.jsonl", drop_partial_last_line=True):
@@ -501,12 +545,18 @@ def merge_shards(out: Path, cfg: SampleConfig) -> SampleResult:
         total["pairs"] += m["counts"]["pairs"]
         total["parseable"] += m["counts"]["parseable"]
         total["fallback_pairs"] += m["counts"].get("fallback_pairs", 0)
+        for k, ok in m["counts"].get("parseable_by_kind", {}).items():
+            c = parse_kind.setdefault(k, [0, 0])
+            c[0] += ok
+            c[1] += m["counts"]["by_kind"].get(k, 0)
         skipped.update(m["counts"].get("skipped_pairs", {}))
     n_j = len(seen)
     counts = {"pairs": total["pairs"], "judgments": n_j, "by_kind": dict(by_kind),
               "finish_length": total["finish_length"], "parseable": total["parseable"],
               "share_length": round(total["finish_length"] / n_j, 4) if n_j else 0.0,
               "share_parseable": round(total["parseable"] / n_j, 4) if n_j else 0.0,
+              "parseable_by_kind": {k: c[0] for k, c in sorted(parse_kind.items())},
+              "share_parseable_by_kind": _parse_shares(parse_kind),
               "skipped_prompts": dict(skipped)}
     if cfg.hint_when == "fallback":
         counts["fallback_pairs"] = total["fallback_pairs"]
@@ -516,18 +566,32 @@ def merge_shards(out: Path, cfg: SampleConfig) -> SampleResult:
         "input": first.get("input", {}), "shards": world, "counts": counts, "complete": True,
         "versions": library_versions(),
     })
-    summary = format_summary(counts)
+    _warn_now(counts, cfg)
+    summary = format_summary(counts, cfg.min_parseable)
     return SampleResult(out, counts, complete=True, merged=True, summary=summary)
 
 
-def format_summary(counts: dict) -> str:
-    """A few human lines about a finished run."""
+def _warn_now(counts: dict, cfg: SampleConfig) -> None:
+    """Print the low-parse warning to stderr at once (``conj run`` prints summaries only at its end)."""
+    import sys
+
+    warning = parse_warning(counts, cfg.min_parseable)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+
+
+def format_summary(counts: dict, min_parseable: float = 0.5) -> str:
+    """A few human lines about a finished run, led by a warning when few judgments parse."""
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(counts.get("by_kind", {}).items()))
+    per_kind = ", ".join(f"{k} {v:.1%}" for k, v in counts.get("share_parseable_by_kind", {}).items())
     lines = [
         f"judgments written: {counts['judgments']} for {counts['pairs']} pairs ({kinds})",
         f"ended by length: {counts.get('share_length', 0):.1%}; "
-        f"parseable (strict): {counts.get('share_parseable', 0):.1%}",
+        f"parseable (strict): {counts.get('share_parseable', 0):.1%}" + (f" ({per_kind})" if per_kind else ""),
     ]
+    warning = parse_warning(counts, min_parseable)
+    if warning:
+        lines.insert(0, warning)
     if counts.get("skipped_prompts"):
         lines.append(f"skipped prompts: {counts['skipped_prompts']}")
     if "fallback_pairs" in counts:
