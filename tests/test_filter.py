@@ -287,3 +287,23 @@ def test_sampling_then_filter_end_to_end(tiny_model_dir: Path, tmp_path: Path) -
     counts = Counter(r["pair_type"] for s in ("train", "validation")
                      for r in iter_jsonl(tmp_path / "filter" / f"{s}.jsonl"))
     assert dict(counts) == {t: v for t, v in rep["pairs_by_type"].items() if v}
+
+
+def test_unparseable_chosen_trains_only_under_code_and_never_silently(sample_dir: Path, tmp_path: Path) -> None:
+    # Pattern 1 (all right) with an unparseable hint_correct output: its hint pair's chosen side has
+    # no verdict (preamble2unknown), as for most pairs of a weak judge.
+    for path in (sample_dir / "judgments").glob("*.jsonl"):
+        rows = list(iter_jsonl(path))
+        for r in rows:
+            if r["kind"] == "hint_correct" and int(r["pair_id"][1:]) % 5 == 1:
+                r["text"] = "I would say the first"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    code = run_filter(_cfg(sample_dir, tmp_path / "code"))
+    report = read_json(tmp_path / "code" / "report.json")
+    assert report["pairs_unparseable_chosen"] == PER_PATTERN
+    assert code.summary.startswith(f"WARNING: {PER_PATTERN} of ")
+    paper = run_filter(_cfg(sample_dir, tmp_path / "paper", preset="paper"))
+    report = read_json(tmp_path / "paper" / "report.json")
+    assert report["pairs_unparseable_chosen"] == 0
+    assert report["pairs_dropped"]["unparseable_chosen"] == PER_PATTERN
+    assert f"dropped {PER_PATTERN} pairs whose chosen judgment is unparseable" in paper.summary

@@ -122,14 +122,17 @@ def test_wrong_sided_hints_give_no_pair(good: str, bad: str) -> None:
     assert out.lost_reason == "all_right_hint_failed"
 
 
-def test_unparseable_chosen_is_kept_by_default_and_can_be_dropped() -> None:
-    # The rare case: the hint_correct output has no verdict, so the chosen side is unparseable.
+def test_unparseable_chosen_is_kept_under_code_dropped_under_paper_by_default() -> None:
+    # The hint_correct output has no verdict, so the chosen side is unparseable (rare for a 7B judge,
+    # the common case for a small one).
     js = _hints("unparseable", "negative")
     kept = build_pairs(PID, 1, js, CODE)
     assert kept.pairs[0].chosen.category == "unparseable"
-    strict = build_pairs(PID, 1, js, PairRules(allow_unparseable_chosen=False))
-    assert strict.pairs == [] and strict.lost_reason == "unparseable_chosen"
-    assert strict.dropped == {"unparseable_chosen": 1}
+    for rules in (PairRules(allow_unparseable_chosen=False), PairRules(preset="paper")):
+        strict = build_pairs(PID, 1, js, rules)
+        assert strict.pairs == [] and strict.lost_reason == "unparseable_chosen"
+        assert strict.dropped == {"unparseable_chosen": 1}
+    assert build_pairs(PID, 1, js, PairRules(preset="paper", allow_unparseable_chosen=True)).pairs
 
 
 def test_one_hint_side_missing_gives_no_hint_pair() -> None:

@@ -258,3 +258,47 @@ def test_packed_hf_engine_samples_every_record_and_is_part_of_the_config(tiny_mo
     assert set(_by_key(one)) == set(_by_key(packed))
     configs = [read_json(tmp_path / d / "manifest.json")["config"] for d in ("one", "packed")]
     assert (configs[0]["hf_batch_tokens"], configs[1]["hf_batch_tokens"]) == (0, 100_000)
+
+
+def test_prefill_starts_every_prompted_judgment_and_parse_rates_per_kind(tiny_model_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    data = _pairs_file(tmp_path / "pairs.jsonl", 3)
+    prefill = '{"原因": "'
+    res = run_sample(_cfg(tiny_model_dir, data, tmp_path / "out", n=2, prefill=prefill))
+    rows = _judgments(tmp_path / "out")
+    assert len(rows) == 3 * 4 and all(r["text"].startswith(prefill) for r in rows)
+    plain = run_sample(_cfg(tiny_model_dir, data, tmp_path / "plain", n=2))
+    assert not any(r["text"].startswith(prefill) for r in _judgments(tmp_path / "plain"))
+    # The prefill is model input: it is counted with the prompt's tokens.
+    assert {r["prompt_tokens"] for r in rows} != {r["prompt_tokens"] for r in _judgments(tmp_path / "plain")}
+    counts = read_json(tmp_path / "out" / "manifest.json")["counts"]
+    assert set(counts["share_parseable_by_kind"]) == {"repeated", "hint_correct", "hint_wrong"}
+    assert sum(counts["parseable_by_kind"].values()) == counts["parseable"]
+    # None = the template's evaluation prefill; the prefill is part of the config hash.
+    run_sample(_cfg(tiny_model_dir, data, tmp_path / "tpl", n=1, hint_samples=0, prefill=None))
+    assert all(r["text"].startswith(' {"原因":') for r in _judgments(tmp_path / "tpl"))
+    assert _cfg(tiny_model_dir, data, tmp_path, prefill=prefill).output_hash() != \
+        _cfg(tiny_model_dir, data, tmp_path).output_hash()
+    assert res.counts["judgments"] == plain.counts["judgments"]
+
+
+def test_code_reading_hint_outputs_get_no_prefill(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = _pairs_file(tmp_path / "pairs.jsonl", 2)
+    run_sample(_cfg(tiny_model_dir, data, tmp_path / "out", n=1, hint_reading="code", prefill="Because"))
+    for r in _judgments(tmp_path / "out"):
+        if r["kind"] == "repeated":
+            assert r["text"].startswith("Because")
+        else:  # free text wrapped into JSON afterwards
+            assert r["text"].startswith('{"原因":"' + r["raw_text"]) and not r["raw_text"].startswith("Because")
+
+
+def test_low_parse_rate_warns_per_kind() -> None:
+    from conj_train.sample import format_summary, parse_warning
+
+    counts = {"judgments": 10, "pairs": 2, "share_parseable": 0.8,
+              "share_parseable_by_kind": {"repeated": 0.9, "hint_correct": 0.2}}
+    warning = parse_warning(counts, 0.5)
+    assert warning is not None and "hint_correct 20%" in warning and "repeated" not in warning
+    assert format_summary(counts, 0.5).startswith("WARNING: few parseable")
+    assert parse_warning(counts, 0.1) is None and "WARNING" not in format_summary(counts, 0.1)
+    assert "all 80%" in (parse_warning({**counts, "share_parseable_by_kind": {}}, 0.85) or "")
