@@ -15,12 +15,20 @@ import hashlib
 import json
 from pathlib import Path
 
-from conj_train.data import load_preferences, write_records
+from conj_train.data import load_preferences
+from conj_train.io import write_jsonl
 
 
 def pair_chars(r: dict) -> int:
     """Characters of everything the judge prompt shows of a pair."""
     return len(r["question"]) + len(r["chosen"]) + len(r["rejected"]) + len(json.dumps(r.get("context") or []))
+
+
+def conversational(r: dict) -> dict:
+    """A canonical record as a TRL conversational row (every reader loads it back to the same id)."""
+    prompt = [*(r.get("context") or []), {"role": "user", "content": r["question"]}]
+    return {"id": r["id"], "prompt": prompt, "chosen": [{"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"]}]}
 
 
 def main() -> None:
@@ -38,8 +46,8 @@ def main() -> None:
     train = [r for r in keep if r["id"] not in held_ids]
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_records(out / "train.jsonl", train)
-    write_records(out / "heldout.jsonl", held)
+    write_jsonl(out / "train.jsonl", map(conversational, train))
+    write_jsonl(out / "heldout.jsonl", map(conversational, held))
     print(f"{len(records)} pairs, {len(keep)} within {a.max_chars or 'any'} chars: "
           f"train {len(train)}, held-out {len(held)} -> {out}")
 
