@@ -609,7 +609,8 @@ def format_summary(report: dict[str, Any], out: Path) -> str:
                      "(allow_unparseable_chosen; preset code keeps them as the original does)")
     if dropped:
         lines.append(f"dropped {dropped} pairs whose chosen judgment is unparseable")
-    return "\n".join(lines + [
+    return "\n".join([
+        *lines,
         f"{report['input_pairs']} input pairs, {report['judgments_read']} judgments -> "
         f"{report['pairs_total']} DPO pairs (train {report['splits']['train']['pairs']}, "
         f"validation {report['splits']['validation']['pairs']})",

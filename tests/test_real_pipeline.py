@@ -89,8 +89,9 @@ def test_every_stage_runs_on_the_real_model_and_reruns_from_the_cache(real_run: 
 
 
 def test_lora_trains_on_the_real_model(real_run: dict, real_model_dir: Path, tmp_path: Path) -> None:
-    from conj_train.train.dpo import parse_train_args, run_train
     from test_train import train_argv
+
+    from conj_train.train.dpo import parse_train_args, run_train
 
     argv = train_argv(real_model_dir, real_run["out"] / "filter", tmp_path / "lora", **TRAIN, use_peft=True,
                       lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"])
@@ -142,8 +143,9 @@ def test_bf16_training_matches_fp32(real_run: dict, real_model_dir: Path, tmp_pa
     # policy's log-probs of the same batch before any update. Tolerance: 2% of the fp32 value.
     if not cpu_has_fast_bf16():
         pytest.skip("this CPU has no bf16 instructions: training stays in fp32")
-    from conj_train.train.dpo import parse_train_args, run_train
     from test_train import train_argv
+
+    from conj_train.train.dpo import parse_train_args, run_train
 
     bf16 = read_json(real_run["out"] / "train" / "report.json")
     assert any("bf16 mixed precision" in n for n in json.dumps(bf16).split('"')), "bf16 was not used"

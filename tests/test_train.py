@@ -293,6 +293,14 @@ def test_machine_adaptation_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (a.gradient_accumulation_steps, a.use_cpu) == (1, True)
     with pytest.raises(ConjError, match="must be a multiple"):
         adapt_to_machine(args(global_batch_size=25))
+    # bf16 on CPU: kept (autocast) only when asked and the processor has bf16 instructions.
+    import conj_train.train.dpo as dpo
+
+    for fast, asked, kept in ((True, True, True), (True, None, False), (False, True, False)):
+        monkeypatch.setattr(dpo, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        a = args(global_batch_size=None, bf16=asked)
+        notes = adapt_to_machine(a)
+        assert a.bf16 is kept and any(("bf16 mixed" if kept else "fp32") in n for n in notes)
 
 
 def test_bad_inputs_are_user_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
