@@ -226,6 +226,7 @@ SKIP_CASES = {
     "invalid_label": ([{"input": "I", "output_1": "X", "output_2": "Y", "label": "first"}], {}),
     "tie": ([{"prompt": "P", "response 1": "X", "response 2": "Y", "label": 0}], {}),
     "non_text_content": ([{**OK, "chosen": True}], {"format": "trl-standard"}),
+    "invalid_text": ([{**OK, "chosen": "a\ud800b"}], {"format": "trl-standard"}),
     "unknown_role": ([{"chosen": [{"role": "human", "content": "Q"}, a("x")],
                        "rejected": [{"role": "human", "content": "Q"}, a("y")]}], {"format": "skywork"}),
     "empty_question": ([{**OK, "prompt": "  \n"}], {"format": "trl-standard"}),

@@ -23,6 +23,7 @@ SKIP_REASONS: dict[str, str] = {
     "invalid_label": "the preference label is not one the format allows",
     "tie": "the label says neither answer is better (or annotators have no majority)",
     "non_text_content": "a question, answer or message content is not a string (bool, None, list...)",
+    "invalid_text": "a text holds a lone UTF-16 surrogate (not encodable as UTF-8)",
     "unknown_role": "a role outside user/assistant/system, or the turns are not ... user -> assistant",
     "empty_question": "the final user turn is empty after strip",
     "empty_answer": "an answer is empty after strip",
@@ -82,10 +83,22 @@ def _answer(value: Any, which: str) -> Any:
     return {"role": "assistant", "content": value}
 
 
+def _encodable(text: str) -> bool:
+    """False for text with a lone surrogate: JSON allows ``\\ud800``, but no file or tokenizer does."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_types(msgs: list[dict], answers: list[dict]) -> None:
     for m in [*msgs, *answers]:
         if not isinstance(m["content"], str):
             raise Skip("non_text_content", f"{type(m['content']).__name__} where text is needed")
+    for m in [*msgs, *answers]:
+        if not _encodable(m["content"]):
+            raise Skip("invalid_text", "a lone surrogate (e.g. JSON \\ud800) in the text")
     if any(m["role"] not in ROLES for m in msgs):
         raise Skip("unknown_role", f"roles {sorted({str(m['role']) for m in msgs})}")
     if any(a.get("role", "assistant") != "assistant" for a in answers):
@@ -115,7 +128,8 @@ def build_record(draft: Draft, *, multi_turn: str, dataset: str, row: int, defau
         raise Skip("empty_answer", "chosen" if not chosen["content"].strip() else "rejected")
     if chosen["content"] == rejected["content"]:
         raise Skip("identical_answers")
-    source = draft.source if isinstance(draft.source, str) and draft.source else default_source
+    source = (draft.source if isinstance(draft.source, str) and draft.source and _encodable(draft.source)
+              else default_source)
     return {
         "id": record_id(context, question, chosen["content"], rejected["content"]),
         "context": context,
