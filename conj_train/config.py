@@ -107,6 +107,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConjError(f"config file not found: {p}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConjError(f"{p}: not UTF-8 text (byte {e.start}); save the recipe as UTF-8") from None
     except yaml.YAMLError as e:
         raise ConjError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from e
     if data is None:

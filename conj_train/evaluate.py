@@ -45,6 +45,7 @@ from conj_train.io import (
 )
 from conj_train.judge import MODEL_KINDS, Judge, Judgment, RewardModel, detect_model_kind
 from conj_train.metrics import OrderResult, PairResult, pair_metrics, rewardbench_sections
+from conj_train.runs import check_output_dir, claim_shard, records_fingerprint, shard_lock
 from conj_train.sample import derive_seed, parse_shard, shard_name, shard_of
 
 ORDERS = ("both", "random")
@@ -251,19 +252,6 @@ def _judge_record(it: dict, j: Judgment) -> dict:
 # Running one model on one shard
 
 
-def _check_dir(mdir: Path, cfg: EvalConfig, name: str, h: str) -> None:
-    import shutil
-
-    path = mdir / "manifests" / f"{name}.json"
-    if path.exists() and read_json(path).get("config_hash") != h:
-        if not cfg.overwrite:
-            raise ConjError(
-                f"{mdir} holds an evaluation with a different config; pass --overwrite true "
-                "to replace it or choose a new output_dir"
-            )
-        shutil.rmtree(mdir)
-
-
 def _done(path: Path) -> tuple[set[tuple[str, str, bool]], int]:
     if not path.exists():
         return set(), 0
@@ -388,22 +376,28 @@ def _rm_batches(cfg: EvalConfig, rm: RewardModel, todo: list[dict], sink: JsonlA
 def _run_model(
     cfg: EvalConfig, name: str, path: str, kind: str, items: list[dict], info: dict, rank: int, world: int
 ) -> dict:
-    from tqdm.auto import tqdm
 
     mdir = Path(cfg.output_dir) / "models" / name
     sname = shard_name(rank, world)
+    with shard_lock(mdir, sname):
+        return _run_model_shard(cfg, name, path, kind, items, info, rank, world, mdir, sname)
+
+
+def _run_model_shard(
+    cfg: EvalConfig, name: str, path: str, kind: str, items: list[dict], info: dict, rank: int, world: int,
+    mdir: Path, sname: str,
+) -> dict:
+    from tqdm.auto import tqdm
+
     h = cfg.output_hash(path, kind)
-    _check_dir(mdir, cfg, sname, h)
+    data_hash = records_fingerprint(f"{it['dataset']}\x1f{it['pair_id']}" for it in items)
     manifest = mdir / "manifests" / f"{sname}.json"
-    if manifest.exists() and read_json(manifest).get("complete"):
-        return read_json(manifest)["counts"]
-    if not manifest.exists():
-        # Claim the folder for this config first, so a killed run cannot be resumed under another one.
-        atomic_write_json(
-            manifest,
-            {"stage": "eval", "model": name, "shard": [rank, world], "config_hash": h, "complete": False},
-        )
     jpath = mdir / "judgments" / f"{sname}.jsonl"
+    # Claim the folder for this config and data first, so a killed run cannot be resumed under others.
+    claim = claim_shard(mdir, manifest, config_hash=h, data_hash=data_hash, overwrite=cfg.overwrite,
+                        stage="eval", extra={"model": name, "shard": [rank, world]}, records=[jpath])
+    if claim is not None and claim.get("complete"):
+        return claim["counts"]
     done, resumed = _done(jpath)
     # A reward model scores a pair once: its records are the first-order items only.
     mine = [
@@ -455,6 +449,7 @@ def _run_model(
             "kind": kind,
             "shard": [rank, world],
             "config_hash": h,
+            "data_hash": data_hash,
             "config": config_to_dict(cfg),
             "input": info,
             "counts": counts,
@@ -499,7 +494,7 @@ def run_eval(
     if cfg.shard is not None:
         rank, world = parse_shard(cfg.shard)
     rank, world = rank or 0, world or 1
-    out = Path(cfg.output_dir)
+    out = check_output_dir(cfg.output_dir)
     models = _model_kinds(cfg)
     if cfg.merge_only:
         return merge_eval(cfg, models)
@@ -614,6 +609,8 @@ def merge_eval(cfg: EvalConfig, models: list[tuple[str, str, str]] | None = None
             raise ConjError(f"{out}: model {name} has no finished shards to merge")
         if any(m["config_hash"] != cfg.output_hash(path, kind) for m in manifests):
             raise ConjError(f"{out}: a shard of model {name} was written with a different config")
+        if len({m.get("data_hash") for m in manifests}) > 1:
+            raise ConjError(f"{out}: shards of model {name} were judged on different versions of the data")
         worlds |= {m["shard"][1] for m in manifests}
     if len(worlds) != 1:
         raise ConjError(f"{out}: shards of different shard counts {sorted(worlds)}; rerun with one count")

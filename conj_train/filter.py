@@ -64,6 +64,7 @@ from conj_train.pairs import (
     split_of,
 )
 from conj_train.prompts import get_template
+from conj_train.runs import check_output_dir
 
 SPLITS = ("train", "validation")
 # Fields that do not change the output: excluded from the config hash (the input is hashed by content).
@@ -403,7 +404,7 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
     """Run stage 2 on ``cfg.sample_dir`` and write the dataset, report and manifest to ``cfg.output_dir``."""
     cfg.validate()
     t0 = time.perf_counter()
-    sample_dir, out = Path(cfg.sample_dir), Path(cfg.output_dir)
+    sample_dir, out = Path(cfg.sample_dir), check_output_dir(cfg.output_dir)
     sample_manifest = read_sample_manifest(sample_dir)
     in_hash = input_hash(sample_dir)
     done = _check_output(out, cfg, in_hash)

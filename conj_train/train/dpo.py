@@ -48,8 +48,9 @@ from typing import Any
 from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser
 
 from conj_train.data.report import percentiles
-from conj_train.errors import ConjError
+from conj_train.errors import ConjError, loading_errors
 from conj_train.io import atomic_write_json, atomic_write_text, file_hash, library_versions, read_json
+from conj_train.runs import check_output_dir
 from conj_train.train.batches import LabelBalancedSampler
 from conj_train.train.logging import DPO_PANELS, MetricsRecorder, redact, setup_wandb
 from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
@@ -133,21 +134,27 @@ class ConjDPOConfig(DPOConfig):
         super().__post_init__()
 
 
+class _OneLineParser(TrlParser):
+    """TrlParser whose errors are one ConjError line, not ~150 lines of usage then the error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConjError(message)
+
+
 def parse_args(dataclasses: tuple[type, ...], argv: Sequence[str] | None) -> tuple[Any, ...]:
     """Parse ``--config recipe.yaml`` + ``--key value`` overrides with TrlParser; bad input -> ConjError."""
+    from conj_train.config import read_yaml
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv) or not Path(argv[i + 1]).is_file():
             raise ConjError(f"recipe not found: {argv[i + 1] if i + 1 < len(argv) else '(missing path)'}")
+        read_yaml(argv[i + 1])  # not UTF-8, not YAML or not a mapping: one clear line
     try:
-        return tuple(TrlParser(dataclasses).parse_args_and_config(argv))
-    except ValueError as e:
-        raise ConjError(str(e).splitlines()[0]) from e
-    except SystemExit as e:  # argparse already printed what is wrong
-        if e.code in (0, None):  # --help
-            raise
-        raise ConjError("invalid arguments (see the message above)") from None
+        return tuple(_OneLineParser(dataclasses).parse_args_and_config(argv))
+    except ValueError as e:  # a dataclass's __post_init__ refusing a value
+        raise ConjError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
 
 
 def parse_train_args(argv: Sequence[str] | None = None) -> tuple[TrainScriptArguments, ConjDPOConfig,
@@ -178,6 +185,32 @@ def skip_deepspeed_shm_build() -> None:
     sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None  # type: ignore[attr-defined]
 
 
+_AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "global_batch_size", "max_length", "max_prompt_length", "max_completion_length")
+
+
+def check_train_values(args: Any) -> None:
+    """Refuse values TRL would accept and misread: a run of 0 steps reported as a saved judge, beta <= 0
+    (the DPO loss turned around), a batch of 0."""
+    for name in _AT_LEAST_ONE:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConjError(f"{name} must be >= 1, got {value}")
+    if args.learning_rate <= 0:
+        raise ConjError(f"learning_rate must be > 0, got {args.learning_rate}")
+    if getattr(args, "beta", 1.0) <= 0:
+        raise ConjError(f"beta must be > 0, got {args.beta}")
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    targets = [args.report_to] if isinstance(args.report_to, str) else list(args.report_to or [])
+    bad = [t for t in targets if t not in ("all", "none") and t not in INTEGRATION_TO_CALLBACK]
+    if bad:
+        raise ConjError(f"report_to {bad[0]!r} is not one of none, all, {', '.join(INTEGRATION_TO_CALLBACK)}")
+    if args.max_steps <= 0 and args.num_train_epochs <= 0:
+        raise ConjError(f"num_train_epochs must be > 0 (or max_steps > 0), got num_train_epochs "
+                        f"{args.num_train_epochs}, max_steps {args.max_steps}")
+
+
 def adapt_to_machine(args: Any) -> list[str]:
     """Adjust training arguments to the launch and hardware, before they are validated; returns notes.
 
@@ -187,6 +220,7 @@ def adapt_to_machine(args: Any) -> list[str]:
     (``use_cpu=False`` there would leave each process training alone); and one torch thread per
     process when several share the cores.
     """
+    check_train_values(args)
     notes: list[str] = []
     world = world_size()
     gbs = getattr(args, "global_batch_size", None)
@@ -395,14 +429,47 @@ def load_pair_splits(script_args: TrainScriptArguments, tokenizer: Any, max_leng
 # --------------------------------------------------------------------------------------------------
 
 
+def check_model_source(name: str, trust_remote_code: bool, revision: str | None = None) -> None:
+    """Refuse, before any data is prepared, a model that cannot load: a missing or empty folder, one
+    without ``config.json``, or a config that needs remote code without ``trust_remote_code``."""
+    from transformers import AutoConfig
+
+    p = Path(name).expanduser()
+    if p.exists() or name.startswith((".", "/", "~")):
+        if not p.is_dir():
+            raise ConjError(f"model folder not found: {name}")
+        if not (p / "config.json").is_file():
+            raise ConjError(f"{name}: no config.json (not a saved model folder)")
+    try:
+        AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    except loading_errors() as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "trust_remote_code" in str(e):
+            first = "its config needs remote code; pass --trust_remote_code true if you trust it"
+        raise ConjError(f"cannot load model {name}: {first}") from e
+
+
+def load_pretrained(cls: Any, name: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(name, **kwargs)``; broken weights (truncated, missing) are a ConjError."""
+    try:
+        return cls.from_pretrained(name, **kwargs)
+    except loading_errors() as e:
+        raise ConjError(f"cannot load model {name}: {str(e).strip().splitlines()[0]}") from e
+
+
 def load_tokenizer(model_args: ModelConfig, trust_remote_code: bool = False) -> Any:
     """The base model's tokenizer (with its chat template); pad falls back to eos."""
     from transformers import AutoTokenizer
 
     if not model_args.model_name_or_path:
         raise ConjError("model_name_or_path is required")
-    tok = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
-                                        trust_remote_code=trust_remote_code)
+    check_model_source(model_args.model_name_or_path, trust_remote_code, revision=model_args.model_revision)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
+                                            trust_remote_code=trust_remote_code)
+    except loading_errors() as e:
+        raise ConjError(f"cannot load the tokenizer of {model_args.model_name_or_path}: "
+                        f"{str(e).strip().splitlines()[0]}") from e
     if tok.chat_template is None:
         raise ConjError(f"{model_args.model_name_or_path}: the tokenizer has no chat template; the judge "
                         "prompts are conversations")
@@ -525,8 +592,8 @@ def build_trainer(script_args: TrainScriptArguments, training_args: ConjDPOConfi
     if eval_ds is None and training_args.eval_strategy != "no":
         logger.warning("no validation pairs: evaluation is turned off")
         training_args.eval_strategy = "no"
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path,
-                                                 **model_kwargs(model_args, training_args))
+    model = load_pretrained(AutoModelForCausalLM, model_args.model_name_or_path,
+                            **model_kwargs(model_args, training_args))
     # ref_model=None: TRL loads a frozen copy of the base (or, with precompute_ref_log_probs, scores
     # the pairs once up front); with a LoRA config the adapter-disabled base is the reference.
     extra: dict[str, Any] = {}
@@ -618,6 +685,7 @@ def run_train(script_args: TrainScriptArguments, training_args: ConjDPOConfig, m
     reports. ``callbacks`` are extra ``transformers.TrainerCallback`` objects (tests use one to stop);
     ``trainer_cls`` as in :func:`build_trainer`.
     """
+    check_output_dir(training_args.output_dir)
     start = begin_run(training_args)
     resume = resume_point(script_args, training_args)
     trainer, counts, filter_report = build_trainer(script_args, training_args, model_args,

@@ -27,6 +27,7 @@ from trl import ModelConfig, RewardConfig, RewardTrainer, ScriptArguments
 
 from conj_train.data.report import percentiles
 from conj_train.errors import ConjError
+from conj_train.runs import check_output_dir
 from conj_train.train.dpo import (
     ConjCardMixin,
     SplitCounts,
@@ -34,6 +35,7 @@ from conj_train.train.dpo import (
     adapt_to_machine,
     begin_run,
     finish_run,
+    load_pretrained,
     load_tokenizer,
     model_kwargs,
     parse_args,
@@ -212,6 +214,7 @@ def run_train_rm(script_args: RewardScriptArguments, training_args: ConjRewardCo
     """Train and save the scalar reward model; same outputs as :func:`conj_train.train.dpo.run_train`."""
     from transformers import AutoModelForSequenceClassification
 
+    check_output_dir(training_args.output_dir)
     start = begin_run(training_args)
     resume = resume_point(script_args, training_args)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
@@ -221,8 +224,8 @@ def run_train_rm(script_args: RewardScriptArguments, training_args: ConjRewardCo
         training_args.eval_strategy = "no"
     kwargs = model_kwargs(model_args, training_args)
     kwargs.pop("use_cache", None)
-    model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path, num_labels=1,
-                                                               **kwargs)
+    model = load_pretrained(AutoModelForSequenceClassification, model_args.model_name_or_path, num_labels=1,
+                            **kwargs)
     from trl import get_peft_config
 
     peft_config = get_peft_config(model_args)
