@@ -139,7 +139,7 @@ CASES: dict[str, Case] = {
         "output_dir": str(c.tmp / "r"), "base_model": str(c.model), "dataset": str(c.data)})], "heldout"),
     "run-missing-dataset": (lambda c: ["run", "--config", c.recipe("p.yaml", {
         "output_dir": str(c.tmp / "r"), "base_model": str(c.model), "dataset": str(c.tmp / "none.jsonl"),
-        "heldout": str(c.data)})], "not found"),
+        "heldout": str(c.data)})], "no such file"),
     "run-from-after-until": (lambda c: ["run", "--config", c.recipe("p.yaml", {
         "output_dir": str(c.tmp / "r"), "base_model": str(c.model), "dataset": str(c.data),
         "heldout": str(c.data)}), "--from", "eval", "--until", "sample"], "--from"),
