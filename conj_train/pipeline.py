@@ -97,7 +97,7 @@ def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> 
             raise ConjError(f"{path}: section {name!r} must be a mapping")
     rounds = spec.get("rounds", 1)
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ConjError(f"{path}: rounds must be an integer >= 1, got {rounds!r}")
+        raise ConjError(f"{path}: rounds must be >= 1 (an integer), got {rounds!r}")
     if spec.get("round_init", "previous") not in ("previous", "base"):
         raise ConjError(f"{path}: round_init must be 'previous' or 'base'")
     return spec
