@@ -52,7 +52,7 @@ from conj_train.errors import ConjError, loading_errors
 from conj_train.io import atomic_write_json, atomic_write_text, file_hash, library_versions, read_json
 from conj_train.runs import check_output_dir
 from conj_train.train.batches import LabelBalancedSampler
-from conj_train.train.logging import DPO_PANELS, MetricsRecorder, redact, setup_wandb
+from conj_train.train.logging import DPO_PANELS, MetricsRecorder, is_secret, redact, setup_wandb
 from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,10 @@ class TrainScriptArguments(ScriptArguments):
     auto_resume: bool = field(
         default=True,
         metadata={"help": "Resume from the last complete checkpoint-N in output_dir when one exists."},
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Empty output_dir first when it holds a run of another config or launch."},
     )
 
     def __post_init__(self) -> None:
@@ -152,9 +156,34 @@ def parse_args(dataclasses: tuple[type, ...], argv: Sequence[str] | None) -> tup
             raise ConjError(f"recipe not found: {argv[i + 1] if i + 1 < len(argv) else '(missing path)'}")
         read_yaml(argv[i + 1])  # not UTF-8, not YAML or not a mapping: one clear line
     try:
-        return tuple(_OneLineParser(dataclasses).parse_args_and_config(argv))
+        parsed = tuple(_OneLineParser(dataclasses).parse_args_and_config(argv))
     except ValueError as e:  # a dataclass's __post_init__ refusing a value
         raise ConjError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
+    keep_secrets_out(parsed)
+    return parsed
+
+
+def keep_secrets_out(parsed: Sequence[Any]) -> None:
+    """Move a token given as an argument (``--hub_token``) out of every saved or logged place.
+
+    The Trainer pickles its arguments into ``training_args.bin`` (final folder and every checkpoint)
+    and wandb records ``sys.argv``; so the token goes to ``HF_TOKEN`` (which pushing reads), the
+    argument is cleared and the command line is scrubbed.
+    """
+    for args in parsed:
+        token = getattr(args, "hub_token", None)
+        if token:
+            os.environ["HF_TOKEN"] = token
+            args.hub_token = None
+    i = 1
+    while i < len(sys.argv):
+        key, eq, _ = sys.argv[i].partition("=")
+        if key.startswith("--") and is_secret(key[2:], "x"):
+            if eq:
+                sys.argv[i] = f"{key}=<redacted>"
+            elif i + 1 < len(sys.argv):
+                sys.argv[i + 1] = "<redacted>"
+        i += 1
 
 
 def parse_train_args(argv: Sequence[str] | None = None) -> tuple[TrainScriptArguments, ConjDPOConfig,
@@ -519,6 +548,77 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     return str(max(done)[1]) if done else None
 
 
+# Settings that do not change the trained weights: out of a training folder's config hash.
+_TRAIN_RUNTIME = frozenset({
+    "output_dir", "logging_dir", "logging_steps", "logging_first_step", "logging_strategy", "logging_nan_inf_filter",
+    "save_steps", "save_strategy", "save_total_limit", "save_only_model", "save_safetensors", "report_to",
+    "run_name", "project", "disable_tqdm", "resume_from_checkpoint", "auto_resume", "overwrite", "push_to_hub",
+    "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision", "hub_token",
+    "dataloader_num_workers", "dataset_num_proc", "log_level", "log_level_replica", "local_rank",
+    "eval_steps", "eval_strategy", "per_device_eval_batch_size", "eval_on_start", "max_eval_pairs",
+    # Set from the launch by adapt_to_machine (the launch is compared on its own, see claim_train_dir).
+    "use_cpu", "ddp_backend", "gradient_accumulation_steps", "bf16", "fp16", "deepspeed",
+})
+RUN_CLAIM = "run.json"
+
+
+def _launch_info(training_args: Any) -> dict[str, Any]:
+    deepspeed = bool(training_args.deepspeed) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    return {"world_size": world_size(), "deepspeed": deepspeed}
+
+
+def claim_train_dir(script_args: Any, training_args: Any, model_args: Any) -> None:
+    """Make ``output_dir`` carry this run's config hash and launch before its first checkpoint.
+
+    A folder of another config (or checkpoints with no claim) is refused unless ``overwrite``, which
+    empties it: resuming would mix two configs. A checkpoint saved under another launch that cannot
+    load it (DeepSpeed on one side only, or ZeRO over another process count) stops with what to do.
+    Every process checks; the main process, first, writes or clears.
+    """
+    import shutil
+
+    from accelerate import PartialState
+
+    from conj_train.io import stable_hash
+
+    out = Path(training_args.output_dir)
+    config = {k: v for k, v in _args_dict(script_args, training_args, model_args).items()
+              if k not in _TRAIN_RUNTIME and not k.startswith("_")}
+    claim = {"config_hash": stable_hash(config), "launch": _launch_info(training_args)}
+    main = PartialState().is_main_process
+    with main_process_first():
+        old = read_json(out / RUN_CLAIM) if (out / RUN_CLAIM).is_file() else None
+        has_run = last_checkpoint(out) is not None or (out / "manifest.json").is_file()
+        stale = (old is not None and old.get("config_hash") != claim["config_hash"]) or (old is None and has_run)
+        if stale and not script_args.overwrite:
+            why = "a different config" if old is not None else "checkpoints without a run.json claim"
+            raise ConjError(f"{out} holds a training run with {why}; pass --overwrite true to start over "
+                            "or choose a new output_dir")
+        if stale and main:
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        elif old is not None and _launch_clash(old.get("launch", {}), claim["launch"]):
+            ckpt = last_checkpoint(out)
+            if ckpt is not None and script_args.auto_resume and not training_args.resume_from_checkpoint:
+                raise ConjError(f"{ckpt} was saved by a launch with {_launch_text(old['launch'])}; this one "
+                                f"has {_launch_text(claim['launch'])} and cannot load it. Resume with the "
+                                "first launch, or pass --overwrite true to start over")
+        if main and (stale or old is None or old != claim):
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out / RUN_CLAIM, claim)
+
+
+def _launch_clash(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether a checkpoint saved under launch ``a`` cannot be resumed under ``b``."""
+    if bool(a.get("deepspeed")) != bool(b.get("deepspeed")):
+        return True
+    return bool(b.get("deepspeed")) and a.get("world_size") != b.get("world_size")
+
+
+def _launch_text(launch: dict[str, Any]) -> str:
+    return f"{'DeepSpeed' if launch.get('deepspeed') else 'no DeepSpeed'}, {launch.get('world_size')} process(es)"
+
+
 def resume_point(script_args: Any, training_args: Any) -> str | bool | None:
     """What to pass as ``trainer.train(resume_from_checkpoint=...)``."""
     explicit = training_args.resume_from_checkpoint
@@ -687,6 +787,7 @@ def run_train(script_args: TrainScriptArguments, training_args: ConjDPOConfig, m
     """
     check_output_dir(training_args.output_dir)
     start = begin_run(training_args)
+    claim_train_dir(script_args, training_args, model_args)
     resume = resume_point(script_args, training_args)
     trainer, counts, filter_report = build_trainer(script_args, training_args, model_args,
                                                    callbacks=callbacks, trainer_cls=trainer_cls)

@@ -34,6 +34,7 @@ from conj_train.train.dpo import (
     TrainResult,
     adapt_to_machine,
     begin_run,
+    claim_train_dir,
     finish_run,
     load_pretrained,
     load_tokenizer,
@@ -73,6 +74,10 @@ class RewardScriptArguments(ScriptArguments):
     auto_resume: bool = field(
         default=True,
         metadata={"help": "Resume from the last complete checkpoint-N in output_dir when one exists."},
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Empty output_dir first when it holds a run of another config or launch."},
     )
 
 
@@ -216,6 +221,7 @@ def run_train_rm(script_args: RewardScriptArguments, training_args: ConjRewardCo
 
     check_output_dir(training_args.output_dir)
     start = begin_run(training_args)
+    claim_train_dir(script_args, training_args, model_args)
     resume = resume_point(script_args, training_args)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     train, eval_ds, counts, info = load_reward_splits(script_args, tokenizer, training_args.max_length)
