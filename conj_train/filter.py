@@ -95,9 +95,9 @@ class FilterConfig:
     cut_keep_period: bool = False
     tokenizer: str | None = None  # default: the sampling run's model
     trust_remote_code: bool = False
-    # Beyond the original.
-    dedup_texts: bool = True
-    drop_identical: bool = True
+    # Beyond the original: off by default, so that preset "code" builds the released script's pairs.
+    dedup_texts: bool = False
+    drop_identical: bool = False
     balance: bool = False
     # Ablation "no rationale": each parsed judgment becomes {"<verdict key>": v}; unparseable ones stay.
     verdict_only: bool = False
