@@ -134,6 +134,7 @@ class ConjDPOConfig(DPOConfig):
             raise ConjError("balanced_batches and train_sampling_strategy=group_by_length exclude each other")
         # Must run before TrainingArguments.__post_init__: it validates bf16 against the hardware and
         # may create the distributed state (DPOConfig reads self.device for pad_to_multiple_of="auto").
+        check_train_values(self)
         self.machine_notes = adapt_to_machine(self)
         super().__post_init__()
 
@@ -249,7 +250,6 @@ def adapt_to_machine(args: Any) -> list[str]:
     (``use_cpu=False`` there would leave each process training alone); and one torch thread per
     process when several share the cores.
     """
-    check_train_values(args)
     notes: list[str] = []
     world = world_size()
     gbs = getattr(args, "global_batch_size", None)

@@ -34,6 +34,7 @@ from conj_train.train.dpo import (
     TrainResult,
     adapt_to_machine,
     begin_run,
+    check_train_values,
     claim_train_dir,
     finish_run,
     load_pretrained,
@@ -92,6 +93,7 @@ class ConjRewardConfig(RewardConfig):
     )
 
     def __post_init__(self) -> None:
+        check_train_values(self)
         self.machine_notes = adapt_to_machine(self)
         super().__post_init__()
 
