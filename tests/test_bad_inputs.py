@@ -192,3 +192,13 @@ def test_lone_surrogate_row_is_skipped_as_invalid_text(tmp_path: Path, capsys: p
     out = tmp_path / "out.jsonl"
     assert main(["data", "convert", str(data), "-o", str(out)]) == 0
     assert len(out.read_text().splitlines()) == len(ROWS)
+
+
+def test_lone_surrogate_row_is_skipped_by_sampling_too(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from conj_train.io import read_json
+
+    ctx = Ctx(tmp_path, tiny_model_dir)
+    ctx.data.write_text(SURROGATE + "".join(json.dumps(r) + "\n" for r in ROWS[:2]))
+    assert main(ctx.sample(max_new_tokens=2, threads=1)) == 0
+    manifest = read_json(tmp_path / "s" / "manifest.json")
+    assert manifest["counts"]["pairs"] == 2 and manifest["input"]["ingest"]["skipped"] == {"invalid_text": 1}
