@@ -103,10 +103,8 @@ def claim_shard(run_dir: Path, manifest: Path, *, config_hash: str, data_hash: s
 
     Returns the shard's manifest when this exact run already holds it (finished or not). A shard of
     another config or data, or records with no claim (an older layout, a foreign folder), are refused
-    unless ``overwrite``, which empties ``run_dir`` first.
+    unless ``overwrite``, which clears them first (see :func:`_clear_for`).
     """
-    import shutil
-
     merged = run_dir / "manifest.json"
     claims = [read_json(p) for p in (manifest, merged) if p.exists()]
     # data_hash missing: a claim written before data hashes existed, taken to be for this data.
@@ -119,9 +117,7 @@ def claim_shard(run_dir: Path, manifest: Path, *, config_hash: str, data_hash: s
                    else "records without a manifest (claim)")
             raise ConjError(f"{run_dir} holds a {stage} run with {why}; pass --overwrite true to replace "
                             "it or choose a new output_dir")
-        for child in run_dir.iterdir():  # keep locks/: this process holds one of them
-            if child.name != LOCKS:
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        _clear_for(run_dir, manifest.stem)
     if manifest.exists() and not stale:
         own = read_json(manifest)
         if "data_hash" not in own:  # written before data hashes: adopt it for this data
@@ -131,6 +127,24 @@ def claim_shard(run_dir: Path, manifest: Path, *, config_hash: str, data_hash: s
     atomic_write_json(manifest, {"stage": stage, **(extra or {}), "config_hash": config_hash,
                                  "data_hash": data_hash, "complete": False})
     return None
+
+
+def _clear_for(run_dir: Path, name: str) -> None:
+    """Remove what a fresh shard ``name`` (``shard-i-of-K``) must not meet: its own files, the merged
+    manifest and every file of another shard count. Other shards of the same count are left to their
+    own processes (under a launcher they run at the same time, and each checks and clears its own)."""
+    import shutil
+
+    suffix = name[name.rfind("-of-"):]
+    (run_dir / "manifest.json").unlink(missing_ok=True)
+    for sub in run_dir.iterdir():
+        if not sub.is_dir() or sub.name == LOCKS:  # locks/: this process holds one of them
+            continue
+        for f in sub.iterdir():
+            stem = f.name.split(".", 1)[0]
+            if stem.startswith("shard-") and stem != name and stem.endswith(suffix):
+                continue  # a sibling shard of this count: its own process decides
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
 
 
 @contextmanager
