@@ -184,12 +184,20 @@ def test_judgebench_labels(tmp_path: Path) -> None:
 
 
 def test_autoj_labels_with_tie(tmp_path: Path) -> None:
+    # Auto-J's README / pairwise_eval.py: 0 = response 1 better, 1 = response 2 better, 2 = tie.
     rows = [{"scenario": "code", "prompt": "P", "response 1": "X", "response 2": "Y", "label": 0},
-            {"scenario": "code", "prompt": "P", "response 1": "X", "response 2": "Y", "label": 2}]
+            {"scenario": "code", "prompt": "Q", "response 1": "X", "response 2": "Y", "label": 1},
+            {"scenario": "code", "prompt": "R", "response 1": "X", "response 2": "Y", "label": 2},
+            {"scenario": "code", "prompt": "S", "response 1": "X", "response 2": "Y", "label": 3}]
     res = load(tmp_path, rows)
     assert res.report.format == "autoj"
-    assert triples(res) == [("P", "Y", "X")] and res.records[0]["source"] == "code"
-    assert res.report.skipped == {"tie": 1}
+    assert triples(res) == [("P", "X", "Y"), ("Q", "Y", "X")] and res.records[0]["source"] == "code"
+    assert res.report.skipped == {"tie": 1, "invalid_label": 1}
+    # Evaluation keeps the tie row (Auto-J's agreement counts it), flagged, answers in file order.
+    ev = load(tmp_path, rows, "e.jsonl", mode="eval")
+    assert triples(ev) == [("P", "X", "Y"), ("Q", "Y", "X"), ("R", "X", "Y")]
+    assert [r["meta"].get("tie", False) for r in ev.records] == [False, False, True]
+    assert ev.report.skipped == {"invalid_label": 1} and ev.report.kept == {"tie": 1}
 
 
 def test_evalbiasbench_dict_of_lists(tmp_path: Path) -> None:
@@ -224,7 +232,7 @@ OK = {"prompt": "P", "chosen": "C", "rejected": "R"}
 SKIP_CASES = {
     "missing_field": ([{"prompt": "P", "chosen": "C"}], {"format": "trl-standard"}),
     "invalid_label": ([{"input": "I", "output_1": "X", "output_2": "Y", "label": "first"}], {}),
-    "tie": ([{"prompt": "P", "response 1": "X", "response 2": "Y", "label": 0}], {}),
+    "tie": ([{"prompt": "P", "response 1": "X", "response 2": "Y", "label": 2}], {}),
     "non_text_content": ([{**OK, "chosen": True}], {"format": "trl-standard"}),
     "unknown_role": ([{"chosen": [{"role": "human", "content": "Q"}, a("x")],
                        "rejected": [{"role": "human", "content": "Q"}, a("y")]}], {"format": "skywork"}),
@@ -251,7 +259,7 @@ def test_every_skip_reason(tmp_path: Path, reason: str) -> None:
 def test_first_reason_wins_when_several_apply(tmp_path: Path) -> None:
     # A tie with an empty answer counts as a tie only; a non-text answer that is also empty-looking
     # counts as non_text_content.
-    rows = [{"prompt": "P", "response 1": "", "response 2": "Y", "label": 0},
+    rows = [{"prompt": "P", "response 1": "", "response 2": "Y", "label": 2},
             {"prompt": "P", "response 1": None, "response 2": "", "label": 1}]
     assert load(tmp_path, rows).report.skipped == {"tie": 1, "non_text_content": 1}
 
