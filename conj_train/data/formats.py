@@ -170,14 +170,18 @@ RMBENCH_STYLES = ("concise", "detailed_plain", "detailed_markdown")
 
 def _rmbench_detect(keys: set[str], sample: list[dict]) -> bool:
     chosen = _first(sample, "chosen")
-    return {"prompt", "chosen", "rejected", "domain"} <= keys and isinstance(chosen, list) and bool(chosen) \
-        and isinstance(chosen[0], str)
+    return {"prompt", "chosen", "rejected"} <= keys and isinstance(chosen, list) \
+        and len(chosen) == len(RMBENCH_STYLES) and all(isinstance(c, str) for c in chosen)
 
 
 @register("rmbench", _rmbench_detect)
 def rmbench(row: dict, opts: Options) -> list[Draft]:
     """RM-Bench (Liu et al. 2024): three chosen and three rejected answers per prompt, styles concise,
-    detailed plain, detailed markdown; one pair per (chosen style i, rejected style j), 9 per row."""
+    detailed plain, detailed markdown; one pair per (chosen style i, rejected style j), 9 per row.
+
+    The source is the row's ``domain`` (total_dataset.json) or else the file's name (``chat_filtered``);
+    RM-Bench's domains are the names' prefixes (safety-refuse and safety-response form safety).
+    """
     _need(row, "prompt", "chosen", "rejected")
     chosen, rejected = row["chosen"], row["rejected"]
     if not isinstance(chosen, list) or not isinstance(rejected, list):
@@ -185,9 +189,9 @@ def rmbench(row: dict, opts: Options) -> list[Draft]:
     if len(chosen) != len(RMBENCH_STYLES) or len(rejected) != len(RMBENCH_STYLES):
         raise Skip("missing_field", f"{len(chosen)} chosen / {len(rejected)} rejected answers, not 3 / 3")
     domain = row.get("domain")
+    meta = {"prompt_id": str(row.get("id")), "subset": row.get("subset")}
     return [
-        Draft(row["prompt"], c, r, source=domain,
-              meta={"cell": [i, j], "prompt_id": str(row.get("id")), "domain": domain})
+        Draft(row["prompt"], c, r, source=domain, meta={**meta, "cell": [i, j]})
         for i, c in enumerate(chosen)
         for j, r in enumerate(rejected)
     ]
