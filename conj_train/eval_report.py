@@ -176,6 +176,15 @@ def summary_markdown(metrics: dict[str, Any]) -> str:
             "| " + " | ".join([r["model"], r["dataset"]] + [_fmt(r["rewardbench"][s]) for s in secs]) + " |"
             for r in rb_rows
         ]
+        checked = {r["dataset"]: metrics["models"][r["model"]]["datasets"][r["dataset"]]["rewardbench"]
+                   .get("counts") for r in rb_rows}
+        for ds, c in checked.items():
+            if c:
+                bad = list(c["mismatches"].items())
+                shown = ", ".join(f"{s} {got}/{want}" for s, (got, want) in bad[:4]) + (" ..." if len(bad) > 4 else "")
+                lines.append(f"\n{ds}: {c['total']} pairs on RewardBench subsets, the `filtered` split has "
+                             f"{c['expected_total']}; " + (f"{len(bad)} subsets differ (got/expected: {shown})."
+                                                           if bad else "every subset count matches."))
     for name, m in metrics["models"].items():
         lines += ["", f"## {name} ({m['kind']}: {m['path']})"]
         for ds, entry in m["datasets"].items():

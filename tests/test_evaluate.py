@@ -358,3 +358,14 @@ def test_con_j_paper_recipe_sets_its_protocol() -> None:
     cfg = build_config(EvalConfig, read_yaml(recipe))
     assert (cfg.orders, cfg.decoding, cfg.samples, cfg.parser) == ("random", "sample", 1, "lenient")
     assert (cfg.temperature, cfg.top_p, cfg.repetition_penalty, cfg.max_new_tokens) == (1.0, 0.9, 1.2, 512)
+
+
+def test_rewardbench_official_rule_for_reward_model_ties(tmp_path: Path) -> None:
+    # Two reward-model records in llmbar-natural: one right, one with equal rewards (no verdict).
+    rows = [{"dataset": "rb", "pair_id": f"p{i}", "subset": "llmbar-natural", "swapped": False, "label": 1,
+             "verdict": v, "reward_1": r1, "reward_2": 0.0, "probability": None, "format": "rewardbench"}
+            for i, (v, r1) in enumerate([(1, 1.0), (None, 0.0)])]
+    rb = score_records(rows, "rm", both_orders=True)["rb"]["rewardbench"]
+    assert rb["official"]["sections"]["Chat Hard"]["score"] == 0.5  # RewardBench: tie = 0 -> (1 + 0) / 2
+    assert rb["accuracy"]["sections"]["Chat Hard"]["score"] == 0.75  # the project's tie = 0.5
+    assert rb["counts"]["mismatches"]["llmbar-natural"] == [2, 100] and not rb["counts"]["match"]
