@@ -5,7 +5,8 @@
   ``correct_both`` and ``equal`` of the ``statistics.json`` beside it. The project's own
   ``accuracy_avg`` / ``consistency`` are printed against them to show how far they are.
 - Auto-J (GAIR-NLP/auto-j): the example predictions in ``data/outputs`` on ``data/test/testdata_pairwise.jsonl``
-  scored with :func:`conj_train.metrics.autoj_metrics` must give the README's Overall 54.96 / 83.41.
+  scored with :func:`conj_train.metrics.autoj_metrics` must give the README's Overall 54.96 / 83.41 and
+  its eight group figures.
 
 Each repository is read from a bare git directory (``git --git-dir DIR show HEAD:path``), as the
 ``fetch`` mirror provides it; nothing is copied into the project.
@@ -64,6 +65,14 @@ def check_llmbar(git_dir: str) -> bool:
     return matched == len(stats)
 
 
+# The per-group (agreement, consistency) printed in codes/leaderboard/README.md for the example outputs.
+README_GROUPS = {
+    "Summarization": (45.83, 73.61), "Exam Questions": (38.89, 69.44), "Code": (47.5, 75.83),
+    "Rewriting": (49.17, 74.17), "Creative Writing": (59.72, 87.04), "Functional Writing": (61.67, 81.67),
+    "General Communication": (55.21, 92.36), "NLP Tasks": (57.58, 86.36),
+}
+
+
 def check_autoj(git_dir: str) -> bool:
     """The README's example agreement and consistency from the stored example predictions."""
     source = [json.loads(x) for x in _show(git_dir, "data/test/testdata_pairwise.jsonl").splitlines()]
@@ -77,12 +86,14 @@ def check_autoj(git_dir: str) -> bool:
     pairs = []
     for k, (s, p, x) in enumerate(zip(source, pred, exch, strict=True)):
         slot = 2 if s["label"] == 1 else 1
-        pairs.append(PairResult(str(k), order(p, slot), order(x, 3 - slot), gold_tie=s["label"] == 2))
+        pairs.append(PairResult(str(k), order(p, slot), order(x, 3 - slot), gold_tie=s["label"] == 2,
+                                subset=s["scenario"]))
     m = autoj_metrics(pairs)
     agreement, consistency = round(100 * m["autoj_agreement"], 2), round(100 * m["autoj_consistency"], 2)
+    groups = {g: (round(100 * v["agreement"], 2), round(100 * v["consistency"], 2)) for g, v in m["groups"].items()}
     print(f"Auto-J: {m['pairs']} rows ({m['ties']} ties): agreement {agreement}, consistency {consistency} "
-          "(README example: 54.96, 83.41)")
-    return (agreement, consistency) == (54.96, 83.41)
+          "(README example: 54.96, 83.41); groups: " + ", ".join(f"{g} {a}/{c}" for g, (a, c) in groups.items()))
+    return (agreement, consistency) == (54.96, 83.41) and groups == README_GROUPS
 
 
 def main() -> None:

@@ -406,6 +406,30 @@ def llmbar_metrics(pairs: Sequence[PairResult]) -> dict[str, Any]:
     }
 
 
+# Auto-J's scenario groups (codes/leaderboard/utils_constants.py ``scenario_group``), for its table.
+AUTOJ_GROUPS: dict[str, tuple[str, ...]] = {
+    "Summarization": ("post_summarization", "text_summarization", "note_summarization"),
+    "Exam Questions": ("math_reasoning", "solving_exam_question_with_math", "solving_exam_question_without_math"),
+    "Code": ("code_simplification", "code_generation", "explaining_code", "code_correction_rewriting",
+             "code_to_code_translation"),
+    "Rewriting": ("text_simplification", "language_polishing", "instructional_rewriting", "text_correction",
+                  "paraphrasing"),
+    "Creative Writing": ("writing_song_lyrics", "writing_social_media_post", "writing_blog_post",
+                         "writing_personal_essay", "creative_writing", "writing_advertisement",
+                         "writing_marketing_materials", "writing_presentation_script", "counterfactual"),
+    "Functional Writing": ("writing_product_description", "writing_job_application", "writing_news_article",
+                           "writing_biography", "writing_email", "writing_legal_document",
+                           "writing_technical_document", "writing_scientific_paper", "functional_writing",
+                           "writing_cooking_recipe"),
+    "General Communication": ("asking_how_to_question", "open_question", "analyzing_general",
+                              "explaining_general", "seeking_advice", "recommendation", "value_judgement",
+                              "verifying_fact", "chitchat", "roleplay", "planning", "brainstorming"),
+    "NLP Tasks": ("ranking", "text_to_text_translation", "data_analysis", "classification_identification",
+                  "title_generation", "question_generation", "reading_comprehension", "keywords_extraction",
+                  "information_extraction", "topic_modeling", "others"),
+}
+
+
 def _autoj_pred(o: OrderResult) -> str | None:
     return "tie" if o.tie else o.pick
 
@@ -417,19 +441,30 @@ def autoj_metrics(pairs: Sequence[PairResult]) -> dict[str, Any]:
     label (on a tie row, both must say tie: a judge that cannot say tie gets them all wrong, as in
     Auto-J's table); ``autoj_consistency`` the share where the two orders give the same label. An
     unparsed verdict matches nothing (Auto-J's parser returns -1, which its script cannot score).
+    ``groups``: the same per scenario group of Auto-J's table (:data:`AUTOJ_GROUPS`).
     """
     both = _both(pairs)
-    n = len(both)
-    if not n:
-        return {"autoj_agreement": None, "autoj_consistency": None, "pairs": 0, "ties": 0}
-    agree = consistent = 0
-    for p in both:
-        gold = "tie" if p.gold_tie else CHOSEN
-        a, b = _autoj_pred(p.first), _autoj_pred(p.second)  # type: ignore[arg-type]
-        agree += a == gold and b == gold
-        consistent += a is not None and a == b
-    return {"autoj_agreement": agree / n, "autoj_consistency": consistent / n, "pairs": n,
-            "ties": sum(p.gold_tie for p in both)}
+    if not both:
+        return {"autoj_agreement": None, "autoj_consistency": None, "pairs": 0, "ties": 0, "groups": {}}
+
+    def rates(group: list[PairResult]) -> tuple[float, float]:
+        agree = consistent = 0
+        for p in group:
+            gold = "tie" if p.gold_tie else CHOSEN
+            a, b = _autoj_pred(p.first), _autoj_pred(p.second)  # type: ignore[arg-type]
+            agree += a == gold and b == gold
+            consistent += a is not None and a == b
+        return agree / len(group), consistent / len(group)
+
+    agreement, consistency = rates(both)
+    groups = {}
+    for name, scenarios in AUTOJ_GROUPS.items():  # the scenario is the pair's subset (source)
+        sub = [p for p in both if p.subset in scenarios]
+        if sub:
+            g_agree, g_cons = rates(sub)
+            groups[name] = {"agreement": g_agree, "consistency": g_cons, "pairs": len(sub)}
+    return {"autoj_agreement": agreement, "autoj_consistency": consistency, "pairs": len(both),
+            "ties": sum(p.gold_tie for p in both), "groups": groups}
 
 
 JUDGEBENCH_CATEGORIES = {"Knowledge": "mmlu-pro", "Reasoning": "livebench-reasoning",

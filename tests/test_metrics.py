@@ -213,6 +213,14 @@ def test_autoj_agreement_counts_ties_as_pairwise_eval_does() -> None:
     # An unparsed verdict matches nothing (Auto-J's parser returns -1).
     none = autoj_metrics([PairResult("n", _order(1, None), _order(2, None))])
     assert (none["autoj_agreement"], none["autoj_consistency"]) == (0.0, 0.0)
+    # Auto-J's table groups scenarios: the first four rows as summarization, the rest as chit-chat.
+    scenarios = ["post_summarization"] * 4 + ["chitchat"] * 3
+    grouped = autoj_metrics([PairResult(p.pair_id, p.first, p.second, gold_tie=p.gold_tie, subset=sc)
+                             for p, sc in zip(pairs, scenarios, strict=True)])["groups"]
+    summ = [m for m, sc in zip(mapped, scenarios, strict=True) if sc == "post_summarization"]
+    assert grouped["Summarization"]["agreement"] == pytest.approx(sum(p == x == g for g, p, x in summ) / 4)
+    assert grouped["General Communication"]["pairs"] == 3 and set(grouped) == {"Summarization",
+                                                                                "General Communication"}
 
 
 def _flip(decision: str | None) -> str | None:
