@@ -11,12 +11,18 @@ Layout of ``output_dir``::
 
     models/<name>/judgments/shard-00000-of-00001.jsonl   one record per (dataset, pair, order), fsynced
     models/<name>/manifests/shard-00000-of-00001.json    per-shard config hash and counts
-    metrics.json     every metric per model, data set and subset (+ RewardBench sections, comparison)
+    metrics.json     per data set the row accounting (``datasets``); per model, data set and subset
+                     the project's metrics, the benchmark's official ones (``official``,
+                     :mod:`conj_train.benchmarks`), RewardBench sections; the comparison table
     summary.md       the tables; accuracy.png, reliability.png the charts
     manifest.json    written last, when every shard of every model is complete
 
-A record holds the pair id, data set, subset, ``swapped``, ``label`` (slot of the chosen answer), the
-judge's text (prefill included, as parsed), verdict, ``correct`` (1 / 0 / 0.5), ``probability``
+Data sets are read in ingestion mode ``eval`` (the benchmark's own row set, ties included) unless
+``ingest_mode`` says ``train``.
+
+A record holds the pair id, data set, subset, ``format``, ``tie`` (tie-labelled row), ``cell`` (RM-Bench
+style pair), ``swapped``, ``label`` (slot of the chosen answer), the
+judge's text (prefill included, as parsed), verdict, ``correct`` (1 / 0 / 0.5; None on a tie row), ``probability``
 (P(slot 1 better)), ``p_chosen``, and the rationale-transfer verdict. Metrics are computed from the
 records alone (:mod:`conj_train.metrics`), so a merged run can be re-scored without a model.
 """
@@ -278,7 +284,10 @@ def _base_record(it: dict) -> dict:
     }
 
 
-def _score(verdict: int | None, label: int) -> float:
+def _score(verdict: int | None, label: int, tie: bool = False) -> float | None:
+    """The project's per-order score; None on a tie-labelled row (no answer is the right one)."""
+    if tie:
+        return None
     return 0.5 if verdict is None else float(verdict == label)
 
 
@@ -290,7 +299,7 @@ def _judge_record(it: dict, j: Judgment) -> dict:
         {
             "text": j.texts[0] if j.texts else "",
             "verdict": j.verdict,
-            "correct": _score(j.verdict, it["label"]),
+            "correct": _score(j.verdict, it["label"], it.get("tie", False)),
             "probability": p1,
             "p_chosen": None if p1 is None else (p1 if it["label"] == 1 else 1.0 - p1),
             "verdict_mass": None if read is None else read.mass,
@@ -444,7 +453,7 @@ def _rm_batches(cfg: EvalConfig, rm: RewardModel, todo: list[dict], sink: JsonlA
                     "reward_1": r1,
                     "reward_2": r2,
                     "verdict": verdict,
-                    "correct": _score(verdict, label),
+                    "correct": _score(verdict, label, it.get("tie", False)),
                     "probability": p1,
                     "p_chosen": None if p1 is None else (p1 if label == 1 else 1 - p1),
                     "skipped": None if ok else "too_long",
