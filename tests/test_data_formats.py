@@ -34,7 +34,7 @@ def load(tmp_path: Path, data: object, name: str = "data.jsonl", **kw):
     result = load_preferences(str(write(tmp_path / name, data)), **kw)
     rep = result.report
     assert rep.rows_used + sum(rep.skipped.values()) == rep.rows_read
-    assert rep.rows_used == len(result.records)
+    assert rep.pairs == len(result.records) >= rep.rows_used  # RM-Bench rows hold 9 pairs each
     return result
 
 
@@ -198,6 +198,29 @@ def test_autoj_labels_with_tie(tmp_path: Path) -> None:
     assert triples(ev) == [("P", "X", "Y"), ("Q", "Y", "X"), ("R", "X", "Y")]
     assert [r["meta"].get("tie", False) for r in ev.records] == [False, False, True]
     assert ev.report.skipped == {"invalid_label": 1} and ev.report.kept == {"tie": 1}
+
+
+def test_rmbench_rows_give_nine_style_pairs(tmp_path: Path) -> None:
+    rows = [{"id": 7, "subset": "alpacaeval", "prompt": "P", "chosen": ["c0", "c1", "c2"],
+             "rejected": ["r0", "r1", "r2"]},
+            {"id": 8, "prompt": "Q", "chosen": ["c0", "c1"], "rejected": ["r0", "r1", "r2"]}]
+    res = load(tmp_path, rows, "chat_filtered.json")
+    assert res.report.format == "rmbench" and res.report.skipped == {"missing_field": 1}
+    assert (res.report.rows_used, res.report.pairs, len(res.records)) == (1, 9, 9)
+    assert [(r["chosen"], r["rejected"]) for r in res.records[:4]] == [("c0", "r0"), ("c0", "r1"), ("c0", "r2"),
+                                                                       ("c1", "r0")]
+    assert [r["meta"]["cell"] for r in res.records[:4]] == [[0, 0], [0, 1], [0, 2], [1, 0]]
+    assert {r["source"] for r in res.records} == {"chat_filtered"}  # the domain comes from the file name
+    ev = load(tmp_path, [{**rows[0], "domain": "safety-refuse"}], "total.json", mode="eval")
+    assert {r["source"] for r in ev.records} == {"safety-refuse"}
+    assert len({r["id"] for r in ev.records}) == 9 and ev.records[1]["id"].endswith("-0.1")
+
+
+def test_judgebench_tie_is_kept_for_evaluation(tmp_path: Path) -> None:
+    rows = [{"pair_id": "c", "question": "Q", "response_A": "X", "response_B": "W", "label": "A=B"}]
+    ev = load(tmp_path, rows, mode="eval")
+    assert triples(ev) == [("Q", "X", "W")] and ev.records[0]["meta"]["tie"] is True
+    assert ev.report.kept == {"tie": 1} and ev.report.skipped == {}
 
 
 def test_evalbiasbench_dict_of_lists(tmp_path: Path) -> None:
