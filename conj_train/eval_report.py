@@ -201,6 +201,10 @@ def summary_markdown(metrics: dict[str, Any]) -> str:
                     for g, gv in (off.get(group) or {}).items():
                         lines.append(f"- {g}: " + ", ".join(
                             f"{k} {_fmt(v) if isinstance(v, float) else v}" for k, v in gv.items()))
+                for sname, sm in subsets.items() if len(subsets) > 1 else ():  # benchmarks reporting each subset
+                    if sm.get("official"):
+                        lines.append(f"- {sname}: " + ", ".join(
+                            f"{k} {_fmt(v)}" for k, v in sm["official"].items() if isinstance(v, float)))
             lines += [
                 "",
                 f"Judgments {o['judgments']}, parse failures {o['parse_failures']}; "
