@@ -36,8 +36,6 @@ MULTI_TURN_MODES = ("context", "first_turn")
 # ties, identical or empty answers and repeated pairs stay (the official protocols score them), and
 # each id includes the row so repeated pairs stay distinct.
 INGEST_MODES = ("train", "eval")
-# The train-mode checks that eval mode counts instead of dropping.
-EVAL_KEPT = ("tie", "empty_answer", "identical_answers", "duplicate_pair")
 
 
 class Skip(Exception):
@@ -146,7 +144,8 @@ def build_record(draft: Draft, *, multi_turn: str, dataset: str, row: int, defau
 
 
 def kept_in_eval(draft: Draft, rec: dict) -> str | None:
-    """The train-mode skip reason (of ``EVAL_KEPT``, duplicates aside) that eval mode kept this row under."""
+    """The train-mode skip reason (tie, empty or identical answers; repeats are found by the caller)
+    that eval mode kept this row under, or None."""
     if draft.tie:
         return "tie"
     if not rec["chosen"].strip() or not rec["rejected"].strip():
