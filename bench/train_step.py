@@ -146,7 +146,10 @@ def step(trainer: Any, batch: dict[str, Any]) -> float:
     """One optimizer step as the Trainer loop does it; returns the loss."""
     import torch
 
-    loss = trainer.training_step(trainer.model, dict(batch))
+    # The Trainer loop runs steps under the accelerator's autocast (bf16 mixed precision); this
+    # benchmark calls training_step itself, so it enters the same context.
+    with trainer.accelerator.autocast():
+        loss = trainer.training_step(trainer.model, dict(batch))
     torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.args.max_grad_norm)
     trainer.optimizer.step()
     trainer.optimizer.zero_grad()

@@ -140,6 +140,32 @@ def test_lora_matches_trl(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert ours.ref_model is None and ours.prefix_sharing_stats()["policy"].shared == 2
 
 
+def test_bf16_mixed_precision_scores_both_models_in_bf16_like_trl(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Under bf16 autocast the shared path runs both policy and reference matmuls in bf16, as TRL does.
+
+    accelerate wraps the model's own forward in autocast; the shared path replaces that forward, so
+    without entering the accelerator's autocast itself the reference was scored in fp32.
+    """
+    import torch
+    from trl import DPOTrainer
+
+    from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
+
+    dtypes = {}
+    for cls in (PrefixSharedDPOTrainer, DPOTrainer):
+        trainer = _trainer(cls, tiny_model_dir, tmp_path / cls.__name__, _pairs(4), bf16=True, max_steps=1)
+        seen: dict[str, set] = {"policy": set(), "reference": set()}
+        for name, model in (("policy", trainer.model), ("reference", trainer.ref_model)):
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.register_forward_hook(lambda m, i, o, out=seen[name]: out.add(o.dtype))
+        trainer.train()
+        dtypes[cls.__name__] = seen
+    assert dtypes["PrefixSharedDPOTrainer"] == dtypes["DPOTrainer"] == {
+        "policy": {torch.bfloat16}, "reference": {torch.bfloat16}}
+    assert trainer.state.log_history  # trained
+
+
 def test_precomputed_reference_log_probs_match(tiny_model_dir: Path, tmp_path: Path) -> None:
     import numpy as np
 
