@@ -61,6 +61,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                     help="bfloat16 = mixed precision (fp32 weights, bf16 autocast), as training runs it")
     ap.add_argument("--pairs", type=int, default=2, help="pairs per batch (each case's list is repeated)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu = process CPU time: with one thread, steady under other load on the machine")
     ap.add_argument("--no-memory", action="store_true", help="skip the per-variant memory subprocesses")
     ap.add_argument("--memory-child", nargs=3, metavar=("VARIANT", "CASE", "TOKENIZER"),
                     help=argparse.SUPPRESS)
@@ -249,7 +251,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    gemm = gemm_flops(dtype)
+    gemm = gemm_flops(dtype, clock=time.process_time if args.clock == "cpu" else time.perf_counter)
     print(f"torch {torch.__version__}, threads {args.threads}, load average {os.getloadavg()}, "
           f"parent RSS when spawning memory children {parent:.0f} MB")
     print(f"model {args.model or 'random Qwen2 h256 x4'}, {args.dtype}; same-process GEMM 1024^3 "
@@ -258,6 +260,8 @@ def main() -> None:
         shares = padding_report(size)
         print(f"padding share, batch {size} pairs: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
     ratios, shares = [], []
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    print(f"clock: {args.clock}")
     with tmp_dir as tmp:
         trainers = {v: make_trainer(v, Path(tmp), tok_dir, args.model, args.dtype) for v in VARIANTS}
         pad_id = trainers["trl"].processing_class.pad_token_id
@@ -271,9 +275,9 @@ def main() -> None:
             for rnd in range(args.rounds + 1):
                 order = VARIANTS[rnd % 3:] + VARIANTS[:rnd % 3]
                 for v in order:
-                    start = time.perf_counter()
+                    start = clock()
                     loss = step(trainers[v], batch)
-                    elapsed = time.perf_counter() - start
+                    elapsed = clock() - start
                     if rnd == 0:
                         losses[v] = loss
                     else:
