@@ -161,6 +161,8 @@ def test_bf16_mixed_precision_scores_both_models_in_bf16_like_trl(tiny_model_dir
                     module.register_forward_hook(lambda m, i, o, out=seen[name]: out.add(o.dtype))
         trainer.train()
         dtypes[cls.__name__] = seen
+        if cls is PrefixSharedDPOTrainer:  # the first-batch check passed: the step really shared
+            assert all(st.shared and not st.fallback for st in trainer.prefix_sharing_stats().values())
     assert dtypes["PrefixSharedDPOTrainer"] == dtypes["DPOTrainer"] == {
         "policy": {torch.bfloat16}, "reference": {torch.bfloat16}}
     assert trainer.state.log_history  # trained
