@@ -145,6 +145,8 @@ CASES: dict[str, Case] = {
         "heldout": str(c.data)}), "--from", "eval", "--until", "sample"], "--from"),
     # the rest
     "tiny-model-hidden-0": (lambda c: ["tiny-model", str(c.tmp / "tm"), "--hidden", "0"], "hidden"),
+    "tiny-model-under-file": (lambda c: ["tiny-model", str(c.a_file / "tm")], "not a folder"),
+    "real-model-under-file": (lambda c: ["real-model", str(c.a_file / "rm")], "not a folder"),
     "ablate-missing-file": (lambda c: ["ablate", str(c.tmp / "none.yaml"), "--base", str(c.a_file)], "not found"),
 }
 
