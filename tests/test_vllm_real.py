@@ -26,12 +26,12 @@ if importlib.util.find_spec("vllm") is None:
 # vLLM's CPU backend sizes its KV cache from this (GiB); its default takes a large share of memory.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-import vllm  # noqa: E402
+import vllm
 
-from conj_train.engines.base import GenerationRequest, SamplingParams  # noqa: E402
-from conj_train.engines.vllm import VLLMEngine  # noqa: E402
-from conj_train.io import iter_jsonl  # noqa: E402
-from conj_train.probability import EngineVerdictScorer, VerdictScorer  # noqa: E402
+from conj_train.engines.base import GenerationRequest, SamplingParams
+from conj_train.engines.vllm import VLLMEngine
+from conj_train.io import iter_jsonl
+from conj_train.probability import EngineVerdictScorer, VerdictScorer
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
