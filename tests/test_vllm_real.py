@@ -41,7 +41,9 @@ MASS_RTOL = 1e-2
 
 
 def _chat(text: str) -> str:
-    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+    # SmolLM2's chat template with its default system prompt (without it the model rarely stops).
+    system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def hf(real_model_dir: Path):
 
 def test_greedy_texts_finish_reasons_and_counts_match_the_hf_engine(engine: VLLMEngine, hf) -> None:
     reqs = [
-        GenerationRequest("short", _chat("Reply with exactly one word: yes or no. Is water wet?"), [0]),
+        GenerationRequest("short", _chat("What is the capital of France?"), [0]),
         GenerationRequest("long", _chat("Write a long story about a cat."), [0], prefill="Once"),
     ]
     params = SamplingParams(max_new_tokens=24, greedy=True)
