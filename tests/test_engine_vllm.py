@@ -403,3 +403,13 @@ def test_judge_on_vllm_reads_verdicts_and_runs_the_transfer_probe(fake_vllm, tin
     (read,) = judge.transfer(["Question: name a fruit."], ["Answer 1 names a fruit."])
     assert read is not None and 0 < read.p_first < 1
     assert Judge.from_pretrained(str(tiny_model_dir), "vllm", probability=False).scorer is None
+
+
+def test_pin_local_devices_leaves_a_machine_without_gpus_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    # Found by `accelerate launch` on vLLM's CPU build: pinning must not demand GPUs that do not exist.
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    env = {"LOCAL_WORLD_SIZE": "2", "LOCAL_RANK": "1"}
+    assert pin_local_devices(1, env) is None
+    assert "CUDA_VISIBLE_DEVICES" not in env

@@ -90,7 +90,8 @@ def test_per_sample_seeds_reproduce_in_any_order_and_batch(engine: VLLMEngine) -
 
 def test_prefix_caching_is_on_and_shared_by_the_copies_of_a_prompt(engine: VLLMEngine) -> None:
     assert engine._llm.llm_engine.vllm_config.cache_config.enable_prefix_caching is True
-    ids = engine._encode(_chat("Explain in detail why the sky is blue. " * 8))
+    # vLLM caches whole blocks only (the CPU backend's are 128 tokens or more): a long prompt.
+    ids = engine._encode(_chat("Explain in detail why the sky is blue. " * 60))
     sp = engine._vllm.SamplingParams(max_tokens=1, temperature=0.0)
     engine._llm.generate([{"prompt_token_ids": ids}], sp, use_tqdm=False)
     out = engine._llm.generate([{"prompt_token_ids": ids}], sp, use_tqdm=False)[0]
@@ -121,7 +122,10 @@ def test_judge_on_vllm_reads_probabilities_and_runs_the_transfer_probe(engine: V
     on_hf = Judge(hf, hf.tokenizer, max_new_tokens=48, scorer=VerdictScorer(hf.model, hf.tokenizer))
     args = ("法国的首都是哪里？", "巴黎。", "罗马。")
     v, w = on_vllm.compare(*args), on_hf.compare(*args)
-    assert v.raw == w.raw and v.better == w.better
+    # The texts are cut at max_new_tokens inside a Chinese character: the hf engine's full decode ended
+    # in U+FFFD, vLLM's incremental detokenizer in another character (seen 2026-12-02). The tokens
+    # agree; compare all but the last character.
+    assert v.raw[:-1] == w.raw[:-1] and v.better == w.better
     assert (v.probability is None) == (w.probability is None)
     if w.probability is not None:
         assert abs(v.probability - w.probability) <= P_TOLERANCE

@@ -119,14 +119,16 @@ def pin_local_devices(
 
     Reads ``LOCAL_RANK``/``LOCAL_WORLD_SIZE`` (set by torchrun and ``accelerate launch``). Call it
     before anything initializes CUDA in the process. Returns the value set, or ``None`` when there
-    is a single local process or the devices are already narrowed to one group.
+    is a single local process, the devices are already narrowed to one group, or there is no GPU.
     """
     env = os.environ if environ is None else environ
     local_world = int(env.get("LOCAL_WORLD_SIZE", "1"))
     if local_world <= 1:
         return None
     visible = env.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and len(_device_list(visible)) <= tensor_parallel_size:
+    devices = _device_list(visible)
+    # No GPU at all (vLLM's CPU build): there is nothing to pin, and each process runs its own engine.
+    if len(devices) <= tensor_parallel_size and (visible is not None or not devices):
         return None
     value = devices_for_rank(int(env.get("LOCAL_RANK", "0")), tensor_parallel_size, visible)
     env["CUDA_VISIBLE_DEVICES"] = value
