@@ -122,10 +122,9 @@ def test_judge_on_vllm_reads_probabilities_and_runs_the_transfer_probe(engine: V
     on_hf = Judge(hf, hf.tokenizer, max_new_tokens=48, scorer=VerdictScorer(hf.model, hf.tokenizer))
     args = ("法国的首都是哪里？", "巴黎。", "罗马。")
     v, w = on_vllm.compare(*args), on_hf.compare(*args)
-    # The texts are cut at max_new_tokens inside a Chinese character: the hf engine's full decode ended
-    # in U+FFFD, vLLM's incremental detokenizer in another character (seen 2026-12-02). The tokens
-    # agree; compare all but the last character.
-    assert v.raw[:-1] == w.raw[:-1] and v.better == w.better
+    # Cut at max_new_tokens inside a Chinese character: vLLM's own text lost its last characters there,
+    # so the engine decodes the ids itself (conj_train/engines/vllm.py).
+    assert v.raw == w.raw and v.better == w.better
     assert (v.probability is None) == (w.probability is None)
     if w.probability is not None:
         assert abs(v.probability - w.probability) <= P_TOLERANCE
@@ -197,7 +196,7 @@ def test_sharded_evaluation_under_accelerate_matches_the_hf_engine(real_model_di
     run_eval(cfg)
 
     def rows(out: Path) -> dict[tuple, dict]:
-        files = sorted((out / "models" / "model" / "judgments").glob("*.jsonl"))
+        files = sorted((out / "models").glob("*/judgments/*.jsonl"))
         return {(r["pair_id"], r["swapped"]): r for p in files for r in iter_jsonl(p)}
 
     got, want = rows(tmp_path / "vllm"), rows(tmp_path / "hf")

