@@ -38,6 +38,8 @@ def original_strict(text: str) -> int | None:
         m = re.search(r'"更好的回答":(.*?)([12])', text, re.DOTALL)
         if m is not None:
             found = {_KEY: int(m.group(2))}
+    if isinstance(found, str):  # the script's branch for a double-encoded object
+        found = _loads(found)
     if isinstance(found, dict) and found.get(_KEY) in (1, 2):
         return found[_KEY]
     return None

@@ -43,7 +43,11 @@ VARIANTS = ("trl", "base", "ours")
 CASES = {
     "equal 1024/200/200": [(1024, 200, 200), (1024, 200, 200)],
     "unequal": [(1024, 200, 140), (900, 170, 230)],
+    # Con-J's shapes: a judge prompt with two answers (~600 tokens), judgments of 100-200 tokens.
+    "con-j 600/150": [(600, 150, 150), (640, 120, 180)],
 }
+# Which cases run by default for the random model and for a --model folder (real shapes are slow).
+DEFAULT_CASES = {"random": ("equal 1024/200/200", "unequal"), "model": ("con-j 600/150",)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,18 +55,27 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated names from CASES")
+    ap.add_argument("--cases", default=None, help="comma-separated names from CASES (default: by model)")
+    ap.add_argument("--model", default=None,
+                    help="a causal-LM folder (e.g. `conj real-model` output) instead of the random Qwen2")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="bfloat16 = mixed precision (fp32 weights, bf16 autocast), as training runs it")
     ap.add_argument("--pairs", type=int, default=2, help="pairs per batch (each case's list is repeated)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu = process CPU time: with one thread, steady under other load on the machine")
+    ap.add_argument("--no-memory", action="store_true", help="skip the per-variant memory subprocesses")
     ap.add_argument("--memory-child", nargs=3, metavar=("VARIANT", "CASE", "TOKENIZER"),
                     help=argparse.SUPPRESS)
     return ap.parse_args()
 
 
-def build_model(seed: int = 0) -> Any:
-    """The benchmark model with fixed random weights."""
+def build_model(seed: int = 0, model_dir: str | None = None) -> Any:
+    """The benchmark model: ``model_dir``'s weights (fp32, SDPA), else fixed random Qwen2 weights."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+    if model_dir:
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
     torch.manual_seed(seed)
     config = Qwen2Config(vocab_size=2048, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                          num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=4096,
@@ -76,7 +89,7 @@ def case_pairs(case: str, n_pairs: int) -> list[tuple[int, int, int]]:
     return [base[i % len(base)] for i in range(n_pairs)]
 
 
-def make_batch(pairs: list[tuple[int, int, int]], pad_id: int) -> dict[str, Any]:
+def make_batch(pairs: list[tuple[int, int, int]], pad_id: int, vocab: int = 2048) -> dict[str, Any]:
     """TRL-collated batch of random token ids with the given lengths."""
     import torch
     from trl.trainer.dpo_trainer import DataCollatorForPreference
@@ -84,21 +97,23 @@ def make_batch(pairs: list[tuple[int, int, int]], pad_id: int) -> dict[str, Any]
     gen = torch.Generator().manual_seed(1)
 
     def ids(n: int) -> list[int]:
-        return torch.randint(3, 2048, (n,), generator=gen).tolist()
+        return torch.randint(3, min(vocab, 2048), (n,), generator=gen).tolist()
 
     examples = [{"prompt_ids": ids(p), "chosen_ids": ids(c), "rejected_ids": ids(r)} for p, c, r in pairs]
     return DataCollatorForPreference(pad_token_id=pad_id)(examples)
 
 
-def make_trainer(variant: str, workdir: Path, tokenizer_dir: Path) -> Any:
+def make_trainer(variant: str, workdir: Path, tokenizer_dir: Path, model_dir: str | None = None,
+                 dtype: str = "float32") -> Any:
     """One trainer with its own policy/reference copies and AdamW."""
     from trl import DPOConfig
 
-    config = DPOConfig(output_dir=str(workdir / variant), per_device_train_batch_size=2, bf16=False,
+    config = DPOConfig(output_dir=str(workdir / variant), per_device_train_batch_size=2,
+                       bf16=dtype == "bfloat16",
                        use_cpu=True, gradient_checkpointing=False, report_to="none", save_strategy="no",
                        loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.1], beta=0.1, max_length=None,
                        learning_rate=1e-6)
-    return variant_trainer(variant, build_model(), build_model(), config, tokenizer_dir)
+    return variant_trainer(variant, build_model(0, model_dir), build_model(0, model_dir), config, tokenizer_dir)
 
 
 def variant_trainer(variant: str, policy: Any, reference: Any, config: Any, tokenizer_dir: Path) -> Any:
@@ -133,7 +148,10 @@ def step(trainer: Any, batch: dict[str, Any]) -> float:
     """One optimizer step as the Trainer loop does it; returns the loss."""
     import torch
 
-    loss = trainer.training_step(trainer.model, dict(batch))
+    # The Trainer loop runs steps under the accelerator's autocast (bf16 mixed precision); this
+    # benchmark calls training_step itself, so it enters the same context.
+    with trainer.accelerator.autocast():
+        loss = trainer.training_step(trainer.model, dict(batch))
     torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.args.max_grad_norm)
     trainer.optimizer.step()
     trainer.optimizer.zero_grad()
@@ -146,14 +164,15 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def memory_child(variant: str, case: str, tokenizer: str, threads: int, n_pairs: int) -> None:
+def memory_child(variant: str, case: str, tokenizer: str, args: argparse.Namespace) -> None:
     """Set up one variant in this fresh process, run 2 steps, print peak RSS as JSON."""
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = make_trainer(variant, Path(tmp), Path(tokenizer))
-        batch = make_batch(case_pairs(case, n_pairs), trainer.processing_class.pad_token_id)
+        trainer = make_trainer(variant, Path(tmp), Path(tokenizer), args.model, args.dtype)
+        batch = make_batch(case_pairs(case, args.pairs), trainer.processing_class.pad_token_id,
+                           trainer.model.config.vocab_size)
         setup = rss_mb()
         for _ in range(2):
             step(trainer, batch)
@@ -192,10 +211,11 @@ def padding_report(batch_size: int, n: int = 4096) -> dict[str, float]:
     return out
 
 
-def measure_memory(variant: str, case: str, tokenizer: Path, threads: int, n_pairs: int) -> dict[str, float]:
+def measure_memory(variant: str, case: str, tokenizer: Path, args: argparse.Namespace) -> dict[str, float]:
     """Run :func:`memory_child` in a fresh interpreter."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, __file__, "--threads", str(threads), "--pairs", str(n_pairs),
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    cmd = [sys.executable, __file__, "--threads", str(args.threads), "--pairs", str(args.pairs),
+           "--dtype", args.dtype, *(["--model", args.model] if args.model else []),
            "--memory-child", variant, case, str(tokenizer)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -210,42 +230,54 @@ def main() -> None:
     args = parse_args()
     warnings.filterwarnings("ignore")
     if args.memory_child:
-        memory_child(*args.memory_child, args.threads, args.pairs)
+        memory_child(*args.memory_child, args)
         return
+    if args.cases is None:
+        args.cases = ",".join(DEFAULT_CASES["model" if args.model else "random"])
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         raise SystemExit(f"unknown case {unknown[0]!r}; cases: {', '.join(map(repr, CASES))}")
     tmp_dir = tempfile.TemporaryDirectory()
-    tok_dir = tokenizer_dir(Path(tmp_dir.name))
+    tok_dir = Path(args.model) if args.model else tokenizer_dir(Path(tmp_dir.name))
     # Children first, while this process is small: a child's ru_maxrss starts from its parent's RSS
     # (vfork/exec keeps the high-water mark).
     parent = rss_mb()
-    mem = {case: {v: measure_memory(v, case, tok_dir, args.threads, args.pairs) for v in VARIANTS}
-           for case in cases}
+    nan = {"setup": float("nan"), "peak": float("nan")}
+    mem = {case: {v: nan if args.no_memory else measure_memory(v, case, tok_dir, args)
+                  for v in VARIANTS} for case in cases}
     import torch
+    from _limits import gemm_flops, matmul_parameters  # bench/ is on sys.path when run as a script
 
     torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    gemm = gemm_flops(dtype, clock=time.process_time if args.clock == "cpu" else time.perf_counter)
     print(f"torch {torch.__version__}, threads {args.threads}, load average {os.getloadavg()}, "
           f"parent RSS when spawning memory children {parent:.0f} MB")
+    print(f"model {args.model or 'random Qwen2 h256 x4'}, {args.dtype}; same-process GEMM 1024^3 "
+          f"{args.dtype}: {gemm / 1e9:.0f} GFLOP/s")
     for size in (2, 8):
         shares = padding_report(size)
         print(f"padding share, batch {size} pairs: " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items()))
-    ratios = []
+    ratios, shares = [], []
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    print(f"clock: {args.clock}")
     with tmp_dir as tmp:
-        trainers = {v: make_trainer(v, Path(tmp), tok_dir) for v in VARIANTS}
+        trainers = {v: make_trainer(v, Path(tmp), tok_dir, args.model, args.dtype) for v in VARIANTS}
         pad_id = trainers["trl"].processing_class.pad_token_id
+        model = trainers["trl"].model
+        body, head = matmul_parameters(model)
         for case in cases:
             pairs = case_pairs(case, args.pairs)
-            batch = make_batch(pairs, pad_id)
+            batch = make_batch(pairs, pad_id, model.config.vocab_size)
             times: dict[str, list[float]] = {v: [] for v in VARIANTS}
             losses: dict[str, float] = {}
             for rnd in range(args.rounds + 1):
                 order = VARIANTS[rnd % 3:] + VARIANTS[:rnd % 3]
                 for v in order:
-                    start = time.perf_counter()
+                    start = clock()
                     loss = step(trainers[v], batch)
-                    elapsed = time.perf_counter() - start
+                    elapsed = clock() - start
                     if rnd == 0:
                         losses[v] = loss
                     else:
@@ -272,9 +304,34 @@ def main() -> None:
             print(f"  goals: >=2.0x trl {_verdict(speed_a >= 2.0)}, >=1.4x base {_verdict(speed_b >= 1.4)}, "
                   f"<=0.6x trl memory: peak RSS {_verdict(total <= 0.6)}, "
                   f"step memory {_verdict(step_mem <= 0.6)}")
+            flops = step_flops(pairs, body, head, model.config)
+            share = flops / med["ours"] / gemm
+            print(f"  model FLOPs per step {flops / 1e12:.2f} T (policy fwd+bwd + reference fwd over the "
+                  f"distinct tokens, head at judgment tokens, causal attention); ours "
+                  f"{flops / med['ours'] / 1e9:.0f} GFLOP/s = {share:.1%} of the GEMM rate, trl "
+                  f"{flops / med['trl'] / gemm:.1%} (same FLOPs, so the same work)")
             ratios.append(speed_a)
+            shares.append(share)
     print(f"load average at end {os.getloadavg()}")
+    print(f"share of same-process GEMM FLOP/s ({args.dtype}): {min(shares):.1%}")
     print(f"ratio vs TRL DPOTrainer: {min(ratios):.2f}x")
+
+
+def step_flops(pairs: list[tuple[int, int, int]], body: int, head: int, config: Any) -> float:
+    """The FLOPs a DPO step needs for ``pairs``: what must be computed, whatever the implementation.
+
+    Per distinct token (prompt once, then each judgment) the body's matmuls; the LM head only where a
+    log-prob is scored (judgment tokens); causal attention scores and values (prompt over itself,
+    each judgment over the prompt and its own earlier tokens). Policy forward + backward = 3x the
+    forward, plus the reference model's forward: 4 forwards in all.
+    """
+    width = config.num_attention_heads * getattr(config, "head_dim", config.hidden_size // config.num_attention_heads)
+    forward = 0.0
+    for p, c, r in pairs:
+        forward += 2 * body * (p + c + r) + 2 * head * (c + r)
+        pairs_attended = p * p / 2 + c * (p + c / 2) + r * (p + r / 2)
+        forward += 4 * width * config.num_hidden_layers * pairs_attended
+    return 4 * forward
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +107,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConjError(f"config file not found: {p}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConjError(f"{p}: not UTF-8 text (byte {e.start}); save the recipe as UTF-8") from None
     except yaml.YAMLError as e:
         raise ConjError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from e
     if data is None:
@@ -144,8 +148,87 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+# Lower (and upper) bounds of numeric keys, by name, for every stage config that has the key. A
+# value outside them would otherwise be read in a surprising way (max_pairs -5 = "all but 5") or fail
+# deep inside a run.
+BOUNDS: dict[str, tuple[float, float | None]] = {
+    **dict.fromkeys(("batch_pairs", "max_new_tokens", "samples", "max_pairs", "tensor_parallel_size",
+                     "threads", "max_model_len", "per_device_train_batch_size", "max_length",
+                     "reliability_bins", "probability_batch_tokens", "rm_batch_size", "logging_steps",
+                     "cut_tokens", "cut_trigger_chars", "forced_negative_tokens"), (1, None)),
+    **dict.fromkeys(("n", "hint_samples", "top_k", "max_best_of_n", "max_pos_unknown", "max_hint",
+                     "hf_batch_tokens", "temperature", "hint_temperature", "warmup_steps",
+                     "weight_decay", "seed", "swap_seed", "verdict_seed"), (0, None)),
+    **dict.fromkeys(("top_p", "hint_top_p", "gpu_memory_utilization"), (1e-9, 1)),
+    "repetition_penalty": (1e-9, None),
+    "learning_rate": (1e-12, None),
+}
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+             dict: "a mapping", list: "a list", type(None): "null"}
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return names.get(origin or tp, getattr(tp, "__name__", str(tp)))
+
+
+def _has_type(value: Any, tp: Any) -> bool:
+    """Whether a YAML value fits a field's annotation (bool is not a number; int is a float)."""
+    if tp is Any:
+        return True
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is list or tp is list:
+        args = typing.get_args(tp)
+        if args == (str,) and isinstance(value, str):
+            return True  # "a,b": split by the stage's validate()
+        return isinstance(value, list) and all(_has_type(v, args[0]) for v in value) if args else isinstance(
+            value, list)
+    if origin is dict or tp is dict:
+        args = typing.get_args(tp)
+        return isinstance(value, dict) and (not args or all(
+            _has_type(k, args[0]) and _has_type(v, args[1]) for k, v in value.items()))
+    return True  # a type this check does not know: the dataclass's own validate() decides
+
+
+def check_types(cls: type, values: dict[str, Any], *, where: str) -> None:
+    """Raise a ConjError naming the first key whose value has the wrong type or is out of bounds."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        tp = hints.get(key, Any)
+        if not _has_type(value, tp):
+            raise ConjError(f"{where}: {key} must be {_type_name(tp)}, got {value!r}"
+                            + (" (quote it to pass a string)" if str in _flat_args(tp) else ""))
+        if key in BOUNDS and isinstance(value, int | float) and not isinstance(value, bool):
+            low, high = BOUNDS[key]
+            if value < low or (high is not None and value > high):
+                what = "> 0" if 0 < low < 1e-6 else f">= {low:g}"
+                what += f" and <= {high:g}" if high is not None else ""
+                none = " (or null)" if type(None) in _flat_args(tp) else ""
+                raise ConjError(f"{where}: {key} must be {what}{none}, got {value!r}")
+
+
+def _flat_args(tp: Any) -> tuple[Any, ...]:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return typing.get_args(tp)
+    return (tp,)
+
+
 def build_config(cls: type[T], values: dict[str, Any], *, where: str = "config") -> T:
-    """Instantiate dataclass ``cls`` from ``values``; unknown keys raise a ConjError with a hint."""
+    """Instantiate dataclass ``cls`` from ``values``; unknown keys or wrongly typed values raise a ConjError."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - names)
     if unknown:
@@ -153,6 +236,7 @@ def build_config(cls: type[T], values: dict[str, Any], *, where: str = "config")
         close = difflib.get_close_matches(key, sorted(names), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConjError(f"unknown key {key!r} in {where}{hint}")
+    check_types(cls, values, where=where)
     try:
         cfg = cls(**values)
     except TypeError as e:

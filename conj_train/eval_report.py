@@ -23,6 +23,17 @@ def _get(m: dict, key: str) -> Any:
     return m["probability"]["brier"] if key == "brier" else m.get(key)
 
 
+def official_headline(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The benchmark's own headline numbers for one data set entry of ``metrics.json``, or None."""
+    off = entry.get("official")
+    if off:
+        return {"benchmark": off["benchmark"], **{k: off.get(k) for k in off["headline"]}}
+    rb = (entry.get("rewardbench") or {}).get("official")
+    if rb:
+        return {"benchmark": "RewardBench", "overall": rb["overall"]}
+    return None
+
+
 def comparison_table(per_model: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (model, data set) with the headline numbers, for the side-by-side table."""
     rows = []
@@ -31,11 +42,16 @@ def comparison_table(per_model: dict[str, Any]) -> list[dict[str, Any]]:
             o = entry["overall"]
             row = {"model": name, "kind": m["kind"], "dataset": ds, "pairs": o["pairs"]}
             row.update({k: _get(o, k) for k, _ in _COMPARE_COLUMNS})
-            rb = entry.get("rewardbench", {}).get("accuracy")
+            head = official_headline(entry)
+            if head:
+                row["official"] = head
+            rb = entry.get("rewardbench", {}).get("official")
             if rb:
                 row["rewardbench"] = {s: v["score"] for s, v in rb["sections"].items()} | {
                     "overall": rb["overall"]
                 }
+                if rb.get("overall_with_prior_sets") is not None:
+                    row["rewardbench"]["overall (with prior sets)"] = rb["overall_with_prior_sets"]
             rows.append(row)
     return rows
 
@@ -77,8 +93,46 @@ _HEADER = (
 )
 
 
+def _official_cells(head: dict[str, Any] | None) -> str:
+    if not head:
+        return "–"
+    return f"{head['benchmark']}: " + ", ".join(
+        f"{k} {_fmt(v)}" for k, v in head.items() if k != "benchmark")
+
+
+def _rows_section(datasets: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """Every row read, per data set: used or skipped (by reason), and what was scored."""
+    if not datasets:
+        return []
+    scored = {ds: entry["rows"] for m in metrics["models"].values() for ds, entry in m["datasets"].items()}
+    lines = [
+        "",
+        "## Rows",
+        "",
+        f"Ingestion mode: {metrics.get('ingest_mode', 'eval')} (eval = the benchmark's own row set: "
+        "ties, identical or empty answers and repeated pairs are scored, not dropped).",
+        "",
+        "| dataset | format | split | rows read | rows used | skipped (reason) | pairs built | kept that "
+        "training would drop | not selected | pairs scored (ties) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for ds, d in datasets.items():
+        def counts(c: dict) -> str:
+            return ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "0"
+
+        sc = scored.get(ds, {})
+        lines.append("| " + " | ".join([
+            ds, str(d.get("format") or "–"), str(d.get("split") or "–"), str(d.get("rows_read")),
+            str(d.get("rows_used")), counts(d.get("skipped") or {}), str(d.get("pairs_built")),
+            counts(d.get("kept") or {}), counts(d.get("not_selected") or {}),
+            f"{sc.get('pairs_scored', '–')} ({sc.get('ties', 0)})",
+        ]) + " |")
+    return lines
+
+
 def summary_markdown(metrics: dict[str, Any]) -> str:
-    """``summary.md``: comparison table, then per model and data set the full metric table."""
+    """``summary.md``: row accounting, comparison table with each benchmark's official metric, then
+    per model and data set the full metric table."""
     lines = [
         "# Judge evaluation",
         "",
@@ -86,26 +140,34 @@ def summary_markdown(metrics: dict[str, Any]) -> str:
         f"{metrics['random_order']['swap_seed']}); "
         f"decoding: {metrics['decoding']} x{metrics['samples']}; parser: {metrics['parser']}; "
         f"template: {metrics['template']}.",
-        "Percentages; unparseable verdicts score 0.5. *acc (avg)* averages both orders, *strict* needs "
-        "both right; *faithful* is the rationale-transfer agreement. Length columns use the avg-of-orders "
-        "accuracy when both orders ran. A reward model (kind rm) is order-invariant.",
+        "Percentages. The project's metrics score an unparseable verdict 0.5 and leave tie-labelled "
+        "pairs out; *acc (avg)* averages both orders, *strict* needs both right; *faithful* is the "
+        "rationale-transfer agreement. Length columns use the avg-of-orders accuracy when both orders "
+        "ran. A reward model (kind rm) is order-invariant. *Official* is the benchmark's own metric, "
+        "computed as its scoring code does (README, Benchmarks).",
+    ]
+    lines += _rows_section(metrics.get("datasets") or {}, metrics)
+    lines += [
         "",
         "## Comparison",
         "",
-        "| model | kind | dataset | pairs | " + " | ".join(t for _, t in _COMPARE_COLUMNS) + " |",
-        "|---" * (4 + len(_COMPARE_COLUMNS)) + "|",
+        "| model | kind | dataset | pairs | " + " | ".join(t for _, t in _COMPARE_COLUMNS) + " | official |",
+        "|---" * (5 + len(_COMPARE_COLUMNS)) + "|",
     ]
     for row in metrics["comparison"]:
         cells = [row["model"], row["kind"], row["dataset"], str(row["pairs"])]
         cells += [_fmt(row[k], pct=k != "brier") for k, _ in _COMPARE_COLUMNS]
+        cells.append(_official_cells(row.get("official")))
         lines.append("| " + " | ".join(cells) + " |")
     rb_rows = [r for r in metrics["comparison"] if r.get("rewardbench")]
     if rb_rows:
         secs = list(rb_rows[0]["rewardbench"])
         lines += [
             "",
-            "RewardBench sections (random-order accuracy, EXAMPLE_COUNTS weighting; overall = mean of "
-            "sections present):",
+            "RewardBench sections (RewardBench's rule: random order, a reward model's tie scores 0, a "
+            "judge's unparsed verdict 0.5; EXAMPLE_COUNTS weighting; overall = unweighted mean of the "
+            "sections present, as the leaderboard now reports; with allenai/pref-test-sets scored too, "
+            "the original leaderboard's 2:2:2:2:1 average with the prior sets):",
             "",
             "| model | dataset | " + " | ".join(secs) + " |",
             "|---" * (2 + len(secs)) + "|",
@@ -114,6 +176,15 @@ def summary_markdown(metrics: dict[str, Any]) -> str:
             "| " + " | ".join([r["model"], r["dataset"]] + [_fmt(r["rewardbench"][s]) for s in secs]) + " |"
             for r in rb_rows
         ]
+        checked = {r["dataset"]: metrics["models"][r["model"]]["datasets"][r["dataset"]]["rewardbench"]
+                   .get("counts") for r in rb_rows}
+        for ds, c in checked.items():
+            if c:
+                bad = list(c["mismatches"].items())
+                shown = ", ".join(f"{s} {got}/{want}" for s, (got, want) in bad[:4]) + (" ..." if len(bad) > 4 else "")
+                lines.append(f"\n{ds}: {c['total']} pairs on RewardBench subsets, the `filtered` split has "
+                             f"{c['expected_total']}; " + (f"{len(bad)} subsets differ (got/expected: {shown})."
+                                                           if bad else "every subset count matches."))
     for name, m in metrics["models"].items():
         lines += ["", f"## {name} ({m['kind']}: {m['path']})"]
         for ds, entry in m["datasets"].items():
@@ -122,6 +193,18 @@ def summary_markdown(metrics: dict[str, Any]) -> str:
             if len(subsets) > 1:
                 lines += [_metric_row(s, sm) for s, sm in subsets.items()]
             o = entry["overall"]
+            off = entry.get("official")
+            if off:
+                lines += ["", f"{off['benchmark']} (official): " + ", ".join(
+                    f"{k} {_fmt(v)}" for k, v in off.items() if isinstance(v, float))]
+                for group in ("domains", "categories", "groups"):
+                    for g, gv in (off.get(group) or {}).items():
+                        lines.append(f"- {g}: " + ", ".join(
+                            f"{k} {_fmt(v) if isinstance(v, float) else v}" for k, v in gv.items()))
+                for sname, sm in subsets.items() if len(subsets) > 1 else ():  # benchmarks reporting each subset
+                    if sm.get("official"):
+                        lines.append(f"- {sname}: " + ", ".join(
+                            f"{k} {_fmt(v)}" for k, v in sm["official"].items() if isinstance(v, float)))
             lines += [
                 "",
                 f"Judgments {o['judgments']}, parse failures {o['parse_failures']}; "
@@ -137,10 +220,12 @@ def console_summary(metrics: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     lines = []
     for row in metrics["comparison"]:
+        official = row.get("official")
         lines.append(
             f"{row['model']} on {row['dataset']}: {row['pairs']} pairs, acc {_fmt(row['accuracy'])}, "
             f"avg {_fmt(row['accuracy_avg'])}, strict {_fmt(row['accuracy_strict'])}, "
             f"consistency {_fmt(row['consistency'])}, parse fail {_fmt(row['parse_failure_rate'])}"
+            + (f"; official {_official_cells(official)}" if official else "")
         )
     return "\n".join(lines)
 

@@ -11,12 +11,18 @@ Layout of ``output_dir``::
 
     models/<name>/judgments/shard-00000-of-00001.jsonl   one record per (dataset, pair, order), fsynced
     models/<name>/manifests/shard-00000-of-00001.json    per-shard config hash and counts
-    metrics.json     every metric per model, data set and subset (+ RewardBench sections, comparison)
+    metrics.json     per data set the row accounting (``datasets``); per model, data set and subset
+                     the project's metrics, the benchmark's official ones (``official``,
+                     :mod:`conj_train.benchmarks`), RewardBench sections; the comparison table
     summary.md       the tables; accuracy.png, reliability.png the charts
     manifest.json    written last, when every shard of every model is complete
 
-A record holds the pair id, data set, subset, ``swapped``, ``label`` (slot of the chosen answer), the
-judge's text (prefill included, as parsed), verdict, ``correct`` (1 / 0 / 0.5), ``probability``
+Data sets are read in ingestion mode ``eval`` (the benchmark's own row set, ties included) unless
+``ingest_mode`` says ``train``.
+
+A record holds the pair id, data set, subset, ``format``, ``tie`` (tie-labelled row), ``cell`` (RM-Bench
+style pair), ``swapped``, ``label`` (slot of the chosen answer), the
+judge's text (prefill included, as parsed), verdict, ``correct`` (1 / 0 / 0.5; None on a tie row), ``probability``
 (P(slot 1 better)), ``p_chosen``, and the rationale-transfer verdict. Metrics are computed from the
 records alone (:mod:`conj_train.metrics`), so a merged run can be re-scored without a model.
 """
@@ -31,7 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import RUNTIME_FIELDS, JudgeInputOptions, ShardedRunOptions, config_to_dict
+from conj_train.benchmarks import benchmark_for, default_split
+from conj_train.config import (
+    RUNTIME_FIELDS,
+    JudgeInputOptions,
+    ShardedRunOptions,
+    config_to_dict,
+    select_by_length,
+)
+from conj_train.data.records import INGEST_MODES
 from conj_train.errors import ConjError
 from conj_train.eval_report import comparison_table, console_summary, summary_markdown, write_charts
 from conj_train.io import (
@@ -44,7 +58,16 @@ from conj_train.io import (
     stable_hash,
 )
 from conj_train.judge import MODEL_KINDS, Judge, Judgment, RewardModel, detect_model_kind
-from conj_train.metrics import OrderResult, PairResult, pair_metrics, rewardbench_sections
+from conj_train.metrics import (
+    REWARDBENCH_PRIOR_SETS,
+    OrderResult,
+    PairResult,
+    pair_metrics,
+    rewardbench_accuracy,
+    rewardbench_count_check,
+    rewardbench_sections,
+)
+from conj_train.runs import check_output_dir, claim_shard, records_fingerprint, shard_lock
 from conj_train.sample import derive_seed, parse_shard, shard_name, shard_of
 
 ORDERS = ("both", "random")
@@ -64,7 +87,9 @@ class EvalConfig(JudgeInputOptions, ShardedRunOptions):
     orders: str = "both"
     decoding: str = "greedy"
     samples: int = 1
-    # Sampling settings (decoding: sample). Con-J's released eval script: T 1.0, top-p 0.9, rep 1.2.
+    # Sampling settings (decoding: sample). Con-J's released eval script sampled with T 1.0, top-p 0.9
+    # and repetition penalty 1.2 (recipes/con-j-qwen2-7b/eval_paper.yaml); the default here applies no
+    # repetition penalty (1.0).
     temperature: float = 1.0
     top_p: float = 0.9
     top_k: int = 0
@@ -76,6 +101,12 @@ class EvalConfig(JudgeInputOptions, ShardedRunOptions):
     probability: bool = True
     transfer: bool = True
     transfer_model: str | None = None
+    # "eval": every row of the benchmark that has a question, two answers and a label is scored (ties,
+    # identical or empty answers and repeated pairs included); "train": the training-data cleaning rules.
+    ingest_mode: str = "eval"
+    # Per data set (by name): {split, format, config} overriding dataset_split / dataset_format /
+    # dataset_config; a benchmark's Hub id without a split gets its official one (benchmarks.py).
+    dataset_options: dict[str, dict[str, Any]] | None = None
     # Runtime only.
     reliability_bins: int = 10
     probability_batch_tokens: int = 16384
@@ -95,6 +126,7 @@ class EvalConfig(JudgeInputOptions, ShardedRunOptions):
             ("engine", self.engine, ("hf", "vllm")),
             ("parser", self.parser, MODES),
             ("model_kind", self.model_kind, ("auto", *MODEL_KINDS)),
+            ("ingest_mode", self.ingest_mode, INGEST_MODES),
         ]
         for name, value, allowed in checks:
             if value not in allowed:
@@ -105,6 +137,41 @@ class EvalConfig(JudgeInputOptions, ShardedRunOptions):
             raise ConjError("eval: max_new_tokens and batch_pairs must be >= 1")
         if self.shard is not None:
             parse_shard(self.shard)
+        self._check_dataset_options()
+
+    def _check_dataset_options(self) -> None:
+        opts = self.dataset_options or {}
+        if not isinstance(opts, dict):
+            raise ConjError("eval: dataset_options must map data set names to {split, format, config}")
+        names = {n for n, _ in self.dataset_specs()}
+        for name, o in opts.items():
+            if name not in names:
+                raise ConjError(f"eval: dataset_options names {name!r}, which is not a data set "
+                                f"({', '.join(sorted(names))})")
+            bad = sorted(set(o or {}) - set(_DATASET_OPTION_KEYS)) if isinstance(o, dict) else ["(not a mapping)"]
+            if bad:
+                raise ConjError(f"eval: dataset_options[{name!r}] has {bad[0]!r}; allowed: "
+                                f"{', '.join(_DATASET_OPTION_KEYS)}")
+
+    def load_eval_records(self, name: str, source: str) -> tuple[list[dict], Any, dict[str, Any]]:
+        """Records of data set ``name`` to score, its ingest report, and how they were selected.
+
+        The rows are read in ``ingest_mode`` (default: the benchmark's own row set) with this data
+        set's split / format / config (``dataset_options``, then the global keys, then the benchmark's
+        official split); ``longer`` and ``max_pairs`` then select among them.
+        """
+        from conj_train.data import load_preferences
+
+        opts = (self.dataset_options or {}).get(name) or {}
+        split = opts.get("split", self.dataset_split) or default_split(source)
+        res = load_preferences(source, format=opts.get("format", self.dataset_format),
+                               config=opts.get("config", self.dataset_config), split=split,
+                               field_map=self.field_map, multi_turn=self.multi_turn, mode=self.ingest_mode)
+        by_length = select_by_length(res.records, self.longer, self.length_ratio, source=source)
+        chosen = by_length[: self.max_pairs] if self.max_pairs else by_length
+        selection = {"split": split, "not_selected": {"length": len(res.records) - len(by_length),
+                                                      "max_pairs": len(by_length) - len(chosen)}}
+        return chosen, res.report, selection
 
     def model_specs(self) -> list[tuple[str, str]]:
         """``(name, path)`` of every model, in the given order."""
@@ -142,6 +209,7 @@ def _named_specs(value: Any, what: str) -> list[tuple[str, str]]:
 
 
 _DATA_SUFFIXES = (".jsonl.gz", ".json.gz", ".jsonl", ".json", ".parquet", ".csv")
+_DATASET_OPTION_KEYS = ("split", "format", "config")
 
 
 def _default_name(path: str) -> str:
@@ -175,7 +243,7 @@ def _load_items(cfg: EvalConfig) -> tuple[list[dict], dict[str, Any]]:
     items: list[dict] = []
     info: dict[str, Any] = {}
     for name, path in cfg.dataset_specs():
-        records, report = cfg.load_records(path)
+        records, report, selection = cfg.load_eval_records(name, path)
         if not records:
             raise ConjError(f"eval: data set {name} ({path}) has no usable pairs")
         by_id = {r["id"]: r for r in records}
@@ -183,11 +251,18 @@ def _load_items(cfg: EvalConfig) -> tuple[list[dict], dict[str, Any]]:
             records, template=cfg.template, seed=cfg.swap_seed, both_orders=cfg.orders == "both"
         ):
             rec = by_id[it["pair_id"]]
+            meta = rec.get("meta") or {}
             it["dataset"] = name
-            it["subset"] = str((rec.get("meta") or {}).get("subset") or rec.get("source") or "")
+            it["format"] = report.format
+            # RM-Bench's "subset" field is finer than its domains (the source): keep the source there.
+            subset = None if "cell" in meta else meta.get("subset")
+            it["subset"] = str(subset or rec.get("source") or "")
             it["chosen_chars"], it["rejected_chars"] = len(rec["chosen"]), len(rec["rejected"])
+            it["tie"] = bool(meta.get("tie"))
+            it["cell"] = meta.get("cell")
             items.append(it)
-        info[name] = {"path": path, "pairs": len(records), "ingest": report.to_dict()}
+        info[name] = {"path": path, "pairs": len(records), "format": report.format,
+                      "ingest": report.to_dict(), **selection}
     return items, info
 
 
@@ -204,10 +279,16 @@ def _base_record(it: dict) -> dict:
         "label": it["label"],
         "chosen_chars": it["chosen_chars"],
         "rejected_chars": it["rejected_chars"],
+        "format": it.get("format", ""),
+        "tie": it.get("tie", False),
+        "cell": it.get("cell"),
     }
 
 
-def _score(verdict: int | None, label: int) -> float:
+def _score(verdict: int | None, label: int, tie: bool = False) -> float | None:
+    """The project's per-order score; None on a tie-labelled row (no answer is the right one)."""
+    if tie:
+        return None
     return 0.5 if verdict is None else float(verdict == label)
 
 
@@ -219,7 +300,7 @@ def _judge_record(it: dict, j: Judgment) -> dict:
         {
             "text": j.texts[0] if j.texts else "",
             "verdict": j.verdict,
-            "correct": _score(j.verdict, it["label"]),
+            "correct": _score(j.verdict, it["label"], it.get("tie", False)),
             "probability": p1,
             "p_chosen": None if p1 is None else (p1 if it["label"] == 1 else 1.0 - p1),
             "verdict_mass": None if read is None else read.mass,
@@ -249,19 +330,6 @@ def _judge_record(it: dict, j: Judgment) -> dict:
 
 # --------------------------------------------------------------------------------------------
 # Running one model on one shard
-
-
-def _check_dir(mdir: Path, cfg: EvalConfig, name: str, h: str) -> None:
-    import shutil
-
-    path = mdir / "manifests" / f"{name}.json"
-    if path.exists() and read_json(path).get("config_hash") != h:
-        if not cfg.overwrite:
-            raise ConjError(
-                f"{mdir} holds an evaluation with a different config; pass --overwrite true "
-                "to replace it or choose a new output_dir"
-            )
-        shutil.rmtree(mdir)
 
 
 def _done(path: Path) -> tuple[set[tuple[str, str, bool]], int]:
@@ -373,7 +441,7 @@ def _rm_batches(cfg: EvalConfig, rm: RewardModel, todo: list[dict], sink: JsonlA
                     "reward_1": r1,
                     "reward_2": r2,
                     "verdict": verdict,
-                    "correct": _score(verdict, label),
+                    "correct": _score(verdict, label, it.get("tie", False)),
                     "probability": p1,
                     "p_chosen": None if p1 is None else (p1 if label == 1 else 1 - p1),
                     "skipped": None if ok else "too_long",
@@ -388,22 +456,28 @@ def _rm_batches(cfg: EvalConfig, rm: RewardModel, todo: list[dict], sink: JsonlA
 def _run_model(
     cfg: EvalConfig, name: str, path: str, kind: str, items: list[dict], info: dict, rank: int, world: int
 ) -> dict:
-    from tqdm.auto import tqdm
 
     mdir = Path(cfg.output_dir) / "models" / name
     sname = shard_name(rank, world)
+    with shard_lock(mdir, sname):
+        return _run_model_shard(cfg, name, path, kind, items, info, rank, world, mdir, sname)
+
+
+def _run_model_shard(
+    cfg: EvalConfig, name: str, path: str, kind: str, items: list[dict], info: dict, rank: int, world: int,
+    mdir: Path, sname: str,
+) -> dict:
+    from tqdm.auto import tqdm
+
     h = cfg.output_hash(path, kind)
-    _check_dir(mdir, cfg, sname, h)
+    data_hash = records_fingerprint(f"{it['dataset']}\x1f{it['pair_id']}" for it in items)
     manifest = mdir / "manifests" / f"{sname}.json"
-    if manifest.exists() and read_json(manifest).get("complete"):
-        return read_json(manifest)["counts"]
-    if not manifest.exists():
-        # Claim the folder for this config first, so a killed run cannot be resumed under another one.
-        atomic_write_json(
-            manifest,
-            {"stage": "eval", "model": name, "shard": [rank, world], "config_hash": h, "complete": False},
-        )
     jpath = mdir / "judgments" / f"{sname}.jsonl"
+    # Claim the folder for this config and data first, so a killed run cannot be resumed under others.
+    claim = claim_shard(mdir, manifest, config_hash=h, data_hash=data_hash, overwrite=cfg.overwrite,
+                        stage="eval", extra={"model": name, "shard": [rank, world]}, records=[jpath])
+    if claim is not None and claim.get("complete"):
+        return claim["counts"]
     done, resumed = _done(jpath)
     # A reward model scores a pair once: its records are the first-order items only.
     mine = [
@@ -455,6 +529,7 @@ def _run_model(
             "kind": kind,
             "shard": [rank, world],
             "config_hash": h,
+            "data_hash": data_hash,
             "config": config_to_dict(cfg),
             "input": info,
             "counts": counts,
@@ -499,7 +574,7 @@ def run_eval(
     if cfg.shard is not None:
         rank, world = parse_shard(cfg.shard)
     rank, world = rank or 0, world or 1
-    out = Path(cfg.output_dir)
+    out = check_output_dir(cfg.output_dir)
     models = _model_kinds(cfg)
     if cfg.merge_only:
         return merge_eval(cfg, models)
@@ -562,10 +637,13 @@ def pairs_from_records(
             first["label"], first["verdict"], first.get("probability"), first.get("transfer_verdict")
         )
         if kind == "rm":
+            r1, r2 = first.get("reward_1"), first.get("reward_2")
+            tie = r1 is not None and r1 == r2  # the model itself rates the answers equal
+            a = OrderResult(a.label, a.verdict, a.p_slot1, tie=tie)
             b = None
             if both_orders:
                 v, p = first["verdict"], first.get("probability")
-                b = OrderResult(3 - a.label, None if v is None else 3 - v, None if p is None else 1 - p)
+                b = OrderResult(3 - a.label, None if v is None else 3 - v, None if p is None else 1 - p, tie=tie)
         else:
             s = recs.get(True)
             b = (
@@ -573,32 +651,102 @@ def pairs_from_records(
                 if s is None
                 else OrderResult(s["label"], s["verdict"], s.get("probability"), s.get("transfer_verdict"))
             )
-        pairs.append(PairResult(pid, a, b, first.get("chosen_chars", 0), first.get("rejected_chars", 0)))
+        cell = first.get("cell")
+        pairs.append(PairResult(
+            pid, a, b, first.get("chosen_chars", 0), first.get("rejected_chars", 0),
+            gold_tie=bool(first.get("tie")), scalar=kind == "rm", subset=str(first.get("subset") or ""),
+            cell=None if cell is None else (int(cell[0]), int(cell[1])),
+        ))
     return pairs
 
 
+def _official(fmt: str, pairs: list[PairResult]) -> dict[str, Any] | None:
+    """The benchmark's own metric for these pairs, named, or None for a format without one."""
+    bench = benchmark_for(fmt)
+    if bench is None or bench.metric is None:
+        return None
+    values = bench.metric(pairs)
+    if values is None:
+        return None
+    return {"benchmark": bench.name, "headline": list(bench.headline), **values}
+
+
+def _rewardbench(subsets: dict[str, list[PairResult]], project: dict[str, Any],
+                 prior: dict[str, float | None]) -> dict[str, Any] | None:
+    """RewardBench sections: ``official`` (RewardBench's per-row rule), plus the project's 0.5 variants."""
+    official = {s: rewardbench_accuracy(ps) for s, ps in subsets.items()}
+    rb = {"official": rewardbench_sections({**prior, **official})}
+    if rb["official"] is None:
+        return None
+    rb.update({key: rewardbench_sections({s: m[key] for s, m in project.items()})
+               for key in ("accuracy", "accuracy_avg")})
+    rb["counts"] = rewardbench_count_check({s: len(ps) for s, ps in subsets.items()})
+    return rb
+
+
 def score_records(records: list[dict], kind: str, both_orders: bool, bins: int = 10) -> dict[str, Any]:
-    """Metrics per data set (``overall``, per ``subsets``) and RewardBench sections where subsets match."""
+    """Metrics per data set: the project's (``overall`` and per ``subsets``, tie-labelled pairs left
+    out), the benchmark's own (``official``), RewardBench sections where subsets match, and ``rows``
+    (pairs scored, ties among them)."""
     by_ds: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_ds[r["dataset"]].append(r)
+    pairs_of = {ds: pairs_from_records(recs, kind, both_orders) for ds, recs in by_ds.items()}
+    # RewardBench's Prior Sets are a separate Hub data set: take their subsets from any data set.
+    prior = {p.subset: None for ps in pairs_of.values() for p in ps if p.subset in REWARDBENCH_PRIOR_SETS}
+    for s in prior:
+        prior[s] = rewardbench_accuracy([p for ps in pairs_of.values() for p in ps if p.subset == s])
     out: dict[str, Any] = {}
     for ds, recs in by_ds.items():
-        pairs = pairs_from_records(recs, kind, both_orders)
-        subset_of = {r["pair_id"]: r.get("subset", "") for r in recs}
+        pairs = pairs_of[ds]
+        fmt = next((r.get("format") for r in recs if r.get("format")), "") or ""
+        scored = [p for p in pairs if not p.gold_tie]
         subsets: dict[str, list[PairResult]] = defaultdict(list)
         for p in pairs:
-            subsets[subset_of[p.pair_id]].append(p)
-        entry: dict[str, Any] = {"overall": pair_metrics(pairs, bins)}
+            subsets[p.subset].append(p)
+        entry: dict[str, Any] = {
+            "rows": {"pairs_scored": len(pairs), "ties": len(pairs) - len(scored), "format": fmt},
+            "overall": pair_metrics(scored, bins),
+        }
+        official = _official(fmt, pairs)
+        if official is not None:
+            entry["official"] = official
         if len(subsets) > 1 or (subsets and "" not in subsets):
-            entry["subsets"] = {s: pair_metrics(ps, bins) for s, ps in sorted(subsets.items())}
-            rb = {
-                key: rewardbench_sections({s: m[key] for s, m in entry["subsets"].items()})
-                for key in ("accuracy", "accuracy_avg")
-            }
-            if rb["accuracy"] is not None:
+            entry["subsets"] = {s: pair_metrics([p for p in ps if not p.gold_tie], bins)
+                                for s, ps in sorted(subsets.items())}
+            bench = benchmark_for(fmt)
+            if bench is not None and bench.per_subset:
+                for s, ps in subsets.items():
+                    sub_official = _official(fmt, ps)
+                    if sub_official is not None:
+                        entry["subsets"][s]["official"] = sub_official
+            rb = _rewardbench(dict(subsets), entry["subsets"], prior)
+            if rb is not None:
                 entry["rewardbench"] = rb
         out[ds] = entry
+    return out
+
+
+def row_accounting(info: dict[str, Any]) -> dict[str, Any]:
+    """Per data set: rows read, used and skipped by reason, pairs built, kept rows that training
+    ingestion would skip, and pairs left out by ``longer`` / ``max_pairs`` (from the shard manifests)."""
+    out = {}
+    for name, d in info.items():
+        ing = d.get("ingest") or {}
+        not_selected = d.get("not_selected") or {}
+        out[name] = {
+            "path": d.get("path"),
+            "format": d.get("format") or ing.get("format"),
+            "split": d.get("split"),
+            "mode": ing.get("mode"),
+            "rows_read": ing.get("rows_read"),
+            "rows_used": ing.get("rows_used"),
+            "skipped": ing.get("skipped") or {},
+            "pairs_built": ing.get("pairs", ing.get("rows_used")),
+            "kept": ing.get("kept") or {},
+            "not_selected": {k: v for k, v in not_selected.items() if v},
+            "pairs_selected": d.get("pairs"),
+        }
     return out
 
 
@@ -614,6 +762,8 @@ def merge_eval(cfg: EvalConfig, models: list[tuple[str, str, str]] | None = None
             raise ConjError(f"{out}: model {name} has no finished shards to merge")
         if any(m["config_hash"] != cfg.output_hash(path, kind) for m in manifests):
             raise ConjError(f"{out}: a shard of model {name} was written with a different config")
+        if len({m.get("data_hash") for m in manifests}) > 1:
+            raise ConjError(f"{out}: shards of model {name} were judged on different versions of the data")
         worlds |= {m["shard"][1] for m in manifests}
     if len(worlds) != 1:
         raise ConjError(f"{out}: shards of different shard counts {sorted(worlds)}; rerun with one count")
@@ -621,6 +771,8 @@ def merge_eval(cfg: EvalConfig, models: list[tuple[str, str, str]] | None = None
     if not _all_complete(out, [m[0] for m in models], world):
         raise ConjError(f"{out}: not every shard is finished yet")
     both = cfg.orders == "both"
+    first_manifest = out / "models" / models[0][0] / "manifests" / f"{shard_name(0, world)}.json"
+    accounting = row_accounting(read_json(first_manifest).get("input") or {})
     per_model: dict[str, Any] = {}
     for name, path, kind in models:
         records = _read_records(out / "models" / name, world)
@@ -640,6 +792,8 @@ def merge_eval(cfg: EvalConfig, models: list[tuple[str, str, str]] | None = None
         "samples": cfg.samples,
         "parser": cfg.parser,
         "template": cfg.template,
+        "ingest_mode": cfg.ingest_mode,
+        "datasets": accounting,
         "models": per_model,
         "comparison": comparison_table(per_model),
     }

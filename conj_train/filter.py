@@ -64,6 +64,7 @@ from conj_train.pairs import (
     split_of,
 )
 from conj_train.prompts import get_template
+from conj_train.runs import check_output_dir
 
 SPLITS = ("train", "validation")
 # Fields that do not change the output: excluded from the config hash (the input is hashed by content).
@@ -94,9 +95,9 @@ class FilterConfig:
     cut_keep_period: bool = False
     tokenizer: str | None = None  # default: the sampling run's model
     trust_remote_code: bool = False
-    # Beyond the original.
-    dedup_texts: bool = True
-    drop_identical: bool = True
+    # Beyond the original: off by default, so that preset "code" builds the released script's pairs.
+    dedup_texts: bool = False
+    drop_identical: bool = False
     balance: bool = False
     # Ablation "no rationale": each parsed judgment becomes {"<verdict key>": v}; unparseable ones stay.
     verdict_only: bool = False
@@ -258,11 +259,13 @@ def read_prompts(sample_dir: Path) -> dict[str, dict]:
 
 
 def read_judgments(sample_dir: Path, prompts: dict[str, dict], *, tokenizer: Any,
-                   length_rule: LengthRule, counts: Counter) -> dict[str, list[Judgment]]:
+                   length_rule: LengthRule, counts: Counter, expected: int | None = None
+                   ) -> dict[str, list[Judgment]]:
     """Classify every judgment as it is read (texts are kept only in classified form).
 
     ``counts`` collects ``(kind, category)``, ``reason:<r>``, ``length_rule:<o>`` and
-    ``finish_length`` tallies.
+    ``finish_length`` tallies. ``expected``: the sampling manifest's judgment count; any other number
+    on disk (a torn or emptied file) is a ConjError, not pairs "skipped by sampling".
     """
     grouped: dict[str, list[Judgment]] = {}
     seen: set[str] = set()
@@ -304,6 +307,10 @@ def read_judgments(sample_dir: Path, prompts: dict[str, dict], *, tokenizer: Any
             if len(batch) >= CLASSIFY_BATCH:
                 flush()
     flush()
+    if expected is not None and len(seen) != expected:
+        raise ConjError(f"{sample_dir}: {len(seen)} judgments on disk but the sampling manifest lists "
+                        f"{expected}; the judgments files changed or were cut after sampling (rerun "
+                        "`conj sample` with --overwrite true)")
     return grouped
 
 
@@ -403,7 +410,7 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
     """Run stage 2 on ``cfg.sample_dir`` and write the dataset, report and manifest to ``cfg.output_dir``."""
     cfg.validate()
     t0 = time.perf_counter()
-    sample_dir, out = Path(cfg.sample_dir), Path(cfg.output_dir)
+    sample_dir, out = Path(cfg.sample_dir), check_output_dir(cfg.output_dir)
     sample_manifest = read_sample_manifest(sample_dir)
     in_hash = input_hash(sample_dir)
     done = _check_output(out, cfg, in_hash)
@@ -418,8 +425,12 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
     rules = cfg.rules()
     with gc_paused():
         prompts = read_prompts(sample_dir)
+        expected = sample_manifest.get("counts", {})
+        if "pairs" in expected and len(prompts) != expected["pairs"]:
+            raise ConjError(f"{sample_dir}: {len(prompts)} prompts on disk but the sampling manifest lists "
+                            f"{expected['pairs']} pairs; the prompts files changed after sampling")
         grouped = read_judgments(sample_dir, prompts, tokenizer=tokenizer, length_rule=cfg.length(),
-                                 counts=judgment_counts)
+                                 counts=judgment_counts, expected=expected.get("judgments"))
         outcomes = [build_pairs(pid, prompts[pid]["label"], grouped.get(pid, []), rules)
                     for pid in sorted(prompts)]
     by_split: dict[str, list[Pair]] = {s: [] for s in SPLITS}

@@ -36,6 +36,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from typing import Any
 from conj_train.config import read_yaml
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, read_json, stable_hash
+from conj_train.runs import check_output_dir
 
 STAGES = ("warmup", "sample", "filter", "train", "train_rm", "eval")
 ROUND_STAGES = ("sample", "filter", "train", "eval")
@@ -93,8 +95,9 @@ def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     for name in ("sample", "filter", "train", "eval"):
         if not isinstance(spec.get(name) or {}, dict):
             raise ConjError(f"{path}: section {name!r} must be a mapping")
-    if int(spec.get("rounds", 1)) < 1:
-        raise ConjError(f"{path}: rounds must be >= 1")
+    rounds = spec.get("rounds", 1)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConjError(f"{path}: rounds must be >= 1 (an integer), got {rounds!r}")
     if spec.get("round_init", "previous") not in ("previous", "base"):
         raise ConjError(f"{path}: round_init must be 'previous' or 'base'")
     return spec
@@ -119,16 +122,24 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
     for name in (from_stage, until):
         if name is not None and name not in STAGES:
             raise ConjError(f"unknown stage {name!r} (stages: {', '.join(STAGES)})")
+    if from_stage is not None and until is not None and STAGES.index(from_stage) > STAGES.index(until):
+        raise ConjError(f"--from {from_stage} comes after --until {until}: nothing would run")
     spec = load_pipeline(path, overrides)
-    out = Path(spec["output_dir"])
+    data = check_pipeline(spec, path)
+    out = check_output_dir(spec["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     state = _State(out)
     result = PipelineResult(out)
     forced = from_stage is not None
     force_from = STAGES.index(from_stage) if from_stage else len(STAGES)
 
-    def stage(name: str, label: str, cfg: dict, inputs: list[str], runner: Any, output: Path) -> str | None:
-        """Run one stage unless cached; returns its key, or None once past ``until``."""
+    def stage(name: str, label: str, cfg: dict, inputs: list[str], runner: Any, output: Path,
+              sources: Sequence[str] = ()) -> str | None:
+        """Run one stage unless cached; returns its key, or None once past ``until``.
+
+        ``sources`` are the data sources the stage reads: their content (not their path) is in the key.
+        """
+        inputs = [*inputs, *(data[src] for src in sources)]
         # Sampling and evaluation give the same records for any process count: how they are launched
         # stays out of their key (training keeps it: without global_batch_size it changes the batch).
         keyed = {k: v for k, v in cfg.items() if k != "_launch"} if name in ("sample", "eval") else cfg
@@ -160,10 +171,11 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
     judge0, judge0_key = base, stable_hash(base)
     if spec.get("warmup") is not None and not past_until("warmup"):
         cfg = {**spec["warmup"], "model": base, "dataset": spec["dataset"]}
-        judge0_key = stage("warmup", "warmup", cfg, [judge0_key], _run_warmup, out / "warmup") or ""
+        judge0_key = stage("warmup", "warmup", cfg, [judge0_key], _run_warmup, out / "warmup",
+                           [spec["dataset"]]) or ""
         judge0 = str(out / "warmup")
 
-    rounds = int(spec.get("rounds", 1))
+    rounds = spec.get("rounds", 1)
     launch = spec.get("launch") or {}
     sampler, sampler_key = judge0, judge0_key
     for r in range(1, rounds + 1):
@@ -175,7 +187,8 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
             break
         s_cfg = {**(spec.get("sample") or {}), "model": sampler, "dataset": spec["dataset"],
                  "_launch": launch.get("sample")}
-        s_key = stage("sample", f"sample{tag}", s_cfg, [sampler_key], _run_sample, rdir / "sample")
+        s_key = stage("sample", f"sample{tag}", s_cfg, [sampler_key], _run_sample, rdir / "sample",
+                      [spec["dataset"]])
         if past_until("filter"):
             break
         f_cfg = {**(spec.get("filter") or {}), "sample_dir": str(rdir / "sample")}
@@ -190,7 +203,8 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         if spec.get("train_rm") is not None and r == 1 and not past_until("train_rm"):
             rm_cfg = {**spec["train_rm"], "model_name_or_path": base, "dataset_name": spec["dataset"],
                       "pairs_from": str(rdir / "filter"), "_launch": launch.get("train_rm")}
-            rm_key = stage("train_rm", "train_rm", rm_cfg, [f_key], _run_train_rm, out / "reward")
+            rm_key = stage("train_rm", "train_rm", rm_cfg, [f_key], _run_train_rm, out / "reward",
+                           [spec["dataset"]])
             models.insert(1, f"rm={out / 'reward'}")
             keys.append(rm_key)
         elif spec.get("train_rm") is not None and (out / "reward").exists():
@@ -198,16 +212,101 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
             keys.append(state.get("train_rm").get("key"))
         if past_until("eval"):
             break
-        e_cfg = dict(spec.get("eval") or {})
-        e_cfg.setdefault("dataset", spec.get("heldout"))
-        if not e_cfg.get("dataset"):
-            raise ConjError("the eval stage needs 'heldout' or eval.dataset")
+        e_cfg = _eval_section(spec)
         e_cfg["model"] = models
         e_cfg["_launch"] = launch.get("eval")
-        stage("eval", f"eval{tag}", e_cfg, [str(k) for k in keys], _run_eval, rdir / "eval")
+        stage("eval", f"eval{tag}", e_cfg, [str(k) for k in keys], _run_eval, rdir / "eval",
+              _eval_sources(e_cfg))
         result.eval_dirs.append(rdir / "eval")
         sampler, sampler_key = str(rdir / "train"), str(t_key)
     return result
+
+
+def _eval_section(spec: dict[str, Any]) -> dict[str, Any]:
+    e_cfg = dict(spec.get("eval") or {})
+    e_cfg.setdefault("dataset", spec.get("heldout"))
+    return e_cfg
+
+
+def _eval_sources(e_cfg: dict[str, Any]) -> list[str]:
+    from conj_train.evaluate import _named_specs
+
+    return [src for _, src in _named_specs(e_cfg["dataset"], "dataset")]
+
+
+def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
+    """Check every section, path and value of a pipeline recipe before the first stage starts.
+
+    Returns the content fingerprint of every data source the stages read (keys of their cache).
+    A typo in ``eval:`` must not be found after hours of sampling and training.
+    """
+    from conj_train.config import build_config
+    from conj_train.data.sources import looks_local
+    from conj_train.evaluate import EvalConfig
+    from conj_train.filter import FilterConfig
+    from conj_train.runs import data_fingerprint
+    from conj_train.sample import SampleConfig
+    from conj_train.warmup import WarmupConfig
+
+    here = Path(spec["output_dir"]) / "_check"  # never written: the configs only need a value
+    base, dataset = str(spec["base_model"]), str(spec["dataset"])
+    if not spec.get("heldout") and not (spec.get("eval") or {}).get("dataset"):
+        raise ConjError(f"{path}: the eval stage needs 'heldout' or eval.dataset")
+    e_cfg = _eval_section(spec)
+    checks: list[tuple[str, type, dict]] = [
+        ("sample", SampleConfig, {"model": base, "dataset": dataset, "output_dir": str(here)}),
+        ("filter", FilterConfig, {"sample_dir": str(here), "output_dir": str(here)}),
+        ("eval", EvalConfig, {"model": [base], "dataset": e_cfg["dataset"], "output_dir": str(here)}),
+    ]
+    if spec.get("warmup") is not None:
+        checks.append(("warmup", WarmupConfig, {"model": base, "dataset": dataset, "output_dir": str(here)}))
+    for name, cls, filled in checks:
+        section = dict(spec.get(name) or {})
+        if not isinstance(spec.get(name) or {}, dict):
+            raise ConjError(f"{path}: section {name!r} must be a mapping")
+        build_config(cls, {**section, **filled}, where=f"{path} [{name}]")
+    for name in ("train", "train_rm"):
+        if spec.get(name) is not None:
+            _check_train_section(spec[name], name, path)
+    sources = [dataset, *_eval_sources(e_cfg)]
+    if looks_local(base) and not Path(base).expanduser().is_dir():
+        raise ConjError(f"{path}: base_model {base}: no such folder")
+    data: dict[str, str] = {}
+    for src in sources:
+        if looks_local(src) and not Path(src).expanduser().exists():
+            raise ConjError(f"{path}: data source {src}: no such file or folder")
+        data[src] = data_fingerprint(src)
+    return data
+
+
+def _check_train_section(section: Any, name: str, path: str | Path) -> None:
+    """Unknown keys and wrongly typed values of a train / train_rm section (TRL's fields + ours)."""
+    import dataclasses
+    import difflib
+
+    from conj_train.config import check_types
+
+    if not isinstance(section, dict):
+        raise ConjError(f"{path}: section {name!r} must be a mapping")
+    if name == "train":
+        from trl import ModelConfig
+
+        from conj_train.train.dpo import ConjDPOConfig, TrainScriptArguments
+
+        classes: tuple[type, ...] = (TrainScriptArguments, ConjDPOConfig, ModelConfig)
+    else:
+        from trl import ModelConfig
+
+        from conj_train.train.reward import ConjRewardConfig, RewardScriptArguments
+
+        classes = (RewardScriptArguments, ConjRewardConfig, ModelConfig)
+    names = {f.name: cls for cls in classes for f in dataclasses.fields(cls)}
+    for key, value in section.items():
+        if key not in names:
+            close = difflib.get_close_matches(key, sorted(names), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConjError(f"unknown key {key!r} in {path} [{name}]{hint}")
+        check_types(names[key], {key: value}, where=f"{path} [{name}]")
 
 
 def _portable(value: Any, out: Path) -> Any:

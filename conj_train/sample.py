@@ -43,6 +43,7 @@ from conj_train.io import (
     stable_hash,
     write_jsonl,
 )
+from conj_train.runs import check_output_dir, claim_shard, records_fingerprint, shard_lock
 
 KINDS = ("repeated", "hint_correct", "hint_wrong")
 
@@ -247,21 +248,6 @@ def _judgment_record(unit: _Unit, gen: Generation, cfg: SampleConfig) -> dict:
 # Running one shard
 
 
-def _check_run_dir(out: Path, cfg: SampleConfig, name: str) -> None:
-    """Refuse to mix outputs of a different config into ``out`` unless ``overwrite``."""
-    import shutil
-
-    manifest = out / "manifests" / f"{name}.json"
-    merged = out / "manifest.json"
-    for path in (manifest, merged):
-        if path.exists() and read_json(path).get("config_hash") != cfg.output_hash():
-            if not cfg.overwrite:
-                raise ConjError(f"{out} holds a sampling run with a different config; pass "
-                                "--overwrite to replace it or choose a new output_dir")
-            shutil.rmtree(out)
-            return
-
-
 def _done_keys(path: Path) -> tuple[set[tuple[str, str, int]], list[dict]]:
     if not path.exists():
         return set(), []
@@ -338,10 +324,23 @@ def run_sample(cfg: SampleConfig, *, rank: int | None = None, world: int | None 
     if cfg.merge_only:
         return merge_shards(out, cfg)
     name = shard_name(rank, world)
-    _check_run_dir(out, cfg, name)
+    check_output_dir(out)
+    with shard_lock(out, name):
+        return _run_shard(cfg, out, name, rank, world, engine, merge)
+
+
+def _run_shard(cfg: SampleConfig, out: Path, name: str, rank: int, world: int, engine: Any,
+               merge: bool) -> SampleResult:
+    """One shard, under its lock: claim the folder for this config and data, resume, sample, merge."""
+    items, info = _load_items(cfg)
+    data_hash = records_fingerprint(it["pair_id"] for it in items)
     manifest_path = out / "manifests" / f"{name}.json"
-    if manifest_path.exists() and read_json(manifest_path).get("complete"):
-        result = SampleResult(out, read_json(manifest_path)["counts"], complete=True,
+    jpath = out / "judgments" / f"{name}.jsonl"
+    claim = claim_shard(out, manifest_path, config_hash=cfg.output_hash(), data_hash=data_hash,
+                        overwrite=cfg.overwrite, stage="sample", extra={"shard": [rank, world]},
+                        records=[jpath])
+    if claim is not None and claim.get("complete"):
+        result = SampleResult(out, claim["counts"], complete=True,
                               summary=f"{out}: shard {rank}/{world} already complete; nothing to do")
         if merge and _all_shards_written(out, world):
             merged = merge_shards(out, cfg)
@@ -350,10 +349,8 @@ def run_sample(cfg: SampleConfig, *, rank: int | None = None, world: int | None 
         return result
 
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
-    items, info = _load_items(cfg)
     mine = [it for it in items if shard_of(it["pair_id"], world) == rank]
     write_jsonl(out / "prompts" / f"{name}.jsonl", (_prompt_row(it) for it in mine))
-    jpath = out / "judgments" / f"{name}.jsonl"
     done, existing = _done_keys(jpath)
     first_kinds = ["repeated"] if cfg.hint_when == "fallback" else [k for k in KINDS if _kind_count(cfg, k)]
     engine = engine or _make_engine(cfg)
@@ -370,7 +367,7 @@ def run_sample(cfg: SampleConfig, *, rank: int | None = None, world: int | None 
     _, rows = _done_keys(jpath)
     shard_counts = _summarise(rows, len(mine), {k: len(v) for k, v in skipped.items()}, counts)
     atomic_write_json(manifest_path, {
-        "stage": "sample", "shard": [rank, world], "config_hash": cfg.output_hash(),
+        "stage": "sample", "shard": [rank, world], "config_hash": cfg.output_hash(), "data_hash": data_hash,
         "config": config_to_dict(cfg), "input": info, "counts": shard_counts, "complete": True,
         "resumed_from": len(existing), "versions": library_versions(),
     })
@@ -465,8 +462,12 @@ def _summarise(rows: list[dict], pairs: int, skipped: dict, counts: Counter) -> 
 # Merging shards
 
 
+def _shard_complete(path: Path) -> bool:
+    return path.exists() and bool(read_json(path).get("complete"))
+
+
 def _all_shards_written(out: Path, world: int) -> bool:
-    return all((out / "manifests" / f"{shard_name(i, world)}.json").exists() for i in range(world))
+    return all(_shard_complete(out / "manifests" / f"{shard_name(i, world)}.json") for i in range(world))
 
 
 def merge_shards(out: Path, cfg: SampleConfig) -> SampleResult:
@@ -480,11 +481,15 @@ def merge_shards(out: Path, cfg: SampleConfig) -> SampleResult:
     if len(worlds) != 1:
         raise ConjError(f"{out}: shards of different shard counts {sorted(worlds)}; rerun with one count")
     world = worlds.pop()
-    missing = [i for i in range(world) if not (mdir / f"{shard_name(i, world)}.json").exists()]
+    missing = [i for i in range(world) if not _shard_complete(mdir / f"{shard_name(i, world)}.json")]
     if missing:
         raise ConjError(f"{out}: shards not finished yet: {missing}")
     if any(m["config_hash"] != cfg.output_hash() for m in shards):
         raise ConjError(f"{out}: a shard was written with a different config")
+    data_hashes = {m.get("data_hash") for m in shards}
+    if len(data_hashes) > 1:
+        raise ConjError(f"{out}: shards were sampled from different versions of the data; rerun them "
+                        "with --overwrite true")
     seen: set[tuple[str, str, int]] = set()
     total: Counter[str] = Counter()
     by_kind: Counter[str] = Counter()
@@ -512,9 +517,9 @@ def merge_shards(out: Path, cfg: SampleConfig) -> SampleResult:
         counts["fallback_pairs"] = total["fallback_pairs"]
     first = shards[0]
     atomic_write_json(out / "manifest.json", {
-        "stage": "sample", "config_hash": cfg.output_hash(), "config": config_to_dict(cfg),
-        "input": first.get("input", {}), "shards": world, "counts": counts, "complete": True,
-        "versions": library_versions(),
+        "stage": "sample", "config_hash": cfg.output_hash(), "data_hash": data_hashes.pop(),
+        "config": config_to_dict(cfg), "input": first.get("input", {}), "shards": world, "counts": counts,
+        "complete": True, "versions": library_versions(),
     })
     summary = format_summary(counts)
     return SampleResult(out, counts, complete=True, merged=True, summary=summary)

@@ -78,8 +78,12 @@ def build_tiny_model(
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-    if hidden % heads or heads % kv_heads:
-        raise ValueError("hidden must be divisible by heads, and heads by kv_heads")
+    sizes = {"hidden": hidden, "layers": layers, "heads": heads, "kv_heads": kv_heads, "vocab_size": vocab_size}
+    for name, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if hidden % heads or heads % kv_heads or (hidden // heads) % 2:
+        raise ValueError("hidden must be divisible by heads, heads by kv_heads, and hidden/heads must be even")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 

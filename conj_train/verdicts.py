@@ -30,7 +30,14 @@ Otherwise a fallback runs:
 Lenient mode first replaces newlines with spaces, as the original does. Strict mode replaces the
 Chinese closing quote + comma (``”，`` / ``”,``) with ``",`` when the text as written yields no
 verdict object: the original always replaces, which breaks valid JSON whose rationale contains
-``”，`` (common in Chinese); the verdict is the same either way, the rationale survives.
+``”，`` (common in Chinese). With ASCII-quoted keys the verdict is then the same either way (the
+original's key regex finds it) and the rationale survives here; with full-width-quoted keys
+(``“更好的回答”：1``) the original finds no verdict and this parser does.
+
+Strict mode ranks the verdict keys: the first (``更好的回答``) anywhere in the text wins over the
+others, as in the original, which reads only that key; the others (``better_answer``...) are read
+only when it is absent (the original reads them never: docs/differences.md). A fenced block that
+holds a JSON *string* of the object is decoded once more, as the original's ``str`` branch does.
 
 Other deliberate differences from the original code, all in edge cases: the last fenced block is
 really parsed (the original's second ``re.search`` almost always misses it); ``{...}`` candidates
@@ -107,20 +114,28 @@ def parse_verdict(
     if not text:
         return ParsedVerdict(None, None, EMPTY)
 
+    # Strict mode (the training parser) ranks the first key above the others, as the original, which
+    # knows only "更好的回答": an object or quoted key holding it wins over an earlier "better_answer".
+    groups = (vkeys[:1], vkeys[1:]) if mode == "strict" and len(vkeys) > 1 else (vkeys,)
     found = _whole_object(text, vkeys)
     reason = ""
-    if found is None:
-        found, reason = _json_stage(text, vkeys)
+    for group in groups if found is None else ():
+        found, reason = _json_stage(text, group)
+        if found is not None:
+            break
     if found is None and mode == "strict" and "”" in text:
         text = text.replace("”，", '",').replace("”,", '",')
-        found, reason = _json_stage(text, vkeys)
+        for group in groups:
+            found, reason = _json_stage(text, group)
+            if found is not None:
+                break
     if found is not None:
         obj, key, via = found
         verdict = _value_verdict(obj[key])
         return ParsedVerdict(verdict, _dict_rationale(obj, rkeys), None if verdict else BAD_VALUE, via)
 
     if mode == "strict":
-        quoted = _find_quoted_key(text, vkeys)
+        quoted = next((q for q in (_find_quoted_key(text, g) for g in groups) if q is not None), None)
         if quoted is None:
             return ParsedVerdict(None, None, reason)
         digit = _find_digit(text, quoted[1])
@@ -212,7 +227,10 @@ def _json_values(text: str) -> Iterator[tuple[str, object]]:
         first, last = _fence_spans(text)
         for span in (first, last if last != first else None):
             if span is not None:
-                yield "fenced", _decode(text, span)
+                value = _decode(text, span)
+                if isinstance(value, str):  # a JSON string holding the object: decoded once more,
+                    value = _decode(value, (0, len(value)))  # as the original's str branch does
+                yield "fenced", value
     find, rfind, starts_object = text.find, text.rfind, _OBJECT_START_RE.match
     tried: set[int] = set()
     pos, visited = find("{"), 0

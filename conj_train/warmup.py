@@ -34,6 +34,7 @@ from typing import Any
 from conj_train.config import config_to_dict
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, file_hash, library_versions, read_json, stable_hash
+from conj_train.runs import check_output_dir
 
 # The fixed rationale per template language; "{verdict}" is replaced by the drawn slot.
 DEFAULT_RATIONALES = {"zh": "回答{verdict}更好。", "en": "Answer {verdict} is better."}
@@ -180,7 +181,7 @@ def _summary(result: WarmupResult) -> str:
 def run_warmup(cfg: WarmupConfig) -> WarmupResult:
     """Fine-tune ``cfg.model`` on format-only judgments and save it to ``cfg.output_dir``."""
     cfg.validate()
-    out = Path(cfg.output_dir)
+    out = check_output_dir(cfg.output_dir)
     config_hash, inputs = cfg.output_hash(), _input_info(cfg)
     done = _check_output(out, cfg, config_hash, inputs)
     if done is not None:

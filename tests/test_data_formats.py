@@ -34,7 +34,7 @@ def load(tmp_path: Path, data: object, name: str = "data.jsonl", **kw):
     result = load_preferences(str(write(tmp_path / name, data)), **kw)
     rep = result.report
     assert rep.rows_used + sum(rep.skipped.values()) == rep.rows_read
-    assert rep.rows_used == len(result.records)
+    assert rep.pairs == len(result.records) >= rep.rows_used  # RM-Bench rows hold 9 pairs each
     return result
 
 
@@ -184,12 +184,43 @@ def test_judgebench_labels(tmp_path: Path) -> None:
 
 
 def test_autoj_labels_with_tie(tmp_path: Path) -> None:
+    # Auto-J's README / pairwise_eval.py: 0 = response 1 better, 1 = response 2 better, 2 = tie.
     rows = [{"scenario": "code", "prompt": "P", "response 1": "X", "response 2": "Y", "label": 0},
-            {"scenario": "code", "prompt": "P", "response 1": "X", "response 2": "Y", "label": 2}]
+            {"scenario": "code", "prompt": "Q", "response 1": "X", "response 2": "Y", "label": 1},
+            {"scenario": "code", "prompt": "R", "response 1": "X", "response 2": "Y", "label": 2},
+            {"scenario": "code", "prompt": "S", "response 1": "X", "response 2": "Y", "label": 3}]
     res = load(tmp_path, rows)
     assert res.report.format == "autoj"
-    assert triples(res) == [("P", "Y", "X")] and res.records[0]["source"] == "code"
-    assert res.report.skipped == {"tie": 1}
+    assert triples(res) == [("P", "X", "Y"), ("Q", "Y", "X")] and res.records[0]["source"] == "code"
+    assert res.report.skipped == {"tie": 1, "invalid_label": 1}
+    # Evaluation keeps the tie row (Auto-J's agreement counts it), flagged, answers in file order.
+    ev = load(tmp_path, rows, "e.jsonl", mode="eval")
+    assert triples(ev) == [("P", "X", "Y"), ("Q", "Y", "X"), ("R", "X", "Y")]
+    assert [r["meta"].get("tie", False) for r in ev.records] == [False, False, True]
+    assert ev.report.skipped == {"invalid_label": 1} and ev.report.kept == {"tie": 1}
+
+
+def test_rmbench_rows_give_nine_style_pairs(tmp_path: Path) -> None:
+    rows = [{"id": 7, "subset": "alpacaeval", "prompt": "P", "chosen": ["c0", "c1", "c2"],
+             "rejected": ["r0", "r1", "r2"]},
+            {"id": 8, "prompt": "Q", "chosen": ["c0", "c1"], "rejected": ["r0", "r1", "r2"]}]
+    res = load(tmp_path, rows, "chat_filtered.json")
+    assert res.report.format == "rmbench" and res.report.skipped == {"missing_field": 1}
+    assert (res.report.rows_used, res.report.pairs, len(res.records)) == (1, 9, 9)
+    assert [(r["chosen"], r["rejected"]) for r in res.records[:4]] == [("c0", "r0"), ("c0", "r1"), ("c0", "r2"),
+                                                                       ("c1", "r0")]
+    assert [r["meta"]["cell"] for r in res.records[:4]] == [[0, 0], [0, 1], [0, 2], [1, 0]]
+    assert {r["source"] for r in res.records} == {"chat_filtered"}  # the domain comes from the file name
+    ev = load(tmp_path, [{**rows[0], "domain": "safety-refuse"}], "total.json", mode="eval")
+    assert {r["source"] for r in ev.records} == {"safety-refuse"}
+    assert len({r["id"] for r in ev.records}) == 9 and ev.records[1]["id"].endswith("-0.1")
+
+
+def test_judgebench_tie_is_kept_for_evaluation(tmp_path: Path) -> None:
+    rows = [{"pair_id": "c", "question": "Q", "response_A": "X", "response_B": "W", "label": "A=B"}]
+    ev = load(tmp_path, rows, mode="eval")
+    assert triples(ev) == [("Q", "X", "W")] and ev.records[0]["meta"]["tie"] is True
+    assert ev.report.kept == {"tie": 1} and ev.report.skipped == {}
 
 
 def test_evalbiasbench_dict_of_lists(tmp_path: Path) -> None:
@@ -224,8 +255,9 @@ OK = {"prompt": "P", "chosen": "C", "rejected": "R"}
 SKIP_CASES = {
     "missing_field": ([{"prompt": "P", "chosen": "C"}], {"format": "trl-standard"}),
     "invalid_label": ([{"input": "I", "output_1": "X", "output_2": "Y", "label": "first"}], {}),
-    "tie": ([{"prompt": "P", "response 1": "X", "response 2": "Y", "label": 0}], {}),
+    "tie": ([{"prompt": "P", "response 1": "X", "response 2": "Y", "label": 2}], {}),
     "non_text_content": ([{**OK, "chosen": True}], {"format": "trl-standard"}),
+    "invalid_text": ([{**OK, "chosen": "a\ud800b"}], {"format": "trl-standard"}),
     "unknown_role": ([{"chosen": [{"role": "human", "content": "Q"}, a("x")],
                        "rejected": [{"role": "human", "content": "Q"}, a("y")]}], {"format": "skywork"}),
     "empty_question": ([{**OK, "prompt": "  \n"}], {"format": "trl-standard"}),
@@ -251,7 +283,7 @@ def test_every_skip_reason(tmp_path: Path, reason: str) -> None:
 def test_first_reason_wins_when_several_apply(tmp_path: Path) -> None:
     # A tie with an empty answer counts as a tie only; a non-text answer that is also empty-looking
     # counts as non_text_content.
-    rows = [{"prompt": "P", "response 1": "", "response 2": "Y", "label": 0},
+    rows = [{"prompt": "P", "response 1": "", "response 2": "Y", "label": 2},
             {"prompt": "P", "response 1": None, "response 2": "", "label": 1}]
     assert load(tmp_path, rows).report.skipped == {"tie": 1, "non_text_content": 1}
 

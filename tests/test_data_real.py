@@ -130,3 +130,26 @@ def test_evalbiasbench(shared_data: Path) -> None:
         r = flat[rec["meta"]["row"]]
         assert (rec["question"], rec["chosen"], rec["rejected"]) == (r["instruction"], r["response1"],
                                                                      r["response2"])
+
+
+def test_pandalm_eval_mode_keeps_every_row_with_text(shared_data: Path) -> None:
+    path = shared_data / "pandalm-testset-v1.json"
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    res = load_preferences(str(path), mode="eval")
+    rep = res.report
+    _check_invariant(rep)
+    non_text = [i for i, r in enumerate(raw)
+                if not all(isinstance(r[k], str) for k in ("instruction", "input", "response1", "response2"))]
+    assert rep.skipped == {"non_text_content": len(non_text)}
+    assert rep.rows_used == len(raw) - len(non_text) == len(res.records)
+    assert len({r["id"] for r in res.records}) == len(res.records)  # repeated pairs stay distinct
+    # What training ingestion skips (the non-text rows aside, none of which is a tie) is kept, flagged.
+    train = _pandalm_expected(raw)
+    assert rep.kept == {k: v for k, v in train.items() if k != "non_text_content"}
+    assert rep.kept == {"tie": 105, "empty_answer": 52, "duplicate_pair": 76}
+    assert sum(bool(r["meta"].get("tie")) for r in res.records) == 105
+
+
+def test_llmbar_files_score_the_same_rows_in_eval_mode(shared_data: Path) -> None:
+    rep = load_preferences(str(shared_data / "llmbar"), mode="eval").report
+    assert rep.rows_read == rep.rows_used == rep.pairs == 419 and rep.kept == {}

@@ -253,3 +253,119 @@ def test_rewardbench_subsets_get_section_scores(tmp_path: Path) -> None:
     rb = score_records(rows, "judge", both_orders=False)["rb"]["rewardbench"]["accuracy"]
     assert rb["sections"]["Chat Hard"]["score"] == 0.5 and rb["sections"]["Reasoning"]["score"] == 1.0
     assert rb["overall"] == 0.75 and not rb["complete"]
+
+
+# --- benchmark protocols: row sets, official metrics, splits ----------------------------------------
+
+
+def _write_rows(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+def test_benchmark_rows_are_all_scored_with_official_metrics(tiny_rm_dir: Path, tmp_path: Path) -> None:
+    # Auto-J labels: 0 = response 1 better, 1 = response 2, 2 = tie. Row 3 repeats row 0, row 4 has
+    # identical answers: training ingestion would drop them and the tie, evaluation scores them all.
+    autoj = [
+        {"scenario": "code_generation", "prompt": "Sort a list.", "response 1": "sorted(x)", "response 2": "x", "label": 0},
+        {"scenario": "chitchat", "prompt": "Hi!", "response 1": "Go away.", "response 2": "Hello!", "label": 1},
+        {"scenario": "chitchat", "prompt": "Hey", "response 1": "Hi.", "response 2": "Hello.", "label": 2},
+        {"scenario": "code_generation", "prompt": "Sort a list.", "response 1": "sorted(x)", "response 2": "x", "label": 0},
+        {"scenario": "chitchat", "prompt": "Yo", "response 1": "Yo.", "response 2": "Yo.", "label": 0},
+    ]
+    rmbench = [{"id": k, "prompt": f"Explain topic {k}.", "chosen": [f"good {k}", f"good {k}, longer", f"**good {k}**"],
+                "rejected": [f"bad {k}", f"bad {k}, longer", f"**bad {k}**"]} for k in range(2)]
+    a = _write_rows(tmp_path / "autoj.jsonl", autoj)
+    b = tmp_path / "rmbench"
+    b.mkdir()
+    (b / "chat_filtered.json").write_text(json.dumps(rmbench))
+    out = tmp_path / "out"
+    cfg = EvalConfig(model=str(tiny_rm_dir), dataset=[f"autoj={a}", f"rmbench={b}"], output_dir=str(out),
+                     progress=False, threads=1, batch_pairs=4)
+    cfg.validate()
+    res = run_eval(cfg)
+    metrics = read_json(out / "metrics.json")
+    rows = metrics["datasets"]["autoj"]
+    assert (rows["rows_read"], rows["rows_used"], rows["pairs_built"], rows["skipped"]) == (5, 5, 5, {})
+    assert rows["kept"] == {"tie": 1, "duplicate_pair": 1, "identical_answers": 1}
+    entry = metrics["models"]["rm"]["datasets"]["autoj"]
+    assert entry["rows"] == {"pairs_scored": 5, "ties": 1, "format": "autoj"} and entry["overall"]["pairs"] == 4
+    # Auto-J's agreement for a reward model (its "single" type): the prediction from the two rewards
+    # in the file's order (0 / 1 / 2 = tie) must equal the label, on every row.
+    expected = 0
+    for r in (r for r in _records(out, "rm") if r["dataset"] == "autoj"):
+        row = autoj[int(r["pair_id"].rsplit("-", 1)[1])]  # eval ids end with the row
+        chosen, other = r[f"reward_{r['label']}"], r[f"reward_{3 - r['label']}"]
+        r1, r2 = (other, chosen) if row["label"] == 1 else (chosen, other)  # "chosen" is response 1 on a tie
+        expected += (0 if r1 > r2 else 1 if r2 > r1 else 2) == row["label"]
+    assert entry["official"]["autoj_agreement"] == pytest.approx(expected / 5)
+    # RM-Bench: 2 prompts x 9 cells; hard = upper-triangle cells (chosen plainer than rejected).
+    rm_entry = metrics["models"]["rm"]["datasets"]["rmbench"]
+    assert metrics["datasets"]["rmbench"]["pairs_built"] == 18 and rm_entry["rows"]["pairs_scored"] == 18
+    wins: dict[tuple[int, int], list[float]] = {}
+    for r in _records(out, "rm"):
+        if r["dataset"] == "rmbench":
+            chosen = r["reward_1"] if r["label"] == 1 else r["reward_2"]
+            rejected = r["reward_2"] if r["label"] == 1 else r["reward_1"]
+            wins.setdefault(tuple(r["cell"]), []).append(float(chosen > rejected))
+    hard = sum(sum(v) / len(v) for (i, j), v in wins.items() if i < j) / 3
+    assert rm_entry["official"]["domains"]["chat"]["hard"] == pytest.approx(hard)
+    summary = (out / "summary.md").read_text()
+    assert "## Rows" in summary and "| autoj | autoj | – | 5 | 5 | 0 | 5 |" in summary
+    assert "Auto-J pairwise: autoj_agreement" in summary and "RM-Bench" in res.summary
+
+
+def test_eval_ingestion_keeps_position_swapped_copies_and_train_mode_drops_them(tmp_path: Path) -> None:
+    rows = [{"input": "Q", "output_1": "A", "output_2": "B", "label": 1},
+            {"input": "Q", "output_1": "B", "output_2": "A", "label": 2},  # MT-Bench human's swapped copies
+            {"input": "R", "output_1": "", "output_2": "C", "label": 2}]
+    data = tmp_path / "mt.json"
+    data.write_text(json.dumps(rows))
+    cfg = EvalConfig(model="m", dataset=f"mt={data}", output_dir=str(tmp_path / "o"))
+    records, report, selection = cfg.load_eval_records("mt", str(data))
+    assert len(records) == 3 and len({r["id"] for r in records}) == 3
+    assert report.kept == {"duplicate_pair": 1, "empty_answer": 1} and selection["split"] is None
+    cfg.ingest_mode = "train"
+    records, report, _ = cfg.load_eval_records("mt", str(data))
+    assert len(records) == 1 and report.skipped == {"duplicate_pair": 1, "empty_answer": 1}
+
+
+def test_dataset_options_choose_a_split_per_data_set(tmp_path: Path) -> None:
+    import datasets
+
+    from conj_train.benchmarks import default_split
+
+    assert default_split("allenai/reward-bench") == "filtered" and default_split("ScalerLab/JudgeBench") == "gpt"
+    assert default_split("some/other") is None
+    rows = [{"prompt": f"P{i}", "chosen": f"C{i}", "rejected": f"R{i}"} for i in range(3)]
+    datasets.DatasetDict({"filtered": datasets.Dataset.from_list(rows[:2]),
+                          "raw": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "dd"))
+    cfg = EvalConfig(model="m", dataset=[f"a={tmp_path / 'dd'}", f"b={tmp_path / 'dd'}"], output_dir="o",
+                     dataset_options={"a": {"split": "filtered"}, "b": {"split": "raw"}})
+    cfg.validate()
+    assert len(cfg.load_eval_records("a", str(tmp_path / "dd"))[0]) == 2
+    assert len(cfg.load_eval_records("b", str(tmp_path / "dd"))[0]) == 3
+    with pytest.raises(ConjError, match="not a data set"):
+        EvalConfig(model="m", dataset="x=d", output_dir="o", dataset_options={"y": {"split": "s"}}).validate()
+    with pytest.raises(ConjError, match="allowed: split, format, config"):
+        EvalConfig(model="m", dataset="x=d", output_dir="o", dataset_options={"x": {"splt": "s"}}).validate()
+
+
+def test_con_j_paper_recipe_sets_its_protocol() -> None:
+    from conj_train.config import build_config, read_yaml
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "con-j-qwen2-7b" / "eval_paper.yaml"
+    cfg = build_config(EvalConfig, read_yaml(recipe))
+    assert (cfg.orders, cfg.decoding, cfg.samples, cfg.parser) == ("random", "sample", 1, "lenient")
+    assert (cfg.temperature, cfg.top_p, cfg.repetition_penalty, cfg.max_new_tokens) == (1.0, 0.9, 1.2, 512)
+
+
+def test_rewardbench_official_rule_for_reward_model_ties(tmp_path: Path) -> None:
+    # Two reward-model records in llmbar-natural: one right, one with equal rewards (no verdict).
+    rows = [{"dataset": "rb", "pair_id": f"p{i}", "subset": "llmbar-natural", "swapped": False, "label": 1,
+             "verdict": v, "reward_1": r1, "reward_2": 0.0, "probability": None, "format": "rewardbench"}
+            for i, (v, r1) in enumerate([(1, 1.0), (None, 0.0)])]
+    rb = score_records(rows, "rm", both_orders=True)["rb"]["rewardbench"]
+    assert rb["official"]["sections"]["Chat Hard"]["score"] == 0.5  # RewardBench: tie = 0 -> (1 + 0) / 2
+    assert rb["accuracy"]["sections"]["Chat Hard"]["score"] == 0.75  # the project's tie = 0.5
+    assert rb["counts"]["mismatches"]["llmbar-natural"] == [2, 100] and not rb["counts"]["match"]

@@ -87,7 +87,7 @@ def _cfg(sample: Path, out: Path, **kw) -> FilterConfig:
 
 def test_every_pair_and_judgment_is_accounted_for(sample_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "filter"
-    res = run_filter(_cfg(sample_dir, out))
+    res = run_filter(_cfg(sample_dir, out, dedup_texts=True, drop_identical=True))
     rep = read_json(out / "report.json")
     n_judgments = sum(1 for p in (sample_dir / "judgments").glob("*.jsonl") for _ in iter_jsonl(p))
     assert rep["judgments_read"] == n_judgments == sum(rep["judgments_by_class"].values())

@@ -192,17 +192,18 @@ def test_shuffle_is_seeded_per_pair_and_independent_of_input_order() -> None:
 def test_dedup_removes_identical_texts_before_pairing() -> None:
     js = [_j("repeated", i, "positive", text="same verdict 1") for i in range(3)]
     js += [_j("repeated", 3, "negative"), _j("repeated", 4, "negative")]
-    out = build_pairs(PID, 1, js, CODE)
+    out = build_pairs(PID, 1, js, PairRules(dedup_texts=True))
     assert _types(out.pairs) == {"best_of_n": 1} and out.duplicates == 2
     assert out.pairs[0].chosen.index == 0
-    assert _types(build_pairs(PID, 1, js, PairRules(dedup_texts=False)).pairs) == {"best_of_n": 2}
+    # The code preset is the released algorithm: identical texts are paired like any others.
+    assert _types(build_pairs(PID, 1, js, CODE).pairs) == {"best_of_n": 2}
 
 
 def test_pairs_with_identical_texts_are_dropped() -> None:
     js = [_j("hint_correct", 0, "positive", text="X"), _j("hint_wrong", 0, "negative", text="X")]
-    out = build_pairs(PID, 1, js, CODE)
+    out = build_pairs(PID, 1, js, PairRules(drop_identical=True))
     assert out.pairs == [] and out.dropped == {"identical_texts": 1} and out.lost_reason == "identical_texts"
-    assert len(build_pairs(PID, 1, js, PairRules(drop_identical=False)).pairs) == 1
+    assert len(build_pairs(PID, 1, js, CODE).pairs) == 1  # the code preset keeps it, as the original
 
 
 def test_rules_validate() -> None:

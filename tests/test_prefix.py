@@ -140,6 +140,46 @@ def test_lora_matches_trl(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert ours.ref_model is None and ours.prefix_sharing_stats()["policy"].shared == 2
 
 
+def test_bf16_mixed_precision_scores_both_models_in_bf16_like_trl(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Under bf16 autocast the shared path runs both policy and reference matmuls in bf16, as TRL does.
+
+    accelerate wraps the model's own forward in autocast; the shared path replaces that forward, so
+    without entering the accelerator's autocast itself the reference was scored in fp32. (The
+    first-batch check runs at the weights' dtype on purpose, so it is off here.)
+    """
+    import functools
+
+    import torch
+    from trl import DPOTrainer
+
+    from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
+
+    unchecked = functools.partial(PrefixSharedDPOTrainer, verify_prefix_sharing=False)
+    dtypes = {}
+    for name, cls in (("ours", unchecked), ("trl", DPOTrainer)):
+        trainer = _trainer(cls, tiny_model_dir, tmp_path / name, _pairs(4), bf16=True, max_steps=1)
+        seen: dict[str, set] = {"policy": set(), "reference": set()}
+        for role, model in (("policy", trainer.model), ("reference", trainer.ref_model)):
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.register_forward_hook(lambda m, i, o, out=seen[role]: out.add(o.dtype))
+        trainer.train()
+        dtypes[name] = seen
+    assert dtypes["ours"] == dtypes["trl"] == {"policy": {torch.bfloat16}, "reference": {torch.bfloat16}}
+
+
+def test_bf16_first_batch_check_keeps_sharing_on(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The first-batch check compares layouts at the weights' dtype (autocast off), so bf16 mixed
+    precision does not turn sharing off on rounding differences."""
+    from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
+
+    trainer = _trainer(PrefixSharedDPOTrainer, tiny_model_dir, tmp_path, _pairs(4), bf16=True, max_steps=1)
+    trainer.train()
+    stats = trainer.prefix_sharing_stats()
+    assert set(stats) == {"policy", "reference"}
+    assert all(st.shared >= 1 and st.fallback == 0 for st in stats.values())
+
+
 def test_precomputed_reference_log_probs_match(tiny_model_dir: Path, tmp_path: Path) -> None:
     import numpy as np
 

@@ -360,3 +360,61 @@ def test_balanced_batches_alternate_the_chosen_verdict(tiny_model_dir: Path, tmp
     assert 0 < k < 12  # the data is unbalanced: the surplus comes last
     majority = 1 if labels.count(1) > k else 2
     assert verdicts == [1, 2] * k + [majority] * (24 - 2 * k)
+
+
+def test_a_folder_keeps_one_config_and_refuses_a_launch_that_cannot_resume(tiny_model_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    from transformers import TrainerCallback
+
+    from conj_train.io import atomic_write_json
+    from conj_train.train.dpo import parse_train_args, run_train
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            control.should_training_stop = state.global_step == 3
+
+    data, out = write_pairs(tmp_path / "filter", 16, 0), tmp_path / "t"
+    run_train(*parse_train_args(train_argv(tiny_model_dir, data, out)), callbacks=[StopAt()])
+    claim = read_json(out / "run.json")
+    assert (out / "checkpoint-3").is_dir() and claim["launch"] == {"world_size": 1, "deepspeed": False}
+    # Another config would resume checkpoint-3 and record itself: refused.
+    with pytest.raises(ConjError, match="different config"):
+        run_train(*parse_train_args(train_argv(tiny_model_dir, data, out, learning_rate=5e-3)))
+    # A ZeRO-3 launch cannot load a single-process checkpoint: one line saying what to do.
+    atomic_write_json(out / "run.json", {**claim, "launch": {"world_size": 2, "deepspeed": True}})
+    with pytest.raises(ConjError, match=r"cannot load it\. Resume with the first launch"):
+        run_train(*parse_train_args(train_argv(tiny_model_dir, data, out)))
+    atomic_write_json(out / "run.json", claim)
+    # A runtime-only change (logging) resumes.
+    resumed = run_train(*parse_train_args(train_argv(tiny_model_dir, data, out, logging_steps=2)))
+    assert resumed.resumed_from is not None and resumed.resumed_from.endswith("checkpoint-3")
+    # --overwrite true starts over with the new config.
+    fresh = run_train(*parse_train_args(train_argv(tiny_model_dir, data, out, learning_rate=5e-3,
+                                                   overwrite=True, max_steps=2)))
+    assert fresh.resumed_from is None and not (out / "checkpoint-3").exists()
+    assert read_json(out / "run.json")["config_hash"] != claim["config_hash"]
+
+
+def test_a_hub_token_is_never_saved(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import torch
+
+    from conj_train.train.dpo import parse_train_args, run_train
+
+    secret = "hf_" + "x" * 30
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    argv = train_argv(tiny_model_dir, write_pairs(tmp_path / "filter", 8, 0), tmp_path / "t", max_steps=1,
+                      save_steps=1, hub_token=secret)
+    monkeypatch.setattr(sys, "argv", ["train.py", *argv])  # what wandb would record
+    parsed = parse_train_args(argv)
+    assert secret not in " ".join(sys.argv)
+    run_train(*parsed)
+    assert os.environ.pop("HF_TOKEN") == secret  # where pushing reads it
+    for path in [tmp_path / "t" / "training_args.bin", tmp_path / "t" / "checkpoint-1" / "training_args.bin"]:
+        args = torch.load(path, weights_only=False)
+        assert args.hub_token is None
+        assert secret.encode() not in path.read_bytes()
+    for f in (tmp_path / "t").rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".yaml", ".md", ".jsonl", ".csv"):
+            assert secret not in f.read_text(errors="replace"), f

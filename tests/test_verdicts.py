@@ -211,3 +211,29 @@ def test_parsing_time_is_linear(shape: str, mode: str) -> None:
     small, large = make(10_000), make(100_000)
     t_small, t_large = _best_time(small, mode), _best_time(large, mode)
     assert t_large <= 20 * t_small + 1e-3, f"{shape}: {t_small * 1e3:.2f} ms -> {t_large * 1e3:.2f} ms"
+
+
+# --- where the strict parser matches the original script, and where it documents a difference ------
+
+
+def test_strict_decodes_a_json_string_in_a_fence_once_more_as_the_original() -> None:
+    text = '```json\n"{\\"更好的回答\\": 2, \\"原因\\": \\"r\\"}"\n```'
+    assert parse_verdict(text, "strict")[:2] == (2, "r")
+
+
+@pytest.mark.parametrize("text", [
+    '"better_answer": 2, "更好的回答": 1',                         # quoted-key fallback
+    '{"原因": "x"} {"better_answer": 2} {"更好的回答": 1}',        # objects in the text
+])
+def test_strict_ranks_the_chinese_key_first_as_the_original(text: str) -> None:
+    assert parse_verdict(text, "strict").verdict == 1
+
+
+def test_strict_reads_english_keys_only_without_the_chinese_one() -> None:
+    # The original reads no English key (docs/differences.md, row 16): a documented extension.
+    assert parse_verdict('{"better_answer": 2}', "strict").verdict == 2
+
+
+def test_full_width_quoted_key_parses_where_the_original_finds_nothing() -> None:
+    # The original's always-on replacement leaves no ASCII "更好的回答": and yields no verdict.
+    assert parse_verdict("{“原因”：“回答1更好”，“更好的回答”：1}", "strict").verdict == 1

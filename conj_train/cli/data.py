@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         result = _load(args)
         info = {**result.report.to_dict(), "lengths": length_stats(result.records, tokenizer)}
     else:
+        from conj_train.runs import check_output_file
+
+        check_output_file(args.output, inputs=[args.source, *args.decontaminate])
         result = _load(args, decontaminate_against=args.decontaminate or None, ngram=args.ngram)
         written = write_records(args.output, result.records)
         info = {**result.report.to_dict(), "output": args.output, "written": written}

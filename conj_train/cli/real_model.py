@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the model (or find it built) and print where it is."""
     from conj_train.real_model import build_real_model
+    from conj_train.runs import check_output_dir
 
+    check_output_dir(args.out_dir, what="out_dir")
     out = build_real_model(args.out_dir, force=args.force)
     print(f"SmolLM2-135M-Instruct written to {out}")
     return 0

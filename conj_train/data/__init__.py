@@ -9,10 +9,12 @@ from __future__ import annotations
 from conj_train.data.decontam import Decontaminator
 from conj_train.data.formats import FORMATS, Options, check_field_map, detect_format, get_format
 from conj_train.data.records import (
+    INGEST_MODES,
     MULTI_TURN_MODES,
     SKIP_REASONS,
     Skip,
     build_record,
+    kept_in_eval,
     read_records,
     record_id,
     write_records,
@@ -23,6 +25,7 @@ from conj_train.errors import ConjError
 
 __all__ = [
     "FORMATS",
+    "INGEST_MODES",
     "SKIP_REASONS",
     "IngestReport",
     "IngestResult",
@@ -35,7 +38,9 @@ __all__ = [
 
 
 def _options(format: str | None, field_map: dict[str, str] | None, multi_turn: str,
-             pku_label: str) -> tuple[str | None, Options]:
+             pku_label: str, mode: str) -> tuple[str | None, Options]:
+    if mode not in INGEST_MODES:
+        raise ConjError(f"mode must be one of {', '.join(INGEST_MODES)}, got {mode!r}")
     if multi_turn not in MULTI_TURN_MODES:
         raise ConjError(f"multi_turn must be one of {', '.join(MULTI_TURN_MODES)}, got {multi_turn!r}")
     if pku_label not in ("better", "safer"):
@@ -63,6 +68,7 @@ def load_preferences(
     strict: bool = False,
     decontaminate_against: list[str] | None = None,
     ngram: int | None = None,
+    mode: str = "train",
 ) -> IngestResult:
     """Read ``source`` (file, folder, saved dataset or Hub id) into canonical preference records.
 
@@ -70,13 +76,17 @@ def load_preferences(
     ``strict=True`` turns the first skip into a :class:`ConjError` naming the row. The format is
     auto-detected per file unless given. ``decontaminate_against`` drops rows whose question
     matches an evaluation source's question (exactly, or sharing a word ``ngram``).
+
+    ``mode="train"`` (training data) applies every check. ``mode="eval"`` keeps the benchmark's own
+    row set: tie rows (``meta.tie``), empty and identical answers and repeated pairs are kept and
+    counted in ``report.kept``, and ids include the row (see :func:`build_record`).
     """
-    format, opts = _options(format, field_map, multi_turn, pku_label)
+    format, opts = _options(format, field_map, multi_turn, pku_label, mode)
     if ngram is not None and not decontaminate_against:
         raise ConjError("ngram needs evaluation sources to decontaminate against")
     guard = Decontaminator.from_sources(decontaminate_against, ngram) if decontaminate_against else None
     tables = read_source(source, config=config, split=split)
-    report = IngestReport(dataset=source)
+    report = IngestReport(dataset=source, mode=mode)
     records: list[dict] = []
     seen: set[str] = set()
     detected: list[str] = []
@@ -92,13 +102,23 @@ def load_preferences(
             try:
                 if not isinstance(row, dict):
                     raise Skip("missing_field", f"row is a {type(row).__name__}, not an object")
-                draft = fmt.convert(row, opts)
-                draft.meta.update(extra)
-                rec = build_record(draft, multi_turn=multi_turn, dataset=source, row=index,
-                                   default_source=group or table.name)
-                if rec["id"] in seen:
-                    raise Skip("duplicate_pair", rec["id"])
-                hit = guard.match(rec["question"]) if guard else None
+                converted = fmt.convert(row, opts)
+                multi = isinstance(converted, list)  # a row holding several pairs
+                drafts = converted if multi else [converted]
+                built = []
+                for k, draft in enumerate(drafts):
+                    if draft.tie and mode == "train":
+                        raise Skip("tie")
+                    draft.meta.update(extra)
+                    rec = build_record(draft, multi_turn=multi_turn, dataset=source, row=index,
+                                       default_source=group or table.name, mode=mode,
+                                       part=k if multi else None)
+                    built.append((draft, rec))
+                content = [record_id(r["context"], r["question"], r["chosen"], r["rejected"])
+                           for _, r in built]
+                if mode == "train" and any(c in seen for c in content):
+                    raise Skip("duplicate_pair", next(c for c in content if c in seen))
+                hit = guard.match(built[0][1]["question"]) if guard and built else None
                 if hit:
                     raise Skip("contaminated", f"{hit} match with an evaluation question")
             except Skip as s:
@@ -106,9 +126,15 @@ def load_preferences(
                     raise ConjError(f"{source}: row {index} skipped ({s})") from None
                 report.skip(s.reason, index)
                 continue
-            seen.add(rec["id"])
-            records.append(rec)
+            if mode == "eval":
+                kept = {kept_in_eval(d, r) or ("duplicate_pair" if c in seen else None)
+                        for (d, r), c in zip(built, content, strict=True)}
+                for reason in sorted(k for k in kept if k):
+                    report.keep(reason)
+            seen.update(content)
+            records.extend(r for _, r in built)
             report.rows_used += 1
-            report.multi_turn_rows += rec["meta"]["turns"] > 1
+            report.pairs += len(built)
+            report.multi_turn_rows += bool(built) and built[0][1]["meta"]["turns"] > 1
     report.format = "+".join(dict.fromkeys(detected))
     return IngestResult(records, report)

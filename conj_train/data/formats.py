@@ -2,7 +2,8 @@
 
 An adapter is a small function ``row, options -> Draft`` (raising ``Skip``) registered with
 :func:`register`; the order of registration is the order auto-detection tries them, most specific
-first. Adding a format is one decorated function.
+first. Adding a format is one decorated function. A tie label gives a ``Draft(tie=True)`` (training
+ingestion skips it, evaluation keeps it); a row holding several pairs (RM-Bench) gives a list of drafts.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Options:
 
 
 Detector = Callable[[set[str], list[dict]], bool]
-Converter = Callable[[dict, Options], Draft]
+Converter = Callable[[dict, Options], "Draft | list[Draft]"]
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,10 @@ def pandalm(row: dict, opts: Options) -> Draft:
     _need(row, "instruction", "response1", "response2", "annotator1", "annotator2", "annotator3")
     votes = [_label(row[f"annotator{k}"], (0, 1, 2)) for k in (1, 2, 3)]
     top, n = Counter(votes).most_common(1)[0]
-    if n < 2 or top == 0:
-        raise Skip("tie", f"annotators {votes}")
-    chosen, rejected = _pick(top, row["response1"], row["response2"])
+    tie = n < 2 or top == 0
+    chosen, rejected = _pick(1 if tie else top, row["response1"], row["response2"])
     meta = {"annotators": votes, "original_id": str(row.get("idx"))}
-    return Draft(_with_input(row["instruction"], row.get("input")), chosen, rejected, meta=meta)
+    return Draft(_with_input(row["instruction"], row.get("input")), chosen, rejected, meta=meta, tie=tie)
 
 
 @register("evalbiasbench", _has("instruction", "response1", "response2", "label"))
@@ -138,27 +138,63 @@ def llmbar(row: dict, opts: Options) -> Draft:
 
 @register("judgebench", _has("question", "response_A", "response_B", "label"))
 def judgebench(row: dict, opts: Options) -> Draft:
-    """JudgeBench: label "A>B"/"B>A"; "A=B" is a tie, anything else invalid."""
+    """JudgeBench (Tan et al. 2024): label "A>B"/"B>A"; "A=B" is a tie, anything else invalid.
+
+    The source (e.g. ``livebench-math``, ``mmlu-pro-law``) gives JudgeBench's categories.
+    """
     _need(row, "question", "response_A", "response_B", "label")
     label = str(row["label"]).replace(" ", "")
-    if label in ("A=B", "B=A"):
-        raise Skip("tie", label)
-    if label not in ("A>B", "B>A"):
+    if label not in ("A>B", "B>A", "A=B", "B=A"):
         raise Skip("invalid_label", repr(row["label"])[:40])
-    chosen, rejected = _pick(1 if label == "A>B" else 2, row["response_A"], row["response_B"])
+    tie = label in ("A=B", "B=A")
+    chosen, rejected = _pick(2 if label == "B>A" else 1, row["response_A"], row["response_B"])
     meta = {"original_id": str(row.get("pair_id")), "label": label}
-    return Draft(row["question"], chosen, rejected, source=row.get("source"), meta=meta)
+    return Draft(row["question"], chosen, rejected, source=row.get("source"), meta=meta, tie=tie)
 
 
 @register("autoj", _has("prompt", "response 1", "response 2", "label"))
 def autoj(row: dict, opts: Options) -> Draft:
-    """Auto-J pairwise test set: label 0 (tie), 1, 2."""
+    """Auto-J pairwise test set (Li et al. 2023): label 0 = response 1 better, 1 = response 2, 2 = tie.
+
+    The source is the scenario (e.g. ``post_summarization``); Auto-J groups scenarios for its table.
+    """
     _need(row, "prompt", "response 1", "response 2", "label")
     label = _label(row["label"], (0, 1, 2))
-    if label == 0:
-        raise Skip("tie")
-    chosen, rejected = _pick(label, row["response 1"], row["response 2"])
-    return Draft(row["prompt"], chosen, rejected, source=row.get("scenario"), meta={"label": label})
+    chosen, rejected = _pick(2 if label == 1 else 1, row["response 1"], row["response 2"])
+    return Draft(row["prompt"], chosen, rejected, source=row.get("scenario"), meta={"label": label},
+                 tie=label == 2)
+
+
+RMBENCH_STYLES = ("concise", "detailed_plain", "detailed_markdown")
+
+
+def _rmbench_detect(keys: set[str], sample: list[dict]) -> bool:
+    chosen = _first(sample, "chosen")
+    return {"prompt", "chosen", "rejected"} <= keys and isinstance(chosen, list) \
+        and len(chosen) == len(RMBENCH_STYLES) and all(isinstance(c, str) for c in chosen)
+
+
+@register("rmbench", _rmbench_detect)
+def rmbench(row: dict, opts: Options) -> list[Draft]:
+    """RM-Bench (Liu et al. 2024): three chosen and three rejected answers per prompt, styles concise,
+    detailed plain, detailed markdown; one pair per (chosen style i, rejected style j), 9 per row.
+
+    The source is the row's ``domain`` (total_dataset.json) or else the file's name (``chat_filtered``);
+    RM-Bench's domains are the names' prefixes (safety-refuse and safety-response form safety).
+    """
+    _need(row, "prompt", "chosen", "rejected")
+    chosen, rejected = row["chosen"], row["rejected"]
+    if not isinstance(chosen, list) or not isinstance(rejected, list):
+        raise Skip("non_text_content", "chosen/rejected are not lists of answers")
+    if len(chosen) != len(RMBENCH_STYLES) or len(rejected) != len(RMBENCH_STYLES):
+        raise Skip("missing_field", f"{len(chosen)} chosen / {len(rejected)} rejected answers, not 3 / 3")
+    domain = row.get("domain")
+    meta = {"prompt_id": str(row.get("id")), "subset": row.get("subset")}
+    return [
+        Draft(row["prompt"], c, r, source=domain, meta={**meta, "cell": [i, j]})
+        for i, c in enumerate(chosen)
+        for j, r in enumerate(rejected)
+    ]
 
 
 @register("pku-saferlhf", lambda k, s: {"prompt", "response_0", "response_1"} <= k
@@ -201,12 +237,11 @@ def ultrafeedback(row: dict, opts: Options) -> Draft:
     _need(row, "prompt", "chosen", "rejected")
     sc = _score(row, "score_chosen", "chosen-rating", "chosen_rating")
     sr = _score(row, "score_rejected", "rejected-rating", "rejected_rating")
-    if sc is not None and sc == sr:
-        raise Skip("tie", f"scores {sc} = {sr}")
     conv = row["chosen"]
     prompt = conv[:-1] if isinstance(conv, list) and len(conv) > 1 else row["prompt"]
     meta = {"score_chosen": sc, "score_rejected": sr, "original_id": str(row.get("prompt_id"))}
-    return Draft(prompt, _last_message(conv), _last_message(row["rejected"]), meta=meta)
+    return Draft(prompt, _last_message(conv), _last_message(row["rejected"]), meta=meta,
+                 tie=sc is not None and sc == sr)
 
 
 @register("trl-conversational", _types(prompt=list, chosen=list))

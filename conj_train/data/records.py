@@ -23,6 +23,7 @@ SKIP_REASONS: dict[str, str] = {
     "invalid_label": "the preference label is not one the format allows",
     "tie": "the label says neither answer is better (or annotators have no majority)",
     "non_text_content": "a question, answer or message content is not a string (bool, None, list...)",
+    "invalid_text": "a text holds a lone UTF-16 surrogate (not encodable as UTF-8)",
     "unknown_role": "a role outside user/assistant/system, or the turns are not ... user -> assistant",
     "empty_question": "the final user turn is empty after strip",
     "empty_answer": "an answer is empty after strip",
@@ -32,6 +33,10 @@ SKIP_REASONS: dict[str, str] = {
 }
 ROLES = ("user", "assistant", "system")
 MULTI_TURN_MODES = ("context", "first_turn")
+# "train" cleans data for training (every SKIP_REASONS check); "eval" keeps a benchmark's own row set:
+# ties, identical or empty answers and repeated pairs stay (the official protocols score them), and
+# each id includes the row so repeated pairs stay distinct.
+INGEST_MODES = ("train", "eval")
 
 
 class Skip(Exception):
@@ -50,7 +55,8 @@ class Draft:
     """An adapter's output, still unchecked.
 
     ``prompt`` is a string (one user turn) or a message list ending with the final user turn;
-    ``chosen``/``rejected`` are strings or assistant message dicts.
+    ``chosen``/``rejected`` are strings or assistant message dicts. ``tie`` marks a row whose label says
+    neither answer is better: ``chosen``/``rejected`` are then just the first and second answers.
     """
 
     prompt: Any
@@ -58,6 +64,7 @@ class Draft:
     rejected: Any
     source: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
+    tie: bool = False
 
 
 def record_id(context: list[dict], question: str, chosen: str, rejected: str) -> str:
@@ -82,10 +89,22 @@ def _answer(value: Any, which: str) -> Any:
     return {"role": "assistant", "content": value}
 
 
+def _encodable(text: str) -> bool:
+    """False for text with a lone surrogate: JSON allows ``\\ud800``, but no file or tokenizer does."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_types(msgs: list[dict], answers: list[dict]) -> None:
     for m in [*msgs, *answers]:
         if not isinstance(m["content"], str):
             raise Skip("non_text_content", f"{type(m['content']).__name__} where text is needed")
+    for m in [*msgs, *answers]:
+        if not _encodable(m["content"]):
+            raise Skip("invalid_text", "a lone surrogate (e.g. JSON \\ud800) in the text")
     if any(m["role"] not in ROLES for m in msgs):
         raise Skip("unknown_role", f"roles {sorted({str(m['role']) for m in msgs})}")
     if any(a.get("role", "assistant") != "assistant" for a in answers):
@@ -94,11 +113,14 @@ def _check_types(msgs: list[dict], answers: list[dict]) -> None:
         raise Skip("unknown_role", "the turn before the answer is not a user turn")
 
 
-def build_record(draft: Draft, *, multi_turn: str, dataset: str, row: int, default_source: str) -> dict:
+def build_record(draft: Draft, *, multi_turn: str, dataset: str, row: int, default_source: str,
+                 mode: str = "train", part: int | None = None) -> dict:
     """Check a draft and return the canonical record; raises :class:`Skip`.
 
     ``multi_turn="context"`` keeps earlier turns (system included) in ``context``;
     ``"first_turn"`` is Con-J's original reading: the first user turn is the question, no context.
+    ``mode="eval"`` keeps empty and identical answers and makes the id ``<content hash>-<row>``
+    (``-<row>.<part>`` for the ``part``-th pair of a row that holds several, e.g. RM-Bench's cells).
     """
     msgs = _messages(draft.prompt)
     chosen, rejected = _answer(draft.chosen, "chosen"), _answer(draft.rejected, "rejected")
@@ -111,20 +133,40 @@ def build_record(draft: Draft, *, multi_turn: str, dataset: str, row: int, defau
         question = msgs[-1]["content"]
     if not question.strip():
         raise Skip("empty_question")
-    if not chosen["content"].strip() or not rejected["content"].strip():
-        raise Skip("empty_answer", "chosen" if not chosen["content"].strip() else "rejected")
-    if chosen["content"] == rejected["content"]:
-        raise Skip("identical_answers")
-    source = draft.source if isinstance(draft.source, str) and draft.source else default_source
+    if mode == "train":
+        if not chosen["content"].strip() or not rejected["content"].strip():
+            raise Skip("empty_answer", "chosen" if not chosen["content"].strip() else "rejected")
+        if chosen["content"] == rejected["content"]:
+            raise Skip("identical_answers")
+    source = (draft.source if isinstance(draft.source, str) and draft.source and _encodable(draft.source)
+              else default_source)
+    rid = record_id(context, question, chosen["content"], rejected["content"])
+    if mode == "eval":
+        rid = f"{rid}-{row}" if part is None else f"{rid}-{row}.{part}"
+    meta = {"dataset": dataset, "row": row, "turns": len(users), **draft.meta}
+    if draft.tie:
+        meta["tie"] = True
     return {
-        "id": record_id(context, question, chosen["content"], rejected["content"]),
+        "id": rid,
         "context": context,
         "question": question,
         "chosen": chosen["content"],
         "rejected": rejected["content"],
         "source": source,
-        "meta": {"dataset": dataset, "row": row, "turns": len(users), **draft.meta},
+        "meta": meta,
     }
+
+
+def kept_in_eval(draft: Draft, rec: dict) -> str | None:
+    """The train-mode skip reason (tie, empty or identical answers; repeats are found by the caller)
+    that eval mode kept this row under, or None."""
+    if draft.tie:
+        return "tie"
+    if not rec["chosen"].strip() or not rec["rejected"].strip():
+        return "empty_answer"
+    if rec["chosen"] == rec["rejected"]:
+        return "identical_answers"
+    return None
 
 
 def write_records(path: str | Path, records: list[dict]) -> int:

@@ -11,14 +11,22 @@ EXAMPLES_PER_REASON = 5
 
 @dataclass
 class IngestReport:
-    """Counts for one load. Invariant: ``rows_used + sum(skipped.values()) == rows_read``."""
+    """Counts for one load. Invariant: ``rows_used + sum(skipped.values()) == rows_read``.
+
+    ``pairs`` is the number of records (more than ``rows_used`` when a row holds several pairs, as
+    RM-Bench's do); ``kept`` counts, in eval mode, the used rows that training ingestion would have
+    skipped, by that reason (a row counts once per reason).
+    """
 
     dataset: str
     format: str = ""
+    mode: str = "train"
     rows_read: int = 0
     rows_used: int = 0
+    pairs: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     skip_examples: dict[str, list[int]] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)
     multi_turn_rows: int = 0
     decontaminated: int = 0
 
@@ -30,6 +38,10 @@ class IngestReport:
             examples.append(row)
         if reason == "contaminated":
             self.decontaminated += 1
+
+    def keep(self, reason: str) -> None:
+        """Count a used row that training ingestion would have skipped for ``reason``."""
+        self.kept[reason] = self.kept.get(reason, 0) + 1
 
     @property
     def multi_turn_share(self) -> float:

@@ -125,6 +125,11 @@ def _from_hub(source: str, config: str | None, split: str | None) -> Table:
     return _dataset_rows(ds, source, split)
 
 
+def looks_local(source: str) -> bool:
+    """Whether ``source`` names a local file or folder (a data suffix, a path start, not a Hub id)."""
+    return bool(_suffix(Path(source))) or source.startswith((".", "/", "~")) or not _HUB_ID.match(source)
+
+
 def read_source(source: str, *, config: str | None = None, split: str | None = None) -> list[Table]:
     """Every table a source names: one file, the data files of a folder, a saved dataset, or a Hub id."""
     path = Path(source).expanduser()
@@ -147,7 +152,7 @@ def read_source(source: str, *, config: str | None = None, split: str | None = N
             tables = [read_file(p) for p in files]
             for p, t in zip(files, tables, strict=True):
                 t.name = str(p.relative_to(path).with_name(_label(p)))
-    elif _suffix(path) or source.startswith((".", "/", "~")) or not _HUB_ID.match(source):
+    elif looks_local(source):
         raise ConjError(f"{source}: no such file or folder")
     else:
         tables = [_from_hub(source, config, split)]

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from conj_train.engines.base import Generation, GenerationRequest, SamplingParams
-from conj_train.errors import ConjError
+from conj_train.errors import ConjError, loading_errors
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -318,7 +318,7 @@ class HFEngine:
             torch.set_num_threads(threads)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as err:
+        except loading_errors() as err:
             raise ConjError(f"cannot load a tokenizer from {model_path}: {_first_line(err)}") from err
         if not getattr(self.tokenizer, "chat_template", None):
             raise ConjError(f"the tokenizer of {model_path} has no chat template; judge prompts need one")
@@ -330,9 +330,13 @@ class HFEngine:
         try:
             model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=trust_remote_code,
                                                          **kwargs)
-        except (OSError, ValueError) as err:
+        except loading_errors() as err:
             raise ConjError(f"cannot load a causal LM from {model_path}: {_first_line(err)}") from err
         self.model = model.eval()
+        if not attn_implementation:
+            from conj_train.engines.cpu_attention import use_for
+
+            use_for(self.model)
         self.batch_tokens = batch_tokens
         # Public so that benchmarks can force full-length generations on both sides.
         self.stop_token_ids: set[int] = _stop_ids(self.tokenizer, self.model)

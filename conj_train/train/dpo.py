@@ -48,10 +48,11 @@ from typing import Any
 from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser
 
 from conj_train.data.report import percentiles
-from conj_train.errors import ConjError
+from conj_train.errors import ConjError, loading_errors
 from conj_train.io import atomic_write_json, atomic_write_text, file_hash, library_versions, read_json
+from conj_train.runs import check_output_dir
 from conj_train.train.batches import LabelBalancedSampler
-from conj_train.train.logging import DPO_PANELS, MetricsRecorder, redact, setup_wandb
+from conj_train.train.logging import DPO_PANELS, MetricsRecorder, is_secret, redact, setup_wandb
 from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,10 @@ class TrainScriptArguments(ScriptArguments):
         default=True,
         metadata={"help": "Resume from the last complete checkpoint-N in output_dir when one exists."},
     )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Empty output_dir first when it holds a run of another config or launch."},
+    )
 
     def __post_init__(self) -> None:
         if self.overlong not in OVERLONG_MODES:
@@ -129,25 +134,57 @@ class ConjDPOConfig(DPOConfig):
             raise ConjError("balanced_batches and train_sampling_strategy=group_by_length exclude each other")
         # Must run before TrainingArguments.__post_init__: it validates bf16 against the hardware and
         # may create the distributed state (DPOConfig reads self.device for pad_to_multiple_of="auto").
+        check_train_values(self)
         self.machine_notes = adapt_to_machine(self)
         super().__post_init__()
 
 
+class _OneLineParser(TrlParser):
+    """TrlParser whose errors are one ConjError line, not ~150 lines of usage then the error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConjError(message)
+
+
 def parse_args(dataclasses: tuple[type, ...], argv: Sequence[str] | None) -> tuple[Any, ...]:
     """Parse ``--config recipe.yaml`` + ``--key value`` overrides with TrlParser; bad input -> ConjError."""
+    from conj_train.config import read_yaml
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv) or not Path(argv[i + 1]).is_file():
             raise ConjError(f"recipe not found: {argv[i + 1] if i + 1 < len(argv) else '(missing path)'}")
+        read_yaml(argv[i + 1])  # not UTF-8, not YAML or not a mapping: one clear line
     try:
-        return tuple(TrlParser(dataclasses).parse_args_and_config(argv))
-    except ValueError as e:
-        raise ConjError(str(e).splitlines()[0]) from e
-    except SystemExit as e:  # argparse already printed what is wrong
-        if e.code in (0, None):  # --help
-            raise
-        raise ConjError("invalid arguments (see the message above)") from None
+        parsed = tuple(_OneLineParser(dataclasses).parse_args_and_config(argv))
+    except ValueError as e:  # a dataclass's __post_init__ refusing a value
+        raise ConjError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
+    keep_secrets_out(parsed)
+    return parsed
+
+
+def keep_secrets_out(parsed: Sequence[Any]) -> None:
+    """Move a token given as an argument (``--hub_token``) out of every saved or logged place.
+
+    The Trainer pickles its arguments into ``training_args.bin`` (final folder and every checkpoint)
+    and wandb records ``sys.argv``; so the token goes to ``HF_TOKEN`` (which pushing reads), the
+    argument is cleared and the command line is scrubbed.
+    """
+    for args in parsed:
+        token = getattr(args, "hub_token", None)
+        if token:
+            os.environ["HF_TOKEN"] = token
+            args.hub_token = None
+    i = 1
+    while i < len(sys.argv):
+        key, eq, _ = sys.argv[i].partition("=")
+        if key.startswith("--") and is_secret(key[2:], "x"):
+            if eq:
+                sys.argv[i] = f"{key}=<redacted>"
+            elif i + 1 < len(sys.argv):
+                sys.argv[i + 1] = "<redacted>"
+        i += 1
 
 
 def parse_train_args(argv: Sequence[str] | None = None) -> tuple[TrainScriptArguments, ConjDPOConfig,
@@ -176,6 +213,32 @@ def skip_deepspeed_shm_build() -> None:
 
     importlib.import_module("deepspeed.comm.torch")
     sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None  # type: ignore[attr-defined]
+
+
+_AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "global_batch_size", "max_length", "max_prompt_length", "max_completion_length")
+
+
+def check_train_values(args: Any) -> None:
+    """Refuse values TRL would accept and misread: a run of 0 steps reported as a saved judge, beta <= 0
+    (the DPO loss turned around), a batch of 0."""
+    for name in _AT_LEAST_ONE:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConjError(f"{name} must be >= 1, got {value}")
+    if args.learning_rate <= 0:
+        raise ConjError(f"learning_rate must be > 0, got {args.learning_rate}")
+    if getattr(args, "beta", 1.0) <= 0:
+        raise ConjError(f"beta must be > 0, got {args.beta}")
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    targets = [args.report_to] if isinstance(args.report_to, str) else list(args.report_to or [])
+    bad = [t for t in targets if t not in ("all", "none") and t not in INTEGRATION_TO_CALLBACK]
+    if bad:
+        raise ConjError(f"report_to {bad[0]!r} is not one of none, all, {', '.join(INTEGRATION_TO_CALLBACK)}")
+    if args.max_steps <= 0 and args.num_train_epochs <= 0:
+        raise ConjError(f"num_train_epochs must be > 0 (or max_steps > 0), got num_train_epochs "
+                        f"{args.num_train_epochs}, max_steps {args.max_steps}")
 
 
 def adapt_to_machine(args: Any) -> list[str]:
@@ -395,14 +458,47 @@ def load_pair_splits(script_args: TrainScriptArguments, tokenizer: Any, max_leng
 # --------------------------------------------------------------------------------------------------
 
 
+def check_model_source(name: str, trust_remote_code: bool, revision: str | None = None) -> None:
+    """Refuse, before any data is prepared, a model that cannot load: a missing or empty folder, one
+    without ``config.json``, or a config that needs remote code without ``trust_remote_code``."""
+    from transformers import AutoConfig
+
+    p = Path(name).expanduser()
+    if p.exists() or name.startswith((".", "/", "~")):
+        if not p.is_dir():
+            raise ConjError(f"model folder not found: {name}")
+        if not (p / "config.json").is_file():
+            raise ConjError(f"{name}: no config.json (not a saved model folder)")
+    try:
+        AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
+    except loading_errors() as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "trust_remote_code" in str(e):
+            first = "its config needs remote code; pass --trust_remote_code true if you trust it"
+        raise ConjError(f"cannot load model {name}: {first}") from e
+
+
+def load_pretrained(cls: Any, name: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(name, **kwargs)``; broken weights (truncated, missing) are a ConjError."""
+    try:
+        return cls.from_pretrained(name, **kwargs)
+    except loading_errors() as e:
+        raise ConjError(f"cannot load model {name}: {str(e).strip().splitlines()[0]}") from e
+
+
 def load_tokenizer(model_args: ModelConfig, trust_remote_code: bool = False) -> Any:
     """The base model's tokenizer (with its chat template); pad falls back to eos."""
     from transformers import AutoTokenizer
 
     if not model_args.model_name_or_path:
         raise ConjError("model_name_or_path is required")
-    tok = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
-                                        trust_remote_code=trust_remote_code)
+    check_model_source(model_args.model_name_or_path, trust_remote_code, revision=model_args.model_revision)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision,
+                                            trust_remote_code=trust_remote_code)
+    except loading_errors() as e:
+        raise ConjError(f"cannot load the tokenizer of {model_args.model_name_or_path}: "
+                        f"{str(e).strip().splitlines()[0]}") from e
     if tok.chat_template is None:
         raise ConjError(f"{model_args.model_name_or_path}: the tokenizer has no chat template; the judge "
                         "prompts are conversations")
@@ -450,6 +546,77 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
         if step.isdigit() and (d / "trainer_state.json").is_file():
             done.append((int(step), d))
     return str(max(done)[1]) if done else None
+
+
+# Settings that do not change the trained weights: out of a training folder's config hash.
+_TRAIN_RUNTIME = frozenset({
+    "output_dir", "logging_dir", "logging_steps", "logging_first_step", "logging_strategy", "logging_nan_inf_filter",
+    "save_steps", "save_strategy", "save_total_limit", "save_only_model", "save_safetensors", "report_to",
+    "run_name", "project", "disable_tqdm", "resume_from_checkpoint", "auto_resume", "overwrite", "push_to_hub",
+    "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision", "hub_token",
+    "dataloader_num_workers", "dataset_num_proc", "log_level", "log_level_replica", "local_rank",
+    "eval_steps", "eval_strategy", "per_device_eval_batch_size", "eval_on_start", "max_eval_pairs",
+    # Set from the launch by adapt_to_machine (the launch is compared on its own, see claim_train_dir).
+    "use_cpu", "ddp_backend", "gradient_accumulation_steps", "bf16", "fp16", "deepspeed",
+})
+RUN_CLAIM = "run.json"
+
+
+def _launch_info(training_args: Any) -> dict[str, Any]:
+    deepspeed = bool(training_args.deepspeed) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    return {"world_size": world_size(), "deepspeed": deepspeed}
+
+
+def claim_train_dir(script_args: Any, training_args: Any, model_args: Any) -> None:
+    """Make ``output_dir`` carry this run's config hash and launch before its first checkpoint.
+
+    A folder of another config (or checkpoints with no claim) is refused unless ``overwrite``, which
+    empties it: resuming would mix two configs. A checkpoint saved under another launch that cannot
+    load it (DeepSpeed on one side only, or ZeRO over another process count) stops with what to do.
+    Every process checks; the main process, first, writes or clears.
+    """
+    import shutil
+
+    from accelerate import PartialState
+
+    from conj_train.io import stable_hash
+
+    out = Path(training_args.output_dir)
+    config = {k: v for k, v in _args_dict(script_args, training_args, model_args).items()
+              if k not in _TRAIN_RUNTIME and not k.startswith("_")}
+    claim = {"config_hash": stable_hash(config), "launch": _launch_info(training_args)}
+    main = PartialState().is_main_process
+    with main_process_first():
+        old = read_json(out / RUN_CLAIM) if (out / RUN_CLAIM).is_file() else None
+        has_run = last_checkpoint(out) is not None or (out / "manifest.json").is_file()
+        stale = (old is not None and old.get("config_hash") != claim["config_hash"]) or (old is None and has_run)
+        if stale and not script_args.overwrite:
+            why = "a different config" if old is not None else "checkpoints without a run.json claim"
+            raise ConjError(f"{out} holds a training run with {why}; pass --overwrite true to start over "
+                            "or choose a new output_dir")
+        if stale and main:
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        elif old is not None and _launch_clash(old.get("launch", {}), claim["launch"]):
+            ckpt = last_checkpoint(out)
+            if ckpt is not None and script_args.auto_resume and not training_args.resume_from_checkpoint:
+                raise ConjError(f"{ckpt} was saved by a launch with {_launch_text(old['launch'])}; this one "
+                                f"has {_launch_text(claim['launch'])} and cannot load it. Resume with the "
+                                "first launch, or pass --overwrite true to start over")
+        if main and (stale or old is None or old != claim):
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out / RUN_CLAIM, claim)
+
+
+def _launch_clash(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether a checkpoint saved under launch ``a`` cannot be resumed under ``b``."""
+    if bool(a.get("deepspeed")) != bool(b.get("deepspeed")):
+        return True
+    return bool(b.get("deepspeed")) and a.get("world_size") != b.get("world_size")
+
+
+def _launch_text(launch: dict[str, Any]) -> str:
+    return f"{'DeepSpeed' if launch.get('deepspeed') else 'no DeepSpeed'}, {launch.get('world_size')} process(es)"
 
 
 def resume_point(script_args: Any, training_args: Any) -> str | bool | None:
@@ -525,8 +692,8 @@ def build_trainer(script_args: TrainScriptArguments, training_args: ConjDPOConfi
     if eval_ds is None and training_args.eval_strategy != "no":
         logger.warning("no validation pairs: evaluation is turned off")
         training_args.eval_strategy = "no"
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path,
-                                                 **model_kwargs(model_args, training_args))
+    model = load_pretrained(AutoModelForCausalLM, model_args.model_name_or_path,
+                            **model_kwargs(model_args, training_args))
     # ref_model=None: TRL loads a frozen copy of the base (or, with precompute_ref_log_probs, scores
     # the pairs once up front); with a LoRA config the adapter-disabled base is the reference.
     extra: dict[str, Any] = {}
@@ -618,7 +785,9 @@ def run_train(script_args: TrainScriptArguments, training_args: ConjDPOConfig, m
     reports. ``callbacks`` are extra ``transformers.TrainerCallback`` objects (tests use one to stop);
     ``trainer_cls`` as in :func:`build_trainer`.
     """
+    check_output_dir(training_args.output_dir)
     start = begin_run(training_args)
+    claim_train_dir(script_args, training_args, model_args)
     resume = resume_point(script_args, training_args)
     trainer, counts, filter_report = build_trainer(script_args, training_args, model_args,
                                                    callbacks=callbacks, trainer_cls=trainer_cls)

@@ -39,7 +39,8 @@ RM_PANELS = (
 _NOT_SECRET = {"pad_token", "eos_token", "bos_token", "unk_token"}
 
 
-def _is_secret(key: str, value: Any) -> bool:
+def is_secret(key: str, value: Any) -> bool:
+    """Whether a config field holds a credential (a set ``*token``, api key, secret or password)."""
     k = key.lower()
     if not isinstance(value, str) or not value or k in _NOT_SECRET:
         return False
@@ -48,7 +49,7 @@ def _is_secret(key: str, value: Any) -> bool:
 
 def redact(values: dict[str, Any]) -> dict[str, Any]:
     """A copy of a flat config dict with every set credential field replaced by ``"<redacted>"``."""
-    return {k: "<redacted>" if _is_secret(k, v) else v for k, v in values.items()}
+    return {k: "<redacted>" if is_secret(k, v) else v for k, v in values.items()}
 
 
 def setup_wandb(report_to: Sequence[str] | str | None, output_dir: str | Path) -> str | None:

@@ -27,13 +27,17 @@ from trl import ModelConfig, RewardConfig, RewardTrainer, ScriptArguments
 
 from conj_train.data.report import percentiles
 from conj_train.errors import ConjError
+from conj_train.runs import check_output_dir
 from conj_train.train.dpo import (
     ConjCardMixin,
     SplitCounts,
     TrainResult,
     adapt_to_machine,
     begin_run,
+    check_train_values,
+    claim_train_dir,
     finish_run,
+    load_pretrained,
     load_tokenizer,
     model_kwargs,
     parse_args,
@@ -72,6 +76,10 @@ class RewardScriptArguments(ScriptArguments):
         default=True,
         metadata={"help": "Resume from the last complete checkpoint-N in output_dir when one exists."},
     )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Empty output_dir first when it holds a run of another config or launch."},
+    )
 
 
 @dataclass
@@ -85,6 +93,7 @@ class ConjRewardConfig(RewardConfig):
     )
 
     def __post_init__(self) -> None:
+        check_train_values(self)
         self.machine_notes = adapt_to_machine(self)
         super().__post_init__()
 
@@ -212,7 +221,9 @@ def run_train_rm(script_args: RewardScriptArguments, training_args: ConjRewardCo
     """Train and save the scalar reward model; same outputs as :func:`conj_train.train.dpo.run_train`."""
     from transformers import AutoModelForSequenceClassification
 
+    check_output_dir(training_args.output_dir)
     start = begin_run(training_args)
+    claim_train_dir(script_args, training_args, model_args)
     resume = resume_point(script_args, training_args)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     train, eval_ds, counts, info = load_reward_splits(script_args, tokenizer, training_args.max_length)
@@ -221,8 +232,8 @@ def run_train_rm(script_args: RewardScriptArguments, training_args: ConjRewardCo
         training_args.eval_strategy = "no"
     kwargs = model_kwargs(model_args, training_args)
     kwargs.pop("use_cache", None)
-    model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path, num_labels=1,
-                                                               **kwargs)
+    model = load_pretrained(AutoModelForSequenceClassification, model_args.model_name_or_path, num_labels=1,
+                            **kwargs)
     from trl import get_peft_config
 
     peft_config = get_peft_config(model_args)

@@ -1,0 +1,206 @@
+"""Every ``conj`` command fed bad input answers one clear stderr line and exit 2, never a traceback.
+
+One table of (command line, expected words) cases, run in-process through ``conj_train.cli.main`` so
+the whole table costs one torch import. Cases whose input is bad only in its content (a lone
+surrogate in a row) are not errors: the row is skipped with a reason (see the last tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conj_train.cli import main
+
+ROWS = [{"prompt": f"Question {i}: name a fruit.", "chosen": f"apple {i}.", "rejected": f"hammer {i}."}
+        for i in range(4)]
+
+
+class Ctx:
+    """Paths a case can use: a tiny model, a good data file, a scratch folder."""
+
+    def __init__(self, tmp: Path, model: Path) -> None:
+        self.tmp, self.model = tmp, model
+        self.data = tmp / "pairs.jsonl"
+        self.data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+        self.a_file = tmp / "a_file.txt"
+        self.a_file.write_text("x")
+
+    def recipe(self, name: str, values: dict | str | bytes) -> str:
+        """Write a recipe (a mapping as YAML, or raw text/bytes) and return its path."""
+        p = self.tmp / name
+        if isinstance(values, bytes):
+            p.write_bytes(values)
+        else:
+            p.write_text(values if isinstance(values, str) else yaml.safe_dump(values))
+        return str(p)
+
+    def sample(self, **over: object) -> list[str]:
+        base = {"model": str(self.model), "dataset": str(self.data), "output_dir": str(self.tmp / "s"),
+                "n": 1, "hint_samples": 0, "max_new_tokens": 4, "progress": False}
+        return ["sample", "--config", self.recipe("sample.yaml", {**base, **over})]
+
+    def eval(self, *extra: str) -> list[str]:
+        return ["eval", "--model", str(self.model), "--dataset", str(self.data), "--output",
+                str(self.tmp / "e"), "--max_new_tokens", "4", "--progress", "false", *extra]
+
+    def train(self, *extra: str, model: str | None = None, kind: str = "train") -> list[str]:
+        return [kind, "--model_name_or_path", model or str(self.model), "--dataset_name", str(self.tmp / "f"),
+                "--output_dir", str(self.tmp / "t"), "--report_to", "none", *extra]
+
+    def bad_model(self, what: str) -> str:
+        """A model folder broken in one way."""
+        import shutil
+
+        d = self.tmp / f"model-{what}"
+        if what == "empty":
+            d.mkdir()
+        elif what == "no-config":
+            shutil.copytree(self.model, d)
+            (d / "config.json").unlink()
+        elif what == "truncated":
+            shutil.copytree(self.model, d)
+            w = d / "model.safetensors"
+            w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+        elif what == "remote-code":
+            shutil.copytree(self.model, d)
+            cfg = json.loads((d / "config.json").read_text())
+            cfg.update(model_type="conj-custom", auto_map={"AutoConfig": "custom.CustomConfig",
+                                                           "AutoModelForCausalLM": "custom.CustomModel"})
+            (d / "config.json").write_text(json.dumps(cfg))
+        return str(d)
+
+
+NOT_UTF8 = b"n: 2\nsystem_prompt: \xff\xfe caf\xe9\n"
+Case = tuple[Callable[[Ctx], list[str]], str]
+
+CASES: dict[str, Case] = {
+    # data
+    "data-missing-file": (lambda c: ["data", "check", str(c.tmp / "nope.jsonl")], "no such file"),
+    "data-bad-format": (lambda c: ["data", "check", str(c.data), "--format", "bogus"], "format"),
+    "data-bad-field": (lambda c: ["data", "check", str(c.data), "--field", "prompt"], "KEY=NAME"),
+    "convert-onto-input": (lambda c: ["data", "convert", str(c.data), "-o", str(c.data)], "is the input"),
+    "convert-to-folder": (lambda c: ["data", "convert", str(c.data), "-o", str(c.tmp)], "is a folder"),
+    "convert-under-file": (lambda c: ["data", "convert", str(c.data), "-o", str(c.a_file / "x.jsonl")],
+                           "not a folder"),
+    # sample: value types and bounds (one parser for every stage config)
+    "sample-n-word": (lambda c: [*c.sample(), "--n", "four"], "n must be an integer"),
+    "sample-n-list": (lambda c: c.sample(n=[1, 2]), "n must be an integer"),
+    "sample-n-float": (lambda c: c.sample(n=1.7), "n must be an integer"),
+    "sample-n-bool": (lambda c: c.sample(n=True), "n must be an integer"),
+    "sample-temperature-word": (lambda c: c.sample(temperature="hot"), "temperature must be a number"),
+    "sample-field-map-string": (lambda c: c.sample(field_map="prompt"), "field_map must be a mapping"),
+    "sample-batch-pairs-0": (lambda c: c.sample(batch_pairs=0), "batch_pairs must be >= 1"),
+    "sample-max-pairs-negative": (lambda c: c.sample(max_pairs=-5), "max_pairs must be >= 1"),
+    "sample-max-pairs-0": (lambda c: c.sample(max_pairs=0), "max_pairs must be >= 1"),
+    "sample-recipe-not-utf8": (lambda c: ["sample", "--config", c.recipe("bad.yaml", NOT_UTF8)], "UTF-8"),
+    "sample-recipe-bad-yaml": (lambda c: ["sample", "--config", c.recipe("bad.yaml", "n: [1,\n")],
+                               "not valid YAML"),
+    "sample-output-is-file": (lambda c: c.sample(output_dir=str(c.a_file)), "is a file"),
+    "sample-truncated-weights": (lambda c: c.sample(model=c.bad_model("truncated")), "cannot load"),
+    # eval
+    "eval-samples-word": (lambda c: c.eval("--samples", "many"), "samples must be an integer"),
+    "eval-prefill-number": (lambda c: c.eval("--prefill", "123"), "prefill must be a string"),
+    "eval-max-pairs-negative": (lambda c: c.eval("--max_pairs", "-5"), "max_pairs must be >= 1"),
+    "eval-output-is-file": (lambda c: [*c.eval(), "--output", str(c.a_file)], "is a file"),
+    # filter
+    "filter-balance-maybe": (lambda c: ["filter", "--sample_dir", str(c.tmp), "--output_dir",
+                                        str(c.tmp / "f2"), "--balance", "maybe"], "balance must be true or false"),
+    "filter-no-sample-run": (lambda c: ["filter", "--sample_dir", str(c.tmp / "none"), "--output_dir",
+                                        str(c.tmp / "f2")], "sample"),
+    # train: TrlParser path
+    "train-lr-word": (lambda c: c.train("--learning_rate", "fast"), "learning_rate"),
+    "train-batch-0": (lambda c: c.train("--per_device_train_batch_size", "0"), "per_device_train_batch_size"),
+    "train-beta-negative": (lambda c: c.train("--beta", "-1"), "beta"),
+    "train-epochs-negative": (lambda c: c.train("--num_train_epochs", "-1"), "num_train_epochs"),
+    "train-report-to-bogus": (lambda c: c.train("--report_to", "bogus"), "report_to"),
+    "train-recipe-bad-yaml": (lambda c: ["train", "--config", c.recipe("t.yaml", "beta: [1,\n")],
+                              "not valid YAML"),
+    "train-recipe-not-utf8": (lambda c: ["train", "--config", c.recipe("t.yaml", NOT_UTF8)], "UTF-8"),
+    "train-model-missing": (lambda c: c.train(model=str(c.tmp / "no-model")), "not found"),
+    "train-model-empty": (lambda c: c.train(model=c.bad_model("empty")), "config.json"),
+    "train-model-no-config": (lambda c: c.train(model=c.bad_model("no-config")), "config.json"),
+    "train-model-remote-code": (lambda c: c.train(model=c.bad_model("remote-code")), "trust_remote_code"),
+    "train-rm-lr-word": (lambda c: c.train("--learning_rate", "fast", kind="train-rm"), "learning_rate"),
+    "train-rm-model-missing": (lambda c: c.train(model=str(c.tmp / "no-model"), kind="train-rm"), "not found"),
+    # run: every section and path checked before the first stage
+    "run-rounds-word": (lambda c: ["run", "--config", c.recipe("p.yaml", {
+        "output_dir": str(c.tmp / "r"), "base_model": str(c.model), "dataset": str(c.data),
+        "heldout": str(c.data), "rounds": "abc"})], "rounds"),
+    "run-eval-typo": (lambda c: ["run", "--config", c.recipe("p.yaml", {
+        "output_dir": str(c.tmp / "r"), "base_model": str(c.model), "dataset": str(c.data),
+        "heldout": str(c.data), "eval": {"max_new_tokenz": 4}})], "max_new_tokenz"),
+    "run-no-heldout": (lambda c: ["run", "--config", c.recipe("p.yaml", {
+        "output_dir": str(c.tmp / "r"), "base_model": str(c.model), "dataset": str(c.data)})], "heldout"),
+    "run-missing-dataset": (lambda c: ["run", "--config", c.recipe("p.yaml", {
+        "output_dir": str(c.tmp / "r"), "base_model": str(c.model), "dataset": str(c.tmp / "none.jsonl"),
+        "heldout": str(c.data)})], "no such file"),
+    "run-from-after-until": (lambda c: ["run", "--config", c.recipe("p.yaml", {
+        "output_dir": str(c.tmp / "r"), "base_model": str(c.model), "dataset": str(c.data),
+        "heldout": str(c.data)}), "--from", "eval", "--until", "sample"], "--from"),
+    # the rest
+    "tiny-model-hidden-0": (lambda c: ["tiny-model", str(c.tmp / "tm"), "--hidden", "0"], "hidden"),
+    "tiny-model-under-file": (lambda c: ["tiny-model", str(c.a_file / "tm")], "not a folder"),
+    "real-model-under-file": (lambda c: ["real-model", str(c.a_file / "rm")], "not a folder"),
+    "ablate-missing-file": (lambda c: ["ablate", str(c.tmp / "none.yaml"), "--base", str(c.a_file)], "not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_and_exit_2(case: str, tmp_path: Path, tiny_model_dir: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    build, words = CASES[case]
+    argv = build(Ctx(tmp_path, tiny_model_dir))
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, (code, err[-2000:])
+    assert "Traceback" not in err
+    assert len(lines) == 1, err[-2000:]
+    assert lines[0].startswith("conj "), lines[0]
+    assert words.lower() in lines[0].lower(), lines[0]
+
+
+def test_unwritable_output_is_one_line(tmp_path: Path, tiny_model_dir: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    ctx = Ctx(tmp_path, tiny_model_dir)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        assert main(["data", "convert", str(ctx.data), "-o", str(locked / "x.jsonl")]) == 2
+    finally:
+        locked.chmod(0o755)
+    assert "not writable" in capsys.readouterr().err
+
+
+SURROGATE = '{"prompt": "Q \\ud800", "chosen": "a", "rejected": "b"}\n'
+
+
+def test_lone_surrogate_row_is_skipped_as_invalid_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text(SURROGATE + "".join(json.dumps(r) + "\n" for r in ROWS))
+    assert main(["data", "check", str(data), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["skipped"] == {"invalid_text": 1} and info["rows_used"] == len(ROWS)
+    out = tmp_path / "out.jsonl"
+    assert main(["data", "convert", str(data), "-o", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == len(ROWS)
+
+
+def test_lone_surrogate_row_is_skipped_by_sampling_too(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from conj_train.io import read_json
+
+    ctx = Ctx(tmp_path, tiny_model_dir)
+    ctx.data.write_text(SURROGATE + "".join(json.dumps(r) + "\n" for r in ROWS[:2]))
+    assert main(ctx.sample(max_new_tokens=2, threads=1)) == 0
+    manifest = read_json(tmp_path / "s" / "manifest.json")
+    assert manifest["counts"]["pairs"] == 2 and manifest["input"]["ingest"]["skipped"] == {"invalid_text": 1}

@@ -1,0 +1,132 @@
+"""A run folder holds one config and one version of the data; one run writes a shard at a time.
+
+Real tiny model throughout; an interruption is a real engine that stops after its first batch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conj_train.cli import main
+from conj_train.errors import ConjError
+from conj_train.io import iter_jsonl, read_json
+from conj_train.runs import shard_lock
+from conj_train.sample import SampleConfig, run_sample
+
+
+def _pairs(path: Path, n: int, word: str = "apple") -> Path:
+    rows = [{"prompt": f"Question {i}: name a fruit.", "chosen": f"{word} {i}.", "rejected": f"hammer {i}."}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _cfg(model: Path, data: Path, out: Path, **kw: object) -> SampleConfig:
+    base = {"model": str(model), "dataset": str(data), "output_dir": str(out), "n": 2, "hint_samples": 0,
+            "max_new_tokens": 4, "progress": False, "batch_pairs": 1, "threads": 1}
+    return SampleConfig(**{**base, **kw})
+
+
+def _records(out: Path) -> list[dict]:
+    return [r for p in sorted((out / "judgments").glob("*.jsonl")) for r in iter_jsonl(p)]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _engine_that_stops(model: Path, after: int):
+    """The real HF engine, stopping the run (as a kill would) after ``after`` generate calls."""
+    from conj_train.engines.hf import HFEngine
+
+    class Stopping(HFEngine):
+        calls = 0
+
+        def generate(self, *a, **k):
+            if Stopping.calls >= after:
+                raise _Stop
+            Stopping.calls += 1
+            return super().generate(*a, **k)
+
+    return Stopping(str(model), threads=1)
+
+
+def test_interrupted_sample_refuses_another_config(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data, out = _pairs(tmp_path / "d.jsonl", 4), tmp_path / "s"
+    with pytest.raises(_Stop):
+        run_sample(_cfg(tiny_model_dir, data, out, temperature=1.2), engine=_engine_that_stops(tiny_model_dir, 1))
+    assert 0 < len(_records(out)) < 8
+    with pytest.raises(ConjError, match="different config"):
+        run_sample(_cfg(tiny_model_dir, data, out, temperature=0.5))
+    # --overwrite starts over: every record is of the new config (none of the first run's are left).
+    res = run_sample(_cfg(tiny_model_dir, data, out, temperature=0.5, overwrite=True))
+    assert res.merged and len(_records(out)) == 8
+    assert read_json(out / "manifest.json")["config"]["temperature"] == 0.5
+    # The same config resumes an interrupted run (kill -9 resume is in test_sample.py).
+    with pytest.raises(_Stop):
+        run_sample(_cfg(tiny_model_dir, data, tmp_path / "s2"), engine=_engine_that_stops(tiny_model_dir, 1))
+    assert run_sample(_cfg(tiny_model_dir, data, tmp_path / "s2")).merged
+    assert len(_records(tmp_path / "s2")) == 8
+
+
+def test_changed_data_content_is_refused_not_resumed(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data, out = _pairs(tmp_path / "d.jsonl", 3), tmp_path / "s"
+    run_sample(_cfg(tiny_model_dir, data, out))
+    _pairs(data, 3, word="pear")  # same path, other rows
+    with pytest.raises(ConjError, match="other input data"):
+        run_sample(_cfg(tiny_model_dir, data, out))
+
+
+def test_eval_on_changed_data_is_refused(tiny_model_dir: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    data, out = _pairs(tmp_path / "d.jsonl", 2), tmp_path / "e"
+    argv = ["eval", "--model", str(tiny_model_dir), "--dataset", str(data), "--output", str(out),
+            "--max_new_tokens", "4", "--progress", "false", "--probability", "false", "--threads", "1"]
+    assert main(argv) == 0
+    _pairs(data, 2, word="pear")
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "other input data" in capsys.readouterr().err
+
+
+def test_pipeline_redoes_sample_when_the_data_rows_change(tiny_pipeline, tmp_path: Path) -> None:
+    from conj_train.pipeline import run_pipeline
+
+    recipe = tiny_pipeline(tmp_path)
+    first = run_pipeline(recipe, until="sample")
+    assert [s.status for s in first.stages] == ["ran"]
+    assert [s.status for s in run_pipeline(recipe, until="sample").stages] == ["cached"]
+    _pairs(tmp_path / "pairs.jsonl", 8, word="plum")  # the recipe's dataset, rewritten in place
+    again = run_pipeline(recipe, until="sample")
+    assert [(s.status, s.why) for s in again.stages] == [("ran", "config or an input changed")]
+
+
+def test_second_run_into_a_shard_being_written_is_refused(tiny_model_dir: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    data, out = _pairs(tmp_path / "d.jsonl", 2), tmp_path / "s"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({"model": str(tiny_model_dir), "dataset": str(data), "output_dir": str(out),
+                                  "n": 1, "hint_samples": 0, "max_new_tokens": 4, "progress": False}))
+    with shard_lock(out, "shard-00000-of-00001"):  # the first run, still writing
+        capsys.readouterr()
+        assert main(["sample", "--config", str(recipe)]) == 2
+        assert "another run is writing" in capsys.readouterr().err
+    assert not (out / "judgments").exists() or not _records(out)
+    assert main(["sample", "--config", str(recipe)]) == 0  # the lock died with its holder
+
+
+@pytest.mark.parametrize("damage", ["torn_last_line", "emptied"])
+def test_filter_checks_judgments_against_the_sample_manifest(tiny_model_dir: Path, tmp_path: Path,
+                                                             damage: str) -> None:
+    from conj_train.filter import FilterConfig, run_filter
+
+    out = tmp_path / "s"
+    run_sample(_cfg(tiny_model_dir, _pairs(tmp_path / "d.jsonl", 3), out))
+    shard = out / "judgments" / "shard-00000-of-00001.jsonl"
+    lines = shard.read_text().splitlines(keepends=True)
+    shard.write_text("".join(lines[:-1]) + lines[-1][:10] if damage == "torn_last_line" else "")
+    with pytest.raises(ConjError, match="judgments on disk but the sampling manifest lists 6"):
+        run_filter(FilterConfig(sample_dir=str(out), output_dir=str(tmp_path / "f")))
