@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--model", default=None, help="model folder (default: a random Qwen2-shaped model)")
     ap.add_argument("--tiny", action="store_true", help="small shapes for a CPU smoke test")
     ap.add_argument("--prompts", type=int, default=None, help="default 16 (tiny: 2)")
-    ap.add_argument("--prompt-tokens", type=int, default=None, help="default 1500 (tiny: 256)")
+    ap.add_argument("--prompt-tokens", type=int, default=None, help="random ids per prompt; default 1000 (tiny: 128)")
     ap.add_argument("--new-tokens", type=int, default=None, help="default 256 (tiny: 16)")
     ap.add_argument("--n", type=int, default=8, help="samples per prompt")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.5)
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--one", choices=("on", "off"), help=argparse.SUPPRESS)  # child process: one mode
     args = ap.parse_args(argv)
     args.prompts = args.prompts or (2 if args.tiny else 16)
-    args.prompt_tokens = args.prompt_tokens or (256 if args.tiny else 1500)
+    args.prompt_tokens = args.prompt_tokens or (128 if args.tiny else 1000)
     args.new_tokens = args.new_tokens or (16 if args.tiny else 256)
     return args
 
@@ -66,7 +66,8 @@ def run_one(args: argparse.Namespace, caching: bool) -> dict:
         args.model,
         enable_prefix_caching=caching,
         gpu_memory_utilization=args.gpu_memory_utilization,
-        max_model_len=args.prompt_tokens + args.new_tokens + 16,
+        # Random ids re-encode to up to ~2x as many tokens; 4096 is the built model's limit.
+        max_model_len=min(4096, 2 * args.prompt_tokens + args.new_tokens + 64),
     )
     start_s = time.perf_counter() - t0
     vocab = len(engine._tokenizer)
