@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.5)
     ap.add_argument("--out", default=None, help="JSON path")
     ap.add_argument("--one", choices=("on", "off"), help=argparse.SUPPRESS)  # child process: one mode
+    ap.add_argument("--result", help=argparse.SUPPRESS)  # child process: where its JSON goes
     args = ap.parse_args(argv)
     args.prompts = args.prompts or (2 if args.tiny else 16)
     args.prompt_tokens = args.prompt_tokens or (128 if args.tiny else 1000)
@@ -105,7 +106,8 @@ def run_one(args: argparse.Namespace, caching: bool) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args, args.one == "on")), flush=True)
+        # vLLM logs to stdout, so the child's result goes through a file.
+        Path(args.result).write_text(json.dumps(run_one(args, args.one == "on")))
         return 0
     import vllm
 
@@ -117,12 +119,13 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, __file__, "--one", mode, "--model", args.model, "--n", str(args.n),
                    "--prompts", str(args.prompts), "--prompt-tokens", str(args.prompt_tokens),
                    "--new-tokens", str(args.new_tokens),
-                   "--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+                   "--gpu-memory-utilization", str(args.gpu_memory_utilization),
+                   "--result", str(Path(tmp) / f"{mode}.json")]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
             if proc.returncode != 0:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 return proc.returncode
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            rows.append(json.loads((Path(tmp) / f"{mode}.json").read_text()))
             print(f"prefix caching {mode}: {rows[-1]}", flush=True)
     result = {"vllm": getattr(vllm, "__version__", None), "workload": {
         "prompts": args.prompts, "prompt_tokens": args.prompt_tokens, "n": args.n,
