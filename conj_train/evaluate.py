@@ -375,7 +375,7 @@ def _make_judge(cfg: EvalConfig, path: str) -> Judge:
             "vllm",
             dtype=cfg.dtype,
             trust_remote_code=cfg.trust_remote_code,
-            probability=False,
+            probability=cfg.probability,
             transfer_model=cfg.transfer_model,
             engine_options=engine_options,
             **opts,

@@ -11,7 +11,8 @@ A judge prompt is the template's user text (``conj-zh`` by default) through the 
 template, with the assistant turn pre-filled with ``' {"原因":'`` as Con-J evaluates (conj-spec 2.4
 and 8); the prefill is put back in front of the generation before parsing. ``Verdict.probability`` is
 P(answer 1 better) read from the logits at the verdict digit (:mod:`conj_train.probability`), usable as
-a reward signal; it needs the ``hf`` engine (with ``vllm`` it is None). :class:`RewardModel` gives a
+a reward signal; the ``hf`` engine reads it from its model's logits, the ``vllm`` engine from vLLM's
+log-probabilities of the two digit tokens (:class:`conj_train.probability.EngineVerdictScorer`). :class:`RewardModel` gives a
 sequence-classification reward model (TRL ``RewardTrainer``) the same ``compare`` call.
 
 The evaluation stage (:mod:`conj_train.evaluate`) runs its judgments through :meth:`Judge.judge`, so
@@ -30,7 +31,14 @@ from typing import Any
 from conj_train.engines.base import GenerationRequest, SamplingParams
 from conj_train.errors import ConjError
 from conj_train.io import stable_hash
-from conj_train.probability import DigitRead, VerdictScorer, digit_pair, transfer_prefill, verdict_position
+from conj_train.probability import (
+    DigitRead,
+    EngineVerdictScorer,
+    VerdictScorer,
+    digit_pair,
+    transfer_prefill,
+    verdict_position,
+)
 
 DECODINGS = ("greedy", "sample")
 MODEL_KINDS = ("judge", "rm")
@@ -128,8 +136,8 @@ class Judge:
         repetition_penalty: float = 1.0,
         seed: int = 2021,
         prefill: str | None = None,
-        scorer: VerdictScorer | None = None,
-        transfer_reader: VerdictScorer | None = None,
+        scorer: VerdictScorer | EngineVerdictScorer | None = None,
+        transfer_reader: VerdictScorer | EngineVerdictScorer | None = None,
     ) -> None:
         from conj_train.prompts import get_template
         from conj_train.verdicts import MODES
@@ -179,8 +187,8 @@ class Judge:
     ) -> Judge:
         """Load a judge; ``options`` are :class:`Judge`'s keyword arguments (template, parser, ...).
 
-        ``engine``: ``hf`` (transformers; reads verdict probabilities) or ``vllm`` (fast generation,
-        no probabilities). ``transfer_model``: another causal LM that reads rationales back in
+        ``engine``: ``hf`` (transformers) or ``vllm`` (fast generation); both read verdict
+        probabilities unless ``probability=False``. ``transfer_model``: another causal LM that reads rationales back in
         :meth:`transfer` (default: the judge itself). ``engine_options`` go to the engine constructor.
         """
         extra = dict(engine_options or {})
@@ -207,7 +215,7 @@ class Judge:
 
             eng = VLLMEngine(path_or_hub_id, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
             tokenizer = load_tokenizer(path_or_hub_id, trust_remote_code)
-            scorer = None
+            scorer = EngineVerdictScorer(eng, tokenizer) if probability else None
         else:
             raise ConjError(f"engine must be 'hf' or 'vllm', not {engine!r}")
         reader = None
@@ -310,11 +318,11 @@ class Judge:
     def transfer(self, prompts: Sequence[str], rationales: Sequence[str]) -> list[DigitRead | None]:
         """The rationale-transfer probe: the verdict read after each rationale is forced in.
 
-        Raises a ConjError without a model to read with (vLLM engine and no ``transfer_model``).
+        Raises a ConjError without a reader (``probability=False`` and no ``transfer_model``).
         """
         reader = self.transfer_reader or self.scorer
         if reader is None:
-            raise ConjError("the rationale-transfer probe needs logits: use engine 'hf' or a transfer_model")
+            raise ConjError("the rationale-transfer probe needs verdict probabilities: set probability or a transfer_model")
         from conj_train.prompts import render_chat
 
         key_r, key_v = self.template.rationale_key, self.template.verdict_key

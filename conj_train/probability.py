@@ -16,6 +16,13 @@ Verdict probability
     always the canonical tokenization of the text (which can differ from the generated ids in rare
     non-canonical cases; the probability is then that of the canonical reading).
 
+    Two readers share that encoding: :class:`VerdictScorer` runs a transformers model's forward
+    (engine ``hf``, or a separate transfer-probe model), and :class:`EngineVerdictScorer` asks an
+    engine for the two tokens' log-probabilities (engine ``vllm``:
+    :meth:`conj_train.engines.vllm.VLLMEngine.token_logprobs`). Both read the full-vocabulary softmax
+    of the raw logits, so they agree up to the engines' numerics (``tests/test_vllm_real.py``
+    compares them on SmolLM2-135M-Instruct).
+
 Rationale transfer (conj-spec 10 item 8)
     :func:`transfer_prefill` forces a rationale back into the assistant turn,
     ``' {"原因": <rationale as JSON string>, "更好的回答": '``, and the same next-token read gives the
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,7 +97,64 @@ class DigitRead:
     mass: float  # P('1') + P('2') under the full softmax
 
 
-class VerdictScorer:
+def read_from_logprobs(logprob_a: float, logprob_b: float) -> DigitRead:
+    """The :class:`DigitRead` of two digits' full-vocabulary log-probabilities."""
+    # P(a) / (P(a) + P(b)) as a logistic of the difference: a tiny mass must not turn into 0/0.
+    diff = logprob_b - logprob_a
+    p_first = 1.0 / (1.0 + math.exp(diff)) if diff < 700 else 0.0
+    return DigitRead(p_first=p_first, mass=math.exp(logprob_a) + math.exp(logprob_b))
+
+
+class _DigitReader:
+    """What both readers share: the tokenizer and how a prefix and its two digits are encoded."""
+
+    tokenizer: Any
+
+    def encode(self, prefix: str, digits: tuple[str, str] = ("1", "2")) -> tuple[list[int], int, int] | None:
+        """``(input ids, token of digits[0], token of digits[1])`` for reading at the end of ``prefix``."""
+        ids_a = self._ids(prefix + digits[0])
+        ids_b = self._ids(prefix + digits[1])
+        common = 0
+        for a, b in zip(ids_a, ids_b, strict=False):
+            if a != b:
+                break
+            common += 1
+        if common == 0 or common >= min(len(ids_a), len(ids_b)):
+            return None
+        return ids_a[:common], ids_a[common], ids_b[common]
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _encode_all(
+        self, prefixes: Sequence[str], digits: Sequence[tuple[str, str]] | None
+    ) -> list[tuple[list[int], int, int] | None]:
+        return [self.encode(p, digits[i] if digits else ("1", "2")) for i, p in enumerate(prefixes)]
+
+
+class EngineVerdictScorer(_DigitReader):
+    """Verdict probabilities from an engine's ``token_logprobs`` (the vLLM engine's; no HF model)."""
+
+    def __init__(self, engine: Any, tokenizer: Any) -> None:
+        self.engine = engine
+        self.tokenizer = tokenizer
+
+    def read(
+        self, prefixes: Sequence[str], digits: Sequence[tuple[str, str]] | None = None
+    ) -> list[DigitRead | None]:
+        """The verdict read after each prefix (``None`` where no two distinct digit tokens exist)."""
+        encoded = self._encode_all(prefixes, digits)
+        todo = [(i, e) for i, e in enumerate(encoded) if e is not None]
+        out: list[DigitRead | None] = [None] * len(prefixes)
+        if not todo:
+            return out
+        logprobs = self.engine.token_logprobs([e[0] for _, e in todo], [(e[1], e[2]) for _, e in todo])
+        for (i, _), (la, lb) in zip(todo, logprobs, strict=True):
+            out[i] = read_from_logprobs(la, lb)
+        return out
+
+
+class VerdictScorer(_DigitReader):
     """Next-token verdict probabilities from a causal LM's logits (see the module docstring).
 
     Prefixes are batched left-padded with explicit position ids, longest first, while a batch's
@@ -132,27 +197,11 @@ class VerdictScorer:
             raise ConjError(f"cannot load a causal LM from {path}: {str(e).splitlines()[0]}") from e
         return cls(model.eval(), tok, batch_tokens=batch_tokens)
 
-    def encode(self, prefix: str, digits: tuple[str, str] = ("1", "2")) -> tuple[list[int], int, int] | None:
-        """``(input ids, token of digits[0], token of digits[1])`` for reading at the end of ``prefix``."""
-        ids_a = self._ids(prefix + digits[0])
-        ids_b = self._ids(prefix + digits[1])
-        common = 0
-        for a, b in zip(ids_a, ids_b, strict=False):
-            if a != b:
-                break
-            common += 1
-        if common == 0 or common >= min(len(ids_a), len(ids_b)):
-            return None
-        return ids_a[:common], ids_a[common], ids_b[common]
-
-    def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def read(
         self, prefixes: Sequence[str], digits: Sequence[tuple[str, str]] | None = None
     ) -> list[DigitRead | None]:
         """The verdict read after each prefix (``None`` where no two distinct digit tokens exist)."""
-        encoded = [self.encode(p, digits[i] if digits else ("1", "2")) for i, p in enumerate(prefixes)]
+        encoded = self._encode_all(prefixes, digits)
         out: list[DigitRead | None] = [None] * len(prefixes)
         order = sorted((i for i, e in enumerate(encoded) if e is not None), key=lambda i: -len(encoded[i][0]))  # type: ignore[index]
         batch: list[int] = []

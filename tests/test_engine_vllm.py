@@ -348,3 +348,68 @@ def test_sampling_stage_runs_on_the_adapter(make_engine, tiny_model_dir: Path, t
     assert sorted(r["seed"] for r in records) == sent
     assert len(sent) == len(set(sent)) == 3 * (2 + 2)  # n=2 repeated + one per hint direction
     assert {r["finish_reason"] for r in records} <= {"stop", "length"}
+
+
+def test_token_logprobs_sends_one_greedy_token_per_prompt_asking_for_the_wanted_ids(make_engine) -> None:
+    engine = make_engine()
+    prompts = [engine._encode("Which is better? Answer"), engine._encode("问题：回答")]
+    wanted = [(engine._encode("1")[0], engine._encode("2")[0])] * 2
+    got = engine.token_logprobs(prompts, wanted)
+    (call,) = _llm(engine).calls
+    assert [p["prompt_token_ids"] for p in call["prompts"]] == prompts
+    assert all(sp.max_tokens == 1 and sp.temperature == 0.0 for sp in call["params"])
+    assert [sp.logprob_token_ids for sp in call["params"]] == [list(w) for w in wanted]
+    assert all(lp < 0 for row in got for lp in row)
+    assert got[0] != got[1]  # read at each prompt's own end
+    assert engine.token_logprobs(prompts, wanted) == got
+
+
+def test_token_logprobs_without_logprob_token_ids_names_the_vllm_version(make_engine, monkeypatch) -> None:
+    engine = make_engine()
+    real = engine._vllm.SamplingParams
+
+    def old_sampling_params(*, logprob_token_ids=None, **kwargs):
+        if logprob_token_ids is not None:
+            raise TypeError("unexpected keyword argument 'logprob_token_ids'")
+        return real(**kwargs)
+
+    monkeypatch.setattr(engine._vllm, "SamplingParams", old_sampling_params)
+    with pytest.raises(ConjError, match=r"logprob_token_ids.*vLLM >= 0\.32.*0\.0\.0\+fake"):
+        engine.token_logprobs([[1, 2]], [(3, 4)])
+
+
+def test_engine_verdict_scorer_turns_two_logprobs_into_a_read(make_engine) -> None:
+    import math
+
+    from conj_train.probability import EngineVerdictScorer
+
+    engine = make_engine()
+    scorer = EngineVerdictScorer(engine, engine._tokenizer)
+    prefix = 'Q <|im_start|>assistant\n {"原因": "x", "更好的回答": '
+    (read,) = scorer.read([prefix])
+    ids, tok_a, tok_b = scorer.encode(prefix)
+    (la, lb), = engine.token_logprobs([ids], [(tok_a, tok_b)])
+    assert read is not None
+    assert read.p_first == pytest.approx(math.exp(la) / (math.exp(la) + math.exp(lb)), rel=1e-12)
+    assert read.mass == pytest.approx(math.exp(la) + math.exp(lb), rel=1e-12) and 0 < read.mass < 1
+    assert scorer.read([]) == []
+
+
+def test_judge_on_vllm_reads_verdicts_and_runs_the_transfer_probe(fake_vllm, tiny_model_dir: Path) -> None:
+    from conj_train.judge import Judge
+
+    judge = Judge.from_pretrained(str(tiny_model_dir), "vllm", max_new_tokens=8)
+    assert judge.scorer is not None
+    (read,) = judge.transfer(["Question: name a fruit."], ["Answer 1 names a fruit."])
+    assert read is not None and 0 < read.p_first < 1
+    assert Judge.from_pretrained(str(tiny_model_dir), "vllm", probability=False).scorer is None
+
+
+def test_pin_local_devices_leaves_a_machine_without_gpus_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    # Found by `accelerate launch` on vLLM's CPU build: pinning must not demand GPUs that do not exist.
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    env = {"LOCAL_WORLD_SIZE": "2", "LOCAL_RANK": "1"}
+    assert pin_local_devices(1, env) is None
+    assert "CUDA_VISIBLE_DEVICES" not in env

