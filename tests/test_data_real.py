@@ -153,3 +153,15 @@ def test_pandalm_eval_mode_keeps_every_row_with_text(shared_data: Path) -> None:
 def test_llmbar_files_score_the_same_rows_in_eval_mode(shared_data: Path) -> None:
     rep = load_preferences(str(shared_data / "llmbar"), mode="eval").report
     assert rep.rows_read == rep.rows_used == rep.pairs == 419 and rep.kept == {}
+
+
+def test_canonical_records_read_back_unchanged(shared_data: Path, tmp_path: Path) -> None:
+    """Records written by write_records (multi-turn context included) load back as format `conj`, equal."""
+    from conj_train.data.records import write_records
+
+    records = load_preferences(str(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz")).records[:200]
+    assert any(r["context"] for r in records)
+    write_records(tmp_path / "records.jsonl", records)
+    again = load_preferences(str(tmp_path / "records.jsonl"))
+    assert again.report.format == "conj"
+    assert again.records == records

@@ -297,6 +297,18 @@ def hh_rlhf(row: dict, opts: Options) -> Draft:
     return Draft(turns, chosen[start:].strip(), rejected[start:].strip())
 
 
+@register("conj", _has("id", "context", "question", "chosen", "rejected"))
+def conj_records(row: dict, opts: Options) -> Draft:
+    """This project's canonical records (``write_records``, ``conj data convert``): read back as
+    written, context turns before the question, so ids are unchanged."""
+    _need(row, "question", "chosen", "rejected")
+    context = row.get("context") or []
+    if not isinstance(context, list):
+        raise Skip("non_text_content", "context is not a message list")
+    return Draft([*context, {"role": "user", "content": row["question"]}], row["chosen"], row["rejected"],
+                 source=row.get("source"), meta=row.get("meta") or {})
+
+
 @register("trl-standard", lambda k, s: isinstance(_first(s, "chosen"), str) and "rejected" in k
           and ("prompt" not in k or isinstance(_first(s, "prompt"), str)))
 def trl_standard(row: dict, opts: Options) -> Draft:
