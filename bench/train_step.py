@@ -9,8 +9,10 @@ clip + AdamW step, as the Trainer loop does):
                   with ``share_prefix=False``): the fair baseline for prefix sharing alone
   (c) ``ours``  : ``PrefixSharedDPOTrainer`` (prompt computed once, head only at judgment positions)
 
-Random Qwen2 (hidden 256, intermediate 1024, 4 layers, 8 heads, 2 KV heads, vocab 2048, SDPA, fp32),
-reference = the initial weights, policy perturbed. Timings: one process, rounds interleaved with a
+Model: a random Qwen2 (hidden 256, intermediate 1024, 4 layers, 8 heads, 2 KV heads, vocab 2048,
+SDPA, fp32), or ``--model PATH`` (e.g. SmolLM2 from ``conj real-model``, Con-J shapes by default);
+``--dtype bfloat16`` steps under the accelerator's autocast as the Trainer loop does. Reference =
+the initial weights, policy perturbed. Timings: one process, rounds interleaved with a
 rotating order, 1 warm-up round, median of the measured rounds. Peak memory: each variant in its own
 fresh subprocess (2 steps), ``ru_maxrss``; "step memory" is the peak minus the RSS after set-up
 (libraries, both models, batch: ~640 MB, of which ~555 MB is importing torch/transformers/trl). Prints
@@ -20,7 +22,9 @@ the padding share of random vs length-grouped batches on a synthetic Con-J lengt
 
 Throughput ratios are the median over rounds of each round's (a)/(c) time ratio (the machine is
 shared; steps of one round run back to back); the ratio of the medians is printed too. Last line:
-``ratio vs TRL DPOTrainer: N.NNx``, the smaller over the cases run.
+``share of same-process GEMM FLOP/s (dtype): N%`` (model FLOPs per step, :func:`step_flops`, over
+the 1024^3 GEMM rate at the same dtype and threads), then ``ratio vs TRL DPOTrainer: N.NNx``, the
+smaller over the cases run. ``--clock cpu`` times process CPU seconds (one thread: steady under load).
 """
 
 from __future__ import annotations
