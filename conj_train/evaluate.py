@@ -57,7 +57,7 @@ from conj_train.io import (
     read_json,
     stable_hash,
 )
-from conj_train.judge import MODEL_KINDS, Judge, Judgment, RewardModel, detect_model_kind
+from conj_train.judge import MODEL_KINDS, Judge, Judgment
 from conj_train.metrics import (
     REWARDBENCH_PRIOR_SETS,
     OrderResult,
@@ -67,6 +67,7 @@ from conj_train.metrics import (
     rewardbench_count_check,
     rewardbench_sections,
 )
+from conj_train.reward_model import RewardModel, detect_model_kind
 from conj_train.runs import check_output_dir, claim_shard, records_fingerprint, shard_lock
 from conj_train.sample import derive_seed, parse_shard, shard_name, shard_of
 
@@ -416,7 +417,7 @@ def _judge_batches(cfg: EvalConfig, judge: Judge, todo: list[dict], sink: JsonlA
 
 
 def _rm_batches(cfg: EvalConfig, rm: RewardModel, todo: list[dict], sink: JsonlAppender, bar: Any) -> int:
-    from conj_train.judge import sigmoid
+    from conj_train.reward_model import sigmoid
 
     for start in range(0, len(todo), cfg.batch_pairs):
         batch = todo[start : start + cfg.batch_pairs]

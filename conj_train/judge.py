@@ -1,4 +1,4 @@
-"""The `Judge` API for people who embed a pairwise judge, and the scalar reward-model counterpart.
+"""The `Judge` API for people who embed a pairwise judge (the scalar counterpart: `reward_model`).
 
     from conj_train.judge import Judge
 
@@ -12,8 +12,9 @@ template, with the assistant turn pre-filled with ``' {"原因":'`` as Con-J eva
 and 8); the prefill is put back in front of the generation before parsing. ``Verdict.probability`` is
 P(answer 1 better) read from the logits at the verdict digit (:mod:`conj_train.probability`), usable as
 a reward signal; the ``hf`` engine reads it from its model's logits, the ``vllm`` engine from vLLM's
-log-probabilities of the two digit tokens (:class:`conj_train.probability.EngineVerdictScorer`). :class:`RewardModel` gives a
-sequence-classification reward model (TRL ``RewardTrainer``) the same ``compare`` call.
+log-probabilities of the two digit tokens (:class:`conj_train.probability.EngineVerdictScorer`).
+:class:`conj_train.reward_model.RewardModel` gives a sequence-classification reward model (TRL
+``RewardTrainer``) the same ``compare`` call.
 
 The evaluation stage (:mod:`conj_train.evaluate`) runs its judgments through :meth:`Judge.judge`, so
 the API and ``conj eval`` cannot drift apart.
@@ -21,11 +22,8 @@ the API and ``conj eval`` cannot drift apart.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from conj_train.engines.base import GenerationRequest, SamplingParams
@@ -405,129 +403,3 @@ def _both_orders(a: Judgment, b: Judgment) -> Verdict:
         raw,
         consistent,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Scalar reward models
-
-
-def detect_model_kind(path: str, trust_remote_code: bool = False) -> str:
-    """``rm`` for a sequence-classification checkpoint (``config.architectures``), else ``judge``."""
-    local = Path(path) / "config.json"
-    if local.is_file():
-        archs = json.loads(local.read_text(encoding="utf-8")).get("architectures") or []
-    else:
-        from transformers import AutoConfig
-
-        try:
-            archs = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code).architectures or []
-        except (OSError, ValueError) as e:
-            raise ConjError(f"cannot read the model config of {path}: {str(e).splitlines()[0]}") from e
-    return "rm" if any(a.endswith("ForSequenceClassification") for a in archs) else "judge"
-
-
-class RewardModel:
-    """A scalar reward model (sequence-classification head, one label) as a pairwise judge.
-
-    Each answer is scored alone as the chat ``[earlier turns..., user: question, assistant: answer]``
-    through the tokenizer's chat template, tokenized as TRL's ``RewardTrainer`` does; the higher score
-    wins and P(answer 1 better) = sigmoid(r1 - r2) (Bradley-Terry). A conversation longer than the
-    model's context gets no score (None) rather than a truncated one.
-    """
-
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        # Without a pad token the head cannot find each row's last token in a padded batch.
-        self.batch_size = batch_size if model.config.pad_token_id is not None else 1
-        self.max_length = int(
-            getattr(model.config, "max_position_embeddings", 0) or tokenizer.model_max_length
-        )
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str,
-        *,
-        dtype: str = "auto",
-        device: str | None = None,
-        threads: int | None = None,
-        trust_remote_code: bool = False,
-        batch_size: int = 8,
-    ) -> RewardModel:
-        """Load a sequence-classification checkpoint and its tokenizer (which needs a chat template)."""
-        import torch
-        from transformers import AutoModelForSequenceClassification
-
-        from conj_train.sample import load_tokenizer
-
-        if threads:
-            torch.set_num_threads(threads)
-        tok = load_tokenizer(path, trust_remote_code)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path,
-                trust_remote_code=trust_remote_code,
-                device_map=device,
-                dtype=dtype if dtype == "auto" else getattr(torch, dtype),
-            )
-        except (OSError, ValueError) as e:
-            raise ConjError(
-                f"cannot load a sequence-classification model from {path}: {str(e).splitlines()[0]}"
-            ) from e
-        if model.config.num_labels != 1:
-            raise ConjError(f"{path}: a reward model needs num_labels=1, found {model.config.num_labels}")
-        return cls(model.eval(), tok, batch_size=batch_size)
-
-    def encode(self, question: str, answer: str, context: Sequence[Mapping[str, Any]] = ()) -> list[int]:
-        """Token ids of one scored conversation."""
-        messages = [*context, {"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-        out = self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
-        return list(out["input_ids"])
-
-    def score_ids(self, sequences: Sequence[Sequence[int]]) -> list[float | None]:
-        """The reward of each token sequence (None when longer than the context)."""
-        import torch
-
-        scores: list[float | None] = [None] * len(sequences)
-        todo = sorted(
-            (i for i, s in enumerate(sequences) if 0 < len(s) <= self.max_length),
-            key=lambda i: len(sequences[i]),
-        )
-        pad = self.model.config.pad_token_id if self.model.config.pad_token_id is not None else 0
-        for start in range(0, len(todo), self.batch_size):
-            batch = todo[start : start + self.batch_size]
-            width = max(len(sequences[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : len(sequences[i])] = torch.tensor(list(sequences[i]), dtype=torch.long)
-                mask[row, : len(sequences[i])] = 1
-            with torch.inference_mode():
-                logits = self.model(
-                    input_ids=ids.to(self.model.device), attention_mask=mask.to(self.model.device)
-                ).logits
-            for row, i in enumerate(batch):
-                scores[i] = float(logits[row, 0])
-        return scores
-
-    def compare(
-        self, question: str, answer_1: str, answer_2: str, *, context: Sequence[Mapping[str, Any]] = ()
-    ) -> Verdict:
-        """Which answer scores higher; ``raw`` holds both rewards as text."""
-        r1, r2 = self.score_ids(
-            [self.encode(question, answer_1, context), self.encode(question, answer_2, context)]
-        )
-        if r1 is None or r2 is None:
-            return Verdict(None, None, None, f"{r1} {r2}")
-        better = 1 if r1 > r2 else 2 if r2 > r1 else None
-        return Verdict(better, None, sigmoid(r1 - r2), f"{r1} {r2}")
-
-
-def sigmoid(x: float) -> float:
-    """Numerically safe logistic function."""
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)

@@ -291,7 +291,7 @@ def _check_train_section(section: Any, name: str, path: str | Path) -> None:
     if name == "train":
         from trl import ModelConfig
 
-        from conj_train.train.dpo import ConjDPOConfig, TrainScriptArguments
+        from conj_train.train.args import ConjDPOConfig, TrainScriptArguments
 
         classes: tuple[type, ...] = (TrainScriptArguments, ConjDPOConfig, ModelConfig)
     else:
@@ -405,7 +405,8 @@ def _run_train(cfg: dict, output: Path) -> None:
     if launch:
         _launch("train.py", recipe, launch)
         return
-    from conj_train.train.dpo import parse_train_args, run_train
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
 
     run_train(*parse_train_args(["--config", str(recipe)]))
 

@@ -19,8 +19,10 @@ from conj_train.errors import ConjError
 def main(argv: list[str] | None = None) -> int:
     """Parse the recipe + overrides, train, save the reward model; returns the exit code."""
     try:
+        from conj_train.train.machine import set_up_machine
         from conj_train.train.reward import parse_reward_args, run_train_rm
 
+        set_up_machine(argv)  # before the arguments: building them starts the distributed state
         script_args, training_args, model_args = parse_reward_args(argv)
         result = run_train_rm(script_args, training_args, model_args)
     except ConjError as e:

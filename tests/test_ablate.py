@@ -63,7 +63,7 @@ def test_shipped_ablations_override_known_keys_of_the_demo_recipe() -> None:
     from conj_train.filter import FilterConfig
     from conj_train.pipeline import load_pipeline
     from conj_train.sample import SampleConfig
-    from conj_train.train.dpo import ConjDPOConfig, TrainScriptArguments
+    from conj_train.train.args import ConjDPOConfig, TrainScriptArguments
 
     def names(*classes: type) -> set[str]:
         return {f.name for c in classes for f in dataclasses.fields(c)}

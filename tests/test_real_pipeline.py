@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conj_train.io import iter_jsonl, read_json, write_jsonl
-from conj_train.train.dpo import cpu_has_fast_bf16
+from conj_train.train.machine import cpu_has_fast_bf16
 
 PREFILL = ' {"reason":'  # the conj-en template's evaluation prefill
 DTYPE = "bfloat16" if cpu_has_fast_bf16() else "float32"
@@ -91,7 +91,8 @@ def test_every_stage_runs_on_the_real_model_and_reruns_from_the_cache(real_run: 
 def test_lora_trains_on_the_real_model(real_run: dict, real_model_dir: Path, tmp_path: Path) -> None:
     from test_train import train_argv
 
-    from conj_train.train.dpo import parse_train_args, run_train
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
 
     argv = train_argv(real_model_dir, real_run["out"] / "filter", tmp_path / "lora", **TRAIN, use_peft=True,
                       lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"])
@@ -145,7 +146,8 @@ def test_bf16_training_matches_fp32(real_run: dict, real_model_dir: Path, tmp_pa
         pytest.skip("this CPU has no bf16 instructions: training stays in fp32")
     from test_train import train_argv
 
-    from conj_train.train.dpo import parse_train_args, run_train
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
 
     notes = read_json(real_run["out"] / "train" / "report.json")["machine_notes"]
     assert any("bf16 mixed precision" in n for n in notes), notes

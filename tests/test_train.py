@@ -98,7 +98,8 @@ def trained(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> S
     """One short run (eval at start and end, wandb requested without a key) shared by several tests."""
     import os
 
-    from conj_train.train.dpo import parse_train_args, run_train
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
 
     tmp = tmp_path_factory.mktemp("trained")
     data = write_pairs(tmp / "filter")
@@ -120,7 +121,8 @@ def test_dpo_sft_loss_matches_independent_computation(tiny_model_dir: Path, tmp_
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from conj_train.train.dpo import build_trainer, parse_train_args
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import build_trainer
 
     beta, alpha = 0.2, 0.3
     argv = train_argv(tiny_model_dir, write_pairs(tmp_path / "filter", 8, 0), tmp_path / "out",
@@ -204,7 +206,8 @@ def test_saved_judge_reloads_in_a_fresh_process_and_generates(trained: SimpleNam
 
 
 def test_overlong_pairs_are_dropped_with_counted_reasons(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from conj_train.train.dpo import build_trainer, parse_train_args
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import build_trainer
 
     data = write_pairs(tmp_path / "filter", 12, 0, long_prompt_every=4, long_chosen_every=4)
     argv = train_argv(tiny_model_dir, data, tmp_path / "out", max_length=160, pair_types=["best_of_n"])
@@ -226,7 +229,8 @@ def test_overlong_pairs_are_dropped_with_counted_reasons(tiny_model_dir: Path, t
 def test_resume_after_stop_equals_an_uninterrupted_run(tiny_model_dir: Path, tmp_path: Path) -> None:
     from transformers import TrainerCallback
 
-    from conj_train.train.dpo import parse_train_args, run_train
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
 
     class StopAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
@@ -249,7 +253,8 @@ def test_lora_trains_and_saves_an_adapter_that_reloads(tiny_model_dir: Path, tmp
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from conj_train.train.dpo import parse_train_args, run_train
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
 
     out = tmp_path / "lora"
     argv = train_argv(tiny_model_dir, write_pairs(tmp_path / "filter", 16, 0), out, use_peft=True,
@@ -272,7 +277,8 @@ def test_lora_trains_and_saves_an_adapter_that_reloads(tiny_model_dir: Path, tmp
 def test_machine_adaptation_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import deepspeed.comm.torch  # noqa: F401
 
-    from conj_train.train.dpo import adapt_to_machine
+    import conj_train.train.machine as machine
+    from conj_train.train.machine import adapt_to_machine, set_up_machine
 
     def args(**kw: object) -> SimpleNamespace:
         base = {"bf16": None, "fp16": False, "deepspeed": None, "use_cpu": False, "ddp_backend": None,
@@ -280,12 +286,15 @@ def test_machine_adaptation_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
         return SimpleNamespace(**{**base, **kw})
 
     monkeypatch.setenv("WORLD_SIZE", "3")
-    monkeypatch.setattr(sys.modules["deepspeed.comm.torch"], "build_shm_op",
-                        sys.modules["deepspeed.comm.torch"].build_shm_op)
+    build_shm_op = sys.modules["deepspeed.comm.torch"].build_shm_op
+    monkeypatch.setattr(sys.modules["deepspeed.comm.torch"], "build_shm_op", build_shm_op)
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
     a = args()
     adapt_to_machine(a)
     assert (a.gradient_accumulation_steps, a.bf16, a.use_cpu, a.ddp_backend) == (4, False, False, "gloo")
+    assert sys.modules["deepspeed.comm.torch"].build_shm_op is build_shm_op  # values only, no patching
+    set_up_machine([])  # the entry points' process set-up: DeepSpeed's shm op build is skipped
     assert sys.modules["deepspeed.comm.torch"].build_shm_op() is None
     monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
     a = args(global_batch_size=None)
@@ -294,17 +303,16 @@ def test_machine_adaptation_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConjError, match="must be a multiple"):
         adapt_to_machine(args(global_batch_size=25))
     # bf16 on CPU: kept (autocast) only when asked and the processor has bf16 instructions.
-    import conj_train.train.dpo as dpo
-
     for fast, asked, kept in ((True, True, True), (True, None, False), (False, True, False)):
-        monkeypatch.setattr(dpo, "cpu_has_fast_bf16", lambda fast=fast: fast)
+        monkeypatch.setattr(machine, "cpu_has_fast_bf16", lambda fast=fast: fast)
         a = args(global_batch_size=None, bf16=asked)
         notes = adapt_to_machine(a)
         assert a.bf16 is kept and any(("bf16 mixed" if kept else "fp32") in n for n in notes)
 
 
 def test_bad_inputs_are_user_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from conj_train.train.dpo import build_trainer, parse_train_args
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import build_trainer
 
     with pytest.raises(ConjError, match="neither a filter output folder"):
         build_trainer(*parse_train_args(train_argv(tiny_model_dir, tmp_path, tmp_path / "o")))
@@ -351,7 +359,8 @@ def test_balanced_order_interleaves_labels_and_depends_only_on_seed() -> None:
 
 
 def test_balanced_batches_alternate_the_chosen_verdict(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from conj_train.train.dpo import build_trainer, parse_train_args
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import build_trainer
     from conj_train.verdicts import parse_verdict
 
     data = write_pairs(tmp_path / "filter", n_train=24)
@@ -375,7 +384,8 @@ def test_a_folder_keeps_one_config_and_refuses_a_launch_that_cannot_resume(tiny_
     from transformers import TrainerCallback
 
     from conj_train.io import atomic_write_json
-    from conj_train.train.dpo import parse_train_args, run_train
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
 
     class StopAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
@@ -408,7 +418,8 @@ def test_a_hub_token_is_never_saved(tiny_model_dir: Path, tmp_path: Path, monkey
 
     import torch
 
-    from conj_train.train.dpo import parse_train_args, run_train
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
 
     secret = "hf_" + "x" * 30
     monkeypatch.delenv("HF_TOKEN", raising=False)

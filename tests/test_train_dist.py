@@ -42,7 +42,8 @@ def launch(launcher_args: list[str], argv: list[str]) -> None:
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """One process, micro-batch 2 x 4 accumulation steps."""
-    from conj_train.train.dpo import parse_train_args, run_train
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
 
     tmp = tmp_path_factory.mktemp("dist")
     data = write_pairs(tmp / "filter", 16, 4)

@@ -36,17 +36,24 @@ def _argv(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Train and save the judge in this process; print the summary."""
-    from conj_train.train.dpo import parse_train_args, run_train
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
+    from conj_train.train.machine import set_up_machine
 
-    result = run_train(*parse_train_args(_argv(args)))
+    argv = _argv(args)
+    set_up_machine(argv)
+    result = run_train(*parse_train_args(argv))
     print(result.summary)
     return 0
 
 
 def run_rm(args: argparse.Namespace) -> int:
     """Train and save the scalar reward model in this process; print the summary."""
+    from conj_train.train.machine import set_up_machine
     from conj_train.train.reward import parse_reward_args, run_train_rm
 
-    result = run_train_rm(*parse_reward_args(_argv(args)))
+    argv = _argv(args)
+    set_up_machine(argv)
+    result = run_train_rm(*parse_reward_args(argv))
     print(result.summary)
     return 0

@@ -4,23 +4,22 @@ It learns from the same preference pairs the judge's data came from, one answer 
 of each side is the conversation (context + question) followed by one answer, and the sequence
 classification head reads a scalar at the last token; the loss is ``-log sigmoid(r+ - r-)``. The same
 recipe style, accelerate configs, machine adjustments, resume and reports as the judge apply
-(:mod:`conj_train.train.dpo`).
+(:mod:`conj_train.train.dpo` and the modules it names).
 
 Pairs: every record of ``dataset_name`` (any source ``conj data`` reads), split into train and
 validation by a hash of the pair id (``validation_share``, the filter stage's rule). With
 ``pairs_from`` set to a filter output folder, only the pair ids of its train split are trained on
 and those of its validation split are held out, so judge and scalar model see the same questions.
 
-:class:`RewardScorer` scores answers with a trained model, so the evaluation stage can compare judge
-and scalar model on the same test sets.
+A trained model scores answers with :class:`conj_train.reward_model.RewardModel` (the one scorer, also
+used by the evaluation stage to compare judge and scalar model on the same test sets).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from trl import ModelConfig, RewardConfig, RewardTrainer, ScriptArguments
@@ -28,23 +27,14 @@ from trl import ModelConfig, RewardConfig, RewardTrainer, ScriptArguments
 from conj_train.data.report import percentiles
 from conj_train.errors import ConjError
 from conj_train.runs import check_output_dir
-from conj_train.train.dpo import (
-    ConjCardMixin,
-    SplitCounts,
-    TrainResult,
-    adapt_to_machine,
-    begin_run,
-    check_train_values,
-    claim_train_dir,
-    finish_run,
-    load_pretrained,
-    load_tokenizer,
-    model_kwargs,
-    parse_args,
-    resolve_dataset,
-    resume_point,
-)
+from conj_train.train.args import check_train_values, parse_args
+from conj_train.train.card import ConjCardMixin
+from conj_train.train.lifecycle import TrainResult, begin_run, finish_run
 from conj_train.train.logging import RM_PANELS, MetricsRecorder
+from conj_train.train.machine import adapt_to_machine
+from conj_train.train.model import load_pretrained, load_tokenizer, model_kwargs
+from conj_train.train.pair_data import SplitCounts, resolve_dataset
+from conj_train.train.run_dir import claim_train_dir, resume_point
 
 logger = logging.getLogger(__name__)
 
@@ -246,61 +236,3 @@ def run_train_rm(script_args: RewardScriptArguments, training_args: ConjRewardCo
     )
     return finish_run(trainer, "reward", (script_args, training_args, model_args), counts=counts,
                       filter_report=None, input_info=info, resume=resume, start=start)
-
-
-class RewardScorer:
-    """Scores answers with a trained scalar reward model (higher = better).
-
-    Inputs are tokenized as in training: the chat template over (context, question, answer) without
-    a generation prompt; the score is the head's output at the last token.
-    """
-
-    def __init__(self, model_dir: str | Path, *, device: str | None = None, batch_size: int = 8,
-                 trust_remote_code: bool = False) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), trust_remote_code=trust_remote_code).to(self.device).eval()
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
-
-    def score(self, conversations: Sequence[Sequence[Mapping[str, str]]]) -> list[float]:
-        """One scalar per conversation (each ending with the assistant answer to score)."""
-        import torch
-
-        out: list[float] = []
-        pad = self.tokenizer.pad_token_id
-        for i in range(0, len(conversations), self.batch_size):
-            ids = [self.tokenizer.apply_chat_template(list(c), tokenize=True, return_dict=True)["input_ids"]
-                   for c in conversations[i:i + self.batch_size]]
-            width = max(map(len, ids))
-            input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=self.device)
-            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=self.device)
-            with torch.no_grad():
-                logits = self.model(input_ids=input_ids, attention_mask=mask).logits
-            out.extend(logits[:, 0].float().tolist())
-        return out
-
-    def score_pair(self, question: str, answer1: str, answer2: str,
-                   context: Sequence[Mapping[str, str]] = ()) -> tuple[float, float]:
-        """Scores of two answers to the same question (and optional earlier turns)."""
-        conv = conversation({"context": list(context), "question": question})
-        a, b = self.score([[*conv, {"role": "assistant", "content": answer1}],
-                           [*conv, {"role": "assistant", "content": answer2}]])
-        return a, b
-
-    def score_records(self, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """For canonical preference records: pair id, both scores and whether chosen scored higher."""
-        recs = list(records)
-        convs = []
-        for r in recs:
-            row = reward_row(r)
-            convs += [row["prompt"] + row["chosen"], row["prompt"] + row["rejected"]]
-        scores = self.score(convs)
-        return [{"pair_id": r["id"], "chosen_score": scores[2 * i], "rejected_score": scores[2 * i + 1],
-                 "correct": scores[2 * i] > scores[2 * i + 1]} for i, r in enumerate(recs)]

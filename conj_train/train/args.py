@@ -1,0 +1,193 @@
+"""The arguments of a training run: TRL's dataclasses plus conj-train's fields, and the recipe parser.
+
+A recipe is TRL's format: a YAML of the dataclasses' fields (``--config recipe.yaml``), any of them
+overridden as ``--key value``. Building the arguments changes nothing outside them; the machine
+set-up that must come first is :func:`conj_train.train.machine.set_up_machine`, called by the entry
+points. The scalar reward model's arguments (:mod:`conj_train.train.reward`) reuse the parser and
+the value checks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser
+
+from conj_train.errors import ConjError
+from conj_train.train.logging import is_secret, redact
+from conj_train.train.machine import adapt_to_machine
+
+OVERLONG_MODES = ("drop", "truncate")
+
+
+@dataclass
+class TrainScriptArguments(ScriptArguments):
+    """Where the judge's pairs come from and how they are prepared (TRL's ScriptArguments + Con-J)."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "The filter stage's output folder (holding dataset/ and report.json), or a "
+                  "DatasetDict saved with save_to_disk."},
+    )
+    dataset_test_split: str = field(default="validation", metadata={"help": "Split used for evaluation."})
+    pair_types: list[str] | None = field(
+        default=None,
+        metadata={"help": "Keep only these pair types (e.g. best_of_n: the code's 'repeated sampling only' "
+                  "ablation). Default: all."},
+    )
+    max_train_pairs: int | None = field(
+        default=None, metadata={"help": "Use only the first N training pairs (the code's --max_samples)."})
+    max_eval_pairs: int | None = field(default=None, metadata={"help": "Use only the first N eval pairs."})
+    overlong: str = field(
+        default="drop",
+        metadata={"help": "Pairs whose prompt+judgment exceeds max_length: 'drop' them (default), or "
+                  "'truncate' the judgment's end as the released code does. Pairs whose prompt alone "
+                  "fills max_length are always dropped."},
+    )
+    auto_resume: bool = field(
+        default=True,
+        metadata={"help": "Resume from the last complete checkpoint-N in output_dir when one exists."},
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Empty output_dir first when it holds a run of another config or launch."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.overlong not in OVERLONG_MODES:
+            raise ConjError(f"overlong must be one of {', '.join(OVERLONG_MODES)}, not {self.overlong!r}")
+
+
+@dataclass
+class ConjDPOConfig(DPOConfig):
+    """TRL's DPOConfig plus ``global_batch_size``, prefix sharing, label-balanced batches and this
+    machine's value adjustments (:func:`conj_train.train.machine.adapt_to_machine`)."""
+
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "If set, gradient_accumulation_steps = global_batch_size / (per-device batch x "
+                  "processes), so changing the GPU count keeps the global batch."},
+    )
+    prefix_sharing: bool = field(
+        default=True,
+        metadata={"help": "Compute each judge prompt once for chosen and rejected (exact; falls back to "
+                  "TRL's two-row path with a one-line message where the model does not support it)."},
+    )
+
+    balanced_batches: bool = field(
+        default=False,
+        metadata={"help": "Order each epoch so that every two consecutive pairs have one label-1 and one "
+                  "label-2 chosen judgment (conj_train/train/batches.py); needs the pairs' label column."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.balanced_batches and self.train_sampling_strategy == "group_by_length":
+            raise ConjError("balanced_batches and train_sampling_strategy=group_by_length exclude each other")
+        # Must run before TrainingArguments.__post_init__: it validates bf16 against the hardware and
+        # creates the distributed state (it reads self.device).
+        check_train_values(self)
+        self.machine_notes = adapt_to_machine(self)
+        super().__post_init__()
+
+
+class _OneLineParser(TrlParser):
+    """TrlParser whose errors are one ConjError line, not ~150 lines of usage then the error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConjError(message)
+
+
+def parse_args(dataclasses: tuple[type, ...], argv: Sequence[str] | None) -> tuple[Any, ...]:
+    """Parse ``--config recipe.yaml`` + ``--key value`` overrides with TrlParser; bad input -> ConjError."""
+    from conj_train.config import read_yaml
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" in argv:
+        i = argv.index("--config")
+        if i + 1 >= len(argv) or not Path(argv[i + 1]).is_file():
+            raise ConjError(f"recipe not found: {argv[i + 1] if i + 1 < len(argv) else '(missing path)'}")
+        read_yaml(argv[i + 1])  # not UTF-8, not YAML or not a mapping: one clear line
+    try:
+        parsed = tuple(_OneLineParser(dataclasses).parse_args_and_config(argv))
+    except ValueError as e:  # a dataclass's __post_init__ refusing a value
+        raise ConjError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
+    keep_secrets_out(parsed)
+    return parsed
+
+
+def keep_secrets_out(parsed: Sequence[Any]) -> None:
+    """Move a token given as an argument (``--hub_token``) out of every saved or logged place.
+
+    The Trainer pickles its arguments into ``training_args.bin`` (final folder and every checkpoint)
+    and wandb records ``sys.argv``; so the token goes to ``HF_TOKEN`` (which pushing reads), the
+    argument is cleared and the command line is scrubbed.
+    """
+    for args in parsed:
+        token = getattr(args, "hub_token", None)
+        if token:
+            os.environ["HF_TOKEN"] = token
+            args.hub_token = None
+    i = 1
+    while i < len(sys.argv):
+        key, eq, _ = sys.argv[i].partition("=")
+        if key.startswith("--") and is_secret(key[2:], "x"):
+            if eq:
+                sys.argv[i] = f"{key}=<redacted>"
+            elif i + 1 < len(sys.argv):
+                sys.argv[i + 1] = "<redacted>"
+        i += 1
+
+
+def parse_train_args(argv: Sequence[str] | None = None) -> tuple[TrainScriptArguments, ConjDPOConfig,
+                                                                  ModelConfig]:
+    """(script, training, model) arguments of a DPO run from a recipe and CLI overrides."""
+    return parse_args((TrainScriptArguments, ConjDPOConfig, ModelConfig), argv)  # type: ignore[return-value]
+
+
+_AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "global_batch_size", "max_length", "max_prompt_length", "max_completion_length")
+
+
+def check_train_values(args: Any) -> None:
+    """Refuse values TRL would accept and misread: a run of 0 steps reported as a saved judge, beta <= 0
+    (the DPO loss turned around), a batch of 0."""
+    for name in _AT_LEAST_ONE:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConjError(f"{name} must be >= 1, got {value}")
+    if args.learning_rate <= 0:
+        raise ConjError(f"learning_rate must be > 0, got {args.learning_rate}")
+    if getattr(args, "beta", 1.0) <= 0:
+        raise ConjError(f"beta must be > 0, got {args.beta}")
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    targets = [args.report_to] if isinstance(args.report_to, str) else list(args.report_to or [])
+    bad = [t for t in targets if t not in ("all", "none") and t not in INTEGRATION_TO_CALLBACK]
+    if bad:
+        raise ConjError(f"report_to {bad[0]!r} is not one of none, all, {', '.join(INTEGRATION_TO_CALLBACK)}")
+    if args.max_steps <= 0 and args.num_train_epochs <= 0:
+        raise ConjError(f"num_train_epochs must be > 0 (or max_steps > 0), got num_train_epochs "
+                        f"{args.num_train_epochs}, max_steps {args.max_steps}")
+
+
+
+def resolved_config(*args: Any) -> dict[str, Any]:
+    """The plain (YAML-writable) fields of argument objects as one dict, credentials redacted."""
+    out: dict[str, Any] = {}
+    for a in args:
+        d = a.to_dict() if hasattr(a, "to_dict") else asdict(a)
+        out.update({k: v for k, v in d.items() if _plain(v)})
+    return redact(out)
+
+
+def _plain(v: Any) -> bool:
+    if isinstance(v, (list, tuple)):
+        return all(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain(x) for k, x in v.items())
+    return v is None or isinstance(v, (str, int, float, bool))

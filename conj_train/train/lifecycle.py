@@ -1,0 +1,143 @@
+"""The run around a trainer, shared by the judge and the scalar reward model: set-up, train (resuming
+if asked), evaluate, save, and the reports.
+
+Output folder, besides the checkpoints (:mod:`conj_train.train.run_dir`): the final model (weights or
+LoRA adapter, tokenizer with chat template, generation config), ``README.md`` (model card),
+``report.json`` (data counts, metrics), ``manifest.json`` (config, input, versions; written last),
+``recipe.yaml`` (the resolved arguments), ``metrics.jsonl``/``.csv`` and ``training_curves.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conj_train.io import atomic_write_json, atomic_write_text, library_versions
+from conj_train.train.args import resolved_config
+from conj_train.train.card import card_info, filter_summary
+from conj_train.train.logging import setup_wandb
+from conj_train.train.pair_data import SplitCounts
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    output_dir: Path
+    metrics: dict[str, float]
+    counts: dict[str, SplitCounts]
+    resumed_from: str | None = None
+    notes: list[str] = field(default_factory=list)
+    kind: str = "judge"  # or "reward"
+
+    @property
+    def summary(self) -> str:
+        """One human line per split and the final metrics."""
+        what = "judge" if self.kind == "judge" else "reward model"
+        lines = [f"{what} saved to {self.output_dir}" + (f" (resumed from {self.resumed_from})"
+                                                         if self.resumed_from else "")]
+        for split, c in self.counts.items():
+            dropped = ", ".join(f"{k} {v}" for k, v in c.dropped.items() if v) or "none"
+            lines.append(f"  {split}: {c.used} of {c.read} pairs used (dropped: {dropped}; "
+                         f"truncated {c.truncated})")
+        keys = ("train_loss", "eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_accuracy",
+                "eval_margin")
+        shown = {k: round(self.metrics[k], 4) for k in keys if k in self.metrics}
+        if shown:
+            lines.append(f"  metrics: {shown}")
+        return "\n".join(lines)
+
+
+def _last_logged(history: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for row in history:
+        out.update({k: row[k] for k in keys if isinstance(row.get(k), (int, float))})
+    return out
+
+
+def begin_run(training_args: Any) -> dict[str, Any]:
+    """Logging, seed and wandb set-up shared by both trainers; returns what finish_run reports."""
+    from transformers import set_seed
+
+    _setup_logging(training_args)
+    set_seed(training_args.seed)
+    wandb_mode = setup_wandb(training_args.report_to, Path(training_args.output_dir) / "_wandb")
+    return {"t0": time.time(), "wandb": wandb_mode}
+
+
+def finish_run(trainer: Any, kind: str, all_args: tuple[Any, Any, Any], *, counts: dict[str, SplitCounts],
+               filter_report: dict | None, input_info: dict[str, Any], resume: str | bool | None,
+               start: dict[str, Any]) -> TrainResult:
+    """Train (resuming if asked), evaluate, save the model and write card, report and manifest."""
+    _, training_args, model_args = all_args
+    config = resolved_config(*all_args)
+    trainer.card = card_info(kind, model_args, training_args, config, counts, filter_report, {})
+    if trainer.is_world_process_zero():
+        logger.info("data: %s", {s: asdict(c) for s, c in counts.items()})
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    metrics = dict(train_result.metrics)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    if trainer.eval_dataset is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    metrics.update(_last_logged(trainer.state.log_history, [p[1] for p in trainer.panels]))
+    trainer.card = card_info(kind, model_args, training_args, config, counts, filter_report, metrics)
+    out = Path(training_args.output_dir)
+    trainer.save_model(str(out))  # every process: ZeRO-3 gathers the shards
+    notes = list(getattr(training_args, "machine_notes", []))
+    if trainer.is_world_process_zero():
+        _save_generation_config(trainer, out)
+        report = {"stage": "train" if kind == "judge" else "train-rm", "objective": trainer.card["objective"],
+                  "data": {s: asdict(c) for s, c in counts.items()},
+                  "filter_report": filter_summary(filter_report), "metrics": metrics,
+                  "resumed_from": resume, "world_size": training_args.world_size,
+                  "distributed_type": str(training_args.distributed_state.distributed_type).split(".")[-1],
+                  "machine_notes": notes, "wandb": start["wandb"],
+                  "seconds": round(time.time() - start["t0"], 1)}
+        atomic_write_json(out / "report.json", report)
+        _write_recipe(out, config)
+        trainer.create_model_card()
+        atomic_write_json(out / "manifest.json", {
+            "stage": report["stage"], "config": config, "input": input_info,
+            "counts": {s: c.used for s, c in counts.items()}, "versions": library_versions(),
+            "complete": True})
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    trainer.accelerator.wait_for_everyone()
+    return TrainResult(out, metrics, counts, resume if isinstance(resume, str) else None, notes, kind)
+
+
+def _setup_logging(training_args: Any) -> None:
+    import datasets
+    import transformers
+
+    level = training_args.get_process_log_level()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logger.setLevel(level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def _save_generation_config(trainer: Any, out: Path) -> None:
+    """Generation config next to a LoRA adapter too (save_model writes it only for full models)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    gen = getattr(model, "generation_config", None)
+    if gen is not None and not (out / "generation_config.json").is_file():
+        gen.save_pretrained(str(out))
+
+
+def _write_recipe(out: Path, config: dict[str, Any]) -> None:
+    import yaml
+
+    atomic_write_text(out / "recipe.yaml", yaml.safe_dump(config, sort_keys=True, allow_unicode=True))
+

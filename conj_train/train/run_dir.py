@@ -1,0 +1,120 @@
+"""A training run's output folder: the claim it carries, its checkpoints and where to resume.
+
+``output_dir/run.json`` holds the run's config hash (the fields that change the trained weights) and
+its launch (process count, DeepSpeed), written before the first checkpoint. A folder of another
+config is refused (or emptied with ``overwrite``), since resuming would mix two configs; a checkpoint
+saved under a launch that cannot load it stops with what to do. ``checkpoint-N/`` folders are saved
+every ``save_steps``; the last complete one is resumed automatically (``auto_resume``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from conj_train.errors import ConjError
+from conj_train.io import atomic_write_json, read_json, stable_hash
+from conj_train.train.args import resolved_config
+from conj_train.train.machine import main_process_first, uses_deepspeed, world_size
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` whose save completed (trainer_state.json is last)."""
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None
+    done = []
+    for d in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        step = d.name.rsplit("-", 1)[-1]
+        if step.isdigit() and (d / "trainer_state.json").is_file():
+            done.append((int(step), d))
+    return str(max(done)[1]) if done else None
+
+
+# Settings that do not change the trained weights: out of a training folder's config hash.
+_TRAIN_RUNTIME = frozenset({
+    "output_dir", "logging_dir", "logging_steps", "logging_first_step", "logging_strategy", "logging_nan_inf_filter",
+    "save_steps", "save_strategy", "save_total_limit", "save_only_model", "save_safetensors", "report_to",
+    "run_name", "project", "disable_tqdm", "resume_from_checkpoint", "auto_resume", "overwrite", "push_to_hub",
+    "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision", "hub_token",
+    "dataloader_num_workers", "dataset_num_proc", "log_level", "log_level_replica", "local_rank",
+    "eval_steps", "eval_strategy", "per_device_eval_batch_size", "eval_on_start", "max_eval_pairs",
+    # Set from the launch by adapt_to_machine (the launch is compared on its own, see claim_train_dir).
+    "use_cpu", "ddp_backend", "gradient_accumulation_steps", "bf16", "fp16", "deepspeed",
+})
+RUN_CLAIM = "run.json"
+
+
+def _launch_info(training_args: Any) -> dict[str, Any]:
+    return {"world_size": world_size(), "deepspeed": uses_deepspeed(training_args)}
+
+
+def claim_train_dir(script_args: Any, training_args: Any, model_args: Any) -> None:
+    """Make ``output_dir`` carry this run's config hash and launch before its first checkpoint.
+
+    A folder of another config (or checkpoints with no claim) is refused unless ``overwrite``, which
+    empties it: resuming would mix two configs. A checkpoint saved under another launch that cannot
+    load it (DeepSpeed on one side only, or ZeRO over another process count) stops with what to do.
+    Every process checks; the main process, first, writes or clears.
+    """
+    import shutil
+
+    from accelerate import PartialState
+
+    out = Path(training_args.output_dir)
+    config = {k: v for k, v in resolved_config(script_args, training_args, model_args).items()
+              if k not in _TRAIN_RUNTIME and not k.startswith("_")}
+    claim = {"config_hash": stable_hash(config), "launch": _launch_info(training_args)}
+    main = PartialState().is_main_process
+    with main_process_first():
+        old = read_json(out / RUN_CLAIM) if (out / RUN_CLAIM).is_file() else None
+        has_run = last_checkpoint(out) is not None or (out / "manifest.json").is_file()
+        stale = (old is not None and old.get("config_hash") != claim["config_hash"]) or (old is None and has_run)
+        if stale and not script_args.overwrite:
+            why = "a different config" if old is not None else "checkpoints without a run.json claim"
+            raise ConjError(f"{out} holds a training run with {why}; pass --overwrite true to start over "
+                            "or choose a new output_dir")
+        if stale and main:
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        elif old is not None and _launch_clash(old.get("launch", {}), claim["launch"]):
+            ckpt = last_checkpoint(out)
+            if ckpt is not None and script_args.auto_resume and not training_args.resume_from_checkpoint:
+                raise ConjError(f"{ckpt} was saved by a launch with {_launch_text(old['launch'])}; this one "
+                                f"has {_launch_text(claim['launch'])} and cannot load it. Resume with the "
+                                "first launch, or pass --overwrite true to start over")
+        if main and (stale or old is None or old != claim):
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out / RUN_CLAIM, claim)
+
+
+def _launch_clash(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether a checkpoint saved under launch ``a`` cannot be resumed under ``b``."""
+    if bool(a.get("deepspeed")) != bool(b.get("deepspeed")):
+        return True
+    return bool(b.get("deepspeed")) and a.get("world_size") != b.get("world_size")
+
+
+def _launch_text(launch: dict[str, Any]) -> str:
+    return f"{'DeepSpeed' if launch.get('deepspeed') else 'no DeepSpeed'}, {launch.get('world_size')} process(es)"
+
+
+def resume_point(script_args: Any, training_args: Any) -> str | bool | None:
+    """What to pass as ``trainer.train(resume_from_checkpoint=...)``."""
+    explicit = training_args.resume_from_checkpoint
+    if explicit not in (None, ""):
+        if str(explicit).lower() in ("true", "last"):
+            found = last_checkpoint(training_args.output_dir)
+            if found is None:
+                raise ConjError(f"resume_from_checkpoint={explicit}: no checkpoint in "
+                                f"{training_args.output_dir}")
+            return found
+        if str(explicit).lower() in ("false", "no", "none"):
+            return None
+        if not Path(explicit).is_dir():
+            raise ConjError(f"resume_from_checkpoint: {explicit} is not a folder")
+        return str(explicit)
+    return last_checkpoint(training_args.output_dir) if script_args.auto_resume else None
+
