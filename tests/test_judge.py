@@ -1,4 +1,4 @@
-"""The `Judge` API, verdict probabilities and the reward-model judge on the tiny model."""
+"""The `Judge` API and verdict probabilities on the tiny model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from conj_train.engines.base import Generation, GenerationRequest, SamplingParams
 from conj_train.errors import ConjError
-from conj_train.judge import Judge, Judgment, RewardModel, detect_model_kind, sigmoid
+from conj_train.judge import Judge, Judgment
 from conj_train.probability import VerdictScorer, transfer_prefill, verdict_position
 from conj_train.prompts import render_chat
 
@@ -157,19 +157,3 @@ def test_sampled_judge_draws_one_text_per_seed(tiny_model_dir: Path, judge: Judg
     sampled = Judge(judge.engine, judge.tokenizer, decoding="sample", samples=3, max_new_tokens=4)
     (j,) = sampled.judge(["Name a fruit."])
     assert len(j.texts) == len(set(j.seeds)) == 3
-
-
-def test_reward_model_compares_by_score(tiny_rm_dir: Path) -> None:
-    assert detect_model_kind(str(tiny_rm_dir)) == "rm"
-    rm = RewardModel.from_pretrained(str(tiny_rm_dir), threads=1)
-    ids = [rm.encode("Name a fruit.", a) for a in ("An apple.", "A hammer, obviously, a hammer.")]
-    with torch.inference_mode():
-        direct = [float(rm.model(input_ids=torch.tensor([s])).logits[0, 0]) for s in ids]
-    assert rm.score_ids(ids) == pytest.approx(direct, abs=1e-5)  # padded batch = one at a time
-    v = rm.compare("Name a fruit.", "An apple.", "A hammer, obviously, a hammer.")
-    assert v.better == (1 if direct[0] > direct[1] else 2)
-    assert v.probability == pytest.approx(sigmoid(direct[0] - direct[1]), abs=1e-5)
-
-
-def test_causal_lm_is_detected_as_judge(tiny_model_dir: Path) -> None:
-    assert detect_model_kind(str(tiny_model_dir)) == "judge"

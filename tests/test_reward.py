@@ -21,7 +21,8 @@ def _argv(model: Path, data: Path, out: Path, **overrides: object) -> list[str]:
 
 
 def test_reward_model_trains_and_scores(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from conj_train.train.reward import RewardScorer, parse_reward_args, run_train_rm
+    from conj_train.reward_model import RewardModel
+    from conj_train.train.reward import parse_reward_args, run_train_rm
 
     data = write_demo_data(tmp_path / "fruit.jsonl", n=40)
     out = tmp_path / "rm"
@@ -33,7 +34,7 @@ def test_reward_model_trains_and_scores(tiny_model_dir: Path, tmp_path: Path) ->
     assert result.metrics["eval_accuracy"] >= 0.75
     assert "Bradley-Terry" in (out / "README.md").read_text()
 
-    scorer = RewardScorer(out)
+    scorer = RewardModel.from_pretrained(out, threads=1)
     records = load_preferences(str(data)).records
     scored = scorer.score_records(records)
     assert [s["pair_id"] for s in scored] == [r["id"] for r in records]
