@@ -67,6 +67,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+# bench/ is on sys.path when run as a script: the builders shared with the CPU benchmark.
+from train_step import (
+    VARIANTS,
+    case_pairs,
+    dpo_config,
+    make_batch,
+    random_qwen2,
+    step,
+    tiny_tokenizer_dir,
+    variant_trainer,
+)
+
 QWEN2_1_5B = {"vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
               "num_attention_heads": 12, "num_key_value_heads": 2}
 TINY = {"vocab_size": 2048, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
@@ -80,7 +92,6 @@ TINY_CASES = {
     "equal": [(256, 64, 64)],
     "unequal": [(256, 64, 40), (230, 50, 64)],
 }
-VARIANTS = ("trl", "base", "ours")
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s.
 PEAKS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12))
 # Share of the budget each section may spend measuring (set-up and one measurement always run).
@@ -205,24 +216,11 @@ def env_info(device: str) -> dict[str, Any]:
     return info
 
 
-def model_config(tiny: bool, attn: str) -> Any:
-    """Qwen2-1.5B's (or the tiny) shapes as a ``Qwen2Config``."""
-    from transformers import Qwen2Config
-
-    shapes = TINY if tiny else QWEN2_1_5B
-    return Qwen2Config(**shapes, max_position_embeddings=32768, rope_theta=1e6, tie_word_embeddings=True,
-                       attn_implementation=attn)
-
-
 def build_model(tiny: bool, attn: str, dtype: Any, device: str, seed: int = 0) -> Any:
-    """Random-weight model built in place on ``device`` (no CPU copy of 1.5B parameters)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    with torch.device(device):
-        return AutoModelForCausalLM.from_config(model_config(tiny, attn), dtype=dtype,
-                                                attn_implementation=attn)
+    """Qwen2-1.5B's (or the tiny) shapes with random weights, built in place on ``device`` (no CPU copy
+    of 1.5B parameters)."""
+    return random_qwen2(TINY if tiny else QWEN2_1_5B, seed=seed, attn=attn, dtype=dtype, device=device,
+                        max_position_embeddings=32768, rope_theta=1e6)
 
 
 def sync(device: str) -> None:
@@ -250,43 +248,17 @@ def gib(nbytes: float) -> float:
 # ---------------------------------------------------------------------------------------------- DPO
 
 
-def case_pairs(case: str, n_pairs: int, tiny: bool) -> list[tuple[int, int, int]]:
-    """The case's (P, C, R) list repeated to ``n_pairs`` pairs."""
-    base = (TINY_CASES if tiny else CASES)[case]
-    return [base[i % len(base)] for i in range(n_pairs)]
-
-
-def make_batch(pairs: list[tuple[int, int, int]], pad_id: int, vocab: int) -> dict[str, Any]:
-    """TRL-collated batch of random token ids (3..vocab-1: the tokenizer's special ids stay out)."""
-    import torch
-    from trl.trainer.dpo_trainer import DataCollatorForPreference
-
-    gen = torch.Generator().manual_seed(1)
-
-    def ids(n: int) -> list[int]:
-        return torch.randint(3, vocab, (n,), generator=gen).tolist()
-
-    examples = [{"prompt_ids": ids(p), "chosen_ids": ids(c), "rejected_ids": ids(r)} for p, c, r in pairs]
-    return DataCollatorForPreference(pad_token_id=pad_id)(examples)
-
-
 def make_trainer(variant: str, attn: str, args: argparse.Namespace, workdir: Path,
                  tokenizer_dir: Path) -> Any:
     """One trainer with its own policy (perturbed) and reference (the initial weights) and fused AdamW."""
     import torch
-    from train_step import variant_trainer  # bench/ is on sys.path when run as a script
-    from trl import DPOConfig
 
     cuda = args.device == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
     policy = build_model(args.tiny, attn, dtype, args.device)
     reference = copy.deepcopy(policy)
-    config = DPOConfig(
-        output_dir=str(workdir / variant), per_device_train_batch_size=args.pairs, bf16=cuda,
-        use_cpu=not cuda, gradient_checkpointing=True, optim="adamw_torch_fused" if cuda else "adamw_torch",
-        report_to="none", save_strategy="no", loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.1], beta=0.1,
-        max_length=None, learning_rate=1e-6,
-    )
+    config = dpo_config(workdir / variant, per_device_train_batch_size=args.pairs, bf16=cuda, use_cpu=not cuda,
+                        gradient_checkpointing=True, optim="adamw_torch_fused" if cuda else "adamw_torch")
     trainer = variant_trainer(variant, policy, reference, config, tokenizer_dir)
     prepare_like_train(trainer)
     return trainer
@@ -312,13 +284,8 @@ def prepare_like_train(trainer: Any) -> None:
 
 
 def dpo_step(trainer: Any, batch: dict[str, Any]) -> float:
-    """One optimizer step as the Trainer loop does it; returns the loss."""
-    model = trainer.model_wrapped
-    loss = trainer.training_step(model, dict(batch))
-    trainer.accelerator.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
-    trainer.optimizer.step()
-    trainer.optimizer.zero_grad()
-    return float(loss)
+    """One optimizer step of a trainer set up by :func:`make_trainer`; returns the loss."""
+    return step(trainer, batch, autocast=False)  # the prepared model's forward has its own autocast
 
 
 def checkpointing_mode(model: Any) -> str:
@@ -361,7 +328,7 @@ def measure_variant(trainer: Any, pairs: list[tuple[int, int, int]], args: argpa
     model = trainer.model
     cfg = model.config
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # inside accelerate's wrapper
-    batch = make_batch(pairs, trainer.processing_class.pad_token_id, cfg.vocab_size)
+    batch = make_batch(pairs, trainer.processing_class.pad_token_id, cfg.vocab_size, id_cap=None)
     row.update(gradient_checkpointing=checkpointing_mode(model), optimizer=type(optimizer).__name__,
                optimizer_fused=bool(optimizer.defaults.get("fused")), model_dtype=str(model.dtype),
                batch_shape=list(batch["input_ids"].shape))
@@ -432,7 +399,7 @@ def run_variant(variant: str, attn: str, pairs: list[tuple[int, int, int]], args
 def run_dpo_case(case: str, attn: str, variants: tuple[str, ...], args: argparse.Namespace, budget: Budget,
                  share: float, tok_dir: Path, peak: float | None) -> dict[str, Any]:
     """All variants on one case, one after another (each with its own models: memory peaks per variant)."""
-    pairs = case_pairs(case, args.pairs, args.tiny)
+    pairs = case_pairs(case, args.pairs, TINY_CASES if args.tiny else CASES)
     out: dict[str, Any] = {"pairs": pairs, "variants": {}, "errors": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for variant in variants:
@@ -678,8 +645,6 @@ def main() -> None:
     datasets.disable_progress_bars()
     import trl  # noqa: F401  (imported up front: its import time should not land in a section)
 
-    from conj_train.tiny import build_tiny_model
-
     info = env_info(args.device)
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
     results: dict[str, Any] = {"env": info, "args": vars(args), "shapes": TINY if args.tiny else QWEN2_1_5B,
@@ -694,7 +659,7 @@ def main() -> None:
         "(set PEAK_TFLOPS)")
     log(f"  budget {args.seconds_budget:.0f} s, imports took {budget.used():.1f} s")
     tmp = tempfile.TemporaryDirectory()
-    tok_dir = build_tiny_model(Path(tmp.name) / "tok", seed=0)
+    tok_dir = tiny_tokenizer_dir(Path(tmp.name))
     # Rough set-up + one measurement per section, to skip a section that cannot finish.
     need = {"dpo equal": 40, "generation": 60, "dpo unequal": 40, "dpo flash_attention_2": 20}
     if args.tiny:

@@ -50,6 +50,12 @@ CASES = {
     # Con-J's shapes: a judge prompt with two answers (~600 tokens), judgments of 100-200 tokens.
     "con-j 600/150": [(600, 150, 150), (640, 120, 180)],
 }
+# The random model's shapes (the tokenizer's ids are below its vocabulary).
+RANDOM_QWEN2 = {"vocab_size": 2048, "hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4,
+                "num_attention_heads": 8, "num_key_value_heads": 2}
+# The DPO+SFT objective every benchmark trainer steps (Con-J's loss types; the values only set the work).
+DPO_ARGS = {"report_to": "none", "save_strategy": "no", "loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.1],
+            "beta": 0.1, "max_length": None, "learning_rate": 1e-6}
 # Which cases run by default for the random model and for a --model folder (real shapes are slow).
 DEFAULT_CASES = {"random": ("equal 1024/200/200", "unequal"), "model": ("con-j 600/150",)}
 
@@ -73,50 +79,65 @@ def parse_args() -> argparse.Namespace:
     return ap.parse_args()
 
 
+def random_qwen2(shapes: dict[str, int], *, seed: int = 0, attn: str = "sdpa", dtype: Any = None,
+                 device: str = "cpu", **config: Any) -> Any:
+    """A Qwen2 causal LM of ``shapes`` with fixed random weights (``seed``) and tied embeddings, built in
+    place on ``device`` (no CPU copy of a GPU model); ``config``: further ``Qwen2Config`` fields."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(**shapes, tie_word_embeddings=True, attn_implementation=attn, **config)
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(cfg, dtype=dtype or torch.float32, attn_implementation=attn)
+
+
 def build_model(seed: int = 0, model_dir: str | None = None) -> Any:
     """The benchmark model: ``model_dir``'s weights (fp32, SDPA), else fixed random Qwen2 weights."""
     import torch
-    from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoModelForCausalLM
 
     if model_dir:
         return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
-    torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=2048, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-                         num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=4096,
-                         tie_word_embeddings=True, attn_implementation="sdpa")
-    return Qwen2ForCausalLM(config)
+    return random_qwen2(RANDOM_QWEN2, seed=seed, max_position_embeddings=4096)
 
 
-def case_pairs(case: str, n_pairs: int) -> list[tuple[int, int, int]]:
+def case_pairs(case: str, n_pairs: int, cases: dict[str, list[tuple[int, int, int]]] = CASES
+               ) -> list[tuple[int, int, int]]:
     """The case's (P, C, R) list repeated to ``n_pairs`` pairs."""
-    base = CASES[case]
+    base = cases[case]
     return [base[i % len(base)] for i in range(n_pairs)]
 
 
-def make_batch(pairs: list[tuple[int, int, int]], pad_id: int, vocab: int = 2048) -> dict[str, Any]:
-    """TRL-collated batch of random token ids with the given lengths."""
+def make_batch(pairs: list[tuple[int, int, int]], pad_id: int, vocab: int = 2048, *,
+               id_cap: int | None = 2048) -> dict[str, Any]:
+    """TRL-collated batch of random token ids with the given lengths, in 3..min(vocab, id_cap)-1 (the
+    tokenizer's special ids stay out)."""
     import torch
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
     gen = torch.Generator().manual_seed(1)
+    high = vocab if id_cap is None else min(vocab, id_cap)
 
     def ids(n: int) -> list[int]:
-        return torch.randint(3, min(vocab, 2048), (n,), generator=gen).tolist()
+        return torch.randint(3, high, (n,), generator=gen).tolist()
 
     examples = [{"prompt_ids": ids(p), "chosen_ids": ids(c), "rejected_ids": ids(r)} for p, c, r in pairs]
     return DataCollatorForPreference(pad_token_id=pad_id)(examples)
 
 
+def dpo_config(output_dir: Path, **kwargs: Any) -> Any:
+    """A ``DPOConfig`` with :data:`DPO_ARGS` and ``kwargs`` (batch size, precision, device, ...)."""
+    from trl import DPOConfig
+
+    return DPOConfig(output_dir=str(output_dir), **DPO_ARGS, **kwargs)
+
+
 def make_trainer(variant: str, workdir: Path, tokenizer_dir: Path, model_dir: str | None = None,
                  dtype: str = "float32") -> Any:
     """One trainer with its own policy/reference copies and AdamW."""
-    from trl import DPOConfig
-
-    config = DPOConfig(output_dir=str(workdir / variant), per_device_train_batch_size=2,
-                       bf16=dtype == "bfloat16",
-                       use_cpu=True, gradient_checkpointing=False, report_to="none", save_strategy="no",
-                       loss_type=["sigmoid", "sft"], loss_weights=[1.0, 0.1], beta=0.1, max_length=None,
-                       learning_rate=1e-6)
+    config = dpo_config(workdir / variant, per_device_train_batch_size=2, bf16=dtype == "bfloat16", use_cpu=True,
+                        gradient_checkpointing=False)
     return variant_trainer(variant, build_model(0, model_dir), build_model(0, model_dir), config, tokenizer_dir)
 
 
@@ -148,15 +169,20 @@ def variant_trainer(variant: str, policy: Any, reference: Any, config: Any, toke
     return trainer
 
 
-def step(trainer: Any, batch: dict[str, Any]) -> float:
-    """One optimizer step as the Trainer loop does it; returns the loss."""
-    import torch
+def step(trainer: Any, batch: dict[str, Any], *, autocast: bool = True) -> float:
+    """One optimizer step as the Trainer loop does it (``training_step``, grad-norm clip, AdamW step);
+    returns the loss.
 
-    # The Trainer loop runs steps under the accelerator's autocast (bf16 mixed precision); this
-    # benchmark calls training_step itself, so it enters the same context.
-    with trainer.accelerator.autocast():
-        loss = trainer.training_step(trainer.model, dict(batch))
-    torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.args.max_grad_norm)
+    It steps ``trainer.model_wrapped``: the model itself, or the model gpu_check.py's
+    ``prepare_like_train`` prepared. ``autocast``: enter the accelerator's autocast around the step, as
+    the Trainer loop does under bf16 mixed precision; a prepared model has it in its forward already.
+    """
+    import contextlib
+
+    model = trainer.model_wrapped
+    with trainer.accelerator.autocast() if autocast else contextlib.nullcontext():
+        loss = trainer.training_step(model, dict(batch))
+    trainer.accelerator.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
     trainer.optimizer.step()
     trainer.optimizer.zero_grad()
     return float(loss)
@@ -184,7 +210,7 @@ def memory_child(variant: str, case: str, tokenizer: str, args: argparse.Namespa
     print(json.dumps({"setup": setup, "peak": peak}))
 
 
-def tokenizer_dir(tmp: Path) -> Path:
+def tiny_tokenizer_dir(tmp: Path) -> Path:
     """A saved tokenizer (the tiny model's); only its pad id matters, batches are token ids."""
     from conj_train.tiny import build_tiny_model
 
@@ -243,7 +269,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown case {unknown[0]!r}; cases: {', '.join(map(repr, CASES))}")
     tmp_dir = tempfile.TemporaryDirectory()
-    tok_dir = Path(args.model) if args.model else tokenizer_dir(Path(tmp_dir.name))
+    tok_dir = Path(args.model) if args.model else tiny_tokenizer_dir(Path(tmp_dir.name))
     # Children first, while this process is small: a child's ru_maxrss starts from its parent's RSS
     # (vfork/exec keeps the high-water mark).
     parent = rss_mb()
