@@ -3,7 +3,7 @@
     set_up_machine(argv)                          # machine.py   (entry points, before the arguments)
     args = parse_train_args(argv)                 # args.py      recipe + --key value overrides
     run_train(*args):
-        check the output folder, begin_run        # lifecycle.py logging, seed, wandb
+        begin_run                                 # lifecycle.py output folder, logging, seed, wandb
         claim_train_dir, resume_point             # run_dir.py   config hash, checkpoint to resume
         build_trainer:
             load_tokenizer                        # model.py
@@ -44,7 +44,6 @@ from trl import ModelConfig
 
 from conj_train.errors import ConjError
 from conj_train.io import file_hash
-from conj_train.runs import check_output_dir
 from conj_train.train.args import ConjDPOConfig, TrainScriptArguments
 from conj_train.train.batches import LabelBalancedSampler
 from conj_train.train.card import ConjCardMixin
@@ -67,8 +66,7 @@ def run_train(script_args: TrainScriptArguments, training_args: ConjDPOConfig, m
     only the main process writes reports. ``callbacks`` are extra ``transformers.TrainerCallback`` objects (tests use one to stop);
     ``trainer_cls`` as in :func:`build_trainer`.
     """
-    check_output_dir(training_args.output_dir)
-    start = begin_run(training_args)  # logging, seed, wandb
+    start = begin_run(training_args)  # output folder check, logging, seed, wandb
     claim_train_dir(script_args, training_args, model_args)  # this config's folder, before any checkpoint
     resume = resume_point(script_args, training_args)  # the last complete checkpoint, or None
     trainer, counts, filter_report = build_trainer(script_args, training_args, model_args,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from conj_train.io import atomic_write_json, atomic_write_text, library_versions
+from conj_train.runs import check_output_dir
 from conj_train.train.args import resolved_config
 from conj_train.train.card import card_info, filter_summary
 from conj_train.train.logging import setup_wandb
@@ -62,9 +63,11 @@ def _last_logged(history: list[dict[str, Any]], keys: Sequence[str]) -> dict[str
 
 
 def begin_run(training_args: Any) -> dict[str, Any]:
-    """Logging, seed and wandb set-up shared by both trainers; returns what finish_run reports."""
+    """Output folder check, logging, seed and wandb set-up shared by both trainers; returns what
+    finish_run reports."""
     from transformers import set_seed
 
+    check_output_dir(training_args.output_dir)
     _setup_logging(training_args)
     set_seed(training_args.seed)
     wandb_mode = setup_wandb(training_args.report_to, Path(training_args.output_dir) / "_wandb")

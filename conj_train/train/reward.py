@@ -26,7 +26,6 @@ from trl import ModelConfig, RewardConfig, RewardTrainer, ScriptArguments
 
 from conj_train.data.report import percentiles
 from conj_train.errors import ConjError
-from conj_train.runs import check_output_dir
 from conj_train.train.args import check_train_values, parse_args
 from conj_train.train.card import ConjCardMixin
 from conj_train.train.lifecycle import TrainResult, begin_run, finish_run
@@ -211,7 +210,6 @@ def run_train_rm(script_args: RewardScriptArguments, training_args: ConjRewardCo
     """Train and save the scalar reward model; same outputs as :func:`conj_train.train.dpo.run_train`."""
     from transformers import AutoModelForSequenceClassification
 
-    check_output_dir(training_args.output_dir)
     start = begin_run(training_args)
     claim_train_dir(script_args, training_args, model_args)
     resume = resume_point(script_args, training_args)
