@@ -310,6 +310,18 @@ def test_machine_adaptation_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
         assert a.bf16 is kept and any(("bf16 mixed" if kept else "fp32") in n for n in notes)
 
 
+def test_deepspeed_is_read_from_the_command_line_or_the_recipe(tmp_path: Path) -> None:
+    from conj_train.train.machine import asks_for_deepspeed
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("deepspeed: ds.json\nlearning_rate: 1.0e-3\n")
+    assert asks_for_deepspeed(["--config", str(recipe)])
+    assert asks_for_deepspeed(["--deepspeed=ds.json"]) and asks_for_deepspeed(["--deepspeed", "ds.json"])
+    recipe.write_text("learning_rate: 1.0e-3\n")
+    assert not asks_for_deepspeed(["--config", str(recipe)])
+    assert not asks_for_deepspeed(["--config", str(tmp_path / "missing.yaml")])
+
+
 def test_bad_inputs_are_user_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
     from conj_train.train.args import parse_train_args
     from conj_train.train.dpo import build_trainer

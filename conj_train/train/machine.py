@@ -64,7 +64,7 @@ def skip_deepspeed_shm_build() -> None:
     sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None  # type: ignore[attr-defined]
 
 
-def _recipe_asks_deepspeed(argv: Sequence[str]) -> bool:
+def asks_for_deepspeed(argv: Sequence[str]) -> bool:
     """Whether ``--deepspeed`` is given on the command line or set in the ``--config`` recipe."""
     argv = list(argv)
     for i, arg in enumerate(argv):
@@ -92,7 +92,7 @@ def set_up_machine(argv: Sequence[str] | None = None, *, deepspeed: bool | None 
     if torch.cuda.is_available():
         return
     if deepspeed is None:
-        deepspeed = uses_deepspeed() or _recipe_asks_deepspeed(sys.argv[1:] if argv is None else argv)
+        deepspeed = uses_deepspeed() or asks_for_deepspeed(sys.argv[1:] if argv is None else argv)
     if deepspeed:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         skip_deepspeed_shm_build()
