@@ -429,14 +429,3 @@ def merge_shards(out: Path, cfg: SampleConfig) -> SampleResult:
     warn_now(counts, cfg.min_parseable)
     return SampleResult(out, counts, complete=True, merged=True,
                         summary=format_summary(counts, cfg.min_parseable))
-
-
-def load_judgments(output_dir: str | Path) -> Any:
-    """The merged judgments of a finished run as a ``datasets.Dataset``."""
-    from datasets import load_dataset
-
-    out = Path(output_dir)
-    if not (out / "manifest.json").exists():
-        raise ConjError(f"{out}: no finished sampling run (manifest.json missing)")
-    files = sorted(str(p) for p in (out / "judgments").glob("shard-*.jsonl"))
-    return load_dataset("json", data_files=files, split="train")

@@ -68,6 +68,16 @@ def test_records_per_pair_and_kind(tiny_model_dir: Path, tmp_path: Path) -> None
     assert res.merged and "judgments written: 25" in res.summary
     prompts = list(iter_jsonl(tmp_path / "out" / "prompts" / "shard-00000-of-00001.jsonl"))
     assert {p["pair_id"] for p in prompts} == {r["pair_id"] for r in rows}
+    # The DPO prompt turns the filter writes into preference rows: here no system prompt.
+    assert all(p["messages"] == [{"role": "user", "content": p["prompt"]}] for p in prompts)
+
+
+def test_prompt_records_carry_the_system_turn(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = _pairs_file(tmp_path / "pairs.jsonl", 1)
+    run_sample(_cfg(tiny_model_dir, data, tmp_path / "out", n=1, hint_samples=0, system_prompt="Be fair."))
+    (prompt,) = iter_jsonl(tmp_path / "out" / "prompts" / "shard-00000-of-00001.jsonl")
+    assert prompt["messages"] == [{"role": "system", "content": "Be fair."},
+                                  {"role": "user", "content": prompt["prompt"]}]
 
 
 def test_code_reading_wraps_output_with_hinted_verdict(tiny_model_dir: Path, tmp_path: Path) -> None:
