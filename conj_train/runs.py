@@ -19,7 +19,7 @@ relies on three promises, all kept here:
 
 Sharded layout (sample, evaluate): ``<run>/manifests/shard-i-of-K.json`` (the claim, then the counts
 with ``complete``) next to ``<run>/<records>/shard-i-of-K.jsonl``. A pair's shard is a hash of its
-id (:func:`shard_of`) and every sample's seed a hash of (run seed, pair id, kind, index)
+id (:func:`shard_of`) and every sample's seed a hash of (run seed, pair id, stream, index)
 (:func:`derive_seed`), so outputs depend neither on the shard count nor on restarts.
 """
 
@@ -72,9 +72,13 @@ def shard_name(i: int, k: int) -> str:
     return f"shard-{i:05d}-of-{k:05d}"
 
 
-def derive_seed(run_seed: int, pair_id: str, kind: str, index: int) -> int:
-    """The seed of one sample, a function of (run seed, pair id, kind, sample index) only."""
-    h = hashlib.sha256(f"{run_seed}\x1f{pair_id}\x1f{kind}\x1f{index}".encode()).hexdigest()
+def derive_seed(run_seed: int, pair_id: str, stream: str, index: int) -> int:
+    """The seed of one sample, a function of (run seed, pair id, stream, sample index) only.
+
+    ``stream`` names what the seeds are for, so that two uses never share seeds: a judgment kind in
+    sampling (``repeated``, ``hint_correct``, ``hint_wrong``), ``eval`` / ``eval-swapped`` in
+    evaluation, ``judge`` in the judge API."""
+    h = hashlib.sha256(f"{run_seed}\x1f{pair_id}\x1f{stream}\x1f{index}".encode()).hexdigest()
     return int(h[:15], 16)  # < 2**60: fits every engine's seed type
 
 
