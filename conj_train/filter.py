@@ -58,8 +58,8 @@ from conj_train.pairs import (
     split_of,
 )
 from conj_train.prompts import get_template
-from conj_train.runs import check_output_dir, finished_output, remove_outputs
-from conj_train.sample_files import input_hash, read_judgments, read_prompts, read_sample_manifest
+from conj_train.runs import check_output_dir, finished_output, remove_outputs, run_fingerprint
+from conj_train.sample_files import read_judgments, read_prompts, read_sample_manifest
 from conj_train.tokens import LazyTokenizer
 
 SPLITS = ("train", "validation")
@@ -236,7 +236,7 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
     t0 = time.perf_counter()
     sample_dir, out = Path(cfg.sample_dir), check_output_dir(cfg.output_dir)
     sample_manifest = read_sample_manifest(sample_dir)
-    in_hash = input_hash(sample_dir)
+    in_hash = run_fingerprint(sample_dir, ("prompts", "judgments"))  # manifest + both record sets
     done = _check_output(out, cfg, in_hash)
     if done is not None:
         return FilterResult(out, done.get("counts", {}), skipped=True,

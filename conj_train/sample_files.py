@@ -17,7 +17,7 @@ from typing import Any
 from conj_train.errors import ConjError
 from conj_train.io import iter_jsonl, read_json
 from conj_train.pairs import JUDGMENT_KINDS, LengthRule, SampledJudgment, classify_judgments
-from conj_train.runs import run_fingerprint, shard_files
+from conj_train.runs import shard_files
 
 _JUDGMENT_FIELDS = ("judgment_id", "pair_id", "kind", "index", "text")
 CLASSIFY_BATCH = 2048  # judgments classified together (one tokenizer call for their long hint outputs)
@@ -35,11 +35,6 @@ def read_sample_manifest(sample_dir: Path) -> dict:
     if not shard_files(sample_dir, "prompts"):
         raise ConjError(f"{sample_dir}/prompts: no shard-*.jsonl files")
     return manifest
-
-
-def input_hash(sample_dir: Path) -> str:
-    """Content hash of the sampling run's manifest, prompts and judgments."""
-    return run_fingerprint(sample_dir, ("prompts", "judgments"))
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict]]:
