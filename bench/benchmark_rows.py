@@ -16,7 +16,8 @@ import argparse
 from collections import Counter
 
 from conj_train.eval_report import official_headline
-from conj_train.evaluate import EvalConfig, _load_items, row_accounting, score_records
+from conj_train.eval_scoring import row_accounting, score_records
+from conj_train.evaluate import EvalConfig, _load_items
 
 
 def main() -> None:

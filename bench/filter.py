@@ -38,7 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from _original import original_strict  # bench/ is on sys.path when run as a script
 
 import conj_train.pairs
-from conj_train.filter import CLASSIFY_BATCH, gc_paused
+from conj_train.filter import gc_paused
 from conj_train.pairs import (
     LengthRule,
     Pair,
@@ -48,6 +48,7 @@ from conj_train.pairs import (
     classify_judgments,
     split_of,
 )
+from conj_train.sample_files import CLASSIFY_BATCH
 from conj_train.tokens import decode_ids, encode_ids, encode_many
 
 CHUNK_PAIRS = 5_000

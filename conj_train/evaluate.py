@@ -1,7 +1,7 @@
 """Stage 4: evaluate judges (and scalar reward models) on preference sets, resumable and data-parallel.
 
 Each model is a generative judge (run through :class:`conj_train.judge.Judge`: Con-J prompt,
-``' {"原因":'`` prefill, lenient parser) or a scalar reward model (:class:`conj_train.judge.RewardModel`),
+``' {"原因":'`` prefill, lenient parser) or a scalar reward model (:class:`conj_train.reward_model.RewardModel`),
 detected from ``config.architectures`` unless ``model_kind`` says. Every pair is judged in its seeded
 random order (``chosen_slot(pair id, swap_seed)``, the one order RewardBench and Con-J run) and, with
 ``orders: both``, again with the answers swapped. A reward model scores each answer once; its swapped
@@ -25,19 +25,22 @@ style pair), ``swapped``, ``label`` (slot of the chosen answer), the
 judge's text (prefill included, as parsed), verdict, ``correct`` (1 / 0 / 0.5; None on a tie row), ``probability``
 (P(slot 1 better)), ``p_chosen``, and the rationale-transfer verdict. Metrics are computed from the
 records alone (:mod:`conj_train.metrics`), so a merged run can be re-scored without a model.
+
+This module holds the config, the items, the shard runs and the merge; the records themselves are
+written by :mod:`conj_train.eval_records`, re-scored by :mod:`conj_train.eval_scoring` and reported
+by :mod:`conj_train.eval_report`.
 """
 
 from __future__ import annotations
 
-import gc
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.benchmarks import benchmark_for, default_split
+from conj_train.benchmarks import default_split
 from conj_train.config import (
     RUNTIME_FIELDS,
     JudgeInputOptions,
@@ -47,29 +50,35 @@ from conj_train.config import (
 )
 from conj_train.data.records import INGEST_MODES
 from conj_train.errors import ConjError
+from conj_train.eval_records import device_for, free_memory, judge_batches, make_judge, record_key, rm_batches
 from conj_train.eval_report import comparison_table, console_summary, summary_markdown, write_charts
+from conj_train.eval_scoring import row_accounting, score_records
 from conj_train.io import (
     JsonlAppender,
     atomic_write_json,
     atomic_write_text,
-    iter_jsonl,
     library_versions,
     read_json,
     stable_hash,
 )
-from conj_train.judge import MODEL_KINDS, Judge, Judgment
-from conj_train.metrics import (
-    REWARDBENCH_PRIOR_SETS,
-    OrderResult,
-    PairResult,
-    pair_metrics,
-    rewardbench_accuracy,
-    rewardbench_count_check,
-    rewardbench_sections,
-)
+from conj_train.judge import MODEL_KINDS
 from conj_train.reward_model import RewardModel, detect_model_kind
-from conj_train.runs import check_output_dir, claim_shard, records_fingerprint, shard_lock
-from conj_train.sample import derive_seed, parse_shard, shard_name, shard_of
+from conj_train.runs import (
+    all_shards_complete,
+    check_mergeable,
+    check_output_dir,
+    claim_shard,
+    parse_shard,
+    read_done,
+    read_shard_records,
+    records_fingerprint,
+    resolve_shard,
+    shard_lock,
+    shard_manifest_path,
+    shard_manifests,
+    shard_name,
+    shard_of,
+)
 
 ORDERS = ("both", "random")
 # Settings that do not change any record: left out of the hash so a rerun can change them and resume.
@@ -267,210 +276,27 @@ def _load_items(cfg: EvalConfig) -> tuple[list[dict], dict[str, Any]]:
     return items, info
 
 
-def _key(rec: dict) -> tuple[str, str, bool]:
-    return rec["dataset"], rec["pair_id"], bool(rec["swapped"])
-
-
-def _base_record(it: dict) -> dict:
-    return {
-        "dataset": it["dataset"],
-        "pair_id": it["pair_id"],
-        "subset": it["subset"],
-        "swapped": it["swapped"],
-        "label": it["label"],
-        "chosen_chars": it["chosen_chars"],
-        "rejected_chars": it["rejected_chars"],
-        "format": it.get("format", ""),
-        "tie": it.get("tie", False),
-        "cell": it.get("cell"),
-    }
-
-
-def _score(verdict: int | None, label: int, tie: bool = False) -> float | None:
-    """The project's per-order score; None on a tie-labelled row (no answer is the right one)."""
-    if tie:
-        return None
-    return 0.5 if verdict is None else float(verdict == label)
-
-
-def _judge_record(it: dict, j: Judgment) -> dict:
-    rec = _base_record(it)
-    p1 = j.p_slot1
-    read = j.reads[0] if j.reads else None
-    rec.update(
-        {
-            "text": j.texts[0] if j.texts else "",
-            "verdict": j.verdict,
-            "correct": _score(j.verdict, it["label"], it.get("tie", False)),
-            "probability": p1,
-            "p_chosen": None if p1 is None else (p1 if it["label"] == 1 else 1.0 - p1),
-            "verdict_mass": None if read is None else read.mass,
-            "rationale": j.rationale,
-            "parse_reason": j.parse_reasons[0] if j.parse_reasons else None,
-            "finish_reason": j.finish_reasons[0] if j.finish_reasons else None,
-            "completion_tokens": sum(j.completion_tokens),
-            "seed": j.seeds[0],
-            "transfer_verdict": j.transfer_verdict,
-            "transfer_probability": None if j.transfer is None else j.transfer.p_first,
-            "skipped": j.skipped,
-        }
-    )
-    if len(j.seeds) > 1:
-        rec["samples"] = [
-            {
-                "text": t,
-                "verdict": v,
-                "probability": None if r is None else r.p_first,
-                "finish_reason": f,
-                "seed": s,
-            }
-            for t, v, r, f, s in zip(j.texts, j.verdicts, j.reads, j.finish_reasons, j.seeds, strict=False)
-        ]
-    return rec
-
-
 # --------------------------------------------------------------------------------------------
 # Running one model on one shard
 
 
-def _done(path: Path) -> tuple[set[tuple[str, str, bool]], int]:
-    if not path.exists():
-        return set(), 0
-    rows = list(iter_jsonl(path, drop_partial_last_line=True))
-    return {_key(r) for r in rows}, len(rows)
-
-
-def _device(cfg: EvalConfig) -> str | None:
-    import os
-
-    import torch
-
-    # One GPU per process under accelerate/torchrun; LOCAL_RANK is unset for a single process.
-    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else None
-
-
-def _make_judge(cfg: EvalConfig, path: str) -> Judge:
-    opts = {
-        "template": cfg.template,
-        "parser": cfg.parser,
-        "system_prompt": cfg.system_prompt,
-        "max_new_tokens": cfg.max_new_tokens,
-        "decoding": cfg.decoding,
-        "samples": cfg.samples,
-        "temperature": cfg.temperature,
-        "top_p": cfg.top_p,
-        "top_k": cfg.top_k,
-        "repetition_penalty": cfg.repetition_penalty,
-        "seed": cfg.seed,
-        "prefill": cfg.prefill,
-    }
-    if cfg.engine == "vllm":
-        engine_options = {
-            "tensor_parallel_size": cfg.tensor_parallel_size,
-            "seed": cfg.seed,
-            "gpu_memory_utilization": cfg.gpu_memory_utilization,
-            "max_model_len": cfg.max_model_len,
-        }
-        return Judge.from_pretrained(
-            path,
-            "vllm",
-            dtype=cfg.dtype,
-            trust_remote_code=cfg.trust_remote_code,
-            probability=cfg.probability,
-            transfer_model=cfg.transfer_model,
-            engine_options=engine_options,
-            **opts,
-        )
-    return Judge.from_pretrained(
-        path,
-        "hf",
-        dtype=cfg.dtype,
-        device=_device(cfg),
-        threads=cfg.threads,
-        trust_remote_code=cfg.trust_remote_code,
-        probability=cfg.probability,
-        transfer_model=cfg.transfer_model,
-        probability_batch_tokens=cfg.probability_batch_tokens,
-        engine_options={"batch_tokens": cfg.hf_batch_tokens},
-        **opts,
-    )
-
-
-def _judge_batches(cfg: EvalConfig, judge: Judge, todo: list[dict], sink: JsonlAppender, bar: Any) -> int:
-    can_transfer = cfg.transfer and (judge.scorer is not None or judge.transfer_reader is not None)
-    tokens = 0
-    per_batch = cfg.batch_pairs * (2 if cfg.orders == "both" else 1)
-    for start in range(0, len(todo), per_batch):
-        batch = todo[start : start + per_batch]
-        seeds = [
-            [
-                derive_seed(cfg.seed, it["pair_id"], "eval-swapped" if it["swapped"] else "eval", i)
-                for i in range(cfg.samples)
-            ]
-            for it in batch
-        ]
-        judged = judge.judge([it["prompt"] for it in batch], seeds, transfer=can_transfer)
-        sink.write_batch(_judge_record(it, j) for it, j in zip(batch, judged, strict=True))
-        tokens += sum(sum(j.completion_tokens) for j in judged)
-        bar.update(len(batch))
-    return tokens
-
-
-def _rm_batches(cfg: EvalConfig, rm: RewardModel, todo: list[dict], sink: JsonlAppender, bar: Any) -> int:
-    from conj_train.reward_model import sigmoid
-
-    for start in range(0, len(todo), cfg.batch_pairs):
-        batch = todo[start : start + cfg.batch_pairs]
-        seqs = []
-        for it in batch:
-            ctx = it.get("context") or []
-            seqs += [
-                rm.encode(it["question"], it["answer1"], ctx),
-                rm.encode(it["question"], it["answer2"], ctx),
-            ]
-        scores = rm.score_ids(seqs)
-        rows = []
-        for k, it in enumerate(batch):
-            r1, r2 = scores[2 * k], scores[2 * k + 1]
-            rec = _base_record(it)
-            ok = r1 is not None and r2 is not None
-            verdict = (1 if r1 > r2 else 2 if r2 > r1 else None) if ok else None  # type: ignore[operator]
-            p1 = sigmoid(r1 - r2) if ok else None  # type: ignore[operator]
-            label = it["label"]
-            rec.update(
-                {
-                    "reward_1": r1,
-                    "reward_2": r2,
-                    "verdict": verdict,
-                    "correct": _score(verdict, label, it.get("tie", False)),
-                    "probability": p1,
-                    "p_chosen": None if p1 is None else (p1 if label == 1 else 1 - p1),
-                    "skipped": None if ok else "too_long",
-                }
-            )
-            rows.append(rec)
-        sink.write_batch(rows)
-        bar.update(len(batch))
-    return 0
-
-
 def _run_model(
-    cfg: EvalConfig, name: str, path: str, kind: str, items: list[dict], info: dict, rank: int, world: int
+    cfg: EvalConfig, name: str, path: str, model_kind: str, items: list[dict], info: dict, rank: int,
+    world: int,
 ) -> dict:
-
     mdir = Path(cfg.output_dir) / "models" / name
     sname = shard_name(rank, world)
     with shard_lock(mdir, sname):
-        return _run_model_shard(cfg, name, path, kind, items, info, rank, world, mdir, sname)
+        return _run_model_shard(cfg, name, path, model_kind, items, info, rank, world, mdir, sname)
 
 
 def _run_model_shard(
-    cfg: EvalConfig, name: str, path: str, kind: str, items: list[dict], info: dict, rank: int, world: int,
-    mdir: Path, sname: str,
+    cfg: EvalConfig, name: str, path: str, model_kind: str, items: list[dict], info: dict, rank: int,
+    world: int, mdir: Path, sname: str,
 ) -> dict:
     from tqdm.auto import tqdm
 
-    h = cfg.output_hash(path, kind)
+    h = cfg.output_hash(path, model_kind)
     data_hash = records_fingerprint(f"{it['dataset']}\x1f{it['pair_id']}" for it in items)
     manifest = mdir / "manifests" / f"{sname}.json"
     jpath = mdir / "judgments" / f"{sname}.jsonl"
@@ -479,12 +305,13 @@ def _run_model_shard(
                         stage="eval", extra={"model": name, "shard": [rank, world]}, records=[jpath])
     if claim is not None and claim.get("complete"):
         return claim["counts"]
-    done, resumed = _done(jpath)
+    done, existing = read_done(jpath, record_key)
     # A reward model scores a pair once: its records are the first-order items only.
     mine = [
-        it for it in items if shard_of(it["pair_id"], world) == rank and not (kind == "rm" and it["swapped"])
+        it for it in items
+        if shard_of(it["pair_id"], world) == rank and not (model_kind == "rm" and it["swapped"])
     ]
-    todo = [it for it in mine if _key(it) not in done]
+    todo = [it for it in mine if record_key(it) not in done]
     bar = tqdm(
         total=len(mine),
         initial=len(mine) - len(todo),
@@ -495,31 +322,31 @@ def _run_model_shard(
     t0 = time.perf_counter()
     tokens = 0
     if todo:
-        if kind == "rm":
+        if model_kind == "rm":
             model: Any = RewardModel.from_pretrained(
                 path,
                 dtype=cfg.dtype,
-                device=_device(cfg),
+                device=device_for(cfg),
                 threads=cfg.threads,
                 trust_remote_code=cfg.trust_remote_code,
                 batch_size=cfg.rm_batch_size,
             )
         else:
-            model = _make_judge(cfg, path)
+            model = make_judge(cfg, path)
         with JsonlAppender(jpath) as sink:
-            run = _rm_batches if kind == "rm" else _judge_batches
+            run = rm_batches if model_kind == "rm" else judge_batches
             tokens = run(cfg, model, todo, sink, bar)  # type: ignore[operator]
         del model
-        _free_memory()
+        free_memory()
     bar.close()
-    rows = list(iter_jsonl(jpath, drop_partial_last_line=True)) if jpath.exists() else []
+    _, rows = read_done(jpath, record_key)
     counts = {
         "records": len(rows),
         "parse_failures": sum(r["verdict"] is None for r in rows),
         "skipped": dict(Counter(r["skipped"] for r in rows if r.get("skipped"))),
         "generated_tokens": tokens,
         "seconds": round(time.perf_counter() - t0, 2),
-        "resumed_from": resumed,
+        "resumed_from": len(existing),
     }
     atomic_write_json(
         manifest,
@@ -527,7 +354,7 @@ def _run_model_shard(
             "stage": "eval",
             "model": name,
             "path": path,
-            "kind": kind,
+            "kind": model_kind,
             "shard": [rank, world],
             "config_hash": h,
             "data_hash": data_hash,
@@ -541,17 +368,6 @@ def _run_model_shard(
     return counts
 
 
-def _free_memory() -> None:
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # pragma: no cover
-        pass
-
-
 def _model_kinds(cfg: EvalConfig) -> list[tuple[str, str, str]]:
     out = []
     for name, path in cfg.model_specs():
@@ -560,10 +376,10 @@ def _model_kinds(cfg: EvalConfig) -> list[tuple[str, str, str]]:
                 path
             ).expanduser().exists():
                 raise ConjError(f"model path not found: {path}")
-            kind = detect_model_kind(path, cfg.trust_remote_code)
+            model_kind = detect_model_kind(path, cfg.trust_remote_code)
         else:
-            kind = cfg.model_kind
-        out.append((name, path, kind))
+            model_kind = cfg.model_kind
+        out.append((name, path, model_kind))
     return out
 
 
@@ -572,16 +388,15 @@ def run_eval(
 ) -> EvalResult:
     """Evaluate this process's shard (``cfg.shard``, or ``rank``/``world`` under accelerate) of every
     model; with ``merge``, score and report once every shard of every model is complete."""
-    if cfg.shard is not None:
-        rank, world = parse_shard(cfg.shard)
-    rank, world = rank or 0, world or 1
+    rank, world = resolve_shard(cfg.shard, rank, world)
     out = check_output_dir(cfg.output_dir)
     models = _model_kinds(cfg)
     if cfg.merge_only:
         return merge_eval(cfg, models)
     items, info = _load_items(cfg)
     counts = {
-        name: _run_model(cfg, name, path, kind, items, info, rank, world) for name, path, kind in models
+        name: _run_model(cfg, name, path, model_kind, items, info, rank, world)
+        for name, path, model_kind in models
     }
     result = EvalResult(
         out,
@@ -597,191 +412,36 @@ def run_eval(
 
 
 def _all_complete(out: Path, names: Sequence[str], world: int) -> bool:
-    paths = [
-        out / "models" / n / "manifests" / f"{shard_name(i, world)}.json" for n in names for i in range(world)
-    ]
-    return all(p.exists() and read_json(p).get("complete") for p in paths)
+    return all_shards_complete([out / "models" / n for n in names], world)
 
 
 # --------------------------------------------------------------------------------------------
 # Merging and scoring
 
 
-def _read_records(mdir: Path, world: int) -> list[dict]:
-    rows: list[dict] = []
-    seen: set = set()
-    for i in range(world):
-        path = mdir / "judgments" / f"{shard_name(i, world)}.jsonl"
-        if not path.exists():  # a shard that got no pairs
-            continue
-        for r in iter_jsonl(path, drop_partial_last_line=True):
-            if _key(r) in seen:
-                raise ConjError(f"{mdir}: duplicate record {_key(r)} across shards")
-            seen.add(_key(r))
-            rows.append(r)
-    return rows
-
-
-def pairs_from_records(
-    records: Iterable[dict], kind: str = "judge", both_orders: bool = True
-) -> list[PairResult]:
-    """Per-pair results from evaluation records (a reward model's mirror order added when both)."""
-    groups: dict[tuple[str, str], dict[bool, dict]] = defaultdict(dict)
-    for r in records:
-        groups[(r["dataset"], r["pair_id"])][bool(r["swapped"])] = r
-    pairs = []
-    for (_, pid), recs in groups.items():
-        first = recs.get(False)
-        if first is None:
-            continue
-        a = OrderResult(
-            first["label"], first["verdict"], first.get("probability"), first.get("transfer_verdict")
-        )
-        if kind == "rm":
-            r1, r2 = first.get("reward_1"), first.get("reward_2")
-            tie = r1 is not None and r1 == r2  # the model itself rates the answers equal
-            a = OrderResult(a.label, a.verdict, a.p_slot1, tie=tie)
-            b = None
-            if both_orders:
-                v, p = first["verdict"], first.get("probability")
-                b = OrderResult(3 - a.label, None if v is None else 3 - v, None if p is None else 1 - p, tie=tie)
-        else:
-            s = recs.get(True)
-            b = (
-                None
-                if s is None
-                else OrderResult(s["label"], s["verdict"], s.get("probability"), s.get("transfer_verdict"))
-            )
-        cell = first.get("cell")
-        pairs.append(PairResult(
-            pid, a, b, first.get("chosen_chars", 0), first.get("rejected_chars", 0),
-            gold_tie=bool(first.get("tie")), scalar=kind == "rm", subset=str(first.get("subset") or ""),
-            cell=None if cell is None else (int(cell[0]), int(cell[1])),
-        ))
-    return pairs
-
-
-def _official(fmt: str, pairs: list[PairResult]) -> dict[str, Any] | None:
-    """The benchmark's own metric for these pairs, named, or None for a format without one."""
-    bench = benchmark_for(fmt)
-    if bench is None or bench.metric is None:
-        return None
-    values = bench.metric(pairs)
-    if values is None:
-        return None
-    return {"benchmark": bench.name, "headline": list(bench.headline), **values}
-
-
-def _rewardbench(subsets: dict[str, list[PairResult]], project: dict[str, Any],
-                 prior: dict[str, float | None]) -> dict[str, Any] | None:
-    """RewardBench sections: ``official`` (RewardBench's per-row rule), plus the project's 0.5 variants."""
-    official = {s: rewardbench_accuracy(ps) for s, ps in subsets.items()}
-    rb = {"official": rewardbench_sections({**prior, **official})}
-    if rb["official"] is None:
-        return None
-    rb.update({key: rewardbench_sections({s: m[key] for s, m in project.items()})
-               for key in ("accuracy", "accuracy_avg")})
-    rb["counts"] = rewardbench_count_check({s: len(ps) for s, ps in subsets.items()})
-    return rb
-
-
-def score_records(records: list[dict], kind: str, both_orders: bool, bins: int = 10) -> dict[str, Any]:
-    """Metrics per data set: the project's (``overall`` and per ``subsets``, tie-labelled pairs left
-    out), the benchmark's own (``official``), RewardBench sections where subsets match, and ``rows``
-    (pairs scored, ties among them)."""
-    by_ds: dict[str, list[dict]] = defaultdict(list)
-    for r in records:
-        by_ds[r["dataset"]].append(r)
-    pairs_of = {ds: pairs_from_records(recs, kind, both_orders) for ds, recs in by_ds.items()}
-    # RewardBench's Prior Sets are a separate Hub data set: take their subsets from any data set.
-    prior = {p.subset: None for ps in pairs_of.values() for p in ps if p.subset in REWARDBENCH_PRIOR_SETS}
-    for s in prior:
-        prior[s] = rewardbench_accuracy([p for ps in pairs_of.values() for p in ps if p.subset == s])
-    out: dict[str, Any] = {}
-    for ds, recs in by_ds.items():
-        pairs = pairs_of[ds]
-        fmt = next((r.get("format") for r in recs if r.get("format")), "") or ""
-        scored = [p for p in pairs if not p.gold_tie]
-        subsets: dict[str, list[PairResult]] = defaultdict(list)
-        for p in pairs:
-            subsets[p.subset].append(p)
-        entry: dict[str, Any] = {
-            "rows": {"pairs_scored": len(pairs), "ties": len(pairs) - len(scored), "format": fmt},
-            "overall": pair_metrics(scored, bins),
-        }
-        official = _official(fmt, pairs)
-        if official is not None:
-            entry["official"] = official
-        if len(subsets) > 1 or (subsets and "" not in subsets):
-            entry["subsets"] = {s: pair_metrics([p for p in ps if not p.gold_tie], bins)
-                                for s, ps in sorted(subsets.items())}
-            bench = benchmark_for(fmt)
-            if bench is not None and bench.per_subset:
-                for s, ps in subsets.items():
-                    sub_official = _official(fmt, ps)
-                    if sub_official is not None:
-                        entry["subsets"][s]["official"] = sub_official
-            rb = _rewardbench(dict(subsets), entry["subsets"], prior)
-            if rb is not None:
-                entry["rewardbench"] = rb
-        out[ds] = entry
-    return out
-
-
-def row_accounting(info: dict[str, Any]) -> dict[str, Any]:
-    """Per data set: rows read, used and skipped by reason, pairs built, kept rows that training
-    ingestion would skip, and pairs left out by ``longer`` / ``max_pairs`` (from the shard manifests)."""
-    out = {}
-    for name, d in info.items():
-        ing = d.get("ingest") or {}
-        not_selected = d.get("not_selected") or {}
-        out[name] = {
-            "path": d.get("path"),
-            "format": d.get("format") or ing.get("format"),
-            "split": d.get("split"),
-            "mode": ing.get("mode"),
-            "rows_read": ing.get("rows_read"),
-            "rows_used": ing.get("rows_used"),
-            "skipped": ing.get("skipped") or {},
-            "pairs_built": ing.get("pairs", ing.get("rows_used")),
-            "kept": ing.get("kept") or {},
-            "not_selected": {k: v for k, v in not_selected.items() if v},
-            "pairs_selected": d.get("pairs"),
-        }
-    return out
-
-
 def merge_eval(cfg: EvalConfig, models: list[tuple[str, str, str]] | None = None) -> EvalResult:
     """Check every shard, score all records, write ``metrics.json``, ``summary.md``, charts, manifest."""
     out = Path(cfg.output_dir)
     models = models or _model_kinds(cfg)
-    worlds = set()
-    for name, path, kind in models:
-        mdir = out / "models" / name / "manifests"
-        manifests = [read_json(p) for p in sorted(mdir.glob("shard-*.json"))] if mdir.is_dir() else []
-        if not manifests:
-            raise ConjError(f"{out}: model {name} has no finished shards to merge")
-        if any(m["config_hash"] != cfg.output_hash(path, kind) for m in manifests):
-            raise ConjError(f"{out}: a shard of model {name} was written with a different config")
-        if len({m.get("data_hash") for m in manifests}) > 1:
-            raise ConjError(f"{out}: shards of model {name} were judged on different versions of the data")
-        worlds |= {m["shard"][1] for m in manifests}
+    worlds = {
+        check_mergeable(out, shard_manifests(out / "models" / name),
+                        config_hash=cfg.output_hash(path, model_kind), what=f"model {name}")
+        for name, path, model_kind in models
+    }
     if len(worlds) != 1:
         raise ConjError(f"{out}: shards of different shard counts {sorted(worlds)}; rerun with one count")
     world = worlds.pop()
-    if not _all_complete(out, [m[0] for m in models], world):
-        raise ConjError(f"{out}: not every shard is finished yet")
     both = cfg.orders == "both"
-    first_manifest = out / "models" / models[0][0] / "manifests" / f"{shard_name(0, world)}.json"
+    first_manifest = shard_manifest_path(out / "models" / models[0][0], 0, world)
     accounting = row_accounting(read_json(first_manifest).get("input") or {})
     per_model: dict[str, Any] = {}
-    for name, path, kind in models:
-        records = _read_records(out / "models" / name, world)
+    for name, path, model_kind in models:
+        records = read_shard_records(out / "models" / name, "judgments", world, record_key)
         per_model[name] = {
             "path": path,
-            "kind": kind,
+            "kind": model_kind,
             "records": len(records),
-            "datasets": score_records(records, kind, both, cfg.reliability_bins),
+            "datasets": score_records(records, model_kind, both, cfg.reliability_bins),
         }
     metrics = {
         "orders": cfg.orders,

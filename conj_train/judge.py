@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conj_train.engines.base import GenerationRequest, SamplingParams
+from conj_train.engines.base import PROMPT_TOO_LONG, GenerationRequest, SamplingParams, prompt_too_long
 from conj_train.errors import ConjError
 from conj_train.io import stable_hash
 from conj_train.probability import (
@@ -35,8 +35,10 @@ from conj_train.probability import (
     VerdictScorer,
     digit_pair,
     transfer_prefill,
-    verdict_position,
 )
+from conj_train.runs import derive_seed
+from conj_train.tokens import load_tokenizer
+from conj_train.verdicts import verdict_position
 
 DECODINGS = ("greedy", "sample")
 MODEL_KINDS = ("judge", "rm")
@@ -103,8 +105,6 @@ class Judgment:
 
 
 def _seeds_for(seed: int, prompt: str, n: int) -> list[int]:
-    from conj_train.sample import derive_seed
-
     return [derive_seed(seed, stable_hash(prompt), "judge", i) for i in range(n)]
 
 
@@ -209,7 +209,6 @@ class Judge:
             )
         elif engine == "vllm":
             from conj_train.engines.vllm import VLLMEngine
-            from conj_train.sample import load_tokenizer
 
             eng = VLLMEngine(path_or_hub_id, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
             tokenizer = load_tokenizer(path_or_hub_id, trust_remote_code)
@@ -263,11 +262,8 @@ class Judge:
         for i, text in enumerate(rendered):
             if len(seeds[i]) != self.samples:
                 raise ConjError(f"prompt {i}: {len(seeds[i])} seeds for {self.samples} samples")
-            if (
-                self.engine.count_tokens(text + prefill) + self.params.max_new_tokens
-                > self.engine.max_context
-            ):
-                out[i].skipped = "prompt_too_long"
+            if prompt_too_long(self.engine, text, prefill, self.params.max_new_tokens):
+                out[i].skipped = PROMPT_TOO_LONG
             else:
                 requests.append(
                     GenerationRequest(key=str(i), prompt=text, seeds=list(seeds[i]), prefill=prefill)

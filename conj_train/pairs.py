@@ -133,8 +133,9 @@ class PairRules:
             raise ConjError(f"unknown pair type(s) {unknown}; expected some of {list(PAIR_TYPES)}")
 
 
-class Judgment(NamedTuple):
-    """One classified judgment; ``text`` is after the length rule, ``reason`` only if unparseable."""
+class SampledJudgment(NamedTuple):
+    """One classified judgment of a sampling run; ``text`` is after the length rule, ``reason`` only if
+    unparseable. (Not :class:`conj_train.judge.Judgment`, what the judge API returns per prompt.)"""
 
     judgment_id: str
     kind: str
@@ -152,8 +153,8 @@ class Pair(NamedTuple):
     pair_id: str
     pair_type: str
     label: int
-    chosen: Judgment
-    rejected: Judgment
+    chosen: SampledJudgment
+    rejected: SampledJudgment
 
 
 @dataclass
@@ -224,7 +225,7 @@ def _cut(target: tuple[dict, str], ids: list[int], tokenizer: Any, rule: LengthR
 
 def classify_judgment(
     record: Mapping[str, Any], label: int, *, tokenizer: Any = None, length_rule: LengthRule | None = None
-) -> Judgment:
+) -> SampledJudgment:
     """Classify one judgment record (stage-1 fields ``judgment_id``, ``kind``, ``index``, ``text``,
     ``finish_reason``) against ``label``; hint outputs go through the length rule first."""
     return classify_judgments([(record, label)], tokenizer=tokenizer, length_rule=length_rule)[0]
@@ -233,10 +234,10 @@ def classify_judgment(
 def classify_judgments(
     items: Sequence[tuple[Mapping[str, Any], int]], *, tokenizer: Any = None,
     length_rule: LengthRule | None = None,
-) -> list[Judgment]:
+) -> list[SampledJudgment]:
     """:func:`classify_judgment` of each (record, label), with the length rule's tokenizer called once
     for all the hint outputs it applies to (see :mod:`conj_train.tokens`)."""
-    out: list[Judgment] = []
+    out: list[SampledJudgment] = []
     targets: list[tuple[int, tuple[dict, str]]] = []
     rule = length_rule or LengthRule(enabled=False)
     for record, label in items:
@@ -247,7 +248,7 @@ def classify_judgments(
             target = _rule_target(text, rule)
             if target is not None:
                 targets.append((len(out), target))
-        out.append(Judgment(record["judgment_id"], kind, int(record["index"]), text,
+        out.append(SampledJudgment(record["judgment_id"], kind, int(record["index"]), text,
                             classify(parsed.verdict, label), parsed.verdict,
                             unparseable_reason(parsed, record.get("finish_reason")), None))
     if targets:
@@ -279,7 +280,7 @@ def repeated_profile(n_pos: int, n_neg: int, n_unp: int) -> str:
     return "all_unparseable" if n_unp else "no_repeated"
 
 
-def _dedup(items: list[Judgment]) -> tuple[list[Judgment], int]:
+def _dedup(items: list[SampledJudgment]) -> tuple[list[SampledJudgment], int]:
     if len({j.text for j in items}) == len(items):
         return items, 0
     seen: set[str] = set()
@@ -291,17 +292,17 @@ def _dedup(items: list[Judgment]) -> tuple[list[Judgment], int]:
     return out, len(items) - len(out)
 
 
-def _split(items: Iterable[Judgment]) -> tuple[list[Judgment], list[Judgment], list[Judgment]]:
-    pos: list[Judgment] = []
-    neg: list[Judgment] = []
-    unp: list[Judgment] = []
+def _split(items: Iterable[SampledJudgment]) -> tuple[list[SampledJudgment], list[SampledJudgment], list[SampledJudgment]]:
+    pos: list[SampledJudgment] = []
+    neg: list[SampledJudgment] = []
+    unp: list[SampledJudgment] = []
     for j in items:
         (pos if j.category == POSITIVE else neg if j.category == NEGATIVE else unp).append(j)
     return pos, neg, unp
 
 
-def _hint_pairs(good: list[Judgment], bad: list[Judgment], limit: int) -> tuple[str, list[Judgment],
-                                                                                 list[Judgment]]:
+def _hint_pairs(good: list[SampledJudgment], bad: list[SampledJudgment], limit: int) -> tuple[str, list[SampledJudgment],
+                                                                                 list[SampledJudgment]]:
     """(pair type, chosen candidates, rejected candidates) of the hint step, or ("", [], [])."""
     g_pos, g_neg, g_unp = _split(good)
     b_pos, b_neg, b_unp = _split(bad)
@@ -339,13 +340,13 @@ class SeededDraws:
             items[i], items[k] = items[k], items[i]
 
 
-def _by_index(j: Judgment) -> int:
+def _by_index(j: SampledJudgment) -> int:
     return j.index
 
 
-def build_pairs(pair_id: str, label: int, judgments: Sequence[Judgment], rules: PairRules) -> PairOutcome:
+def build_pairs(pair_id: str, label: int, judgments: Sequence[SampledJudgment], rules: PairRules) -> PairOutcome:
     """Contrastive pairs of one pair id from its classified judgments (see the module docstring)."""
-    sides: dict[str, list[Judgment]] = {REPEATED: [], HINT_CORRECT: [], HINT_WRONG: []}
+    sides: dict[str, list[SampledJudgment]] = {REPEATED: [], HINT_CORRECT: [], HINT_WRONG: []}
     for j in judgments:
         side = sides.get(j.kind)
         if side is None:

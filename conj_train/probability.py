@@ -2,7 +2,7 @@
 
 Verdict probability
     A Con-J judgment is ``{"原因": "...", "更好的回答": 1}``: the rationale, the verdict key, then
-    one digit. :func:`verdict_position` finds that digit in the parsed text (prefill + generation);
+    one digit. :func:`conj_train.verdicts.verdict_position` finds that digit in the parsed text (prefill + generation);
     :class:`VerdictScorer` runs one forward pass over ``prompt + text up to the digit`` and reads
     the next-token distribution there, normalised over the two verdict tokens:
     ``P(1) = p('1') / (p('1') + p('2'))``. Nothing is sampled; the pass only re-reads the positions
@@ -37,38 +37,13 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from conj_train.verdicts import DEFAULT_VERDICT_KEYS
+from conj_train.tokens import load_tokenizer
 
 _DIGIT_PAIRS = {"1": ("1", "2"), "2": ("1", "2"), "１": ("１", "２"), "２": ("１", "２")}
-
-
-def _key_pattern(keys: Sequence[str]) -> re.Pattern[str]:
-    alternatives = "|".join(re.escape(k) for k in sorted(set(keys), key=len, reverse=True))
-    # Key, optional closing quote, colon, optional opening quote, digit: no nested quantifiers.
-    return re.compile(r"(?:" + alternatives + r")[\"“”]?\s*[:：]\s*[\"“”]?([12１２])")
-
-
-_DEFAULT_PATTERN = _key_pattern(DEFAULT_VERDICT_KEYS)
-
-
-def verdict_position(text: str, verdict: int | None, verdict_keys: Sequence[str] | None = None) -> int | None:
-    """Character index of the digit that states ``verdict`` after a verdict key in ``text``.
-
-    The first ``KEY": d`` whose digit equals ``verdict`` counts; ``None`` when the verdict is None or
-    the text has no such place (e.g. a verdict the lenient parser found in free text).
-    """
-    if verdict not in (1, 2):
-        return None
-    pattern = _DEFAULT_PATTERN if verdict_keys is None else _key_pattern(verdict_keys)
-    for m in pattern.finditer(text):
-        if m.group(1) in (str(verdict), "１２"[verdict - 1]):
-            return m.start(1)
-    return None
 
 
 def digit_pair(text: str, position: int) -> tuple[str, str]:
@@ -180,13 +155,13 @@ class VerdictScorer(_DigitReader):
     ) -> VerdictScorer:
         """Load a causal LM (e.g. a rationale-transfer reader) only for reading verdict probabilities."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         from conj_train.errors import ConjError
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        tok = load_tokenizer(path, trust_remote_code, chat_template=False)
         try:
-            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
                 path,
                 trust_remote_code=trust_remote_code,

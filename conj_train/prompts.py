@@ -460,6 +460,17 @@ def wrap_hint_output(
     return get_template(template).wrap(text, verdict)
 
 
+def chat_messages(user_text: str, *, system: str | None = None) -> list[dict[str, str]]:
+    """The judge's conversation: a system turn only when ``system`` is given (``""`` gives an empty
+    one, as on Con-J's model card), then ``user_text`` as the user turn.
+
+    The one builder of judge messages: sampling renders them, the DPO prompt and the warm-up prompt
+    are them, so training sees exactly the turns the judgments were sampled from."""
+    messages = [] if system is None else [{"role": "system", "content": system}]
+    messages.append({"role": "user", "content": user_text})
+    return messages
+
+
 def render_chat(tokenizer: Any, user_text: str, *, system: str | None = None, prefill: str = "") -> str:
     """``user_text`` as one user turn through the tokenizer's chat template, ready for generation.
 
@@ -473,9 +484,8 @@ def render_chat(tokenizer: Any, user_text: str, *, system: str | None = None, pr
             f"tokenizer {name!r} has no chat template; judge prompts need one "
             "(use an instruct/chat model or set tokenizer.chat_template)"
         )
-    messages = [] if system is None else [{"role": "system", "content": system}]
-    messages.append({"role": "user", "content": user_text})
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(chat_messages(user_text, system=system), tokenize=False,
+                                         add_generation_prompt=True)
     return text + prefill
 
 

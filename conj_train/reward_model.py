@@ -80,7 +80,7 @@ class RewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from conj_train.sample import load_tokenizer
+        from conj_train.tokens import load_tokenizer
 
         path = str(path)
         if threads:

@@ -1,5 +1,8 @@
-"""Run folders: output-path checks, the claim a folder carries from its first record, shard locks, and
-content fingerprints of inputs.
+"""Run folders: output-path checks, the claim a folder carries from its first record, shard locks,
+content fingerprints of inputs, sharding and seeds, done keys, and the checks before a merge.
+
+Every stage that writes a run folder (sample, evaluate, filter, warmup) and the judge API use these
+helpers, so the folder rules live in one place and no stage imports another for them.
 
 A stage that writes records into a folder (sample, evaluate) or builds a folder (filter, warmup)
 relies on three promises, all kept here:
@@ -11,21 +14,151 @@ relies on three promises, all kept here:
   ``locks/<shard>.lock`` (released by the kernel when the process dies, so kill -9 leaves no stale
   lock) and refuses a second run with one line;
 * an input is known by its content: :func:`data_fingerprint` hashes a file's bytes (a folder's files),
-  :func:`records_fingerprint` the canonical records a stage actually uses.
+  :func:`records_fingerprint` the canonical records a stage actually uses, :func:`run_fingerprint`
+  a finished sharded run read as input by the next stage.
+
+Sharded layout (sample, evaluate): ``<run>/manifests/shard-i-of-K.json`` (the claim, then the counts
+with ``complete``) next to ``<run>/<records>/shard-i-of-K.jsonl``. A pair's shard is a hash of its
+id (:func:`shard_of`) and every sample's seed a hash of (run seed, pair id, stream, index)
+(:func:`derive_seed`), so outputs depend neither on the shard count nor on restarts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+import shutil
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from conj_train.errors import ConjError
-from conj_train.io import atomic_write_json, file_hash, read_json, stable_hash
+from conj_train.io import atomic_write_json, file_hash, iter_jsonl, read_json, stable_hash
 
 LOCKS = "locks"
+MANIFESTS = "manifests"
+
+
+# --- shards and seeds ----------------------------------------------------------------------------
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/K"`` -> ``(i, K)`` with 0 <= i < K."""
+    try:
+        i_s, k_s = spec.split("/")
+        i, k = int(i_s), int(k_s)
+    except ValueError:
+        raise ConjError(f"shard must look like i/K (e.g. 0/4), not {spec!r}") from None
+    if not 0 <= i < k:
+        raise ConjError(f"shard {spec!r}: need 0 <= i < K")
+    return i, k
+
+
+def resolve_shard(spec: str | None, rank: int | None, world: int | None) -> tuple[int, int]:
+    """This process's ``(rank, world)``: the ``shard`` setting, else the launcher's, else ``(0, 1)``."""
+    if spec is not None:
+        rank, world = parse_shard(spec)
+    return rank or 0, world or 1
+
+
+def shard_of(pair_id: str, num_shards: int) -> int:
+    """The shard a pair belongs to: a hash of its stable id, so edits elsewhere do not move it."""
+    return int(hashlib.sha256(pair_id.encode()).hexdigest()[:12], 16) % num_shards
+
+
+def shard_name(i: int, k: int) -> str:
+    """File stem of shard ``i`` of ``k``."""
+    return f"shard-{i:05d}-of-{k:05d}"
+
+
+def derive_seed(run_seed: int, pair_id: str, stream: str, index: int) -> int:
+    """The seed of one sample, a function of (run seed, pair id, stream, sample index) only.
+
+    ``stream`` names what the seeds are for, so that two uses never share seeds: a judgment kind in
+    sampling (``repeated``, ``hint_correct``, ``hint_wrong``), ``eval`` / ``eval-swapped`` in
+    evaluation, ``judge`` in the judge API."""
+    h = hashlib.sha256(f"{run_seed}\x1f{pair_id}\x1f{stream}\x1f{index}".encode()).hexdigest()
+    return int(h[:15], 16)  # < 2**60: fits every engine's seed type
+
+
+# --- records already written ---------------------------------------------------------------------
+
+
+def read_done(path: Path, key: Callable[[dict], Hashable]) -> tuple[set, list[dict]]:
+    """The keys of the records already in ``path`` (a torn last line is ignored) and the records."""
+    if not path.exists():
+        return set(), []
+    rows = list(iter_jsonl(path, drop_partial_last_line=True))
+    return {key(r) for r in rows}, rows
+
+
+def read_shard_records(run_dir: Path, sub: str, world: int, key: Callable[[dict], Hashable],
+                       what: str = "record") -> list[dict]:
+    """Every record of the ``world`` shards in ``run_dir/sub``; a key seen in two shards is a ConjError.
+
+    A missing shard file (a shard that got no pairs) reads as empty."""
+    rows: list[dict] = []
+    seen: set = set()
+    for i in range(world):
+        path = run_dir / sub / f"{shard_name(i, world)}.jsonl"
+        if not path.exists():
+            continue
+        for r in iter_jsonl(path, drop_partial_last_line=True):
+            k = key(r)
+            if k in seen:
+                raise ConjError(f"{run_dir}: duplicate {what} {k} across shards")
+            seen.add(k)
+            rows.append(r)
+    return rows
+
+
+# --- shard manifests and merging -----------------------------------------------------------------
+
+
+def shard_manifest_path(run_dir: Path, i: int, k: int) -> Path:
+    """Where shard ``i`` of ``k`` keeps its manifest."""
+    return run_dir / MANIFESTS / f"{shard_name(i, k)}.json"
+
+
+def shard_complete(path: Path) -> bool:
+    """Whether the shard manifest at ``path`` says the shard finished."""
+    return path.exists() and bool(read_json(path).get("complete"))
+
+
+def all_shards_complete(run_dirs: Iterable[Path], world: int) -> bool:
+    """Whether every one of the ``world`` shards of every run folder in ``run_dirs`` finished."""
+    return all(shard_complete(shard_manifest_path(d, i, world)) for d in run_dirs for i in range(world))
+
+
+def shard_manifests(run_dir: Path) -> list[dict]:
+    """Every shard manifest of ``run_dir``, in shard order."""
+    mdir = run_dir / MANIFESTS
+    return [read_json(p) for p in sorted(mdir.glob("shard-*.json"))] if mdir.is_dir() else []
+
+
+def check_mergeable(where: Path, manifests: Sequence[dict], *, config_hash: str, what: str = "") -> int:
+    """The shard count of ``manifests`` (one run's shards) after checking they can be merged.
+
+    Refused with a ConjError: no shards, shards of several counts, an unfinished shard, a shard of
+    another config, shards of different data. ``what`` names the run in messages (e.g. "model m")."""
+    of = f" of {what}" if what else ""
+    if not manifests:
+        raise ConjError(f"{where}: no shard manifests{of} to merge")
+    if any(m["config_hash"] != config_hash for m in manifests):
+        raise ConjError(f"{where}: a shard{of} was written with a different config")
+    if len({m.get("data_hash") for m in manifests}) > 1:
+        raise ConjError(f"{where}: shards{of} were written from different versions of the data; rerun "
+                        "them with --overwrite true")
+    worlds = {int(m["shard"][1]) for m in manifests}
+    if len(worlds) != 1:
+        raise ConjError(f"{where}: shards of different shard counts {sorted(worlds)}; rerun with one count")
+    world = worlds.pop()
+    done = {int(m["shard"][0]) for m in manifests if m.get("complete")}
+    missing = [i for i in range(world) if i not in done]
+    if missing:
+        raise ConjError(f"{where}: shards{of} not finished yet: {missing}")
+    return world
 
 
 # --- output paths --------------------------------------------------------------------------------
@@ -94,6 +227,50 @@ def records_fingerprint(ids: Iterable[str]) -> str:
     return stable_hash(sorted(ids))
 
 
+def shard_files(run_dir: Path, sub: str) -> list[Path]:
+    """The ``shard-*.jsonl`` files of ``run_dir/sub``, in shard order (none if the folder is missing)."""
+    return sorted((run_dir / sub).glob("shard-*.jsonl")) if (run_dir / sub).is_dir() else []
+
+
+def run_fingerprint(run_dir: Path, subs: Sequence[str]) -> str:
+    """Content hash of a finished sharded run used as input: its ``manifest.json`` and the shard files
+    of each folder in ``subs`` (names + bytes)."""
+    files = [run_dir / "manifest.json", *(p for sub in subs for p in shard_files(run_dir, sub))]
+    return stable_hash([[str(p.relative_to(run_dir)), file_hash(p)] for p in files])
+
+
+# --- single-output folders (filter, warmup) ------------------------------------------------------
+
+
+def finished_output(out: Path, *, config_hash: str, same_input: Callable[[dict], bool], overwrite: bool,
+                    what: str) -> dict | None:
+    """The ``manifest.json`` of ``out`` when it holds this exact finished run (same config hash and
+    input), else None; a folder holding another run is refused unless ``overwrite``.
+
+    ``what`` names the run in the message (e.g. "a filter run")."""
+    manifest = out / "manifest.json"
+    if not manifest.is_file():
+        return None
+    old = read_json(manifest)
+    if old.get("config_hash") == config_hash and same_input(old.get("input") or {}) and old.get("complete"):
+        return old
+    if not overwrite:
+        raise ConjError(f"{out} holds {what} with a different config or input; pass --overwrite true to "
+                        "replace it or choose a new output_dir")
+    return None
+
+
+def remove_outputs(out: Path, names: Iterable[str]) -> None:
+    """Remove the files and folders ``names`` of ``out`` (only what a stage writes: ``out`` may hold
+    other files)."""
+    for name in names:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 # --- claims and locks ----------------------------------------------------------------------------
 
 
@@ -133,8 +310,6 @@ def _clear_for(run_dir: Path, name: str) -> None:
     """Remove what a fresh shard ``name`` (``shard-i-of-K``) must not meet: its own files, the merged
     manifest and every file of another shard count. Other shards of the same count are left to their
     own processes (under a launcher they run at the same time, and each checks and clears its own)."""
-    import shutil
-
     suffix = name[name.rfind("-of-"):]
     (run_dir / "manifest.json").unlink(missing_ok=True)
     for sub in run_dir.iterdir():

@@ -10,7 +10,8 @@ inference tool, so this small module owns the loop. For each preference pair it 
 
 Layout of ``output_dir``::
 
-    prompts/shard-00000-of-00001.jsonl     one judge prompt per pair (pair id, label, prompt text)
+    prompts/shard-00000-of-00001.jsonl     one judge prompt per pair (pair id, label, prompt text, and
+                                           the DPO prompt ``messages``: system + user turns)
     judgments/shard-00000-of-00001.jsonl   one record per judgment, appended + fsynced per batch
     manifests/shard-00000-of-00001.json    per-shard config hash and counts (atomic)
     manifest.json                          merged manifest, written when every shard is complete
@@ -23,7 +24,6 @@ not depend on batch size, shard count or restarts; a killed run resumes by skipp
 from __future__ import annotations
 
 import functools
-import hashlib
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -32,18 +32,33 @@ from pathlib import Path
 from typing import Any
 
 from conj_train.config import RUNTIME_FIELDS, JudgeInputOptions, ShardedRunOptions, config_to_dict
-from conj_train.engines.base import Generation, GenerationRequest, SamplingParams
-from conj_train.errors import ConjError
-from conj_train.io import (
-    JsonlAppender,
-    atomic_write_json,
-    iter_jsonl,
-    library_versions,
-    read_json,
-    stable_hash,
-    write_jsonl,
+from conj_train.engines.base import (
+    PROMPT_TOO_LONG,
+    Generation,
+    GenerationRequest,
+    SamplingParams,
+    prompt_too_long,
 )
-from conj_train.runs import check_output_dir, claim_shard, records_fingerprint, shard_lock
+from conj_train.errors import ConjError
+from conj_train.io import JsonlAppender, atomic_write_json, library_versions, stable_hash, write_jsonl
+from conj_train.prompts import chat_messages
+from conj_train.runs import (
+    all_shards_complete,
+    check_mergeable,
+    check_output_dir,
+    claim_shard,
+    derive_seed,
+    parse_shard,
+    read_done,
+    records_fingerprint,
+    resolve_shard,
+    shard_lock,
+    shard_manifests,
+    shard_name,
+    shard_of,
+)
+from conj_train.sample_summary import format_summary, merged_counts, shard_counts, warn_now
+from conj_train.tokens import load_tokenizer
 
 KINDS = ("repeated", "hint_correct", "hint_wrong")
 
@@ -123,34 +138,6 @@ class SampleConfig(JudgeInputOptions, ShardedRunOptions):
         """Hash of every setting that changes what is generated."""
         d = {k: v for k, v in config_to_dict(self).items() if k not in _RUNTIME_FIELDS}
         return stable_hash(d)
-
-
-def parse_shard(spec: str) -> tuple[int, int]:
-    """``"i/K"`` -> ``(i, K)`` with 0 <= i < K."""
-    try:
-        i_s, k_s = spec.split("/")
-        i, k = int(i_s), int(k_s)
-    except ValueError:
-        raise ConjError(f"shard must look like i/K (e.g. 0/4), not {spec!r}") from None
-    if not 0 <= i < k:
-        raise ConjError(f"shard {spec!r}: need 0 <= i < K")
-    return i, k
-
-
-def shard_of(pair_id: str, num_shards: int) -> int:
-    """The shard a pair belongs to: a hash of its stable id, so edits elsewhere do not move it."""
-    return int(hashlib.sha256(pair_id.encode()).hexdigest()[:12], 16) % num_shards
-
-
-def derive_seed(run_seed: int, pair_id: str, kind: str, index: int) -> int:
-    """The seed of one judgment, a function of (run seed, pair id, kind, sample index) only."""
-    h = hashlib.sha256(f"{run_seed}\x1f{pair_id}\x1f{kind}\x1f{index}".encode()).hexdigest()
-    return int(h[:15], 16)  # < 2**60: fits every engine's seed type
-
-
-def shard_name(i: int, k: int) -> str:
-    """File stem of shard ``i`` of ``k``."""
-    return f"shard-{i:05d}-of-{k:05d}"
 
 
 @dataclass
@@ -264,13 +251,6 @@ def _judgment_record(unit: _Unit, gen: Generation, cfg: SampleConfig) -> dict:
 # Running one shard
 
 
-def _done_keys(path: Path) -> tuple[set[tuple[str, str, int]], list[dict]]:
-    if not path.exists():
-        return set(), []
-    rows = list(iter_jsonl(path, drop_partial_last_line=True))
-    return {(r["pair_id"], r["kind"], int(r["index"])) for r in rows}, rows
-
-
 def _make_engine(cfg: SampleConfig) -> Any:
     if cfg.engine == "vllm":
         from conj_train.engines.vllm import VLLMEngine
@@ -290,54 +270,6 @@ def _make_engine(cfg: SampleConfig) -> Any:
                     threads=cfg.threads, device=device, batch_tokens=cfg.hf_batch_tokens)
 
 
-def load_tokenizer(model: str, trust_remote_code: bool = False) -> Any:
-    """The judge's tokenizer; a missing path or a tokenizer without a chat template is a ConjError."""
-    from transformers import AutoTokenizer
-
-    looks_local = model.startswith((".", "/", "~")) or Path(model).exists()
-    if looks_local and not Path(model).expanduser().exists():
-        raise ConjError(f"model path not found: {model}")
-    try:
-        tok = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise ConjError(f"cannot load tokenizer of {model}: {str(e).splitlines()[0]}") from e
-    if not getattr(tok, "chat_template", None):
-        raise ConjError(f"the tokenizer of {model} has no chat template; set one (tokenizer.chat_template)")
-    return tok
-
-
-def _parseable_by_kind(rows: Iterable[dict]) -> dict[str, list[int]]:
-    """Per kind, ``[parseable, total]`` judgments (strict parser, as the filter reads them)."""
-    from conj_train.verdicts import parse_verdict
-
-    out: dict[str, list[int]] = {}
-    for r in rows:
-        c = out.setdefault(r["kind"], [0, 0])
-        c[0] += parse_verdict(r["text"], "strict").verdict is not None
-        c[1] += 1
-    return out
-
-
-def _parse_shares(by_kind: dict[str, list[int]]) -> dict[str, float]:
-    return {k: round(ok / n, 4) for k, (ok, n) in sorted(by_kind.items()) if n}
-
-
-def parse_warning(counts: dict, threshold: float) -> str | None:
-    """A loud line when the parseable share (overall or of one kind) is below ``threshold``, else None.
-
-    Few parseable judgments mean few usable pairs, and the pairs built mostly against unparseable
-    outputs (README, "Small models": prefill, lower temperature, more new tokens).
-    """
-    shares = {"all": counts.get("share_parseable", 0.0), **counts.get("share_parseable_by_kind", {})}
-    low = {k: v for k, v in shares.items() if v < threshold}
-    if not counts.get("judgments") or not low:
-        return None
-    what = ", ".join(f"{k} {v:.0%}" for k, v in low.items())
-    return (f"WARNING: few parseable judgments ({what} < {threshold:.0%}); the judge rarely writes the "
-            "template's JSON: set a prefill (e.g. prefill: null for the template's), lower the "
-            "temperature or raise max_new_tokens (README, 'Small models')")
-
-
 def _one_sided(rows: list[dict]) -> bool:
     """True when a pair's repeated samples are all right or all wrong (no contrast among them)."""
     from conj_train.verdicts import parse_verdict
@@ -355,9 +287,7 @@ def run_sample(cfg: SampleConfig, *, rank: int | None = None, world: int | None 
     With ``merge`` the merged manifest is written once every shard has finished. A shard that already
     finished with the same config is not redone (the rerun is a no-op that says so).
     """
-    if cfg.shard is not None:
-        rank, world = parse_shard(cfg.shard)
-    rank, world = rank or 0, world or 1
+    rank, world = resolve_shard(cfg.shard, rank, world)
     out = Path(cfg.output_dir)
     if cfg.merge_only:
         return merge_shards(out, cfg)
@@ -380,7 +310,7 @@ def _run_shard(cfg: SampleConfig, out: Path, name: str, rank: int, world: int, e
     if claim is not None and claim.get("complete"):
         result = SampleResult(out, claim["counts"], complete=True,
                               summary=f"{out}: shard {rank}/{world} already complete; nothing to do")
-        if merge and _all_shards_written(out, world):
+        if merge and all_shards_complete([out], world):
             merged = merge_shards(out, cfg)
             merged.summary = result.summary + "\n" + merged.summary
             return merged
@@ -388,8 +318,8 @@ def _run_shard(cfg: SampleConfig, out: Path, name: str, rank: int, world: int, e
 
     tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
     mine = [it for it in items if shard_of(it["pair_id"], world) == rank]
-    write_jsonl(out / "prompts" / f"{name}.jsonl", (_prompt_row(it) for it in mine))
-    done, existing = _done_keys(jpath)
+    write_jsonl(out / "prompts" / f"{name}.jsonl", (_prompt_row(it, cfg) for it in mine))
+    done, existing = read_done(jpath, _judgment_key)
     first_kinds = ["repeated"] if cfg.hint_when == "fallback" else [k for k in KINDS if _kind_count(cfg, k)]
     engine = engine or _make_engine(cfg)
     counts: Counter[str] = Counter()
@@ -397,30 +327,38 @@ def _run_shard(cfg: SampleConfig, out: Path, name: str, rank: int, world: int, e
     with JsonlAppender(jpath) as sink:
         _sample_pass(cfg, engine, tokenizer, mine, first_kinds, done, sink, counts, skipped)
         if cfg.hint_when == "fallback" and cfg.hint_samples:
-            done, rows = _done_keys(jpath)
+            done, rows = read_done(jpath, _judgment_key)
             fallback = _fallback_items(mine, rows)
             counts["fallback_pairs"] = len(fallback)
             _sample_pass(cfg, engine, tokenizer, fallback, ["hint_correct", "hint_wrong"], done, sink,
                          counts, skipped)
-    _, rows = _done_keys(jpath)
-    shard_counts = _summarise(rows, len(mine), {k: len(v) for k, v in skipped.items()}, counts)
+    _, rows = read_done(jpath, _judgment_key)
+    counts_now = shard_counts(rows, len(mine), {k: len(v) for k, v in skipped.items()}, counts)
     atomic_write_json(manifest_path, {
         "stage": "sample", "shard": [rank, world], "config_hash": cfg.output_hash(), "data_hash": data_hash,
-        "config": config_to_dict(cfg), "input": info, "counts": shard_counts, "complete": True,
+        "config": config_to_dict(cfg), "input": info, "counts": counts_now, "complete": True,
         "resumed_from": len(existing), "versions": library_versions(),
     })
-    result = SampleResult(out, shard_counts, complete=True,
-                          summary=format_summary(shard_counts, cfg.min_parseable))
-    if merge and _all_shards_written(out, world):
+    result = SampleResult(out, counts_now, complete=True,
+                          summary=format_summary(counts_now, cfg.min_parseable))
+    if merge and all_shards_complete([out], world):
         return merge_shards(out, cfg)
-    _warn_now(shard_counts, cfg)
+    warn_now(counts_now, cfg.min_parseable)
     return result
 
 
-def _prompt_row(item: dict) -> dict:
+def _judgment_key(record: dict) -> tuple[str, str, int]:
+    """What identifies a judgment on disk: (pair id, judgment kind, sample index)."""
+    return record["pair_id"], record["kind"], int(record["index"])
+
+
+def _prompt_row(item: dict, cfg: SampleConfig) -> dict:
+    """A pair's prompt record; ``messages`` are the DPO prompt turns (system + judge prompt) the
+    filter writes into the preference rows, so it never rebuilds them from the sampling config."""
     keep = ("pair_id", "label", "prompt", "question", "answer1", "answer2", "template")
     row = {k: item[k] for k in keep if k in item}
     row["prompt_hash"] = stable_hash(item["prompt"])
+    row["messages"] = chat_messages(item["prompt"], system=cfg.system_prompt)
     return row
 
 
@@ -452,8 +390,8 @@ def _sample_pass(cfg: SampleConfig, engine: Any, tokenizer: Any, items: list[dic
         batch = todo[start: start + cfg.batch_pairs]
         fits: list[_Unit] = []
         for u in (u for it in batch for u in _units_for(cfg, it, kinds, tokenizer, done)):
-            if engine.count_tokens(u.prompt_text + u.prefill) + cfg.max_new_tokens > engine.max_context:
-                skipped.setdefault("prompt_too_long", set()).add(u.pair_id)
+            if prompt_too_long(engine, u.prompt_text, u.prefill, cfg.max_new_tokens):
+                skipped.setdefault(PROMPT_TOO_LONG, set()).add(u.pair_id)
             else:
                 fits.append(u)
         records: list[dict] = []
@@ -478,138 +416,16 @@ def _sample_pass(cfg: SampleConfig, engine: Any, tokenizer: Any, items: list[dic
     counts["generated_tokens"] += tokens
 
 
-def _summarise(rows: list[dict], pairs: int, skipped: dict, counts: Counter) -> dict:
-    by_kind = Counter(r["kind"] for r in rows)
-    length = sum(r["finish_reason"] == "length" for r in rows)
-    per_kind = _parseable_by_kind(rows)
-    parseable, total = sum(c[0] for c in per_kind.values()), len(rows)
-    out = {
-        "pairs": pairs,
-        "judgments": len(rows),
-        "by_kind": dict(by_kind),
-        "finish_length": length,
-        "parseable": parseable,
-        "parseable_by_kind": {k: c[0] for k, c in sorted(per_kind.items())},
-        "share_parseable_by_kind": _parse_shares(per_kind),
-        "skipped_pairs": skipped,
-    }
-    if "fallback_pairs" in counts:
-        out["fallback_pairs"] = counts["fallback_pairs"]
-    if total:
-        out["share_length"] = round(length / total, 4)
-        out["share_parseable"] = round(parseable / total, 4)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Merging shards
-
-
-def _shard_complete(path: Path) -> bool:
-    return path.exists() and bool(read_json(path).get("complete"))
-
-
-def _all_shards_written(out: Path, world: int) -> bool:
-    return all(_shard_complete(out / "manifests" / f"{shard_name(i, world)}.json") for i in range(world))
-
-
 def merge_shards(out: Path, cfg: SampleConfig) -> SampleResult:
     """Check that every shard finished with this config, then write the merged ``manifest.json``."""
-    mdir = out / "manifests"
-    manifests = sorted(mdir.glob("shard-*.json")) if mdir.is_dir() else []
-    if not manifests:
-        raise ConjError(f"{out}: no shard manifests to merge")
-    shards = [read_json(p) for p in manifests]
-    worlds = {tuple(m["shard"])[1] for m in shards}
-    if len(worlds) != 1:
-        raise ConjError(f"{out}: shards of different shard counts {sorted(worlds)}; rerun with one count")
-    world = worlds.pop()
-    missing = [i for i in range(world) if not _shard_complete(mdir / f"{shard_name(i, world)}.json")]
-    if missing:
-        raise ConjError(f"{out}: shards not finished yet: {missing}")
-    if any(m["config_hash"] != cfg.output_hash() for m in shards):
-        raise ConjError(f"{out}: a shard was written with a different config")
-    data_hashes = {m.get("data_hash") for m in shards}
-    if len(data_hashes) > 1:
-        raise ConjError(f"{out}: shards were sampled from different versions of the data; rerun them "
-                        "with --overwrite true")
-    seen: set[tuple[str, str, int]] = set()
-    total: Counter[str] = Counter()
-    by_kind: Counter[str] = Counter()
-    parse_kind: dict[str, list[int]] = {}
-    skipped: Counter[str] = Counter()
-    for i in range(world):
-        for r in iter_jsonl(out / "judgments" / f"{shard_name(i, world)}.jsonl", drop_partial_last_line=True):
-            key = (r["pair_id"], r["kind"], int(r["index"]))
-            if key in seen:
-                raise ConjError(f"{out}: duplicate judgment {key} across shards")
-            seen.add(key)
-            by_kind[r["kind"]] += 1
-            total["finish_length"] += r["finish_reason"] == "length"
-    for m in shards:
-        total["pairs"] += m["counts"]["pairs"]
-        total["parseable"] += m["counts"]["parseable"]
-        total["fallback_pairs"] += m["counts"].get("fallback_pairs", 0)
-        for k, ok in m["counts"].get("parseable_by_kind", {}).items():
-            c = parse_kind.setdefault(k, [0, 0])
-            c[0] += ok
-            c[1] += m["counts"]["by_kind"].get(k, 0)
-        skipped.update(m["counts"].get("skipped_pairs", {}))
-    n_j = len(seen)
-    counts = {"pairs": total["pairs"], "judgments": n_j, "by_kind": dict(by_kind),
-              "finish_length": total["finish_length"], "parseable": total["parseable"],
-              "share_length": round(total["finish_length"] / n_j, 4) if n_j else 0.0,
-              "share_parseable": round(total["parseable"] / n_j, 4) if n_j else 0.0,
-              "parseable_by_kind": {k: c[0] for k, c in sorted(parse_kind.items())},
-              "share_parseable_by_kind": _parse_shares(parse_kind),
-              "skipped_prompts": dict(skipped)}
-    if cfg.hint_when == "fallback":
-        counts["fallback_pairs"] = total["fallback_pairs"]
-    first = shards[0]
+    shards = shard_manifests(out)
+    world = check_mergeable(out, shards, config_hash=cfg.output_hash())
+    counts = merged_counts(out, world, shards, fallback=cfg.hint_when == "fallback")
     atomic_write_json(out / "manifest.json", {
-        "stage": "sample", "config_hash": cfg.output_hash(), "data_hash": data_hashes.pop(),
-        "config": config_to_dict(cfg), "input": first.get("input", {}), "shards": world, "counts": counts,
-        "complete": True, "versions": library_versions(),
+        "stage": "sample", "config_hash": cfg.output_hash(), "data_hash": shards[0].get("data_hash"),
+        "config": config_to_dict(cfg), "input": shards[0].get("input", {}), "shards": world,
+        "counts": counts, "complete": True, "versions": library_versions(),
     })
-    _warn_now(counts, cfg)
-    summary = format_summary(counts, cfg.min_parseable)
-    return SampleResult(out, counts, complete=True, merged=True, summary=summary)
-
-
-def _warn_now(counts: dict, cfg: SampleConfig) -> None:
-    """Print the low-parse warning to stderr at once (``conj run`` prints summaries only at its end)."""
-    import sys
-
-    warning = parse_warning(counts, cfg.min_parseable)
-    if warning:
-        print(warning, file=sys.stderr, flush=True)
-
-
-def format_summary(counts: dict, min_parseable: float = 0.5) -> str:
-    """A few human lines about a finished run, led by a warning when few judgments parse."""
-    kinds = ", ".join(f"{k} {v}" for k, v in sorted(counts.get("by_kind", {}).items()))
-    per_kind = ", ".join(f"{k} {v:.1%}" for k, v in counts.get("share_parseable_by_kind", {}).items())
-    lines = [
-        f"judgments written: {counts['judgments']} for {counts['pairs']} pairs ({kinds})",
-        f"ended by length: {counts.get('share_length', 0):.1%}; "
-        f"parseable (strict): {counts.get('share_parseable', 0):.1%}" + (f" ({per_kind})" if per_kind else ""),
-    ]
-    warning = parse_warning(counts, min_parseable)
-    if warning:
-        lines.insert(0, warning)
-    if counts.get("skipped_prompts"):
-        lines.append(f"skipped prompts: {counts['skipped_prompts']}")
-    if "fallback_pairs" in counts:
-        lines.append(f"pairs given hint samples (fallback): {counts['fallback_pairs']}")
-    return "\n".join(lines)
-
-
-def load_judgments(output_dir: str | Path) -> Any:
-    """The merged judgments of a finished run as a ``datasets.Dataset``."""
-    from datasets import load_dataset
-
-    out = Path(output_dir)
-    if not (out / "manifest.json").exists():
-        raise ConjError(f"{out}: no finished sampling run (manifest.json missing)")
-    files = sorted(str(p) for p in (out / "judgments").glob("shard-*.jsonl"))
-    return load_dataset("json", data_files=files, split="train")
+    warn_now(counts, cfg.min_parseable)
+    return SampleResult(out, counts, complete=True, merged=True,
+                        summary=format_summary(counts, cfg.min_parseable))

@@ -294,6 +294,45 @@ def _dict_rationale(obj: dict, keys: tuple[str, ...]) -> str | None:
     return None
 
 
+# --- where the verdict digit is ------------------------------------------------------------------
+
+
+def verdict_position(text: str, verdict: int | None, verdict_keys: Sequence[str] | None = None) -> int | None:
+    """Character index of the digit that states ``verdict`` right after a verdict key in ``text``.
+
+    ``KEY`` (quoted or not), an optional closing quote, a colon (ASCII or full-width), an optional
+    opening quote, then the digit (ASCII or full-width); the first such digit equal to ``verdict``
+    counts. ``None`` when the verdict is None or the text has no such place (e.g. a verdict the
+    lenient parser found in free text). Verdict probabilities are read at this position
+    (:mod:`conj_train.probability`).
+    """
+    if verdict not in (1, 2):
+        return None
+    best: int | None = None
+    for key in _dedup(_as_keys(verdict_keys, DEFAULT_VERDICT_KEYS)):
+        pos = text.find(key)
+        while pos >= 0 and (best is None or pos < best):
+            at = _digit_after_key(text, pos + len(key))
+            if at >= 0 and _DIGITS[text[at]] == verdict:
+                best = at
+                break
+            pos = text.find(key, pos + 1)
+    return best
+
+
+def _digit_after_key(text: str, i: int) -> int:
+    """Index of the digit in ``["]\\s*[:：]\\s*["]digit`` starting at ``i``, or -1."""
+    if text[i : i + 1] in _QUOTE_SET:
+        i += 1
+    i = _SPACES_RE.match(text, i).end()
+    if text[i : i + 1] not in _COLON_SET:
+        return -1
+    i = _SPACES_RE.match(text, i + 1).end()
+    if text[i : i + 1] in _QUOTE_SET:
+        i += 1
+    return i if text[i : i + 1] in _DIGITS else -1
+
+
 # --- fallbacks ------------------------------------------------------------------------------------
 
 

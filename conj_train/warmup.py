@@ -33,8 +33,8 @@ from typing import Any
 
 from conj_train.config import config_to_dict
 from conj_train.errors import ConjError
-from conj_train.io import atomic_write_json, file_hash, library_versions, read_json, stable_hash
-from conj_train.runs import check_output_dir
+from conj_train.io import atomic_write_json, file_hash, library_versions, stable_hash
+from conj_train.runs import check_output_dir, finished_output
 
 # The fixed rationale per template language; "{verdict}" is replaced by the drawn slot.
 DEFAULT_RATIONALES = {"zh": "回答{verdict}更好。", "en": "Answer {verdict} is better."}
@@ -121,7 +121,7 @@ def target_text(verdict: int, *, template: Any = "conj-zh", rationale: str | Non
 def warmup_rows(cfg: WarmupConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Conversational prompt/completion rows for TRL's SFTTrainer, and their counts."""
     from conj_train.data import load_preferences
-    from conj_train.prompts import build_judge_prompts, get_template, label_balance
+    from conj_train.prompts import build_judge_prompts, chat_messages, get_template, label_balance
 
     res = load_preferences(cfg.dataset, format=cfg.dataset_format, field_map=cfg.field_map,
                            multi_turn=cfg.multi_turn)
@@ -135,8 +135,7 @@ def warmup_rows(cfg: WarmupConfig) -> tuple[list[dict[str, Any]], dict[str, Any]
         verdict = random_verdict(it["pair_id"], cfg.verdict_seed)
         agree += verdict == it["label"]
         ones += verdict == 1
-        prompt = [] if cfg.system_prompt is None else [{"role": "system", "content": cfg.system_prompt}]
-        prompt.append({"role": "user", "content": it["prompt"]})
+        prompt = chat_messages(it["prompt"], system=cfg.system_prompt)
         text = target_text(verdict, template=tpl, rationale=cfg.rationale)
         rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": text}]})
     counts = {"examples": len(rows), "ingest": res.report.to_dict(), "label_balance": label_balance(items),
@@ -156,15 +155,12 @@ def _input_info(cfg: WarmupConfig) -> dict[str, Any]:
 
 def _check_output(out: Path, cfg: WarmupConfig, config_hash: str, inputs: dict[str, Any]) -> dict | None:
     """The earlier manifest if this exact run is done; refuse to replace a different one unless overwrite."""
-    manifest = out / "manifest.json"
-    if manifest.is_file():
-        old = read_json(manifest)
-        if old.get("config_hash") == config_hash and old.get("input") == inputs and old.get("complete"):
-            return old
-        if not cfg.overwrite:
-            raise ConjError(f"{out} holds a warm-up with a different config or input; pass --overwrite "
-                            "true to replace it or choose a new output_dir")
-    elif out.is_dir() and any(out.iterdir()) and not (out / _STARTED).exists() and not cfg.overwrite:
+    done = finished_output(out, config_hash=config_hash, same_input=lambda old: old == inputs,
+                           overwrite=cfg.overwrite, what="a warm-up")
+    if done is not None:
+        return done
+    foreign = not (out / "manifest.json").is_file() and out.is_dir() and any(out.iterdir())
+    if foreign and not (out / _STARTED).exists() and not cfg.overwrite:
         raise ConjError(f"{out} exists and is not a warm-up output; choose a new output_dir")
     return None
 
@@ -207,7 +203,7 @@ def _train(cfg: WarmupConfig, rows: list[dict[str, Any]], out: Path) -> dict[str
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from conj_train.sample import load_tokenizer
+    from conj_train.tokens import load_tokenizer
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -40,7 +40,8 @@ def test_long_query_keeps_the_model_dtype_kernel() -> None:
 
 
 def test_bf16_engine_uses_it_and_decodes_close_to_float32(tiny_model_dir: Path) -> None:
-    from conj_train.engines.hf import HFEngine, KVDecoder
+    from conj_train.engines.hf import HFEngine
+    from conj_train.engines.kv_decoder import KVDecoder
 
     bf16 = HFEngine(str(tiny_model_dir), dtype="bfloat16", device="cpu")
     fp32 = HFEngine(str(tiny_model_dir), dtype="float32", device="cpu")

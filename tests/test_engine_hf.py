@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from conj_train.engines.base import GenerationRequest, SamplingParams
-from conj_train.engines.hf import HFEngine, KVDecoder, penalize, token_distribution
+from conj_train.engines.hf import HFEngine
+from conj_train.engines.kv_decoder import KVDecoder
+from conj_train.engines.sampling import penalize, token_distribution
 from conj_train.errors import ConjError
 
 QUESTIONS = ["Name a fruit.", "What is the capital of France? Explain briefly.", "写一首关于大海的短诗。" * 3]

@@ -9,12 +9,10 @@ import pytest
 
 from conj_train.cli import main as conj_main
 from conj_train.errors import ConjError
-from conj_train.evaluate import EvalConfig, run_eval, score_records
+from conj_train.evaluate import EvalConfig, run_eval
 from conj_train.io import iter_jsonl, read_json
 from conj_train.prompts import chosen_slot
 from conj_train.verdicts import parse_verdict
-
-ALWAYS_ONE = '{"原因": "x", "更好的回答": 1}'
 
 
 def _pairs(path: Path, n: int) -> Path:
@@ -73,27 +71,6 @@ def test_both_orders_write_records_metrics_summary_and_charts(tiny_model_dir: Pa
     for png in ("accuracy.png", "reliability.png"):
         assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
     assert read_json(tmp_path / "out" / "manifest.json")["complete"]
-
-
-def test_always_one_verdicts_score_half_on_average_zero_strict(tmp_path: Path) -> None:
-    rows = []
-    for i in range(30):
-        pid, verdict = f"p{i}", parse_verdict(ALWAYS_ONE, "lenient").verdict
-        for swapped in (False, True):
-            label = chosen_slot(pid) if not swapped else 3 - chosen_slot(pid)
-            rows.append(
-                {
-                    "dataset": "d",
-                    "pair_id": pid,
-                    "subset": "",
-                    "swapped": swapped,
-                    "label": label,
-                    "verdict": verdict,
-                    "probability": None,
-                }
-            )
-    m = score_records(rows, "judge", both_orders=True)["d"]["overall"]
-    assert (m["accuracy_avg"], m["accuracy_strict"], m["position_bias"]["first"]) == (0.5, 0.0, 1.0)
 
 
 def test_random_order_judges_each_pair_once(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -236,25 +213,6 @@ def test_vllm_engine_evaluates_without_probabilities(
     assert res.metrics["models"]["model"]["datasets"]["fruit"]["overall"]["probability"]["coverage"] == 0.0
 
 
-def test_rewardbench_subsets_get_section_scores(tmp_path: Path) -> None:
-    rows = []
-    for i, (subset, verdict) in enumerate([("llmbar-natural", 1), ("llmbar-natural", 2), ("math-prm", 1)]):
-        rows.append(
-            {
-                "dataset": "rb",
-                "pair_id": f"p{i}",
-                "subset": subset,
-                "swapped": False,
-                "label": 1,
-                "verdict": verdict,
-                "probability": None,
-            }
-        )
-    rb = score_records(rows, "judge", both_orders=False)["rb"]["rewardbench"]["accuracy"]
-    assert rb["sections"]["Chat Hard"]["score"] == 0.5 and rb["sections"]["Reasoning"]["score"] == 1.0
-    assert rb["overall"] == 0.75 and not rb["complete"]
-
-
 # --- benchmark protocols: row sets, official metrics, splits ----------------------------------------
 
 
@@ -358,14 +316,3 @@ def test_con_j_paper_recipe_sets_its_protocol() -> None:
     cfg = build_config(EvalConfig, read_yaml(recipe))
     assert (cfg.orders, cfg.decoding, cfg.samples, cfg.parser) == ("random", "sample", 1, "lenient")
     assert (cfg.temperature, cfg.top_p, cfg.repetition_penalty, cfg.max_new_tokens) == (1.0, 0.9, 1.2, 512)
-
-
-def test_rewardbench_official_rule_for_reward_model_ties(tmp_path: Path) -> None:
-    # Two reward-model records in llmbar-natural: one right, one with equal rewards (no verdict).
-    rows = [{"dataset": "rb", "pair_id": f"p{i}", "subset": "llmbar-natural", "swapped": False, "label": 1,
-             "verdict": v, "reward_1": r1, "reward_2": 0.0, "probability": None, "format": "rewardbench"}
-            for i, (v, r1) in enumerate([(1, 1.0), (None, 0.0)])]
-    rb = score_records(rows, "rm", both_orders=True)["rb"]["rewardbench"]
-    assert rb["official"]["sections"]["Chat Hard"]["score"] == 0.5  # RewardBench: tie = 0 -> (1 + 0) / 2
-    assert rb["accuracy"]["sections"]["Chat Hard"]["score"] == 0.75  # the project's tie = 0.5
-    assert rb["counts"]["mismatches"]["llmbar-natural"] == [2, 100] and not rb["counts"]["match"]

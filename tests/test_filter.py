@@ -12,6 +12,7 @@ import pytest
 from conj_train.errors import ConjError
 from conj_train.filter import FilterConfig, run_filter
 from conj_train.io import iter_jsonl, read_json
+from conj_train.prompts import chat_messages
 
 N_PAIRS = 40
 # Pattern of pair i (i % 5): what its judgments look like and what it must yield.
@@ -60,9 +61,10 @@ def make_sample_dir(root: Path, model: Path, *, system_prompt: str | None = None
     for i in range(N_PAIRS):
         pid, label = f"q{i:03d}", 1 if i % 3 else 2  # two thirds label 1
         shard = i % 2
-        prompts[shard].append({"pair_id": pid, "label": label, "prompt": f"Question {i}: which fruit? "
-                               f"Answer 1: apple {i}. Answer 2: stone {i}.", "question": f"Q{i}",
-                               "answer1": "a", "answer2": "b", "template": "conj-zh", "prompt_hash": "x"})
+        prompt = f"Question {i}: which fruit? Answer 1: apple {i}. Answer 2: stone {i}."
+        prompts[shard].append({"pair_id": pid, "label": label, "prompt": prompt, "question": f"Q{i}",
+                               "answer1": "a", "answer2": "b", "template": "conj-zh", "prompt_hash": "x",
+                               "messages": chat_messages(prompt, system=system_prompt)})
         judgments[shard] += _judgments(pid, label, i % 5)
     for shard in range(2):
         for sub, rows in (("prompts", prompts[shard]), ("judgments", judgments[shard])):
@@ -150,6 +152,38 @@ def test_system_prompt_of_sampling_is_kept(tmp_path: Path, tiny_model_dir: Path)
     run_filter(_cfg(sample, tmp_path / "filter"))
     row = next(iter_jsonl(tmp_path / "filter" / "train.jsonl"))
     assert row["prompt"][0] == {"role": "system", "content": ""} and row["prompt"][1]["role"] == "user"
+
+
+def test_rows_take_the_prompt_messages_sampling_wrote(sample_dir: Path, tmp_path: Path) -> None:
+    # The DPO prompt comes from the prompt records, not from the sampling config: a system turn
+    # written there (and absent from the config) reaches every row unchanged.
+    for path in (sample_dir / "prompts").glob("*.jsonl"):
+        rows = list(iter_jsonl(path))
+        for r in rows:
+            r["messages"] = [{"role": "system", "content": f"judge {r['pair_id']}"}, *r["messages"]]
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "filter"
+    run_filter(_cfg(sample_dir, out))
+    rows = [r for s in ("train", "validation") for r in iter_jsonl(out / f"{s}.jsonl")]
+    assert rows and all(r["prompt"][0] == {"role": "system", "content": f"judge {r['pair_id']}"} for r in rows)
+    assert all(r["prompt"][1]["role"] == "user" and r["prompt"][1]["content"].startswith("Question")
+               for r in rows)
+
+
+def test_a_sampling_run_without_prompt_messages_asks_to_sample_again(sample_dir: Path, tmp_path: Path) -> None:
+    path = sample_dir / "prompts" / "shard-00001-of-00002.jsonl"
+    rows = list(iter_jsonl(path))
+    for r in rows:
+        del r["messages"]  # a folder written before sampling stored the DPO prompt turns
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(ConjError, match=r"shard-00001-of-00002\.jsonl: row 1 has no DPO prompt 'messages'.*"
+                                        r"re-run `conj sample`"):
+        run_filter(_cfg(sample_dir, tmp_path / "f"))
+    assert not (tmp_path / "f" / "manifest.json").exists()
+    rows[0]["messages"] = [{"role": "assistant", "content": "x"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(ConjError, match="ending with the user's judge prompt"):
+        run_filter(_cfg(sample_dir, tmp_path / "f"))
 
 
 def test_report_files_and_manifest(sample_dir: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -284,9 +318,13 @@ def test_sampling_then_filter_end_to_end(tiny_model_dir: Path, tmp_path: Path) -
     assert sum(rep["judgments_by_class"].values()) == 36
     assert rep["input_pairs_with_pairs"] + rep["lost"] == 6
     assert sum(rep["pairs_by_type"].values()) == res.counts["train"] + res.counts["validation"]
-    counts = Counter(r["pair_type"] for s in ("train", "validation")
-                     for r in iter_jsonl(tmp_path / "filter" / f"{s}.jsonl"))
+    rows = [r for s in ("train", "validation") for r in iter_jsonl(tmp_path / "filter" / f"{s}.jsonl")]
+    counts = Counter(r["pair_type"] for r in rows)
     assert dict(counts) == {t: v for t, v in rep["pairs_by_type"].items() if v}
+    # Each row's prompt is the messages sampling wrote for its pair.
+    messages = {r["pair_id"]: r["messages"] for p in (sample / "prompts").glob("*.jsonl") for r in iter_jsonl(p)}
+    assert all(r["prompt"] == messages[r["pair_id"]] for r in rows)
+    assert all(m == [{"role": "user", "content": m[0]["content"]}] for m in messages.values())
 
 
 def test_unparseable_chosen_trains_only_under_code_and_never_silently(sample_dir: Path, tmp_path: Path) -> None:

@@ -11,8 +11,9 @@ import torch
 from conj_train.engines.base import Generation, GenerationRequest, SamplingParams
 from conj_train.errors import ConjError
 from conj_train.judge import Judge, Judgment
-from conj_train.probability import VerdictScorer, transfer_prefill, verdict_position
+from conj_train.probability import VerdictScorer, transfer_prefill
 from conj_train.prompts import render_chat
+from conj_train.verdicts import verdict_position
 
 VERDICT_1 = ' {"原因": "回答1更好", "更好的回答": 1}'
 
@@ -60,15 +61,6 @@ def _direct_p1(model: object, tokenizer: object, full_text: str, digit_char_inde
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([ids])).logits[0, k - 1]  # type: ignore[operator]
     return float(torch.softmax(logits[[one, two]].float(), dim=0)[0])
-
-
-def test_verdict_position_finds_the_digit_after_the_key() -> None:
-    assert VERDICT_1[verdict_position(VERDICT_1, 1)] == "1"
-    text = '{"原因": "回答2的解释", "更好的回答"：２}'
-    assert text[verdict_position(text, 2)] == "２"
-    assert verdict_position(VERDICT_1, 2) is None
-    assert verdict_position("我认为回答2更好", 2) is None
-    assert verdict_position(VERDICT_1, None) is None
 
 
 def test_probability_equals_a_separate_forward_pass(judge: Judge) -> None:

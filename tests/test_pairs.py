@@ -13,10 +13,10 @@ from conj_train.errors import ConjError
 from conj_train.pairs import (
     CUT,
     FORCED_NEGATIVE,
-    Judgment,
     LengthRule,
     Pair,
     PairRules,
+    SampledJudgment,
     apply_length_rule,
     balance_by_label,
     build_pairs,
@@ -28,16 +28,16 @@ PID = "pair-7"
 CODE = PairRules()
 
 
-def _j(kind: str, index: int, category: str, text: str | None = None) -> Judgment:
+def _j(kind: str, index: int, category: str, text: str | None = None) -> SampledJudgment:
     verdict = {"positive": 1, "negative": 2}.get(category)
-    return Judgment(f"{PID}:{kind}:{index}", kind, index, text or f"{kind}-{index}-{category}", category, verdict)
+    return SampledJudgment(f"{PID}:{kind}:{index}", kind, index, text or f"{kind}-{index}-{category}", category, verdict)
 
 
-def _rep(*categories: str) -> list[Judgment]:
+def _rep(*categories: str) -> list[SampledJudgment]:
     return [_j("repeated", i, c) for i, c in enumerate(categories)]
 
 
-def _hints(good: str | None, bad: str | None) -> list[Judgment]:
+def _hints(good: str | None, bad: str | None) -> list[SampledJudgment]:
     out = []
     if good:
         out.append(_j("hint_correct", 0, good))

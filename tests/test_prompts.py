@@ -13,6 +13,7 @@ from conj_train.prompts import (
     build_hint_prompt,
     build_hint_prompts,
     build_judge_prompts,
+    chat_messages,
     chosen_slot,
     get_template,
     label_balance,
@@ -249,6 +250,15 @@ def test_render_chat_uses_the_tokenizers_template(tokenizer) -> None:
 
     empty = render_chat(tokenizer, "Q", system="")
     assert empty == "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_chat_messages_are_what_render_chat_renders(tokenizer) -> None:
+    assert chat_messages("Q") == [{"role": "user", "content": "Q"}]
+    assert chat_messages("Q", system="") == [{"role": "system", "content": ""}, {"role": "user", "content": "Q"}]
+    for system in (None, "", "Be strict."):
+        expected = tokenizer.apply_chat_template(chat_messages("Q", system=system), tokenize=False,
+                                                 add_generation_prompt=True)
+        assert render_chat(tokenizer, "Q", system=system) == expected
 
 
 def test_prompt_token_lengths_match_plain_tokenization(tokenizer) -> None:

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from conj_train.io import iter_jsonl, read_json
-from conj_train.sample import SampleConfig, derive_seed, run_sample, shard_of
+from conj_train.runs import derive_seed, shard_of
+from conj_train.sample import SampleConfig, run_sample
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,6 +68,16 @@ def test_records_per_pair_and_kind(tiny_model_dir: Path, tmp_path: Path) -> None
     assert res.merged and "judgments written: 25" in res.summary
     prompts = list(iter_jsonl(tmp_path / "out" / "prompts" / "shard-00000-of-00001.jsonl"))
     assert {p["pair_id"] for p in prompts} == {r["pair_id"] for r in rows}
+    # The DPO prompt turns the filter writes into preference rows: here no system prompt.
+    assert all(p["messages"] == [{"role": "user", "content": p["prompt"]}] for p in prompts)
+
+
+def test_prompt_records_carry_the_system_turn(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = _pairs_file(tmp_path / "pairs.jsonl", 1)
+    run_sample(_cfg(tiny_model_dir, data, tmp_path / "out", n=1, hint_samples=0, system_prompt="Be fair."))
+    (prompt,) = iter_jsonl(tmp_path / "out" / "prompts" / "shard-00000-of-00001.jsonl")
+    assert prompt["messages"] == [{"role": "system", "content": "Be fair."},
+                                  {"role": "user", "content": prompt["prompt"]}]
 
 
 def test_code_reading_wraps_output_with_hinted_verdict(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -293,7 +304,7 @@ def test_code_reading_hint_outputs_get_no_prefill(tiny_model_dir: Path, tmp_path
 
 
 def test_low_parse_rate_warns_per_kind() -> None:
-    from conj_train.sample import format_summary, parse_warning
+    from conj_train.sample_summary import format_summary, parse_warning
 
     counts = {"judgments": 10, "pairs": 2, "share_parseable": 0.8,
               "share_parseable_by_kind": {"repeated": 0.9, "hint_correct": 0.2}}

@@ -14,6 +14,7 @@ from conj_train.verdicts import (
     parse_verdict,
     score,
     unparseable_reason,
+    verdict_position,
 )
 
 HINT_RAW = '{"原因":"他说"好"\n回答2更完整。\n","更好的回答": 2}'  # reshape_output, no escaping
@@ -237,3 +238,19 @@ def test_strict_reads_english_keys_only_without_the_chinese_one() -> None:
 def test_full_width_quoted_key_parses_where_the_original_finds_nothing() -> None:
     # The original's always-on replacement leaves no ASCII "更好的回答": and yields no verdict.
     assert parse_verdict("{“原因”：“回答1更好”，“更好的回答”：1}", "strict").verdict == 1
+
+
+def test_verdict_position_finds_the_digit_after_the_key() -> None:
+    # Moved from tests/test_judge.py with verdict_position (probability.py -> verdicts.py).
+    verdict_1 = ' {"原因": "回答1更好", "更好的回答": 1}'
+    assert verdict_1[verdict_position(verdict_1, 1)] == "1"
+    text = '{"原因": "回答2的解释", "更好的回答"：２}'
+    assert text[verdict_position(text, 2)] == "２"
+    assert verdict_position(verdict_1, 2) is None
+    assert verdict_position("我认为回答2更好", 2) is None
+    assert verdict_position(verdict_1, None) is None
+    # Unquoted key, quoted digit, spaces around the colon; a wrong digit first, the right one later.
+    assert verdict_position('更好的回答 ： "2"', 2) == 9
+    text = '"更好的回答": 1, then better_answer: 2'
+    assert text[verdict_position(text, 2)] == "2" and verdict_position(text, 1) == 9
+    assert verdict_position('reason: x, "better": 1', 1, ["better"]) == 21

@@ -70,3 +70,15 @@ class Engine(Protocol):
     def generate(self, requests: Sequence[GenerationRequest], params: SamplingParams) -> list[Generation]:
         """Generate ``len(req.seeds)`` samples for every request, returned in request order."""
         ...
+
+
+# Why a prompt got no generation: a reason written into sample counts and eval records.
+PROMPT_TOO_LONG = "prompt_too_long"
+
+
+def prompt_too_long(engine: Engine, prompt: str, prefill: str, max_new_tokens: int) -> bool:
+    """Whether ``prompt`` + ``prefill`` + ``max_new_tokens`` overflow the engine's context.
+
+    Such prompts are skipped and counted by the stages, never truncated (a cut judge prompt would
+    lose one of the answers)."""
+    return engine.count_tokens(prompt + prefill) + max_new_tokens > engine.max_context

@@ -6,7 +6,9 @@ to the n samples (``batch_repeat_interleave`` on the cache), then feeds one toke
 through the model's own forward; finished rows leave the batch. Full-attention cache layers write into
 a preallocated buffer instead of ``DynamicLayer``'s per-step ``torch.cat``. The logits pipeline is
 ``generate``'s (repetition penalty, then temperature, top-k, top-p, with transformers' semantics);
-greedy is the penalized argmax. ``bench/sample.py`` measures this loop against ``generate``.
+greedy is the penalized argmax. ``bench/sample.py`` measures this loop against ``generate``. The
+logits pipeline lives in :mod:`conj_train.engines.sampling`, the cached decoder in
+:mod:`conj_train.engines.kv_decoder`; this module holds the engine (requests, packing, seeds, texts).
 
 Reproducibility. Each sample owns a ``torch.Generator`` seeded with its seed, which draws one uniform
 per step up front; a token is the inverse-CDF pick of that uniform on the filtered distribution. A unit
@@ -24,260 +26,17 @@ other requests, order, sharding or restarts surround it (tested on CPU fp32). No
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from conj_train.engines.base import Generation, GenerationRequest, SamplingParams
+from conj_train.engines.kv_decoder import KVDecoder
+from conj_train.engines.sampling import check_params, next_tokens
 from conj_train.errors import ConjError, loading_errors
+from conj_train.tokens import load_tokenizer
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
-
-
-def check_params(params: SamplingParams) -> None:
-    """Reject decoding settings that transformers' processors would reject (or silently misuse)."""
-    if params.max_new_tokens < 1:
-        raise ConjError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
-    if not params.repetition_penalty > 0:
-        raise ConjError(f"repetition_penalty must be > 0, got {params.repetition_penalty}")
-    if params.greedy:
-        return
-    if not params.temperature > 0:
-        raise ConjError(f"temperature must be > 0 when sampling (use greedy), got {params.temperature}")
-    if not 0 < params.top_p <= 1:
-        raise ConjError(f"top_p must be in (0, 1], got {params.top_p}")
-    if params.top_k < 0:
-        raise ConjError(f"top_k must be >= 0 (0 disables it), got {params.top_k}")
-
-
-def penalize(logits: Any, seen: Any, penalty: float) -> Any:
-    """Repetition penalty as transformers applies it: divide positive / multiply negative logits of
-    the tokens marked in ``seen`` (prompt + generated so far, per row)."""
-    import torch
-
-    if penalty == 1.0:
-        return logits
-    return torch.where(seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
-
-
-def token_distribution(scores: Any, params: SamplingParams) -> tuple[Any, Any]:
-    """Temperature, top-k and top-p as ``generate`` applies them, in that order, to penalized scores.
-
-    Returns ``(ids, weights)``: the candidate token ids ``[rows, m]`` (None: the whole vocabulary in id
-    order) and weights proportional to their probabilities, zero for candidates top-p removed. With
-    top-k on, only the k best scores are softmaxed and sorted, which makes top-p cheap on large
-    vocabularies; the distribution is that of transformers' warpers up to float rounding (and, for
-    tied scores at the top-p boundary, up to which tie is dropped).
-    """
-    import torch
-
-    if params.temperature != 1.0:
-        scores = scores / params.temperature
-    vocab = scores.shape[-1]
-    ids = None
-    k = min(params.top_k, vocab)
-    if 0 < k < vocab:
-        vals, ids = torch.topk(scores, k + 1)
-        # transformers keeps every score equal to the k-th one: a (k+1)-th equal to it is a tie that
-        # needs the full-vocab path.
-        if bool((vals[:, k] == vals[:, k - 1]).any()):
-            scores = scores.masked_fill(scores < vals[:, k - 1 : k], -float("inf"))
-            ids = None
-        else:
-            scores, ids = vals[:, :k].flip(-1), ids[:, :k].flip(-1)
-    if params.top_p < 1.0:
-        if ids is None:
-            scores, ids = torch.sort(scores, descending=False, stable=True)
-        probs = scores.softmax(dim=-1)
-        drop = probs.cumsum(dim=-1) <= (1 - params.top_p)
-        drop[..., -1:] = False
-        return ids, probs.masked_fill(drop, 0.0)
-    return ids, scores.softmax(dim=-1)
-
-
-def sample(ids: Any, probs: Any, uniforms: Any) -> Any:
-    """One inverse-CDF draw per row: ``uniforms[row]`` in [0, 1) picks a candidate in proportion to its
-    weight in ``probs``."""
-    import torch
-
-    cdf = probs.cumsum(dim=-1)
-    target = (uniforms * cdf[:, -1]).unsqueeze(-1)
-    # right=True never lands on a zero-probability candidate; the clamp absorbs u * total rounding up.
-    pick = torch.searchsorted(cdf, target, right=True).clamp_(max=probs.shape[-1] - 1)
-    return pick.squeeze(-1) if ids is None else ids.gather(1, pick).squeeze(-1)
-
-
-def next_tokens(logits: Any, seen: Any, params: SamplingParams, uniforms: Any | None) -> Any:
-    """The next token of every row: penalized argmax when greedy, else a draw with ``uniforms``."""
-    scores = penalize(logits, seen, params.repetition_penalty)
-    if params.greedy:
-        return scores.argmax(dim=-1)
-    return sample(*token_distribution(scores, params), uniforms)
-
-
-class KVDecoder:
-    """Prefill prompts once, fan each cache out to its rows, then feed one token per row per step.
-
-    After construction ``logits`` holds the float32 next-token logits of every row ``[sum(rows),
-    vocab]``; :meth:`step` advances all live rows by one token and :meth:`keep` drops finished rows.
-    ``capacity`` (longest prompt + new tokens) lets full-attention layers write into a preallocated
-    buffer instead of growing by ``torch.cat``. Prompts of one length are prefilled together and
-    nothing is padded. Prompts of different lengths (only with ``capacity`` and a model whose layers
-    are all full attention) are prefilled one by one and laid out left-aligned in one buffer: the
-    holes between a short prompt and the first generated position are masked out of attention and
-    each row keeps its own positions, so every row computes what it would alone, up to the rounding
-    of a different batch shape.
-    """
-
-    def __init__(
-        self, model: Any, prompts: Sequence[Sequence[int]], rows: Sequence[int], capacity: int = 0
-    ) -> None:
-        import torch
-        from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
-
-        lengths = [len(p) for p in prompts]
-        self._model = model
-        self._cache = DynamicCache(config=model.config)
-        full = all(type(layer) is DynamicLayer for layer in self._cache.layers)
-        if len(set(lengths)) != 1 and not (capacity and full):
-            raise ValueError("KVDecoder packs prompts of different lengths only into a full-attention buffer")
-        if capacity:
-            # Sliding-window and other special layers keep their own class.
-            self._cache.layers = [_buffer_layer_class()(capacity) if type(layer) is DynamicLayer else layer
-                                  for layer in self._cache.layers]
-        forward_args = inspect.signature(model.forward).parameters
-        # transformers 5.24 renamed ``past_key_values`` to ``cache``; older 5.x only knows the old name.
-        self._cache_kw = "cache" if "cache" in forward_args else "past_key_values"
-        # The prefill needs the last position's logits only (remote-code models may lack the option).
-        self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
-        device = model.device
-        fan_out = torch.tensor(list(rows), device=device)
-        self._mask = self._positions = None
-        if len(set(lengths)) == 1:
-            ids = torch.tensor([list(p) for p in prompts], dtype=torch.long, device=device)
-            out = model(input_ids=ids, use_cache=True, **self._last_only, **{self._cache_kw: self._cache})
-            logits = out.logits[:, -1].float()
-            if len(prompts) == 1:
-                self._cache.batch_repeat_interleave(int(rows[0]))
-            else:
-                owners = torch.repeat_interleave(torch.arange(len(prompts), device=device), fan_out)
-                self._cache.batch_select_indices(owners)
-        else:
-            logits = self._prefill_each(prompts, fan_out, capacity)
-        self.logits = torch.repeat_interleave(logits, fan_out, dim=0)
-
-    def _prefill_each(self, prompts: Sequence[Sequence[int]], fan_out: Any, capacity: int) -> Any:
-        """Prefill prompt by prompt into one left-aligned buffer; returns the prompts' last logits."""
-        import torch
-        from transformers import DynamicCache
-
-        device = self._model.device
-        longest = max(len(p) for p in prompts)
-        caches, logits = [], []
-        for prompt in prompts:
-            cache = DynamicCache(config=self._model.config)
-            ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
-            out = self._model(input_ids=ids, use_cache=True, **self._last_only, **{self._cache_kw: cache})
-            caches.append(cache)
-            logits.append(out.logits[:, -1].float())
-        lengths = torch.tensor([len(p) for p in prompts], device=device)
-        row_len = torch.repeat_interleave(lengths, fan_out)
-        for i, layer in enumerate(self._cache.layers):
-            k0, v0 = caches[0].layers[i].keys, caches[0].layers[i].values
-            keys = k0.new_zeros((len(row_len), k0.shape[1], capacity, k0.shape[-1]))
-            values = v0.new_zeros((len(row_len), v0.shape[1], capacity, v0.shape[-1]))
-            first = 0
-            for cache, n in zip(caches, fan_out.tolist(), strict=True):
-                k, v = cache.layers[i].keys, cache.layers[i].values
-                keys[first : first + n, :, : k.shape[-2]] = k
-                values[first : first + n, :, : v.shape[-2]] = v
-                first += n
-            layer.load(keys, values, longest)
-        positions = torch.arange(capacity, device=device)
-        self._mask = (positions[None, :] < row_len[:, None]) | (positions[None, :] >= longest)
-        self._positions = row_len.clone()
-        return torch.cat(logits)
-
-    def step(self, tokens: Any) -> Any:
-        """Feed one token per live row; return the next float32 logits ``[rows, vocab]``."""
-        extra: dict[str, Any] = {}
-        if self._mask is not None:
-            filled = self._cache.get_seq_length()
-            extra = {"attention_mask": self._mask[:, : filled + 1].long(),
-                     "position_ids": self._positions[:, None]}
-            self._positions = self._positions + 1
-        out = self._model(input_ids=tokens[:, None], use_cache=True, **extra, **{self._cache_kw: self._cache})
-        self.logits = out.logits[:, -1].float()
-        return self.logits
-
-    def keep(self, index: Any) -> None:
-        """Keep only the rows at ``index`` (a 1-D long tensor) in the cache and the current logits."""
-        self._cache.batch_select_indices(index)
-        self.logits = self.logits[index]
-        if self._mask is not None:
-            self._mask, self._positions = self._mask[index], self._positions[index]
-
-
-@functools.cache
-def _buffer_layer_class() -> type:
-    import torch
-    from transformers.cache_utils import DynamicLayer
-
-    class BufferLayer(DynamicLayer):
-        """A full-attention cache layer over a preallocated ``[batch, heads, capacity, dim]`` buffer.
-
-        ``DynamicLayer`` concatenates the whole cache at every step (O(length) copies per token, about a
-        quarter of a decode step on small models); this one writes the new positions in place and hands
-        attention a view of the filled part, which gives bitwise the same attention inputs.
-        """
-
-        def __init__(self, capacity: int) -> None:
-            super().__init__()
-            self.capacity = capacity
-            self.filled = 0
-
-        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-            new = key_states.shape[-2]
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-                shape = (*key_states.shape[:2], max(self.capacity, new), key_states.shape[-1])
-                self._k = key_states.new_empty(shape)
-                self._v = value_states.new_empty((*shape[:3], value_states.shape[-1]))
-            if self.filled + new > self._k.shape[-2]:  # outgrown: double, like a list would
-                grow = max(self.filled + new, 2 * self._k.shape[-2]) - self._k.shape[-2]
-                self._k = torch.nn.functional.pad(self._k, (0, 0, 0, grow))
-                self._v = torch.nn.functional.pad(self._v, (0, 0, 0, grow))
-            self._k[:, :, self.filled : self.filled + new] = key_states
-            self._v[:, :, self.filled : self.filled + new] = value_states
-            self.filled += new
-            self._refresh()
-            return self.keys, self.values
-
-        def load(self, keys: Any, values: Any, filled: int) -> None:
-            """Take over ``[batch, heads, capacity, dim]`` buffers whose first ``filled`` positions count."""
-            self.lazy_initialization(keys[:, :, :0], values[:, :, :0])
-            self._k, self._v, self.filled = keys, values, filled
-            self._refresh()
-
-        def _refresh(self) -> None:
-            self.keys = self._k[:, :, : self.filled]
-            self.values = self._v[:, :, : self.filled]
-
-        def batch_repeat_interleave(self, repeats: int) -> None:
-            if self.filled:
-                self._k = self._k.repeat_interleave(repeats, dim=0)
-                self._v = self._v.repeat_interleave(repeats, dim=0)
-                self._refresh()
-
-        def batch_select_indices(self, indices: Any) -> None:
-            if self.filled:
-                self._k, self._v = self._k[indices], self._v[indices]
-                self._refresh()
-
-    return BufferLayer
 
 
 class HFEngine:
@@ -305,7 +64,7 @@ class HFEngine:
         threads: int | None = None,
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         if dtype not in _DTYPES:
             raise ConjError(f"unknown dtype {dtype!r}; expected one of {', '.join(_DTYPES)}")
@@ -316,12 +75,7 @@ class HFEngine:
             raise ConjError(f"model path not found: {model_path}")
         if threads:
             torch.set_num_threads(threads)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        except loading_errors() as err:
-            raise ConjError(f"cannot load a tokenizer from {model_path}: {_first_line(err)}") from err
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ConjError(f"the tokenizer of {model_path} has no chat template; judge prompts need one")
+        self.tokenizer = load_tokenizer(model_path, trust_remote_code)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype),
                                   "device_map": self.device}

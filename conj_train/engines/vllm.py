@@ -25,7 +25,7 @@ Choices, and why:
   templates that already start with one (Llama 3). Token prompts also make
   :meth:`VLLMEngine.count_tokens` exact and the copies of a prompt token-identical, which prefix
   caching needs.
-* **Settings.** :func:`conj_train.engines.hf.check_params` runs first, so both engines accept the
+* **Settings.** :func:`conj_train.engines.sampling.check_params` runs first, so both engines accept the
   same settings; vLLM's own ``SamplingParams`` validation (e.g. ``temperature <= 2`` in recent
   versions) then surfaces as a :class:`ConjError`. ``top_k=0`` ("off") is sent as ``-1``, which
   every vLLM version accepts as "disabled" (new versions prefer ``0``, old ones reject it).
@@ -73,7 +73,7 @@ from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from conj_train.engines.base import FinishReason, Generation, GenerationRequest, SamplingParams
-from conj_train.engines.hf import check_params
+from conj_train.engines.sampling import check_params
 from conj_train.errors import ConjError
 
 log = logging.getLogger(__name__)
