@@ -6,7 +6,7 @@ stage's recipe keys (the keys of ``recipes/<x>/{sample,filter,train,...}.yaml``)
     output_dir: runs/demo
     base_model: runs/demo/tiny-model       # the judge to start from (an instruct model)
     dataset: runs/demo/data/train.jsonl    # the preference source
-    heldout: runs/demo/data/test.jsonl     # evaluation set (or eval: {dataset: ...})
+    heldout: runs/demo/data/test.jsonl     # evaluation set (or eval: {dataset_name: ...})
     rounds: 1                              # iterative Con-J: round r samples with round r-1's judge
     round_init: previous                   # train round r from round r-1's judge, or "base"
     warmup: {...}                          # optional SFT warm-up (the demo's stand-in instruct model)
@@ -20,7 +20,8 @@ stage's recipe keys (the keys of ``recipes/<x>/{sample,filter,train,...}.yaml``)
       train: {config_file: accelerate_configs/zero3.yaml, num_processes: 8}
       eval: {multi_gpu: true, num_processes: 8}
 
-The runner fills in every path (model, dataset, output folders), so stages chain one way:
+The runner fills in every stage's inputs (``model_name_or_path``, ``dataset_name``, ``output_dir``:
+the names every stage uses), so stages chain one way:
 ``warmup -> sample -> filter -> train -> train_rm -> eval`` under ``output_dir/[round-r/]<stage>/``.
 
 Cache: each stage's key is a hash of its filled-in config and the keys of the stages it reads. A stage
@@ -170,7 +171,7 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
     base = str(spec["base_model"])
     judge0, judge0_key = base, stable_hash(base)
     if spec.get("warmup") is not None and not past_until("warmup"):
-        cfg = {**spec["warmup"], "model": base, "dataset": spec["dataset"]}
+        cfg = {**spec["warmup"], "model_name_or_path": base, "dataset_name": spec["dataset"]}
         judge0_key = stage("warmup", "warmup", cfg, [judge0_key], _run_warmup, out / "warmup",
                            [spec["dataset"]]) or ""
         judge0 = str(out / "warmup")
@@ -185,13 +186,13 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         init_key = judge0_key if init == judge0 else sampler_key
         if past_until("sample"):
             break
-        s_cfg = {**(spec.get("sample") or {}), "model": sampler, "dataset": spec["dataset"],
+        s_cfg = {**(spec.get("sample") or {}), "model_name_or_path": sampler, "dataset_name": spec["dataset"],
                  "_launch": launch.get("sample")}
         s_key = stage("sample", f"sample{tag}", s_cfg, [sampler_key], _run_sample, rdir / "sample",
                       [spec["dataset"]])
         if past_until("filter"):
             break
-        f_cfg = {**(spec.get("filter") or {}), "sample_dir": str(rdir / "sample")}
+        f_cfg = {**(spec.get("filter") or {}), "dataset_name": str(rdir / "sample")}
         f_key = stage("filter", f"filter{tag}", f_cfg, [s_key], _run_filter, rdir / "filter")
         if past_until("train"):
             break
@@ -213,7 +214,7 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         if past_until("eval"):
             break
         e_cfg = _eval_section(spec)
-        e_cfg["model"] = models
+        e_cfg["model_name_or_path"] = models
         e_cfg["_launch"] = launch.get("eval")
         stage("eval", f"eval{tag}", e_cfg, [str(k) for k in keys], _run_eval, rdir / "eval",
               _eval_sources(e_cfg))
@@ -224,14 +225,14 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
 
 def _eval_section(spec: dict[str, Any]) -> dict[str, Any]:
     e_cfg = dict(spec.get("eval") or {})
-    e_cfg.setdefault("dataset", spec.get("heldout"))
+    e_cfg.setdefault("dataset_name", spec.get("heldout"))
     return e_cfg
 
 
 def _eval_sources(e_cfg: dict[str, Any]) -> list[str]:
     from conj_train.evaluate import _named_specs
 
-    return [src for _, src in _named_specs(e_cfg["dataset"], "dataset")]
+    return [src for _, src in _named_specs(e_cfg["dataset_name"], "dataset")]
 
 
 def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
@@ -250,16 +251,18 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
 
     here = Path(spec["output_dir"]) / "_check"  # never written: the configs only need a value
     base, dataset = str(spec["base_model"]), str(spec["dataset"])
-    if not spec.get("heldout") and not (spec.get("eval") or {}).get("dataset"):
-        raise ConjError(f"{path}: the eval stage needs 'heldout' or eval.dataset")
+    if not spec.get("heldout") and not (spec.get("eval") or {}).get("dataset_name"):
+        raise ConjError(f"{path}: the eval stage needs 'heldout' or eval.dataset_name")
     e_cfg = _eval_section(spec)
     checks: list[tuple[str, type, dict]] = [
-        ("sample", SampleConfig, {"model": base, "dataset": dataset, "output_dir": str(here)}),
-        ("filter", FilterConfig, {"sample_dir": str(here), "output_dir": str(here)}),
-        ("eval", EvalConfig, {"model": [base], "dataset": e_cfg["dataset"], "output_dir": str(here)}),
+        ("sample", SampleConfig, {"model_name_or_path": base, "dataset_name": dataset, "output_dir": str(here)}),
+        ("filter", FilterConfig, {"dataset_name": str(here), "output_dir": str(here)}),
+        ("eval", EvalConfig, {"model_name_or_path": [base], "dataset_name": e_cfg["dataset_name"],
+                              "output_dir": str(here)}),
     ]
     if spec.get("warmup") is not None:
-        checks.append(("warmup", WarmupConfig, {"model": base, "dataset": dataset, "output_dir": str(here)}))
+        checks.append(("warmup", WarmupConfig, {"model_name_or_path": base, "dataset_name": dataset,
+                                                "output_dir": str(here)}))
     for name, cls, filled in checks:
         section = dict(spec.get(name) or {})
         if not isinstance(spec.get(name) or {}, dict):
@@ -282,9 +285,8 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
 def _check_train_section(section: Any, name: str, path: str | Path) -> None:
     """Unknown keys and wrongly typed values of a train / train_rm section (TRL's fields + ours)."""
     import dataclasses
-    import difflib
 
-    from conj_train.config import check_types
+    from conj_train.config import check_types, unknown_key_error
 
     if not isinstance(section, dict):
         raise ConjError(f"{path}: section {name!r} must be a mapping")
@@ -303,9 +305,7 @@ def _check_train_section(section: Any, name: str, path: str | Path) -> None:
     names = {f.name: cls for cls in classes for f in dataclasses.fields(cls)}
     for key, value in section.items():
         if key not in names:
-            close = difflib.get_close_matches(key, sorted(names), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConjError(f"unknown key {key!r} in {path} [{name}]{hint}")
+            raise unknown_key_error(key, names, f"{path} [{name}]")
         check_types(names[key], {key: value}, where=f"{path} [{name}]")
 
 
@@ -366,7 +366,13 @@ def _stage_config(cfg: dict) -> tuple[dict, dict | None]:
 
 
 def _stage_recipe(cfg: dict, output: Path) -> Path:
-    """Write a stage's filled-in config as a flat recipe next to its output folder (for scripts/)."""
+    """Write a stage's filled-in config as a flat recipe next to its output folder.
+
+    Needed by a stage started with ``accelerate launch`` (another process) and by training:
+    ``parse_train_args`` / ``parse_reward_args`` take an argv only (TRL's parser), and argv strings
+    cannot carry every YAML value (mappings such as ``model_init_kwargs``, lists of lists), so the
+    values reach TRL as the ``--config`` file it reads. The other stages are built in memory.
+    """
     import yaml
 
     output.parent.mkdir(parents=True, exist_ok=True)
