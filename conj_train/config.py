@@ -123,8 +123,8 @@ RUNTIME_FIELDS = frozenset({f.name for f in dataclasses.fields(ShardedRunOptions
                            | {"threads", "gpu_memory_utilization"})
 
 # Keys renamed when every stage took TRL's input names: an old recipe's key gets the new name as its hint.
-RENAMED = {"model": "model_name_or_path", "dataset": "dataset_name", "sample_dir": "dataset_name",
-           "samples": "n", "output": "output_dir"}
+RENAMED = {"model": "model_name_or_path", "base_model": "model_name_or_path", "dataset": "dataset_name",
+           "sample_dir": "dataset_name", "samples": "n", "output": "output_dir"}
 # Short command-line spellings of the input names (``conj sample --model M --output DIR``); recipes
 # and dataclasses use the long name only.
 CLI_ALIASES = {"model_name_or_path": ("model",), "dataset_name": ("dataset",), "output_dir": ("output",)}
@@ -272,13 +272,17 @@ def _flat_args(tp: Any) -> tuple[Any, ...]:
 
 
 
-def unknown_key_error(key: str, names: Iterable[str], where: str) -> ConjError:
-    """The error for an unknown key, with the renamed key's new name or the closest known key as hint."""
+def did_you_mean(key: str, names: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` with a renamed key's new name or the closest known key, or ""."""
     names = sorted(names)
     new = RENAMED.get(key)
     close = [new] if new in names else difflib.get_close_matches(key, names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConjError(f"unknown key {key!r} in {where}{hint}")
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_key_error(key: str, names: Iterable[str], where: str) -> ConjError:
+    """The error for an unknown key in ``where``, with :func:`did_you_mean`'s hint."""
+    return ConjError(f"unknown key {key!r} in {where}{did_you_mean(key, names)}")
 
 
 class _YamlValue(argparse.Action):

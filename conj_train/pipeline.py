@@ -4,8 +4,8 @@ A pipeline recipe names the inputs once and holds one section per stage, each wi
 stage's recipe keys (the keys of ``recipes/<x>/{sample,filter,train,...}.yaml``)::
 
     output_dir: runs/demo
-    base_model: runs/demo/tiny-model       # the judge to start from (an instruct model)
-    dataset: runs/demo/data/train.jsonl    # the preference source
+    model_name_or_path: runs/demo/tiny-model   # the base judge to start from (an instruct model)
+    dataset_name: runs/demo/data/train.jsonl   # the preference source
     heldout: runs/demo/data/test.jsonl     # evaluation set (or eval: {dataset_name: ...})
     rounds: 1                              # iterative Con-J: round r samples with round r-1's judge
     round_init: previous                   # train round r from round r-1's judge, or "base"
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import read_yaml
+from conj_train.config import did_you_mean, read_yaml
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, read_json, stable_hash
 from conj_train.runs import check_output_dir
@@ -50,7 +50,7 @@ from conj_train.runs import check_output_dir
 STAGES = ("warmup", "sample", "filter", "train", "train_rm", "eval")
 ROUND_STAGES = ("sample", "filter", "train", "eval")
 # ``seed`` and ``demo`` are read by ``conj demo`` (toy data and its pass mark), not by the stages.
-TOP_KEYS = {"output_dir", "base_model", "dataset", "heldout", "rounds", "round_init", "launch", "seed", "demo",
+TOP_KEYS = {"output_dir", "model_name_or_path", "dataset_name", "heldout", "rounds", "round_init", "launch", "seed", "demo",
             *STAGES}
 
 
@@ -89,8 +89,9 @@ def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> 
             spec[stage] = value
     unknown = sorted(set(spec) - TOP_KEYS)
     if unknown:
-        raise ConjError(f"{path}: unknown pipeline key {unknown[0]!r} (stages: {', '.join(STAGES)})")
-    for name in ("output_dir", "base_model", "dataset"):
+        raise ConjError(f"{path}: unknown pipeline key {unknown[0]!r}{did_you_mean(unknown[0], TOP_KEYS)} "
+                        f"(stages: {', '.join(STAGES)})")
+    for name in ("output_dir", "model_name_or_path", "dataset_name"):
         if not spec.get(name):
             raise ConjError(f"{path}: '{name}' is required")
     for name in ("sample", "filter", "train", "eval"):
@@ -168,12 +169,12 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
     def past_until(name: str) -> bool:
         return until is not None and STAGES.index(name) > STAGES.index(until)
 
-    base = str(spec["base_model"])
+    base = str(spec["model_name_or_path"])
     judge0, judge0_key = base, stable_hash(base)
     if spec.get("warmup") is not None and not past_until("warmup"):
-        cfg = {**spec["warmup"], "model_name_or_path": base, "dataset_name": spec["dataset"]}
+        cfg = {**spec["warmup"], "model_name_or_path": base, "dataset_name": spec["dataset_name"]}
         judge0_key = stage("warmup", "warmup", cfg, [judge0_key], _run_warmup, out / "warmup",
-                           [spec["dataset"]]) or ""
+                           [spec["dataset_name"]]) or ""
         judge0 = str(out / "warmup")
 
     rounds = spec.get("rounds", 1)
@@ -186,10 +187,10 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         init_key = judge0_key if init == judge0 else sampler_key
         if past_until("sample"):
             break
-        s_cfg = {**(spec.get("sample") or {}), "model_name_or_path": sampler, "dataset_name": spec["dataset"],
+        s_cfg = {**(spec.get("sample") or {}), "model_name_or_path": sampler, "dataset_name": spec["dataset_name"],
                  "_launch": launch.get("sample")}
         s_key = stage("sample", f"sample{tag}", s_cfg, [sampler_key], _run_sample, rdir / "sample",
-                      [spec["dataset"]])
+                      [spec["dataset_name"]])
         if past_until("filter"):
             break
         f_cfg = {**(spec.get("filter") or {}), "dataset_name": str(rdir / "sample")}
@@ -202,10 +203,10 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         models = [f"base={judge0}", f"conj={rdir / 'train'}"]
         keys = [judge0_key, t_key]
         if spec.get("train_rm") is not None and r == 1 and not past_until("train_rm"):
-            rm_cfg = {**spec["train_rm"], "model_name_or_path": base, "dataset_name": spec["dataset"],
+            rm_cfg = {**spec["train_rm"], "model_name_or_path": base, "dataset_name": spec["dataset_name"],
                       "pairs_from": str(rdir / "filter"), "_launch": launch.get("train_rm")}
             rm_key = stage("train_rm", "train_rm", rm_cfg, [f_key], _run_train_rm, out / "reward",
-                           [spec["dataset"]])
+                           [spec["dataset_name"]])
             models.insert(1, f"rm={out / 'reward'}")
             keys.append(rm_key)
         elif spec.get("train_rm") is not None and (out / "reward").exists():
@@ -250,7 +251,7 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
     from conj_train.warmup import WarmupConfig
 
     here = Path(spec["output_dir"]) / "_check"  # never written: the configs only need a value
-    base, dataset = str(spec["base_model"]), str(spec["dataset"])
+    base, dataset = str(spec["model_name_or_path"]), str(spec["dataset_name"])
     if not spec.get("heldout") and not (spec.get("eval") or {}).get("dataset_name"):
         raise ConjError(f"{path}: the eval stage needs 'heldout' or eval.dataset_name")
     e_cfg = _eval_section(spec)
@@ -273,7 +274,7 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
             _check_train_section(spec[name], name, path)
     sources = [dataset, *_eval_sources(e_cfg)]
     if looks_local(base) and not Path(base).expanduser().is_dir():
-        raise ConjError(f"{path}: base_model {base}: no such folder")
+        raise ConjError(f"{path}: model_name_or_path {base}: no such folder")
     data: dict[str, str] = {}
     for src in sources:
         if looks_local(src) and not Path(src).expanduser().exists():
