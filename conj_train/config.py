@@ -125,6 +125,8 @@ RUNTIME_FIELDS = frozenset({f.name for f in dataclasses.fields(ShardedRunOptions
 # Keys renamed when every stage took TRL's input names: an old recipe's key gets the new name as its hint.
 RENAMED = {"model": "model_name_or_path", "base_model": "model_name_or_path", "dataset": "dataset_name",
            "sample_dir": "dataset_name", "samples": "n", "output": "output_dir"}
+# The old names of the input fields in the config hashes of sample and warm-up run folders.
+INPUT_OLD_NAMES = {"model_name_or_path": "model", "dataset_name": "dataset"}
 # Short command-line spellings of the input names (``conj sample --model M --output DIR``); recipes
 # and dataclasses use the long name only.
 CLI_ALIASES = {"model_name_or_path": ("model",), "dataset_name": ("dataset",), "output_dir": ("output",)}
@@ -403,6 +405,20 @@ def load_config(cls: type[T], path: str | Path | None, overrides: Sequence[str] 
                 *, section: str | None = None, fixed: dict[str, Any] | None = None) -> T:
     """Load a recipe (optionally one ``section:`` of it) into ``cls`` and apply CLI overrides."""
     return ConjParser(cls).parse(path, overrides, section=section, fixed=fixed)
+
+
+def settings_hash(cfg: Any, *, exclude: Iterable[str], old_names: dict[str, str] | None = None,
+                  **extra: Any) -> str:
+    """Hash of ``cfg``'s settings not in ``exclude`` (plus ``extra``): a run folder's config claim.
+
+    ``old_names`` maps renamed fields to the names they were hashed under before, so a run folder
+    written before a rename still resumes under the same settings.
+    """
+    from conj_train.io import stable_hash
+
+    skip, old = set(exclude), old_names or {}
+    d = {old.get(k, k): v for k, v in config_to_dict(cfg).items() if k not in skip}
+    return stable_hash({**d, **extra})
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -39,12 +39,14 @@ from typing import Any
 
 from conj_train.benchmarks import benchmark_for, default_split
 from conj_train.config import (
+    INPUT_OLD_NAMES,
     RUNTIME_FIELDS,
     EngineOptions,
     JudgeInputOptions,
     ShardedRunOptions,
     config_to_dict,
     select_by_length,
+    settings_hash,
 )
 from conj_train.data.records import INGEST_MODES
 from conj_train.errors import ConjError
@@ -56,7 +58,6 @@ from conj_train.io import (
     iter_jsonl,
     library_versions,
     read_json,
-    stable_hash,
 )
 from conj_train.judge import MODEL_KINDS, Judge, Judgment, RewardModel, detect_model_kind
 from conj_train.metrics import (
@@ -185,8 +186,8 @@ class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions):
 
     def output_hash(self, model_path: str, kind: str) -> str:
         """Hash of every setting that changes one model's records."""
-        d = {k: v for k, v in config_to_dict(self).items() if k not in _RUNTIME_FIELDS}
-        return stable_hash({**d, "model_path": model_path, "kind": kind})
+        return settings_hash(self, exclude=_RUNTIME_FIELDS, old_names={**INPUT_OLD_NAMES, "n": "samples"},
+                             model_path=model_path, kind=kind)
 
 
 def _named_specs(value: Any, what: str) -> list[tuple[str, str]]:

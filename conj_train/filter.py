@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import config_to_dict
+from conj_train.config import config_to_dict, settings_hash
 from conj_train.errors import ConjError
 from conj_train.io import (
     atomic_write_json,
@@ -111,7 +111,7 @@ class FilterConfig:
 
     def output_hash(self) -> str:
         """Hash of every setting that changes the output."""
-        return stable_hash({k: v for k, v in config_to_dict(self).items() if k not in _RUNTIME_FIELDS})
+        return settings_hash(self, exclude=_RUNTIME_FIELDS)
 
 
 @dataclass

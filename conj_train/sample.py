@@ -32,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from conj_train.config import (
+    INPUT_OLD_NAMES,
     RUNTIME_FIELDS,
     EngineOptions,
     JudgeInputOptions,
     ShardedRunOptions,
     config_to_dict,
+    settings_hash,
 )
 from conj_train.engines.base import Generation, GenerationRequest, SamplingParams
 from conj_train.errors import ConjError
@@ -132,8 +134,7 @@ class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions):
 
     def output_hash(self) -> str:
         """Hash of every setting that changes what is generated."""
-        d = {k: v for k, v in config_to_dict(self).items() if k not in _RUNTIME_FIELDS}
-        return stable_hash(d)
+        return settings_hash(self, exclude=_RUNTIME_FIELDS, old_names=INPUT_OLD_NAMES)
 
 
 def parse_shard(spec: str) -> tuple[int, int]:

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import config_to_dict
+from conj_train.config import INPUT_OLD_NAMES, config_to_dict, settings_hash
 from conj_train.errors import ConjError
-from conj_train.io import atomic_write_json, file_hash, library_versions, read_json, stable_hash
+from conj_train.io import atomic_write_json, file_hash, library_versions, read_json
 from conj_train.runs import check_output_dir
 
 # The fixed rationale per template language; "{verdict}" is replaced by the drawn slot.
@@ -89,7 +89,7 @@ class WarmupConfig:
 
     def output_hash(self) -> str:
         """Hash of every setting that changes the warmed model."""
-        return stable_hash({k: v for k, v in config_to_dict(self).items() if k not in _RUNTIME_FIELDS})
+        return settings_hash(self, exclude=_RUNTIME_FIELDS, old_names=INPUT_OLD_NAMES)
 
 
 @dataclass
