@@ -287,8 +287,8 @@ def unknown_key_error(key: str, names: Iterable[str], where: str) -> ConjError:
     return ConjError(f"unknown key {key!r} in {where}{did_you_mean(key, names)}")
 
 
-class _YamlValue(argparse.Action):
-    """Store a YAML-typed value; an option given twice (``--model a --model b``) collects a list."""
+class _YamlList(argparse.Action):
+    """Store a YAML-typed value of a field that takes a list: ``--model a --model b`` collects both."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
@@ -296,6 +296,10 @@ class _YamlValue(argparse.Action):
             old = getattr(namespace, self.dest)
             values = [*(old if isinstance(old, list) else [old]), *(values if isinstance(values, list) else [values])]
         setattr(namespace, self.dest, values)
+
+
+def _takes_list(tp: Any) -> bool:
+    return any(a is list or typing.get_origin(a) in (list, tuple) for a in _flat_args(tp))
 
 
 class ConjParser(HfArgumentParser):
@@ -338,7 +342,8 @@ class ConjParser(HfArgumentParser):
             spellings = {f.name, f.name.replace("_", "-"), *CLI_ALIASES.get(f.name, ())}
             groups[owner].add_argument(
                 *(f"--{s}" for s in sorted(spellings, key=lambda s: (s != f.name, s))), dest=f.name,
-                type=yaml_value, nargs="?", const=True, default=argparse.SUPPRESS, action=_YamlValue,
+                type=yaml_value, nargs="?", const=True, default=argparse.SUPPRESS,
+                action=_YamlList if _takes_list(tp) else "store",  # a scalar given twice: the last wins
                 help=f.metadata.get("help", f"(default {f.default!r})" if f.default is not dataclasses.MISSING
                                     else None))
 

@@ -38,20 +38,47 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import did_you_mean, read_yaml
+from conj_train.config import build_config, did_you_mean, read_yaml
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, read_json, stable_hash
 from conj_train.runs import check_output_dir
 
 STAGES = ("warmup", "sample", "filter", "train", "train_rm", "eval")
 ROUND_STAGES = ("sample", "filter", "train", "eval")
-# ``seed`` and ``demo`` are read by ``conj demo`` (toy data and its pass mark), not by the stages.
-TOP_KEYS = {"output_dir", "model_name_or_path", "dataset_name", "heldout", "rounds", "round_init", "launch", "seed", "demo",
-            *STAGES}
+
+
+@dataclass
+class PipelineRecipe:
+    """The top-level keys of a pipeline recipe; each stage section is checked by its stage's config.
+
+    The inputs have the stages' names: ``model_name_or_path`` is the base judge (warm-up, round-1
+    sampling and the scalar RM start from it), ``dataset_name`` the preference source, ``heldout``
+    the evaluation set(s) unless ``eval.dataset_name`` names them.
+    """
+
+    output_dir: str = ""
+    model_name_or_path: str = ""
+    dataset_name: str = ""
+    heldout: str | list[str] | None = None
+    rounds: int = 1
+    round_init: str = "previous"
+    # ``seed`` and ``demo`` are read by ``conj demo`` (toy data and its pass mark), not by the stages.
+    seed: int = 0
+    demo: dict[str, Any] | None = None
+    launch: dict[str, Any] | None = None
+    warmup: dict[str, Any] | None = None
+    sample: dict[str, Any] | None = None
+    filter: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+    train_rm: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
+
+
+TOP_KEYS = {f.name for f in fields(PipelineRecipe)}
 
 
 @dataclass
@@ -94,12 +121,12 @@ def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     for name in ("output_dir", "model_name_or_path", "dataset_name"):
         if not spec.get(name):
             raise ConjError(f"{path}: '{name}' is required")
-    for name in ("sample", "filter", "train", "eval"):
+    for name in STAGES:
         if not isinstance(spec.get(name) or {}, dict):
             raise ConjError(f"{path}: section {name!r} must be a mapping")
-    rounds = spec.get("rounds", 1)
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ConjError(f"{path}: rounds must be >= 1 (an integer), got {rounds!r}")
+    build_config(PipelineRecipe, spec, where=str(path))  # value types, as for every stage
+    if spec.get("rounds", 1) < 1:
+        raise ConjError(f"{path}: rounds must be >= 1 (an integer), got {spec['rounds']!r}")
     if spec.get("round_init", "previous") not in ("previous", "base"):
         raise ConjError(f"{path}: round_init must be 'previous' or 'base'")
     return spec
@@ -242,7 +269,6 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
     Returns the content fingerprint of every data source the stages read (keys of their cache).
     A typo in ``eval:`` must not be found after hours of sampling and training.
     """
-    from conj_train.config import build_config
     from conj_train.data.sources import looks_local
     from conj_train.evaluate import EvalConfig
     from conj_train.filter import FilterConfig
@@ -325,14 +351,12 @@ def _portable(value: Any, out: Path) -> Any:
 
 
 def _run_warmup(cfg: dict, output: Path) -> None:
-    from conj_train.config import build_config
     from conj_train.warmup import WarmupConfig, run_warmup
 
     run_warmup(build_config(WarmupConfig, {**cfg, "output_dir": str(output)}, where="warmup"))
 
 
 def _run_sample(cfg: dict, output: Path) -> None:
-    from conj_train.config import build_config
     from conj_train.sample import SampleConfig, run_sample
 
     cfg, launch = _stage_config(cfg)
@@ -343,14 +367,12 @@ def _run_sample(cfg: dict, output: Path) -> None:
 
 
 def _run_filter(cfg: dict, output: Path) -> None:
-    from conj_train.config import build_config
     from conj_train.filter import FilterConfig, run_filter
 
     run_filter(build_config(FilterConfig, {**cfg, "output_dir": str(output)}, where="filter"))
 
 
 def _run_eval(cfg: dict, output: Path) -> None:
-    from conj_train.config import build_config
     from conj_train.evaluate import EvalConfig, run_eval
 
     cfg, launch = _stage_config(cfg)
