@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--orders", default="both", choices=("both", "random"))
     ap.add_argument("--ingest_mode", default="eval", choices=("eval", "train"))
     args = ap.parse_args()
-    cfg = EvalConfig(model="none", dataset=args.dataset, output_dir="unused", orders=args.orders,
+    cfg = EvalConfig(model_name_or_path="none", dataset_name=args.dataset, output_dir="unused", orders=args.orders,
                      ingest_mode=args.ingest_mode)
     cfg.validate()
     items, info = _load_items(cfg)

@@ -1,20 +1,38 @@
-"""Recipe loading: flat YAML files -> stage config dataclasses, with ``--key value`` overrides.
+"""One config system for every stage: recipe YAML + ``--key value`` overrides -> stage dataclasses.
 
-Recipes are flat, one per experiment (alignment-handbook style). Unknown keys are errors, not
-silently ignored: a typo in an ablation must not quietly run the default.
+Built on transformers' :class:`~transformers.HfArgumentParser`, as TRL's ``TrlParser`` (train and
+train-rm) is: a stage's settings are dataclass fields, a recipe is a flat YAML mapping of them
+(alignment-handbook style), and any of them can be overridden on the command line. A stage config is
+one dataclass made of parts, parsed together from the same flat keys, one name per setting:
+
+* mixed-in parts the stage reads setting by setting (:class:`JudgeInputOptions`, :class:`EngineOptions`,
+  :class:`ShardedRunOptions`);
+* nested parts a core function takes whole (the filter's ``rules: PairRules`` and
+  ``length: LengthRule``): their fields are recipe keys of their own, next to the stage's.
+
+Every value, from YAML or from the command line, is typed the YAML way (``--n 4`` is an integer,
+``--hint_reading=code`` a string, ``[a, b]`` a list, ``null`` None) and then checked against the
+field's annotation and :data:`BOUNDS`: argparse cannot type ``Any``, ``dict`` or union fields, and
+one check for both sources keeps their errors alike. Unknown keys are errors, not silently ignored
+(a typo in an ablation must not quietly run the default); the error suggests the closest key, or the
+new name of a renamed one (:data:`RENAMED`).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
+import inspect
 import logging
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from transformers import HfArgumentParser
 
 from conj_train.errors import ConjError
 
@@ -25,21 +43,34 @@ T = TypeVar("T")
 
 @dataclass
 class ShardedRunOptions:
-    """Runtime options shared by the stages that generate with an engine (sampling, evaluation).
+    """How a run of an engine stage (sampling, evaluation) is split and resumed.
 
     None of them changes what is generated, so they stay out of a run's config hash: a different batch
     size or shard count resumes the same run.
     """
 
     batch_pairs: int = 8
-    threads: int | None = None
     shard: str | None = None
     overwrite: bool = False
     progress: bool = True
+    merge_only: bool = False
+
+
+@dataclass
+class EngineOptions:
+    """The generation engine of the stages that prompt a judge (sampling, evaluation) and its settings."""
+
+    engine: str = "hf"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    # hf engine: 0 = one request per forward (a request's texts never depend on the others); above 0,
+    # requests are packed up to this many rows x (prompt + new tokens): faster (bench/sample.py), and
+    # texts then depend on the pack up to rounding, so it is part of the run's config.
+    hf_batch_tokens: int = 0
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     max_model_len: int | None = None
-    merge_only: bool = False
+    threads: int | None = None
 
 
 @dataclass
@@ -59,13 +90,6 @@ class JudgeInputOptions:
     template: str = "conj-zh"
     system_prompt: str | None = None
     swap_seed: int = 2021
-    engine: str = "hf"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    # hf engine: 0 = one request per forward (a request's texts never depend on the others); above 0,
-    # requests are packed up to this many rows x (prompt + new tokens): faster (bench/sample.py), and
-    # texts then depend on the pack up to rounding, so it is part of the run's config.
-    hf_batch_tokens: int = 0
 
     def load_records(self, source: str) -> tuple[list[dict], Any]:
         """Canonical records of ``source`` (the first ``max_pairs`` used rows) and the ingest report."""
@@ -94,8 +118,18 @@ def select_by_length(records: list[dict], longer: str | None, ratio: float, *, s
     return kept
 
 
-RUNTIME_FIELDS = frozenset(f.name for f in dataclasses.fields(ShardedRunOptions)) - {
-    "tensor_parallel_size", "max_model_len"}
+# Settings of the engine stages that do not change what is generated (out of their config hash).
+RUNTIME_FIELDS = frozenset({f.name for f in dataclasses.fields(ShardedRunOptions)}
+                           | {"threads", "gpu_memory_utilization"})
+
+# Keys renamed when every stage took TRL's input names: an old recipe's key gets the new name as its hint.
+RENAMED = {"model": "model_name_or_path", "base_model": "model_name_or_path", "dataset": "dataset_name",
+           "sample_dir": "dataset_name", "samples": "n", "output": "output_dir"}
+# The old names of the input fields in the config hashes of sample and warm-up run folders.
+INPUT_OLD_NAMES = {"model_name_or_path": "model", "dataset_name": "dataset"}
+# Short command-line spellings of the input names (``conj sample --model M --output DIR``); recipes
+# and dataclasses use the long name only.
+CLI_ALIASES = {"model_name_or_path": ("model",), "dataset_name": ("dataset",), "output_dir": ("output",)}
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -118,13 +152,23 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """Turn ``["--n", "4", "--hint_reading=code"]`` into ``{"n": 4, "hint_reading": "code"}``.
 
-    Values are read as YAML scalars, so numbers, booleans, null and ``[a, b]`` lists keep their type.
-    """
+def yaml_value(raw: str) -> Any:
+    """A command-line string read as a YAML scalar or flow list (``4``, ``true``, ``null``, ``[a, b]``)."""
     import yaml
 
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["--sample.n", "4", "--x=code"]`` into ``{"sample.n": 4, "x": "code"}`` (pipeline overrides).
+
+    Values are typed by :func:`yaml_value`; a key without a value is ``true``. Stage options go
+    through :class:`ConjParser`, which knows the keys; this reads the dotted ``--STAGE.KEY`` ones.
+    """
     out: dict[str, Any] = {}
     i = 0
     while i < len(items):
@@ -141,10 +185,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         else:
             raw = "true"
             i += 1
-        try:
-            out[key.replace("-", "_")] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            out[key.replace("-", "_")] = raw
+        out[key.replace("-", "_")] = yaml_value(raw)
     return out
 
 
@@ -152,7 +193,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
 # value outside them would otherwise be read in a surprising way (max_pairs -5 = "all but 5") or fail
 # deep inside a run.
 BOUNDS: dict[str, tuple[float, float | None]] = {
-    **dict.fromkeys(("batch_pairs", "max_new_tokens", "samples", "max_pairs", "tensor_parallel_size",
+    **dict.fromkeys(("batch_pairs", "max_new_tokens", "max_pairs", "tensor_parallel_size",
                      "threads", "max_model_len", "per_device_train_batch_size", "max_length",
                      "reliability_bins", "probability_batch_tokens", "rm_batch_size", "logging_steps",
                      "cut_tokens", "cut_trigger_chars", "forced_negative_tokens"), (1, None)),
@@ -167,7 +208,7 @@ BOUNDS: dict[str, tuple[float, float | None]] = {
 
 def _type_name(tp: Any) -> str:
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-             dict: "a mapping", list: "a list", type(None): "null"}
+             dict: "a mapping", list: "a list", tuple: "a list", type(None): "null"}
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
@@ -191,6 +232,10 @@ def _has_type(value: Any, tp: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if tp is str:
         return isinstance(value, str)
+    if origin is tuple:  # tuple[str, ...]: a YAML list (or "a,b"), made a tuple by ConjParser
+        item = typing.get_args(tp)[0]
+        return (item is str and isinstance(value, str)) or (
+            isinstance(value, list | tuple) and all(_has_type(v, item) for v in value))
     if origin is list or tp is list:
         args = typing.get_args(tp)
         if args == (str,) and isinstance(value, str):
@@ -227,42 +272,166 @@ def _flat_args(tp: Any) -> tuple[Any, ...]:
     return (tp,)
 
 
+
+
+def did_you_mean(key: str, names: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` with a renamed key's new name or the closest known key, or ""."""
+    names = sorted(names)
+    new = RENAMED.get(key)
+    close = [new] if new in names else difflib.get_close_matches(key, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_key_error(key: str, names: Iterable[str], where: str) -> ConjError:
+    """The error for an unknown key in ``where``, with :func:`did_you_mean`'s hint."""
+    return ConjError(f"unknown key {key!r} in {where}{did_you_mean(key, names)}")
+
+
+class _YamlList(argparse.Action):
+    """Store a YAML-typed value of a field that takes a list: ``--model a --model b`` collects both."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if self.dest in vars(namespace):
+            old = getattr(namespace, self.dest)
+            values = [*(old if isinstance(old, list) else [old]), *(values if isinstance(values, list) else [values])]
+        setattr(namespace, self.dest, values)
+
+
+def _takes_list(tp: Any) -> bool:
+    return any(a is list or typing.get_origin(a) in (list, tuple) for a in _flat_args(tp))
+
+
+class ConjParser(HfArgumentParser):
+    """HfArgumentParser for a stage config dataclass and its nested parts, with YAML-typed values.
+
+    ``ConjParser(SampleConfig).parse("recipe.yaml", ["--n", "4"])`` reads the recipe, applies the
+    overrides and returns a checked ``SampleConfig``. Each setting is one ``--name`` option (grouped
+    by the part that defines it in ``--help``); values are read by :func:`yaml_value` and checked by
+    :func:`check_types` whatever their source. Bad input of any kind is a one-line ConjError.
+    """
+
+    def __init__(self, cls: type, **kwargs: Any) -> None:
+        self.stage_cls = cls
+        # setting name -> (the part whose annotation types it, the nested field holding it or None)
+        self.settings: dict[str, tuple[type, str | None]] = {}
+        kwargs.setdefault("allow_abbrev", False)  # "--model" must never abbreviate "--model_kind"
+        kwargs.setdefault("add_help", False)
+        super().__init__([cls], **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:  # argparse would print usage and exit
+        """Raise argparse's complaint as a ConjError (one line, exit 2)."""
+        raise ConjError(message)
+
+    def _add_dataclass_arguments(self, dtype: type, nested: str | None = None) -> None:
+        hints = typing.get_type_hints(dtype)
+        groups: dict[type, Any] = {}
+        for f in dataclasses.fields(dtype):
+            if not f.init:
+                continue
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):  # a nested part: its settings are keys of their own
+                self._add_dataclass_arguments(tp, nested=f.name)  # type: ignore[arg-type]
+                continue
+            if f.name in self.settings:
+                raise TypeError(f"{self.stage_cls.__name__}: two settings named {f.name!r}")
+            owner = next(c for c in dtype.__mro__ if f.name in inspect.get_annotations(c))
+            self.settings[f.name] = (owner, nested)
+            if owner not in groups:
+                groups[owner] = self.add_argument_group(owner.__name__, (owner.__doc__ or "").split("\n")[0])
+            spellings = {f.name, f.name.replace("_", "-"), *CLI_ALIASES.get(f.name, ())}
+            groups[owner].add_argument(
+                *(f"--{s}" for s in sorted(spellings, key=lambda s: (s != f.name, s))), dest=f.name,
+                type=yaml_value, nargs="?", const=True, default=argparse.SUPPRESS,
+                action=_YamlList if _takes_list(tp) else "store",  # a scalar given twice: the last wins
+                help=f.metadata.get("help", f"(default {f.default!r})" if f.default is not dataclasses.MISSING
+                                    else None))
+
+    def parse_cli(self, argv: Sequence[str]) -> dict[str, Any]:
+        """The settings given as ``--key value`` / ``--key=value`` / ``--flag`` (true)."""
+        namespace, rest = self.parse_known_args(list(argv))
+        for item in rest:
+            if item.startswith("--") and item != "--":
+                raise unknown_key_error(item[2:].split("=", 1)[0].replace("-", "_"), self.settings,
+                                        "command-line options")
+            raise ConjError(f"expected --key value, got {item!r}")
+        return vars(namespace)
+
+    def build(self, values: dict[str, Any], *, where: str = "config") -> Any:
+        """The stage config of ``values`` (flat settings); unknown keys or bad values raise a ConjError."""
+        unknown = sorted(set(values) - set(self.settings))
+        if unknown:
+            raise unknown_key_error(unknown[0], self.settings, where)
+        for key, value in values.items():
+            check_types(self.settings[key][0], {key: value}, where=where)
+        top: dict[str, Any] = {}
+        nested: dict[str, dict[str, Any]] = {}
+        hints = typing.get_type_hints(self.stage_cls)
+        for f in dataclasses.fields(self.stage_cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                nested[f.name] = {}
+        for key, value in values.items():
+            owner, holder = self.settings[key]
+            if typing.get_origin(typing.get_type_hints(owner)[key]) is tuple:
+                value = tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else tuple(value)
+            (nested[holder] if holder else top)[key] = value
+        try:
+            parts = {name: hints[name](**kw) for name, kw in nested.items()}
+            cfg = self.stage_cls(**top, **parts)
+        except (TypeError, ValueError) as e:
+            raise ConjError(f"{where}: {e}") from e
+        validate = getattr(cfg, "validate", None)
+        if validate is not None:
+            validate()
+        return cfg
+
+    def parse(self, path: str | Path | None = None, argv: Sequence[str] = (), *, section: str | None = None,
+              fixed: dict[str, Any] | None = None) -> Any:
+        """Recipe ``path`` (or its ``section:``), then ``argv`` overrides, then ``fixed`` values."""
+        values: dict[str, Any] = {}
+        where = "command-line options"
+        if path is not None:
+            values = read_yaml(path)
+            if section is not None:
+                values = values.get(section) or {}
+                if not isinstance(values, dict):
+                    raise ConjError(f"{path}: section {section!r} must be a mapping")
+            where = f"{path}" + (f" [{section}]" if section else "")
+        values = {**values, **self.parse_cli(argv), **(fixed or {})}
+        return self.build(values, where=where)
+
+
 def build_config(cls: type[T], values: dict[str, Any], *, where: str = "config") -> T:
-    """Instantiate dataclass ``cls`` from ``values``; unknown keys or wrongly typed values raise a ConjError."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - names)
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(key, sorted(names), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConjError(f"unknown key {key!r} in {where}{hint}")
-    check_types(cls, values, where=where)
-    try:
-        cfg = cls(**values)
-    except TypeError as e:
-        raise ConjError(f"{where}: {e}") from e
-    validate = getattr(cfg, "validate", None)
-    if validate is not None:
-        validate()
-    return cfg
+    """Instantiate stage config ``cls`` from flat ``values``; unknown keys or bad values raise a ConjError."""
+    return ConjParser(cls).build(values, where=where)
 
 
 def load_config(cls: type[T], path: str | Path | None, overrides: Sequence[str] = (),
-                *, section: str | None = None) -> T:
+                *, section: str | None = None, fixed: dict[str, Any] | None = None) -> T:
     """Load a recipe (optionally one ``section:`` of it) into ``cls`` and apply CLI overrides."""
-    values: dict[str, Any] = {}
-    where = "command-line options"
-    if path is not None:
-        values = read_yaml(path)
-        if section is not None:
-            values = values.get(section) or {}
-            if not isinstance(values, dict):
-                raise ConjError(f"{path}: section {section!r} must be a mapping")
-        where = f"{path}" + (f" [{section}]" if section else "")
-    values = {**values, **parse_overrides(overrides)}
-    return build_config(cls, values, where=where)
+    return ConjParser(cls).parse(path, overrides, section=section, fixed=fixed)
+
+
+def settings_hash(cfg: Any, *, exclude: Iterable[str], old_names: dict[str, str] | None = None,
+                  **extra: Any) -> str:
+    """Hash of ``cfg``'s settings not in ``exclude`` (plus ``extra``): a run folder's config claim.
+
+    ``old_names`` maps renamed fields to the names they were hashed under before, so a run folder
+    written before a rename still resumes under the same settings.
+    """
+    from conj_train.io import stable_hash
+
+    skip, old = set(exclude), old_names or {}
+    d = {old.get(k, k): v for k, v in config_to_dict(cfg).items() if k not in skip}
+    return stable_hash({**d, **extra})
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A dataclass config as a plain dict (for manifests and hashes)."""
-    return dataclasses.asdict(cfg)
+    """A stage config as one flat dict of its settings, nested parts included (manifests and hashes)."""
+    out: dict[str, Any] = {}
+    for key, value in dataclasses.asdict(cfg).items():
+        if dataclasses.is_dataclass(getattr(cfg, key)):
+            out.update(value)
+        else:
+            out[key] = value
+    return out

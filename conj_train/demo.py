@@ -122,7 +122,8 @@ def run_demo(output: str | Path | None = None, *, config: str | Path = "recipes/
         build_tiny_model(model, seed=seed)
     train, test = write_demo_splits(out / "data", int(demo.get("train_pairs", 1000)),
                                     int(demo.get("test_pairs", 200)), seed=seed)
-    paths = {"output_dir": str(out), "base_model": str(model), "dataset": str(train), "heldout": str(test)}
+    paths = {"output_dir": str(out), "model_name_or_path": str(model), "dataset_name": str(train),
+             "heldout": str(test)}
     result = run_pipeline(config, overrides={**(overrides or {}), **paths})
     metrics = read_json(result.eval_dirs[-1] / "metrics.json")
     rows = {r["model"]: r for r in metrics["comparison"]}

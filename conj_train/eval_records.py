@@ -104,7 +104,7 @@ def make_judge(cfg: EvalConfig, path: str) -> Judge:
         "system_prompt": cfg.system_prompt,
         "max_new_tokens": cfg.max_new_tokens,
         "decoding": cfg.decoding,
-        "samples": cfg.samples,
+        "samples": cfg.n,
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "top_k": cfg.top_k,
@@ -154,7 +154,7 @@ def judge_batches(cfg: EvalConfig, judge: Judge, todo: list[dict], sink: JsonlAp
         seeds = [
             [
                 derive_seed(cfg.seed, it["pair_id"], "eval-swapped" if it["swapped"] else "eval", i)
-                for i in range(cfg.samples)
+                for i in range(cfg.n)
             ]
             for it in batch
         ]

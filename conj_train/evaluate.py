@@ -42,11 +42,14 @@ from typing import Any
 
 from conj_train.benchmarks import default_split
 from conj_train.config import (
+    INPUT_OLD_NAMES,
     RUNTIME_FIELDS,
+    EngineOptions,
     JudgeInputOptions,
     ShardedRunOptions,
     config_to_dict,
     select_by_length,
+    settings_hash,
 )
 from conj_train.data.records import INGEST_MODES
 from conj_train.errors import ConjError
@@ -59,7 +62,6 @@ from conj_train.io import (
     atomic_write_text,
     library_versions,
     read_json,
-    stable_hash,
 )
 from conj_train.judge import MODEL_KINDS
 from conj_train.reward_model import RewardModel, detect_model_kind
@@ -83,20 +85,21 @@ from conj_train.runs import (
 ORDERS = ("both", "random")
 # Settings that do not change any record: left out of the hash so a rerun can change them and resume.
 _RUNTIME_FIELDS = RUNTIME_FIELDS | {
-    "model", "output_dir", "reliability_bins", "probability_batch_tokens", "rm_batch_size"}
+    "model_name_or_path", "output_dir", "reliability_bins", "probability_batch_tokens", "rm_batch_size"}
 
 
 @dataclass
-class EvalConfig(JudgeInputOptions, ShardedRunOptions):
+class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions):
     """Configuration of the evaluation stage (one or several models, one or several data sets)."""
 
-    model: Any = None  # "path" or "name=path", or a list of them
-    dataset: Any = None  # same form as ``model``
+    # "path" or "name=path", or a list of them (``conj eval --model [NAME=]PATH``, repeatable).
+    model_name_or_path: str | list[str] | None = None
+    dataset_name: str | list[str] | None = None  # same form (``--dataset [NAME=]SOURCE``)
     output_dir: str = ""
     model_kind: str = "auto"  # auto | judge | rm (applies to every model)
     orders: str = "both"
     decoding: str = "greedy"
-    samples: int = 1
+    n: int = 1  # judgments per order and pair (n > 1 needs decoding: sample)
     # Sampling settings (decoding: sample). Con-J's released eval script sampled with T 1.0, top-p 0.9
     # and repetition penalty 1.2 (recipes/con-j-qwen2-7b/eval_paper.yaml); the default here applies no
     # repetition penalty (1.0).
@@ -141,8 +144,8 @@ class EvalConfig(JudgeInputOptions, ShardedRunOptions):
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ConjError(f"eval: {name} must be one of {', '.join(allowed)}, not {value!r}")
-        if self.samples < 1 or (self.decoding == "greedy" and self.samples != 1):
-            raise ConjError(f"eval: samples must be >= 1, and 1 with greedy decoding (got {self.samples})")
+        if self.n < 1 or (self.decoding == "greedy" and self.n != 1):
+            raise ConjError(f"eval: n must be >= 1, and 1 with greedy decoding (got {self.n})")
         if self.max_new_tokens < 1 or self.batch_pairs < 1:
             raise ConjError("eval: max_new_tokens and batch_pairs must be >= 1")
         if self.shard is not None:
@@ -185,16 +188,16 @@ class EvalConfig(JudgeInputOptions, ShardedRunOptions):
 
     def model_specs(self) -> list[tuple[str, str]]:
         """``(name, path)`` of every model, in the given order."""
-        return _named_specs(self.model, "model")
+        return _named_specs(self.model_name_or_path, "model")
 
     def dataset_specs(self) -> list[tuple[str, str]]:
         """``(name, path)`` of every data set, in the given order."""
-        return _named_specs(self.dataset, "dataset")
+        return _named_specs(self.dataset_name, "dataset")
 
     def output_hash(self, model_path: str, kind: str) -> str:
         """Hash of every setting that changes one model's records."""
-        d = {k: v for k, v in config_to_dict(self).items() if k not in _RUNTIME_FIELDS}
-        return stable_hash({**d, "model_path": model_path, "kind": kind})
+        return settings_hash(self, exclude=_RUNTIME_FIELDS, old_names={**INPUT_OLD_NAMES, "n": "samples"},
+                             model_path=model_path, kind=kind)
 
 
 def _named_specs(value: Any, what: str) -> list[tuple[str, str]]:
@@ -450,7 +453,7 @@ def merge_eval(cfg: EvalConfig, models: list[tuple[str, str, str]] | None = None
             "rule": "chosen slot = 1 + (sha256(f'{seed}:{pair_id}')[0] & 1)",
         },
         "decoding": cfg.decoding,
-        "samples": cfg.samples,
+        "samples": cfg.n,
         "parser": cfg.parser,
         "template": cfg.template,
         "ingest_mode": cfg.ingest_mode,

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import config_to_dict
+from conj_train.config import config_to_dict, settings_hash
 from conj_train.errors import ConjError
 from conj_train.filter_report import build_report, format_summary, report_markdown, write_report_png
 from conj_train.io import (
@@ -44,11 +44,9 @@ from conj_train.io import (
     atomic_write_text,
     file_hash,
     library_versions,
-    stable_hash,
     write_jsonl,
 )
 from conj_train.pairs import (
-    PAIR_TYPES,
     LengthRule,
     Pair,
     PairRules,
@@ -64,74 +62,48 @@ from conj_train.tokens import LazyTokenizer
 
 SPLITS = ("train", "validation")
 # Fields that do not change the output: excluded from the config hash (the input is hashed by content).
-_RUNTIME_FIELDS = {"sample_dir", "output_dir", "overwrite"}
+_RUNTIME_FIELDS = {"dataset_name", "output_dir", "overwrite"}
 _OUTPUTS = ("manifest.json", "dataset", "train.jsonl", "validation.jsonl", "report.json", "report.md",
             "report.png")
 
 
 @dataclass
 class FilterConfig:
-    """Configuration of the filter stage; defaults reproduce the released code (``code`` preset)."""
+    """Configuration of the filter stage; defaults reproduce the released code (``code`` preset).
 
-    sample_dir: str = ""
+    Its pair-building and length rules are the core's own dataclasses (:class:`PairRules`,
+    :class:`LengthRule`), nested here and parsed from the same flat recipe keys (``preset``,
+    ``max_best_of_n``, ..., ``seed``; ``length_rule``, ``cut_tokens``, ...). The input is a finished
+    ``conj sample`` folder, named ``dataset_name`` like every stage's input (the data set the
+    judgments are filtered from).
+    """
+
+    dataset_name: str = ""  # the `conj sample` output folder
     output_dir: str = ""
-    preset: str = "code"
-    pair_types: list[str] = field(default_factory=lambda: list(PAIR_TYPES))
-    max_best_of_n: int = 3
-    max_pos_unknown: int = 1
-    max_hint: int = 1
-    allow_unparseable_chosen: bool | None = None  # None: kept under preset "code" only (PairRules)
-    # Length rule on hint outputs (conj-spec 6.3).
-    length_rule: bool = True
-    cut_tokens: int = 400
-    cut_trigger_chars: int = 600
-    forced_negative_tokens: int = 512
-    cut_keep_period: bool = False
-    tokenizer: str | None = None  # default: the sampling run's model
+    rules: PairRules = field(default_factory=PairRules)
+    length: LengthRule = field(default_factory=LengthRule)
+    tokenizer: str | None = None  # for the length rule; default: the sampling run's model
     trust_remote_code: bool = False
-    # Beyond the original: off by default, so that preset "code" builds the released script's pairs.
-    dedup_texts: bool = False
-    drop_identical: bool = False
-    balance: bool = False
+    balance: bool = False  # beyond the original: downsample the majority label (seeded by ``seed``)
     # Ablation "no rationale": each parsed judgment becomes {"<verdict key>": v}; unparseable ones stay.
     verdict_only: bool = False
     validation_share: float = 0.05
-    seed: int = 2021
     overwrite: bool = False
 
     def validate(self) -> None:
         """Check values before any file is read."""
-        for name in ("sample_dir", "output_dir"):
+        for name in ("dataset_name", "output_dir"):
             if not getattr(self, name):
                 raise ConjError(f"filter: '{name}' is required")
-        if isinstance(self.pair_types, str):
-            self.pair_types = [t.strip() for t in self.pair_types.split(",") if t.strip()]
-        self.rules().validate()
-        for name in ("cut_tokens", "cut_trigger_chars", "forced_negative_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConjError(f"filter: {name} must be an integer >= 1, got {value!r}")
+        self.rules.validate()
+        self.length.validate()
         share = self.validation_share
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
             raise ConjError(f"filter: validation_share must be in [0, 1), got {share!r}")
 
-    def rules(self) -> PairRules:
-        """The pair-building rules of this config."""
-        return PairRules(preset=self.preset, max_best_of_n=self.max_best_of_n,
-                         max_pos_unknown=self.max_pos_unknown, max_hint=self.max_hint,
-                         pair_types=tuple(self.pair_types), dedup_texts=self.dedup_texts,
-                         drop_identical=self.drop_identical,
-                         allow_unparseable_chosen=self.allow_unparseable_chosen, seed=self.seed)
-
-    def length(self) -> LengthRule:
-        """The length rule of this config."""
-        return LengthRule(enabled=self.length_rule, cut_tokens=self.cut_tokens,
-                          trigger_chars=self.cut_trigger_chars, forced_tokens=self.forced_negative_tokens,
-                          keep_period=self.cut_keep_period)
-
     def output_hash(self) -> str:
         """Hash of every setting that changes the output."""
-        return stable_hash({k: v for k, v in config_to_dict(self).items() if k not in _RUNTIME_FIELDS})
+        return settings_hash(self, exclude=_RUNTIME_FIELDS)
 
 
 @dataclass
@@ -231,10 +203,10 @@ def _check_output(out: Path, cfg: FilterConfig, in_hash: str) -> dict | None:
 
 
 def run_filter(cfg: FilterConfig) -> FilterResult:
-    """Run stage 2 on ``cfg.sample_dir`` and write the dataset, report and manifest to ``cfg.output_dir``."""
+    """Run stage 2 on the sampling run ``cfg.dataset_name``; write the dataset, report and manifest to ``cfg.output_dir``."""
     cfg.validate()
     t0 = time.perf_counter()
-    sample_dir, out = Path(cfg.sample_dir), check_output_dir(cfg.output_dir)
+    sample_dir, out = Path(cfg.dataset_name), check_output_dir(cfg.output_dir)
     sample_manifest = read_sample_manifest(sample_dir)
     in_hash = run_fingerprint(sample_dir, ("prompts", "judgments"))  # manifest + both record sets
     done = _check_output(out, cfg, in_hash)
@@ -243,18 +215,18 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
                             summary=f"{out}: already filtered with this config and input; nothing to do")
 
     sample_cfg = sample_manifest.get("config", {})
-    tok_name = cfg.tokenizer or sample_cfg.get("model", "")
+    tok_name = cfg.tokenizer or sample_cfg.get("model_name_or_path") or sample_cfg.get("model", "")
     tokenizer = LazyTokenizer(tok_name, cfg.trust_remote_code or bool(sample_cfg.get("trust_remote_code")),
                               purpose="filter: the length rule")
     judgment_counts: Counter = Counter()
-    rules = cfg.rules()
+    rules = cfg.rules
     with gc_paused():
         prompts = read_prompts(sample_dir)
         expected = sample_manifest.get("counts", {})
         if "pairs" in expected and len(prompts) != expected["pairs"]:
             raise ConjError(f"{sample_dir}: {len(prompts)} prompts on disk but the sampling manifest lists "
                             f"{expected['pairs']} pairs; the prompts files changed after sampling")
-        grouped = read_judgments(sample_dir, prompts, tokenizer=tokenizer, length_rule=cfg.length(),
+        grouped = read_judgments(sample_dir, prompts, tokenizer=tokenizer, length_rule=cfg.length,
                                  counts=judgment_counts, expected=expected.get("judgments"))
         outcomes = [build_pairs(pid, prompts[pid]["label"], grouped.get(pid, []), rules)
                     for pid in sorted(prompts)]
@@ -263,7 +235,7 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
         by_split[split_of(o.pair_id, cfg.validation_share)].extend(o.pairs)
     before = {s: list(ps) for s, ps in by_split.items()}
     if cfg.balance:
-        by_split = {s: balance_by_label(ps, cfg.seed)[0] for s, ps in by_split.items()}
+        by_split = {s: balance_by_label(ps, cfg.rules.seed)[0] for s, ps in by_split.items()}
 
     verdict_key = get_template(sample_cfg.get("template") or "conj-zh").verdict_key if cfg.verdict_only else None
     # The DPO prompt is what the judge was sampled from, as sampling wrote it (system turn included).

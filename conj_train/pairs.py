@@ -6,13 +6,13 @@ slot) or ``unparseable``. A judgment whose generation stopped at the token limit
 gets the unparseable reason ``truncated``.
 
 Length rule (conj-spec 6.3), on hint outputs only
-    When a hint output is longer than ``trigger_chars`` characters *and* the whole text is valid JSON
+    When a hint output is longer than ``cut_trigger_chars`` characters *and* the whole text is valid JSON
     (reshaped code-reading outputs with raw newlines or quotes are not, so the rule silently skips
     them, as in the original), its rationale is tokenized with the judge's tokenizer. Over
     ``cut_tokens`` tokens, the first ``cut_tokens`` are decoded and cut at the last ``。`` or ``.``;
     the object is re-serialised with ``json.dumps(..., ensure_ascii=False)``. Like the original's
-    ``text[:last_period]``, the period itself is dropped unless ``keep_period``. Without any period
-    the judgment is forced ``negative`` and its text becomes the decoded first ``forced_tokens``
+    ``text[:last_period]``, the period itself is dropped unless ``cut_keep_period``. Without any period
+    the judgment is forced ``negative`` and its text becomes the decoded first ``forced_negative_tokens``
     tokens of the rationale (raw text, no JSON). The class is otherwise the one parsed from the
     original text. The rationale is read from ``原因`` or, for the English template, ``reason``.
 
@@ -88,18 +88,33 @@ _PERIODS = ("。", ".")
 
 @dataclass(frozen=True)
 class LengthRule:
-    """The 400-token rationale cut on hint outputs (conj-spec 6.3); defaults are the original's."""
+    """The 400-token rationale cut on hint outputs (conj-spec 6.3); defaults are the original's.
 
-    enabled: bool = True
+    The field names are the filter recipe's keys (one name per setting, see conj_train.config).
+    """
+
+    length_rule: bool = True  # the rule is on
     cut_tokens: int = 400
-    trigger_chars: int = 600
-    forced_tokens: int = 512
-    keep_period: bool = False
+    cut_trigger_chars: int = 600
+    forced_negative_tokens: int = 512
+    cut_keep_period: bool = False
+
+    def validate(self) -> None:
+        """Raise ConjError for token / character limits below 1."""
+        for name in ("cut_tokens", "cut_trigger_chars", "forced_negative_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConjError(f"filter: {name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
 class PairRules:
-    """How pairs are built from one pair id's judgments; defaults are the released code's."""
+    """How pairs are built from one pair id's judgments; defaults are the released code's.
+
+    ``preset`` (``code`` / ``paper``) picks the pair-building algorithm; it is not the sampler's
+    ``hint_reading`` (``paper`` / ``code``: how a hint is given), though both name the source they
+    follow. ``seed`` also seeds the filter's label balancing.
+    """
 
     preset: str = "code"
     max_best_of_n: int = 3
@@ -192,7 +207,7 @@ def apply_length_rule(text: str, tokenizer: Any, rule: LengthRule) -> tuple[str,
 
 def _rule_target(text: str, rule: LengthRule) -> tuple[dict, str] | None:
     """(object, rationale key) when the rule applies to ``text``."""
-    if not rule.enabled or len(text) <= rule.trigger_chars:
+    if not rule.length_rule or len(text) <= rule.cut_trigger_chars:
         return None
     try:
         obj = json.loads(text)
@@ -218,8 +233,8 @@ def _cut(target: tuple[dict, str], ids: list[int], tokenizer: Any, rule: LengthR
     head = decode_ids(tokenizer, ids[: rule.cut_tokens])
     period = max(head.rfind(p) for p in _PERIODS)
     if period < 0:
-        return decode_ids(tokenizer, ids[: rule.forced_tokens]), FORCED_NEGATIVE
-    obj[key] = head[: period + 1] if rule.keep_period else head[:period]
+        return decode_ids(tokenizer, ids[: rule.forced_negative_tokens]), FORCED_NEGATIVE
+    obj[key] = head[: period + 1] if rule.cut_keep_period else head[:period]
     return json.dumps(obj, ensure_ascii=False), CUT
 
 
@@ -239,12 +254,12 @@ def classify_judgments(
     for all the hint outputs it applies to (see :mod:`conj_train.tokens`)."""
     out: list[SampledJudgment] = []
     targets: list[tuple[int, tuple[dict, str]]] = []
-    rule = length_rule or LengthRule(enabled=False)
+    rule = length_rule or LengthRule(length_rule=False)
     for record, label in items:
         text = record["text"]
         parsed = parse_verdict(text, "strict")
         kind = record["kind"]
-        if rule.enabled and kind != REPEATED:
+        if rule.length_rule and kind != REPEATED:
             target = _rule_target(text, rule)
             if target is not None:
                 targets.append((len(out), target))

@@ -4,9 +4,9 @@ A pipeline recipe names the inputs once and holds one section per stage, each wi
 stage's recipe keys (the keys of ``recipes/<x>/{sample,filter,train,...}.yaml``)::
 
     output_dir: runs/demo
-    base_model: runs/demo/tiny-model       # the judge to start from (an instruct model)
-    dataset: runs/demo/data/train.jsonl    # the preference source
-    heldout: runs/demo/data/test.jsonl     # evaluation set (or eval: {dataset: ...})
+    model_name_or_path: runs/demo/tiny-model   # the base judge to start from (an instruct model)
+    dataset_name: runs/demo/data/train.jsonl   # the preference source
+    heldout: runs/demo/data/test.jsonl     # evaluation set (or eval: {dataset_name: ...})
     rounds: 1                              # iterative Con-J: round r samples with round r-1's judge
     round_init: previous                   # train round r from round r-1's judge, or "base"
     warmup: {...}                          # optional SFT warm-up (the demo's stand-in instruct model)
@@ -20,7 +20,8 @@ stage's recipe keys (the keys of ``recipes/<x>/{sample,filter,train,...}.yaml``)
       train: {config_file: accelerate_configs/zero3.yaml, num_processes: 8}
       eval: {multi_gpu: true, num_processes: 8}
 
-The runner fills in every path (model, dataset, output folders), so stages chain one way:
+The runner fills in every stage's inputs (``model_name_or_path``, ``dataset_name``, ``output_dir``:
+the names every stage uses), so stages chain one way:
 ``warmup -> sample -> filter -> train -> train_rm -> eval`` under ``output_dir/[round-r/]<stage>/``.
 
 Cache: each stage's key is a hash of its filled-in config and the keys of the stages it reads. A stage
@@ -37,20 +38,47 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import read_yaml
+from conj_train.config import build_config, did_you_mean, read_yaml
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, read_json, stable_hash
 from conj_train.runs import check_output_dir
 
 STAGES = ("warmup", "sample", "filter", "train", "train_rm", "eval")
 ROUND_STAGES = ("sample", "filter", "train", "eval")
-# ``seed`` and ``demo`` are read by ``conj demo`` (toy data and its pass mark), not by the stages.
-TOP_KEYS = {"output_dir", "base_model", "dataset", "heldout", "rounds", "round_init", "launch", "seed", "demo",
-            *STAGES}
+
+
+@dataclass
+class PipelineRecipe:
+    """The top-level keys of a pipeline recipe; each stage section is checked by its stage's config.
+
+    The inputs have the stages' names: ``model_name_or_path`` is the base judge (warm-up, round-1
+    sampling and the scalar RM start from it), ``dataset_name`` the preference source, ``heldout``
+    the evaluation set(s) unless ``eval.dataset_name`` names them.
+    """
+
+    output_dir: str = ""
+    model_name_or_path: str = ""
+    dataset_name: str = ""
+    heldout: str | list[str] | None = None
+    rounds: int = 1
+    round_init: str = "previous"
+    # ``seed`` and ``demo`` are read by ``conj demo`` (toy data and its pass mark), not by the stages.
+    seed: int = 0
+    demo: dict[str, Any] | None = None
+    launch: dict[str, Any] | None = None
+    warmup: dict[str, Any] | None = None
+    sample: dict[str, Any] | None = None
+    filter: dict[str, Any] | None = None
+    train: dict[str, Any] | None = None
+    train_rm: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
+
+
+TOP_KEYS = {f.name for f in fields(PipelineRecipe)}
 
 
 @dataclass
@@ -88,16 +116,17 @@ def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> 
             spec[stage] = value
     unknown = sorted(set(spec) - TOP_KEYS)
     if unknown:
-        raise ConjError(f"{path}: unknown pipeline key {unknown[0]!r} (stages: {', '.join(STAGES)})")
-    for name in ("output_dir", "base_model", "dataset"):
+        raise ConjError(f"{path}: unknown pipeline key {unknown[0]!r}{did_you_mean(unknown[0], TOP_KEYS)} "
+                        f"(stages: {', '.join(STAGES)})")
+    for name in ("output_dir", "model_name_or_path", "dataset_name"):
         if not spec.get(name):
             raise ConjError(f"{path}: '{name}' is required")
-    for name in ("sample", "filter", "train", "eval"):
+    for name in STAGES:
         if not isinstance(spec.get(name) or {}, dict):
             raise ConjError(f"{path}: section {name!r} must be a mapping")
-    rounds = spec.get("rounds", 1)
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ConjError(f"{path}: rounds must be >= 1 (an integer), got {rounds!r}")
+    build_config(PipelineRecipe, spec, where=str(path))  # value types, as for every stage
+    if spec.get("rounds", 1) < 1:
+        raise ConjError(f"{path}: rounds must be >= 1 (an integer), got {spec['rounds']!r}")
     if spec.get("round_init", "previous") not in ("previous", "base"):
         raise ConjError(f"{path}: round_init must be 'previous' or 'base'")
     return spec
@@ -167,12 +196,12 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
     def past_until(name: str) -> bool:
         return until is not None and STAGES.index(name) > STAGES.index(until)
 
-    base = str(spec["base_model"])
+    base = str(spec["model_name_or_path"])
     judge0, judge0_key = base, stable_hash(base)
     if spec.get("warmup") is not None and not past_until("warmup"):
-        cfg = {**spec["warmup"], "model": base, "dataset": spec["dataset"]}
+        cfg = {**spec["warmup"], "model_name_or_path": base, "dataset_name": spec["dataset_name"]}
         judge0_key = stage("warmup", "warmup", cfg, [judge0_key], _run_warmup, out / "warmup",
-                           [spec["dataset"]]) or ""
+                           [spec["dataset_name"]]) or ""
         judge0 = str(out / "warmup")
 
     rounds = spec.get("rounds", 1)
@@ -185,13 +214,13 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         init_key = judge0_key if init == judge0 else sampler_key
         if past_until("sample"):
             break
-        s_cfg = {**(spec.get("sample") or {}), "model": sampler, "dataset": spec["dataset"],
+        s_cfg = {**(spec.get("sample") or {}), "model_name_or_path": sampler, "dataset_name": spec["dataset_name"],
                  "_launch": launch.get("sample")}
         s_key = stage("sample", f"sample{tag}", s_cfg, [sampler_key], _run_sample, rdir / "sample",
-                      [spec["dataset"]])
+                      [spec["dataset_name"]])
         if past_until("filter"):
             break
-        f_cfg = {**(spec.get("filter") or {}), "sample_dir": str(rdir / "sample")}
+        f_cfg = {**(spec.get("filter") or {}), "dataset_name": str(rdir / "sample")}
         f_key = stage("filter", f"filter{tag}", f_cfg, [s_key], _run_filter, rdir / "filter")
         if past_until("train"):
             break
@@ -201,10 +230,10 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         models = [f"base={judge0}", f"conj={rdir / 'train'}"]
         keys = [judge0_key, t_key]
         if spec.get("train_rm") is not None and r == 1 and not past_until("train_rm"):
-            rm_cfg = {**spec["train_rm"], "model_name_or_path": base, "dataset_name": spec["dataset"],
+            rm_cfg = {**spec["train_rm"], "model_name_or_path": base, "dataset_name": spec["dataset_name"],
                       "pairs_from": str(rdir / "filter"), "_launch": launch.get("train_rm")}
             rm_key = stage("train_rm", "train_rm", rm_cfg, [f_key], _run_train_rm, out / "reward",
-                           [spec["dataset"]])
+                           [spec["dataset_name"]])
             models.insert(1, f"rm={out / 'reward'}")
             keys.append(rm_key)
         elif spec.get("train_rm") is not None and (out / "reward").exists():
@@ -213,7 +242,7 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         if past_until("eval"):
             break
         e_cfg = _eval_section(spec)
-        e_cfg["model"] = models
+        e_cfg["model_name_or_path"] = models
         e_cfg["_launch"] = launch.get("eval")
         stage("eval", f"eval{tag}", e_cfg, [str(k) for k in keys], _run_eval, rdir / "eval",
               _eval_sources(e_cfg))
@@ -224,14 +253,14 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
 
 def _eval_section(spec: dict[str, Any]) -> dict[str, Any]:
     e_cfg = dict(spec.get("eval") or {})
-    e_cfg.setdefault("dataset", spec.get("heldout"))
+    e_cfg.setdefault("dataset_name", spec.get("heldout"))
     return e_cfg
 
 
 def _eval_sources(e_cfg: dict[str, Any]) -> list[str]:
     from conj_train.evaluate import _named_specs
 
-    return [src for _, src in _named_specs(e_cfg["dataset"], "dataset")]
+    return [src for _, src in _named_specs(e_cfg["dataset_name"], "dataset")]
 
 
 def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
@@ -240,7 +269,6 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
     Returns the content fingerprint of every data source the stages read (keys of their cache).
     A typo in ``eval:`` must not be found after hours of sampling and training.
     """
-    from conj_train.config import build_config
     from conj_train.data.sources import looks_local
     from conj_train.evaluate import EvalConfig
     from conj_train.filter import FilterConfig
@@ -249,17 +277,19 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
     from conj_train.warmup import WarmupConfig
 
     here = Path(spec["output_dir"]) / "_check"  # never written: the configs only need a value
-    base, dataset = str(spec["base_model"]), str(spec["dataset"])
-    if not spec.get("heldout") and not (spec.get("eval") or {}).get("dataset"):
-        raise ConjError(f"{path}: the eval stage needs 'heldout' or eval.dataset")
+    base, dataset = str(spec["model_name_or_path"]), str(spec["dataset_name"])
+    if not spec.get("heldout") and not (spec.get("eval") or {}).get("dataset_name"):
+        raise ConjError(f"{path}: the eval stage needs 'heldout' or eval.dataset_name")
     e_cfg = _eval_section(spec)
     checks: list[tuple[str, type, dict]] = [
-        ("sample", SampleConfig, {"model": base, "dataset": dataset, "output_dir": str(here)}),
-        ("filter", FilterConfig, {"sample_dir": str(here), "output_dir": str(here)}),
-        ("eval", EvalConfig, {"model": [base], "dataset": e_cfg["dataset"], "output_dir": str(here)}),
+        ("sample", SampleConfig, {"model_name_or_path": base, "dataset_name": dataset, "output_dir": str(here)}),
+        ("filter", FilterConfig, {"dataset_name": str(here), "output_dir": str(here)}),
+        ("eval", EvalConfig, {"model_name_or_path": [base], "dataset_name": e_cfg["dataset_name"],
+                              "output_dir": str(here)}),
     ]
     if spec.get("warmup") is not None:
-        checks.append(("warmup", WarmupConfig, {"model": base, "dataset": dataset, "output_dir": str(here)}))
+        checks.append(("warmup", WarmupConfig, {"model_name_or_path": base, "dataset_name": dataset,
+                                                "output_dir": str(here)}))
     for name, cls, filled in checks:
         section = dict(spec.get(name) or {})
         if not isinstance(spec.get(name) or {}, dict):
@@ -270,7 +300,7 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
             _check_train_section(spec[name], name, path)
     sources = [dataset, *_eval_sources(e_cfg)]
     if looks_local(base) and not Path(base).expanduser().is_dir():
-        raise ConjError(f"{path}: base_model {base}: no such folder")
+        raise ConjError(f"{path}: model_name_or_path {base}: no such folder")
     data: dict[str, str] = {}
     for src in sources:
         if looks_local(src) and not Path(src).expanduser().exists():
@@ -282,9 +312,8 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
 def _check_train_section(section: Any, name: str, path: str | Path) -> None:
     """Unknown keys and wrongly typed values of a train / train_rm section (TRL's fields + ours)."""
     import dataclasses
-    import difflib
 
-    from conj_train.config import check_types
+    from conj_train.config import check_types, unknown_key_error
 
     if not isinstance(section, dict):
         raise ConjError(f"{path}: section {name!r} must be a mapping")
@@ -303,9 +332,7 @@ def _check_train_section(section: Any, name: str, path: str | Path) -> None:
     names = {f.name: cls for cls in classes for f in dataclasses.fields(cls)}
     for key, value in section.items():
         if key not in names:
-            close = difflib.get_close_matches(key, sorted(names), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConjError(f"unknown key {key!r} in {path} [{name}]{hint}")
+            raise unknown_key_error(key, names, f"{path} [{name}]")
         check_types(names[key], {key: value}, where=f"{path} [{name}]")
 
 
@@ -324,14 +351,12 @@ def _portable(value: Any, out: Path) -> Any:
 
 
 def _run_warmup(cfg: dict, output: Path) -> None:
-    from conj_train.config import build_config
     from conj_train.warmup import WarmupConfig, run_warmup
 
     run_warmup(build_config(WarmupConfig, {**cfg, "output_dir": str(output)}, where="warmup"))
 
 
 def _run_sample(cfg: dict, output: Path) -> None:
-    from conj_train.config import build_config
     from conj_train.sample import SampleConfig, run_sample
 
     cfg, launch = _stage_config(cfg)
@@ -342,14 +367,12 @@ def _run_sample(cfg: dict, output: Path) -> None:
 
 
 def _run_filter(cfg: dict, output: Path) -> None:
-    from conj_train.config import build_config
     from conj_train.filter import FilterConfig, run_filter
 
     run_filter(build_config(FilterConfig, {**cfg, "output_dir": str(output)}, where="filter"))
 
 
 def _run_eval(cfg: dict, output: Path) -> None:
-    from conj_train.config import build_config
     from conj_train.evaluate import EvalConfig, run_eval
 
     cfg, launch = _stage_config(cfg)
@@ -366,7 +389,13 @@ def _stage_config(cfg: dict) -> tuple[dict, dict | None]:
 
 
 def _stage_recipe(cfg: dict, output: Path) -> Path:
-    """Write a stage's filled-in config as a flat recipe next to its output folder (for scripts/)."""
+    """Write a stage's filled-in config as a flat recipe next to its output folder.
+
+    Needed by a stage started with ``accelerate launch`` (another process) and by training:
+    ``parse_train_args`` / ``parse_reward_args`` take an argv only (TRL's parser), and argv strings
+    cannot carry every YAML value (mappings such as ``model_init_kwargs``, lists of lists), so the
+    values reach TRL as the ``--config`` file it reads. The other stages are built in memory.
+    """
     import yaml
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -407,8 +436,11 @@ def _run_train(cfg: dict, output: Path) -> None:
         return
     from conj_train.train.args import parse_train_args
     from conj_train.train.dpo import run_train
+    from conj_train.train.machine import set_up_machine
 
-    run_train(*parse_train_args(["--config", str(recipe)]))
+    argv = ["--config", str(recipe)]
+    set_up_machine(argv)
+    run_train(*parse_train_args(argv))
 
 
 def _run_train_rm(cfg: dict, output: Path) -> None:
@@ -418,6 +450,9 @@ def _run_train_rm(cfg: dict, output: Path) -> None:
     if launch:
         _launch("train_rm.py", recipe, launch)
         return
+    from conj_train.train.machine import set_up_machine
     from conj_train.train.reward import parse_reward_args, run_train_rm
 
-    run_train_rm(*parse_reward_args(["--config", str(recipe)]))
+    argv = ["--config", str(recipe)]
+    set_up_machine(argv)
+    run_train_rm(*parse_reward_args(argv))

@@ -31,7 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import RUNTIME_FIELDS, JudgeInputOptions, ShardedRunOptions, config_to_dict
+from conj_train.config import (
+    INPUT_OLD_NAMES,
+    RUNTIME_FIELDS,
+    EngineOptions,
+    JudgeInputOptions,
+    ShardedRunOptions,
+    config_to_dict,
+    settings_hash,
+)
 from conj_train.engines.base import (
     PROMPT_TOO_LONG,
     Generation,
@@ -68,11 +76,16 @@ _RUNTIME_FIELDS = RUNTIME_FIELDS | {"output_dir", "min_parseable"}
 
 
 @dataclass
-class SampleConfig(JudgeInputOptions, ShardedRunOptions):
-    """Configuration of the sampling stage; defaults are Con-J's released values."""
+class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions):
+    """Configuration of the sampling stage; defaults are Con-J's released values.
 
-    model: str = ""
-    dataset: str = ""
+    ``hint_reading`` (``paper`` / ``code``) says how a hint is given to the judge; it is not the
+    filter's ``preset`` (``code`` / ``paper``: which pair-building algorithm), though they share the
+    names of the two sources (the paper, the released code) each follows.
+    """
+
+    model_name_or_path: str = ""  # the judge that writes the judgments
+    dataset_name: str = ""  # the preference source: file, folder or Hub id
     output_dir: str = ""
     # Repeated sampling (conj-spec section 3).
     n: int = 8
@@ -98,7 +111,7 @@ class SampleConfig(JudgeInputOptions, ShardedRunOptions):
 
     def validate(self) -> None:
         """Check values that would otherwise fail deep inside a run."""
-        for name in ("model", "dataset", "output_dir"):
+        for name in ("model_name_or_path", "dataset_name", "output_dir"):
             if not getattr(self, name):
                 raise ConjError(f"sample: '{name}' is required")
         if self.n < 0 or self.hint_samples < 0:
@@ -136,8 +149,7 @@ class SampleConfig(JudgeInputOptions, ShardedRunOptions):
 
     def output_hash(self) -> str:
         """Hash of every setting that changes what is generated."""
-        d = {k: v for k, v in config_to_dict(self).items() if k not in _RUNTIME_FIELDS}
-        return stable_hash(d)
+        return settings_hash(self, exclude=_RUNTIME_FIELDS, old_names=INPUT_OLD_NAMES)
 
 
 @dataclass
@@ -186,7 +198,7 @@ def _kind_count(cfg: SampleConfig, kind: str) -> int:
 def _load_items(cfg: SampleConfig) -> tuple[list[dict], dict]:
     from conj_train.prompts import build_judge_prompts, label_balance
 
-    records, report = cfg.load_records(cfg.dataset)
+    records, report = cfg.load_records(cfg.dataset_name)
     items = build_judge_prompts(records, template=cfg.template, seed=cfg.swap_seed)
     info = {"ingest": report.to_dict(), "pairs": len(items), "label_balance": label_balance(items)}
     return items, info
@@ -255,7 +267,7 @@ def _make_engine(cfg: SampleConfig) -> Any:
     if cfg.engine == "vllm":
         from conj_train.engines.vllm import VLLMEngine
 
-        return VLLMEngine(cfg.model, tensor_parallel_size=cfg.tensor_parallel_size, dtype=cfg.dtype,
+        return VLLMEngine(cfg.model_name_or_path, tensor_parallel_size=cfg.tensor_parallel_size, dtype=cfg.dtype,
                           seed=cfg.seed, gpu_memory_utilization=cfg.gpu_memory_utilization,
                           max_model_len=cfg.max_model_len, trust_remote_code=cfg.trust_remote_code)
     import os
@@ -266,7 +278,7 @@ def _make_engine(cfg: SampleConfig) -> Any:
 
     # One GPU per process under accelerate/torchrun; LOCAL_RANK is unset for a single process.
     device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else None
-    return HFEngine(cfg.model, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+    return HFEngine(cfg.model_name_or_path, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
                     threads=cfg.threads, device=device, batch_tokens=cfg.hf_batch_tokens)
 
 
@@ -316,7 +328,7 @@ def _run_shard(cfg: SampleConfig, out: Path, name: str, rank: int, world: int, e
             return merged
         return result
 
-    tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
     mine = [it for it in items if shard_of(it["pair_id"], world) == rank]
     write_jsonl(out / "prompts" / f"{name}.jsonl", (_prompt_row(it, cfg) for it in mine))
     done, existing = read_done(jpath, _judgment_key)

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import config_to_dict
+from conj_train.config import INPUT_OLD_NAMES, config_to_dict, settings_hash
 from conj_train.errors import ConjError
-from conj_train.io import atomic_write_json, file_hash, library_versions, stable_hash
+from conj_train.io import atomic_write_json, file_hash, library_versions
 from conj_train.runs import check_output_dir, finished_output
 
 # The fixed rationale per template language; "{verdict}" is replaced by the drawn slot.
@@ -47,8 +47,8 @@ _STARTED = ".warmup-started"
 class WarmupConfig:
     """Configuration of the format warm-up (data, targets, and TRL SFT optimisation settings)."""
 
-    model: str = ""
-    dataset: str = ""
+    model_name_or_path: str = ""  # the model to warm up
+    dataset_name: str = ""  # the preference source whose questions it learns the format on
     output_dir: str = ""
     dataset_format: str | None = None
     field_map: dict[str, str] | None = None
@@ -77,7 +77,7 @@ class WarmupConfig:
 
     def validate(self) -> None:
         """Check values before anything is loaded."""
-        for name in ("model", "dataset", "output_dir"):
+        for name in ("model_name_or_path", "dataset_name", "output_dir"):
             if not getattr(self, name):
                 raise ConjError(f"warmup: '{name}' is required")
         if self.rationale is not None and "{verdict}" not in self.rationale:
@@ -89,7 +89,7 @@ class WarmupConfig:
 
     def output_hash(self) -> str:
         """Hash of every setting that changes the warmed model."""
-        return stable_hash({k: v for k, v in config_to_dict(self).items() if k not in _RUNTIME_FIELDS})
+        return settings_hash(self, exclude=_RUNTIME_FIELDS, old_names=INPUT_OLD_NAMES)
 
 
 @dataclass
@@ -123,11 +123,11 @@ def warmup_rows(cfg: WarmupConfig) -> tuple[list[dict[str, Any]], dict[str, Any]
     from conj_train.data import load_preferences
     from conj_train.prompts import build_judge_prompts, chat_messages, get_template, label_balance
 
-    res = load_preferences(cfg.dataset, format=cfg.dataset_format, field_map=cfg.field_map,
+    res = load_preferences(cfg.dataset_name, format=cfg.dataset_format, field_map=cfg.field_map,
                            multi_turn=cfg.multi_turn)
     records = res.records[: cfg.max_pairs] if cfg.max_pairs else res.records
     if not records:
-        raise ConjError(f"warmup: {cfg.dataset} has no usable preference pairs")
+        raise ConjError(f"warmup: {cfg.dataset_name} has no usable preference pairs")
     tpl = get_template(cfg.template)
     items = build_judge_prompts(records, template=tpl, seed=cfg.swap_seed)
     rows, agree, ones = [], 0, 0
@@ -144,10 +144,10 @@ def warmup_rows(cfg: WarmupConfig) -> tuple[list[dict[str, Any]], dict[str, Any]
 
 
 def _input_info(cfg: WarmupConfig) -> dict[str, Any]:
-    info: dict[str, Any] = {"model": cfg.model, "dataset": cfg.dataset}
-    if Path(cfg.dataset).is_file():
-        info["dataset_hash"] = file_hash(cfg.dataset)
-    weights = Path(cfg.model) / "model.safetensors"
+    info: dict[str, Any] = {"model": cfg.model_name_or_path, "dataset": cfg.dataset_name}
+    if Path(cfg.dataset_name).is_file():
+        info["dataset_hash"] = file_hash(cfg.dataset_name)
+    weights = Path(cfg.model_name_or_path) / "model.safetensors"
     if weights.is_file():
         info["model_hash"] = file_hash(weights)
     return info
@@ -175,7 +175,7 @@ def _summary(result: WarmupResult) -> str:
 
 
 def run_warmup(cfg: WarmupConfig) -> WarmupResult:
-    """Fine-tune ``cfg.model`` on format-only judgments and save it to ``cfg.output_dir``."""
+    """Fine-tune ``cfg.model_name_or_path`` on format-only judgments and save it to ``cfg.output_dir``."""
     cfg.validate()
     out = check_output_dir(cfg.output_dir)
     config_hash, inputs = cfg.output_hash(), _input_info(cfg)
@@ -211,11 +211,11 @@ def _train(cfg: WarmupConfig, rows: list[dict[str, Any]], out: Path) -> dict[str
         shutil.rmtree(out)  # a different or unfinished warm-up (refused above unless overwrite)
     out.mkdir(parents=True)
     (out / _STARTED).touch()  # lets a rerun replace what a killed run left
-    tokenizer = load_tokenizer(cfg.model)
+    tokenizer = load_tokenizer(cfg.model_name_or_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     cuda = torch.cuda.is_available()
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=torch.bfloat16 if cuda else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=torch.bfloat16 if cuda else torch.float32)
     args = SFTConfig(
         output_dir=str(out), learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,

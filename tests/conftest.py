@@ -64,8 +64,8 @@ def _tiny_pipeline_recipe(tmp_path: Path, model: Path, **extra: object) -> Path:
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = {
         "output_dir": str(tmp_path / "run"),
-        "base_model": str(model),
-        "dataset": str(data),
+        "model_name_or_path": str(model),
+        "dataset_name": str(data),
         "heldout": str(data),
         "sample": {"n": 2, "hint_samples": 1, "max_new_tokens": 8, "progress": False, "threads": 1},
         "filter": {"validation_share": 0.0},

@@ -68,7 +68,12 @@ def test_shipped_ablations_override_known_keys_of_the_demo_recipe() -> None:
     def names(*classes: type) -> set[str]:
         return {f.name for c in classes for f in dataclasses.fields(c)}
 
-    known = {"sample": names(SampleConfig), "filter": names(FilterConfig), "eval": names(EvalConfig),
+    from conj_train.config import ConjParser
+
+    def settings(cls: type) -> set[str]:  # flat recipe keys, nested rule dataclasses included
+        return set(ConjParser(cls).settings)
+
+    known = {"sample": settings(SampleConfig), "filter": settings(FilterConfig), "eval": settings(EvalConfig),
              "train": names(ConjDPOConfig, TrainScriptArguments, ModelConfig)}
     paths = sorted(REPO.glob("recipes/ablations/*.yaml"))
     assert len(paths) >= 12

@@ -41,7 +41,7 @@ class Ctx:
         return str(p)
 
     def sample(self, **over: object) -> list[str]:
-        base = {"model": str(self.model), "dataset": str(self.data), "output_dir": str(self.tmp / "s"),
+        base = {"model_name_or_path": str(self.model), "dataset_name": str(self.data), "output_dir": str(self.tmp / "s"),
                 "n": 1, "hint_samples": 0, "max_new_tokens": 4, "progress": False}
         return ["sample", "--config", self.recipe("sample.yaml", {**base, **over})]
 
@@ -90,6 +90,7 @@ CASES: dict[str, Case] = {
                            "not a folder"),
     # sample: value types and bounds (one parser for every stage config)
     "sample-n-word": (lambda c: [*c.sample(), "--n", "four"], "n must be an integer"),
+    "sample-old-key": (lambda c: c.sample(model="m"), "did you mean 'model_name_or_path'"),
     "sample-n-list": (lambda c: c.sample(n=[1, 2]), "n must be an integer"),
     "sample-n-float": (lambda c: c.sample(n=1.7), "n must be an integer"),
     "sample-n-bool": (lambda c: c.sample(n=True), "n must be an integer"),
@@ -102,16 +103,17 @@ CASES: dict[str, Case] = {
     "sample-recipe-bad-yaml": (lambda c: ["sample", "--config", c.recipe("bad.yaml", "n: [1,\n")],
                                "not valid YAML"),
     "sample-output-is-file": (lambda c: c.sample(output_dir=str(c.a_file)), "is a file"),
-    "sample-truncated-weights": (lambda c: c.sample(model=c.bad_model("truncated")), "cannot load"),
+    "sample-truncated-weights": (lambda c: c.sample(model_name_or_path=c.bad_model("truncated")), "cannot load"),
     # eval
-    "eval-samples-word": (lambda c: c.eval("--samples", "many"), "samples must be an integer"),
+    "eval-n-word": (lambda c: c.eval("--n", "many"), "n must be an integer"),
     "eval-prefill-number": (lambda c: c.eval("--prefill", "123"), "prefill must be a string"),
     "eval-max-pairs-negative": (lambda c: c.eval("--max_pairs", "-5"), "max_pairs must be >= 1"),
     "eval-output-is-file": (lambda c: [*c.eval(), "--output", str(c.a_file)], "is a file"),
+    "eval-old-samples-key": (lambda c: c.eval("--samples", "3"), "did you mean 'n'"),
     # filter
-    "filter-balance-maybe": (lambda c: ["filter", "--sample_dir", str(c.tmp), "--output_dir",
+    "filter-balance-maybe": (lambda c: ["filter", "--dataset_name", str(c.tmp), "--output_dir",
                                         str(c.tmp / "f2"), "--balance", "maybe"], "balance must be true or false"),
-    "filter-no-sample-run": (lambda c: ["filter", "--sample_dir", str(c.tmp / "none"), "--output_dir",
+    "filter-no-sample-run": (lambda c: ["filter", "--dataset_name", str(c.tmp / "none"), "--output_dir",
                                         str(c.tmp / "f2")], "sample"),
     # train: TrlParser path
     "train-lr-word": (lambda c: c.train("--learning_rate", "fast"), "learning_rate"),
@@ -130,18 +132,18 @@ CASES: dict[str, Case] = {
     "train-rm-model-missing": (lambda c: c.train(model=str(c.tmp / "no-model"), kind="train-rm"), "not found"),
     # run: every section and path checked before the first stage
     "run-rounds-word": (lambda c: ["run", "--config", c.recipe("p.yaml", {
-        "output_dir": str(c.tmp / "r"), "base_model": str(c.model), "dataset": str(c.data),
+        "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data),
         "heldout": str(c.data), "rounds": "abc"})], "rounds"),
     "run-eval-typo": (lambda c: ["run", "--config", c.recipe("p.yaml", {
-        "output_dir": str(c.tmp / "r"), "base_model": str(c.model), "dataset": str(c.data),
+        "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data),
         "heldout": str(c.data), "eval": {"max_new_tokenz": 4}})], "max_new_tokenz"),
     "run-no-heldout": (lambda c: ["run", "--config", c.recipe("p.yaml", {
-        "output_dir": str(c.tmp / "r"), "base_model": str(c.model), "dataset": str(c.data)})], "heldout"),
+        "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data)})], "heldout"),
     "run-missing-dataset": (lambda c: ["run", "--config", c.recipe("p.yaml", {
-        "output_dir": str(c.tmp / "r"), "base_model": str(c.model), "dataset": str(c.tmp / "none.jsonl"),
+        "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.tmp / "none.jsonl"),
         "heldout": str(c.data)})], "no such file"),
     "run-from-after-until": (lambda c: ["run", "--config", c.recipe("p.yaml", {
-        "output_dir": str(c.tmp / "r"), "base_model": str(c.model), "dataset": str(c.data),
+        "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data),
         "heldout": str(c.data)}), "--from", "eval", "--until", "sample"], "--from"),
     # the rest
     "tiny-model-hidden-0": (lambda c: ["tiny-model", str(c.tmp / "tm"), "--hidden", "0"], "hidden"),

@@ -331,8 +331,8 @@ def test_sampling_stage_runs_on_the_adapter(make_engine, tiny_model_dir: Path, t
     ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = SampleConfig(
-        model=str(tiny_model_dir),
-        dataset=str(data),
+        model_name_or_path=str(tiny_model_dir),
+        dataset_name=str(data),
         output_dir=str(tmp_path / "out"),
         engine="vllm",
         n=2,

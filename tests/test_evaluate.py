@@ -30,8 +30,8 @@ def _pairs(path: Path, n: int) -> Path:
 
 def _cfg(model: Path | list[str], data: Path, out: Path, **kw: object) -> EvalConfig:
     base = {
-        "model": model if isinstance(model, list) else str(model),
-        "dataset": f"fruit={data}",
+        "model_name_or_path": model if isinstance(model, list) else str(model),
+        "dataset_name": f"fruit={data}",
         "output_dir": str(out),
         "max_new_tokens": 4,
         "progress": False,
@@ -180,7 +180,7 @@ def test_cli_compares_named_models_with_overrides(tiny_model_dir: Path, tmp_path
 
 def test_default_names_drop_data_extensions_only() -> None:
     cfg = EvalConfig(
-        model=["Qwen/Qwen2.5-7B-Instruct", "judge=runs/x"], dataset="/d/natural.json", output_dir="o"
+        model_name_or_path=["Qwen/Qwen2.5-7B-Instruct", "judge=runs/x"], dataset_name="/d/natural.json", output_dir="o"
     )
     assert cfg.model_specs() == [("Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-7B-Instruct"), ("judge", "runs/x")]
     assert cfg.dataset_specs() == [("natural", "/d/natural.json")]
@@ -188,11 +188,11 @@ def test_default_names_drop_data_extensions_only() -> None:
 
 def test_bad_settings_are_user_errors(tmp_path: Path) -> None:
     with pytest.raises(ConjError, match="orders"):
-        EvalConfig(model="m", dataset="d", output_dir="o", orders="three").validate()
+        EvalConfig(model_name_or_path="m", dataset_name="d", output_dir="o", orders="three").validate()
     with pytest.raises(ConjError, match="two models named 'm'"):
-        EvalConfig(model=["a/m", "b/m"], dataset="d", output_dir="o").validate()
+        EvalConfig(model_name_or_path=["a/m", "b/m"], dataset_name="d", output_dir="o").validate()
     with pytest.raises(ConjError, match="model path not found"):
-        run_eval(EvalConfig(model=str(tmp_path / "missing"), dataset="d", output_dir=str(tmp_path / "o")))
+        run_eval(EvalConfig(model_name_or_path=str(tmp_path / "missing"), dataset_name="d", output_dir=str(tmp_path / "o")))
 
 
 def test_vllm_engine_evaluates_without_probabilities(
@@ -238,7 +238,7 @@ def test_benchmark_rows_are_all_scored_with_official_metrics(tiny_rm_dir: Path, 
     b.mkdir()
     (b / "chat_filtered.json").write_text(json.dumps(rmbench))
     out = tmp_path / "out"
-    cfg = EvalConfig(model=str(tiny_rm_dir), dataset=[f"autoj={a}", f"rmbench={b}"], output_dir=str(out),
+    cfg = EvalConfig(model_name_or_path=str(tiny_rm_dir), dataset_name=[f"autoj={a}", f"rmbench={b}"], output_dir=str(out),
                      progress=False, threads=1, batch_pairs=4)
     cfg.validate()
     res = run_eval(cfg)
@@ -279,7 +279,7 @@ def test_eval_ingestion_keeps_position_swapped_copies_and_train_mode_drops_them(
             {"input": "R", "output_1": "", "output_2": "C", "label": 2}]
     data = tmp_path / "mt.json"
     data.write_text(json.dumps(rows))
-    cfg = EvalConfig(model="m", dataset=f"mt={data}", output_dir=str(tmp_path / "o"))
+    cfg = EvalConfig(model_name_or_path="m", dataset_name=f"mt={data}", output_dir=str(tmp_path / "o"))
     records, report, selection = cfg.load_eval_records("mt", str(data))
     assert len(records) == 3 and len({r["id"] for r in records}) == 3
     assert report.kept == {"duplicate_pair": 1, "empty_answer": 1} and selection["split"] is None
@@ -298,15 +298,15 @@ def test_dataset_options_choose_a_split_per_data_set(tmp_path: Path) -> None:
     rows = [{"prompt": f"P{i}", "chosen": f"C{i}", "rejected": f"R{i}"} for i in range(3)]
     datasets.DatasetDict({"filtered": datasets.Dataset.from_list(rows[:2]),
                           "raw": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "dd"))
-    cfg = EvalConfig(model="m", dataset=[f"a={tmp_path / 'dd'}", f"b={tmp_path / 'dd'}"], output_dir="o",
+    cfg = EvalConfig(model_name_or_path="m", dataset_name=[f"a={tmp_path / 'dd'}", f"b={tmp_path / 'dd'}"], output_dir="o",
                      dataset_options={"a": {"split": "filtered"}, "b": {"split": "raw"}})
     cfg.validate()
     assert len(cfg.load_eval_records("a", str(tmp_path / "dd"))[0]) == 2
     assert len(cfg.load_eval_records("b", str(tmp_path / "dd"))[0]) == 3
     with pytest.raises(ConjError, match="not a data set"):
-        EvalConfig(model="m", dataset="x=d", output_dir="o", dataset_options={"y": {"split": "s"}}).validate()
+        EvalConfig(model_name_or_path="m", dataset_name="x=d", output_dir="o", dataset_options={"y": {"split": "s"}}).validate()
     with pytest.raises(ConjError, match="allowed: split, format, config"):
-        EvalConfig(model="m", dataset="x=d", output_dir="o", dataset_options={"x": {"splt": "s"}}).validate()
+        EvalConfig(model_name_or_path="m", dataset_name="x=d", output_dir="o", dataset_options={"x": {"splt": "s"}}).validate()
 
 
 def test_con_j_paper_recipe_sets_its_protocol() -> None:
@@ -314,5 +314,5 @@ def test_con_j_paper_recipe_sets_its_protocol() -> None:
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "con-j-qwen2-7b" / "eval_paper.yaml"
     cfg = build_config(EvalConfig, read_yaml(recipe))
-    assert (cfg.orders, cfg.decoding, cfg.samples, cfg.parser) == ("random", "sample", 1, "lenient")
+    assert (cfg.orders, cfg.decoding, cfg.n, cfg.parser) == ("random", "sample", 1, "lenient")
     assert (cfg.temperature, cfg.top_p, cfg.repetition_penalty, cfg.max_new_tokens) == (1.0, 0.9, 1.2, 512)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conj_train.config import build_config
 from conj_train.errors import ConjError
 from conj_train.filter import FilterConfig, run_filter
 from conj_train.io import iter_jsonl, read_json
@@ -71,7 +72,7 @@ def make_sample_dir(root: Path, model: Path, *, system_prompt: str | None = None
             path = root / sub / f"shard-{shard:05d}-of-00002.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    config = {"model": str(model), "system_prompt": system_prompt, "template": "conj-zh", "n": 4,
+    config = {"model_name_or_path": str(model), "system_prompt": system_prompt, "template": "conj-zh", "n": 4,
               "hint_samples": 1, "hint_reading": "paper"}
     (root / "manifest.json").write_text(json.dumps({"stage": "sample", "complete": True, "config": config,
                                                     "config_hash": "abc", "shards": 2}))
@@ -84,7 +85,9 @@ def sample_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
 
 
 def _cfg(sample: Path, out: Path, **kw) -> FilterConfig:
-    return FilterConfig(sample_dir=str(sample), output_dir=str(out), **{"validation_share": 0.3, **kw})
+    """A FilterConfig from flat recipe keys (its rule settings land in ``rules`` / ``length``)."""
+    values = {"dataset_name": str(sample), "output_dir": str(out), "validation_share": 0.3, **kw}
+    return build_config(FilterConfig, values)
 
 
 def test_every_pair_and_judgment_is_accounted_for(sample_dir: Path, tmp_path: Path) -> None:
@@ -261,7 +264,7 @@ def test_incomplete_run_and_bad_options_are_refused(sample_dir: Path, tmp_path: 
     with pytest.raises(ConjError, match=r"no manifest\.json"):
         run_filter(_cfg(sample_dir, tmp_path / "f"))
     with pytest.raises(ConjError, match="validation_share"):
-        run_filter(FilterConfig(sample_dir="s", output_dir="o", validation_share=1.5))
+        run_filter(FilterConfig(dataset_name="s", output_dir="o", validation_share=1.5))
 
 
 def test_bad_judgment_row_names_file_row_and_field(sample_dir: Path, tmp_path: Path) -> None:
@@ -277,7 +280,7 @@ def test_cli_runs_the_stage_from_a_recipe(sample_dir: Path, tmp_path: Path, caps
     from conj_train.cli import main
 
     recipe = tmp_path / "filter.yaml"
-    recipe.write_text(f"sample_dir: {sample_dir}\noutput_dir: {tmp_path / 'cli'}\npreset: code\n")
+    recipe.write_text(f"dataset_name: {sample_dir}\noutput_dir: {tmp_path / 'cli'}\npreset: code\n")
     assert main(["filter", "--config", str(recipe), "--validation_share", "0.3"]) == 0
     assert "DPO pairs" in capsys.readouterr().out
     assert read_json(tmp_path / "cli" / "manifest.json")["config"]["validation_share"] == 0.3
@@ -310,9 +313,9 @@ def test_sampling_then_filter_end_to_end(tiny_model_dir: Path, tmp_path: Path) -
     data.write_text("".join(json.dumps({"prompt": f"Name fruit {i}.", "chosen": f"An apple {i}.",
                                         "rejected": f"A hammer {i}."}) + "\n" for i in range(6)))
     sample = tmp_path / "sample"
-    run_sample(SampleConfig(model=str(tiny_model_dir), dataset=str(data), output_dir=str(sample), n=4,
+    run_sample(SampleConfig(model_name_or_path=str(tiny_model_dir), dataset_name=str(data), output_dir=str(sample), n=4,
                             hint_samples=1, max_new_tokens=16, progress=False, threads=1))
-    res = run_filter(FilterConfig(sample_dir=str(sample), output_dir=str(tmp_path / "filter")))
+    res = run_filter(FilterConfig(dataset_name=str(sample), output_dir=str(tmp_path / "filter")))
     rep = read_json(tmp_path / "filter" / "report.json")
     assert rep["input_pairs"] == 6 and rep["judgments_read"] == 6 * (4 + 2)
     assert sum(rep["judgments_by_class"].values()) == 36

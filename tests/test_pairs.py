@@ -255,7 +255,7 @@ def test_length_rule_cuts_long_rationale_at_last_period(tokenizer) -> None:
     assert rationale.startswith(cut) and rationale[len(cut)] == "。"  # cut before the last period
     assert len(tokenizer.encode(cut, add_special_tokens=False)) <= 400 < len(
         tokenizer.encode(rationale, add_special_tokens=False))
-    kept, _ = apply_length_rule(text, tokenizer, LengthRule(keep_period=True))
+    kept, _ = apply_length_rule(text, tokenizer, LengthRule(cut_keep_period=True))
     assert json.loads(kept)["原因"] == cut + "。"
 
 
@@ -277,7 +277,7 @@ def test_length_rule_skips_short_non_json_and_repeated_outputs(tokenizer) -> Non
     long_text = json.dumps({"原因": "回答2更好，" * 300, "更好的回答": 2}, ensure_ascii=False)
     rep = classify_judgment(_record(long_text, "repeated"), 2, tokenizer=tokenizer, length_rule=rule)
     assert rep.text == long_text and rep.length_rule is None
-    assert apply_length_rule(long_text, tokenizer, LengthRule(enabled=False)) == (long_text, None)
+    assert apply_length_rule(long_text, tokenizer, LengthRule(length_rule=False)) == (long_text, None)
 
 
 def test_batched_classification_equals_one_at_a_time(tokenizer) -> None:

@@ -57,14 +57,14 @@ def test_two_rounds_sample_with_the_previous_judge(tiny_pipeline, tmp_path: Path
     assert [s.name for s in result.stages] == [f"{st}[round {r}]" for r in (1, 2)
                                                for st in ("sample", "filter", "train", "eval")]
     round2 = read_json(out / "round-2" / "sample" / "manifest.json")["config"]
-    assert round2["model"] == str(out / "round-1" / "train")
+    assert round2["model_name_or_path"] == str(out / "round-1" / "train")
     assert (out / "round-2" / "eval" / "metrics.json").exists()
 
 
 @pytest.mark.parametrize(("change", "needle"), [
     ({"bogus": 1}, "unknown pipeline key 'bogus'"),
     ({"rounds": 0}, "rounds must be >= 1"),
-    ({"dataset": ""}, "'dataset' is required"),
+    ({"dataset_name": ""}, "'dataset_name' is required"),
 ])
 def test_bad_recipes_are_one_line_errors(tiny_pipeline, tmp_path: Path, change: dict,
                                          needle: str) -> None:

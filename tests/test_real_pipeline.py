@@ -48,8 +48,8 @@ def real_run(real_model_dir: Path, shared_data: Path, tmp_path_factory: pytest.T
     write_jsonl(root / "train.jsonl", map(conversational, short[:6]))
     write_jsonl(root / "heldout.jsonl", map(conversational, short[6:]))
     spec = {
-        "output_dir": str(root / "run"), "base_model": str(real_model_dir),
-        "dataset": str(root / "train.jsonl"), "heldout": str(root / "heldout.jsonl"),
+        "output_dir": str(root / "run"), "model_name_or_path": str(real_model_dir),
+        "dataset_name": str(root / "train.jsonl"), "heldout": str(root / "heldout.jsonl"),
         "sample": {"template": "conj-en", "n": 2, "hint_samples": 1, "prefill": None, "temperature": 0.8,
                    "repetition_penalty": 1.0, "max_new_tokens": 24, "dtype": DTYPE, "progress": False,
                    "threads": 2, "batch_pairs": 6},

@@ -25,7 +25,7 @@ def _pairs(path: Path, n: int, word: str = "apple") -> Path:
 
 
 def _cfg(model: Path, data: Path, out: Path, **kw: object) -> SampleConfig:
-    base = {"model": str(model), "dataset": str(data), "output_dir": str(out), "n": 2, "hint_samples": 0,
+    base = {"model_name_or_path": str(model), "dataset_name": str(data), "output_dir": str(out), "n": 2, "hint_samples": 0,
             "max_new_tokens": 4, "progress": False, "batch_pairs": 1, "threads": 1}
     return SampleConfig(**{**base, **kw})
 
@@ -108,7 +108,7 @@ def test_second_run_into_a_shard_being_written_is_refused(tiny_model_dir: Path, 
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     data, out = _pairs(tmp_path / "d.jsonl", 2), tmp_path / "s"
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(json.dumps({"model": str(tiny_model_dir), "dataset": str(data), "output_dir": str(out),
+    recipe.write_text(json.dumps({"model_name_or_path": str(tiny_model_dir), "dataset_name": str(data), "output_dir": str(out),
                                   "n": 1, "hint_samples": 0, "max_new_tokens": 4, "progress": False}))
     with shard_lock(out, "shard-00000-of-00001"):  # the first run, still writing
         capsys.readouterr()
@@ -129,4 +129,4 @@ def test_filter_checks_judgments_against_the_sample_manifest(tiny_model_dir: Pat
     lines = shard.read_text().splitlines(keepends=True)
     shard.write_text("".join(lines[:-1]) + lines[-1][:10] if damage == "torn_last_line" else "")
     with pytest.raises(ConjError, match="judgments on disk but the sampling manifest lists 6"):
-        run_filter(FilterConfig(sample_dir=str(out), output_dir=str(tmp_path / "f")))
+        run_filter(FilterConfig(dataset_name=str(out), output_dir=str(tmp_path / "f")))

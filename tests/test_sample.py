@@ -37,7 +37,7 @@ def _by_key(rows: list[dict]) -> dict[tuple, str]:
 
 
 def _cfg(model: Path, data: Path, out: Path, **kw) -> SampleConfig:
-    base = {"model": str(model), "dataset": str(data), "output_dir": str(out), "n": 3, "hint_samples": 1,
+    base = {"model_name_or_path": str(model), "dataset_name": str(data), "output_dir": str(out), "n": 3, "hint_samples": 1,
             "max_new_tokens": 8, "progress": False, "batch_pairs": 2, "threads": 1}
     base.update(kw)
     cfg = SampleConfig(**base)
@@ -157,7 +157,7 @@ def _env() -> dict[str, str]:
 
 def test_kill_and_resume_equals_uninterrupted(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = _pairs_file(tmp_path / "pairs.jsonl", 24)
-    common = {"model": str(tiny_model_dir), "dataset": str(data), "n": 2, "hint_samples": 1,
+    common = {"model_name_or_path": str(tiny_model_dir), "dataset_name": str(data), "n": 2, "hint_samples": 1,
               "max_new_tokens": 24, "batch_pairs": 1, "threads": 1, "progress": False}
     killed = tmp_path / "killed"
     recipe = _write_recipe(tmp_path / "r1.yaml", output_dir=str(killed), **common)
@@ -193,7 +193,7 @@ def test_kill_and_resume_equals_uninterrupted(tiny_model_dir: Path, tmp_path: Pa
 
 def test_two_processes_merge_to_single_process_records(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = _pairs_file(tmp_path / "pairs.jsonl", 10)
-    common = {"model": str(tiny_model_dir), "dataset": str(data), "n": 2, "hint_samples": 1,
+    common = {"model_name_or_path": str(tiny_model_dir), "dataset_name": str(data), "n": 2, "hint_samples": 1,
               "max_new_tokens": 8, "progress": False}
     single = tmp_path / "single"
     run_sample(SampleConfig(output_dir=str(single), threads=1, **common))
@@ -235,7 +235,7 @@ def test_shard_flag_then_merge_only(tiny_model_dir: Path, tmp_path: Path) -> Non
 def test_cli_errors_are_one_line_exit_2(tiny_model_dir: Path, tmp_path: Path, extra: list[str],
                                         needle: str) -> None:
     data = _pairs_file(tmp_path / "pairs.jsonl", 2)
-    recipe = _write_recipe(tmp_path / "r.yaml", model=str(tiny_model_dir), dataset=str(data),
+    recipe = _write_recipe(tmp_path / "r.yaml", model_name_or_path=str(tiny_model_dir), dataset_name=str(data),
                            output_dir=str(tmp_path / "o"), progress=False)
     proc = subprocess.run([sys.executable, "-m", "conj_train", "sample", "--config", str(recipe), *extra],
                           env=_env(), capture_output=True, text=True)
@@ -260,7 +260,7 @@ def test_tokenizer_without_chat_template_is_rejected(tiny_model_dir: Path, tmp_p
 def test_packed_hf_engine_samples_every_record_and_is_part_of_the_config(tiny_model_dir: Path,
                                                                           tmp_path: Path) -> None:
     data = _pairs_file(tmp_path / "pairs.jsonl", 6)
-    common = {"model": str(tiny_model_dir), "dataset": str(data), "n": 3, "hint_samples": 1,
+    common = {"model_name_or_path": str(tiny_model_dir), "dataset_name": str(data), "n": 3, "hint_samples": 1,
               "max_new_tokens": 8, "progress": False, "threads": 1}
     run_sample(SampleConfig(output_dir=str(tmp_path / "one"), **common))
     run_sample(SampleConfig(output_dir=str(tmp_path / "packed"), hf_batch_tokens=100_000, **common))

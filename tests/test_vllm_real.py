@@ -163,7 +163,7 @@ def test_sharded_sampling_under_accelerate_equals_one_process(
 
     from conj_train.sample import SampleConfig, run_sample
 
-    common = {"model": str(real_model_dir), "dataset": str(_pairs(tmp_path / "p.jsonl", 4)), "engine": "vllm",
+    common = {"model_name_or_path": str(real_model_dir), "dataset_name": str(_pairs(tmp_path / "p.jsonl", 4)), "engine": "vllm",
               "n": 2, "hint_samples": 1, "max_new_tokens": 16, "progress": False, "dtype": "float32",
               "max_model_len": 2048}
     run_sample(SampleConfig(output_dir=str(tmp_path / "one"), **common), engine=engine)
@@ -185,7 +185,7 @@ def test_sharded_evaluation_under_accelerate_matches_the_hf_engine(real_model_di
 
     from conj_train.evaluate import EvalConfig, run_eval
 
-    common = {"model": str(real_model_dir), "dataset": f"fruit={_pairs(tmp_path / 'p.jsonl', 3)}",
+    common = {"model_name_or_path": str(real_model_dir), "dataset_name": f"fruit={_pairs(tmp_path / 'p.jsonl', 3)}",
               "max_new_tokens": 24, "progress": False, "dtype": "float32", "transfer": False}
     recipe = tmp_path / "e.yaml"
     recipe.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "vllm"), "engine": "vllm",

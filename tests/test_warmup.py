@@ -22,7 +22,7 @@ def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def warmed(tiny_model_dir: Path, toy_data: Path, tmp_path_factory: pytest.TempPathFactory) -> WarmupConfig:
     """A warm-up of 60 steps: enough for the tiny model to write the JSON format most of the time."""
-    cfg = WarmupConfig(model=str(tiny_model_dir), dataset=str(toy_data),
+    cfg = WarmupConfig(model_name_or_path=str(tiny_model_dir), dataset_name=str(toy_data),
                        output_dir=str(tmp_path_factory.mktemp("warm") / "out"), learning_rate=2e-2,
                        max_steps=60, per_device_train_batch_size=8, logging_steps=20, threads=1)
     run_warmup(cfg)
@@ -33,7 +33,7 @@ def test_targets_parse_to_a_verdict_blind_to_the_label(toy_data: Path) -> None:
     from conj_train.prompts import get_template
     from conj_train.verdicts import parse_verdict
 
-    rows, counts = warmup_rows(WarmupConfig(model="m", dataset=str(toy_data), output_dir="o"))
+    rows, counts = warmup_rows(WarmupConfig(model_name_or_path="m", dataset_name=str(toy_data), output_dir="o"))
     verdicts = [parse_verdict(r["completion"][0]["content"], "strict").verdict for r in rows]
     assert len(rows) == counts["examples"] == 200
     assert all(r["completion"][0]["content"].startswith(get_template("conj-zh").eval_prefill) for r in rows)
@@ -45,7 +45,7 @@ def test_targets_parse_to_a_verdict_blind_to_the_label(toy_data: Path) -> None:
 
 def test_verdict_seed_changes_the_draws(toy_data: Path) -> None:
     def verdicts(seed: int) -> list[str]:
-        rows, _ = warmup_rows(WarmupConfig(model="m", dataset=str(toy_data), output_dir="o", verdict_seed=seed))
+        rows, _ = warmup_rows(WarmupConfig(model_name_or_path="m", dataset_name=str(toy_data), output_dir="o", verdict_seed=seed))
         return [r["completion"][0]["content"] for r in rows]
 
     assert verdicts(0) == verdicts(0)
@@ -92,7 +92,7 @@ def test_rerun_is_a_noop_and_a_changed_config_is_refused(warmed: WarmupConfig) -
 
 def test_a_foreign_output_folder_is_refused(tiny_model_dir: Path, toy_data: Path, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    cfg = WarmupConfig(model=str(tiny_model_dir), dataset=str(toy_data), output_dir=str(tmp_path), max_steps=1)
+    cfg = WarmupConfig(model_name_or_path=str(tiny_model_dir), dataset_name=str(toy_data), output_dir=str(tmp_path), max_steps=1)
     with pytest.raises(ConjError, match="not a warm-up output"):
         run_warmup(cfg)
     assert (tmp_path / "notes.txt").read_text() == "mine"
@@ -100,12 +100,12 @@ def test_a_foreign_output_folder_is_refused(tiny_model_dir: Path, toy_data: Path
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"rationale": "no slot here"}, "must contain"),
-    ({"model": ""}, "'model' is required"),
+    ({"model_name_or_path": ""}, "'model_name_or_path' is required"),
     ({"num_train_epochs": 0, "max_steps": 0}, "num_train_epochs"),
 ])
 def test_bad_config_is_a_user_error(changes: dict, message: str) -> None:
     with pytest.raises(ConjError, match=message):
-        run_warmup(replace(WarmupConfig(model="m", dataset="d", output_dir="o"), **changes))
+        run_warmup(replace(WarmupConfig(model_name_or_path="m", dataset_name="d", output_dir="o"), **changes))
 
 
 # --- the demo's toy splits (conj_train.demo), which the warm-up and the demo train on -------------

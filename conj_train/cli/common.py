@@ -9,14 +9,18 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def load_stage_config(cls: type[T], path: str | None, overrides: Sequence[str], *, section: str) -> T:
-    """Load a stage config from a flat recipe, or from ``section`` of a pipeline recipe."""
+def load_stage_config(cls: type[T], path: str | None, overrides: Sequence[str], *, section: str,
+                      fixed: dict[str, Any] | None = None) -> T:
+    """Load a stage config from a flat recipe, or from ``section`` of a pipeline recipe, then overrides.
+
+    ``fixed`` values (named command-line options) win over both.
+    """
     from conj_train.config import load_config, read_yaml
 
     use_section = None
     if path is not None and Path(path).is_file() and section in read_yaml(path):
         use_section = section
-    return load_config(cls, path, overrides, section=use_section)
+    return load_config(cls, path, overrides, section=use_section, fixed=fixed)
 
 
 def launcher_rank_world() -> tuple[int, int]:

@@ -8,21 +8,27 @@ from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options shared by ``conj eval`` and ``scripts/eval.py`` (the rest are ``--key value``)."""
+    """The options shared by ``conj eval`` and ``scripts/eval.py`` (the rest are ``--key value``).
+
+    ``--model``, ``--dataset`` and ``--output`` are the short spellings of the recipe keys
+    ``model_name_or_path``, ``dataset_name`` and ``output_dir``.
+    """
     p.add_argument("--config", help="recipe YAML (flat keys of EvalConfig, or an 'eval:' section)")
     p.add_argument(
-        "--model",
+        "--model", "--model_name_or_path",
+        dest="model_name_or_path",
         action="append",
         metavar="[NAME=]PATH",
         help="judge, base model or scalar reward model; repeat to compare several side by side",
     )
     p.add_argument(
-        "--dataset",
+        "--dataset", "--dataset_name",
+        dest="dataset_name",
         action="append",
         metavar="[NAME=]SOURCE",
         help="preference file, folder or Hub id; repeat for several",
     )
-    p.add_argument("--output", dest="output_dir", metavar="DIR", help="output folder")
+    p.add_argument("--output", "--output_dir", dest="output_dir", metavar="DIR", help="output folder")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="evaluate judges / reward models on preference sets (both orders, bias, calibration)",
         description="Judge every pair in its seeded random order and, with --orders both (default), "
         "swapped; write per-example records, metrics.json, summary.md and charts. Any recipe key can be "
-        "overridden as --key value, e.g. --orders random --decoding sample --samples 5 --engine vllm "
+        "overridden as --key value, e.g. --orders random --decoding sample --n 5 --engine vllm "
         "--parser strict --template conj-en --max_new_tokens 512 --model_kind rm. Data parallel: "
         "accelerate launch --num_processes K scripts/eval.py ..., or --shard i/K per job.",
     )
@@ -43,21 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_eval_config(args: argparse.Namespace, overrides: Sequence[str]) -> Any:
     """An EvalConfig from the recipe, then ``--key value`` overrides, then the named options."""
-    from conj_train.config import build_config, parse_overrides, read_yaml
+    from conj_train.cli.common import load_stage_config
     from conj_train.evaluate import EvalConfig
 
-    values: dict[str, Any] = {}
-    where = "command-line options"
-    if args.config is not None:
-        values = read_yaml(args.config)
-        if "eval" in values:
-            values = values["eval"] or {}
-        where = str(args.config)
-    values.update(parse_overrides(overrides))
-    for key in ("model", "dataset", "output_dir"):
-        if getattr(args, key, None):
-            values[key] = getattr(args, key)
-    return build_config(EvalConfig, values, where=where)
+    named = {k: getattr(args, k) for k in ("model_name_or_path", "dataset_name", "output_dir") if getattr(args, k, None)}
+    return load_stage_config(EvalConfig, args.config, overrides, section="eval", fixed=named)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "filter",
         help="classify sampled judgments against the labels and build contrastive DPO pairs",
-        description="Read a finished `conj sample` run, classify every judgment with the strict parser, "
+        description="Read a finished `conj sample` run (dataset_name, or --dataset DIR), classify every "
+        "judgment with the strict parser, "
         "build Con-J's contrastive pairs per pair id and write a TRL preference dataset plus a report. "
         "Any recipe key can be overridden as --key value (e.g. --preset paper --balance true).",
     )

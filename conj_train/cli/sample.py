@@ -11,7 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sample",
         help="sample judgments (repeated + hint-driven) from the base model",
         description="Render judge prompts for a preference source and let the model write judgments. "
-        "Any recipe key can be overridden as --key value (e.g. --n 4 --hint_reading code). "
+        "Any recipe key can be overridden as --key value (e.g. --n 4 --hint_reading code; --model, "
+        "--dataset and --output are short for model_name_or_path, dataset_name and output_dir). "
         "Data parallel: accelerate launch --num_processes K scripts/sample.py --config R.yaml, or "
         "--shard i/K per job, then --merge_only true.",
     )
