@@ -117,8 +117,8 @@ def supports_prefix_sharing(model: Any) -> tuple[bool, str]:
     backbone = getattr(lm, lm.base_model_prefix, None)
     if backbone is None or backbone is lm:
         return False, f"{type(lm).__name__} has no separate decoder backbone"
-    if "cache" not in inspect.signature(backbone.forward).parameters:
-        return False, f"{type(backbone).__name__}.forward takes no `cache` argument"
+    if cache_argument(backbone) is None:
+        return False, f"{type(backbone).__name__}.forward takes no `cache` (or `past_key_values`) argument"
     head = lm.get_output_embeddings()
     if head is None or not hasattr(head, "weight"):
         return False, "no plain LM head weight"
@@ -281,6 +281,16 @@ def _backbone(model: Any) -> Any:
     return getattr(model, model.base_model_prefix)
 
 
+def cache_argument(backbone: Any) -> str | None:
+    """The decoder's name for its cache argument: ``cache`` (transformers >= 5.24) or ``past_key_values``."""
+    params = inspect.signature(backbone.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in params), None)
+
+
+def _with_cache(backbone: Any, cache: Any) -> dict[str, Any]:
+    return {cache_argument(backbone) or "cache": cache}
+
+
 def _with_checkpointed_cache(backbone: Any) -> list[Any]:
     """Let checkpointed decoder layers keep our cache (see module doc); returns the layers touched."""
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -326,8 +336,8 @@ def _first_pass(backbone: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     if not grouped or not layout.first_padded:
         # Without padding, no mask keeps SDPA's causal fast path.
         mask = attention_mask[:n, :width] if layout.first_padded and attention_mask is not None else None
-        return backbone(input_ids=input_ids[:n, :width], attention_mask=mask, cache=_RecordCache(store),
-                        use_cache=False).last_hidden_state
+        return backbone(input_ids=input_ids[:n, :width], attention_mask=mask,
+                        **_with_cache(backbone, _RecordCache(store)), use_cache=False).last_hidden_state
     # One call per distinct row length: no padding, no mask, causal fast path for every row.
     by_length: dict[int, list[int]] = {}
     for row, length in enumerate(layout.first_lens):
@@ -336,7 +346,7 @@ def _first_pass(backbone: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     for length, members in sorted(by_length.items()):
         sub = _PrefixStore(store.keep)
         index = torch.tensor(members, device=input_ids.device)
-        hidden = backbone(input_ids=input_ids[index, : length - 1], cache=_RecordCache(sub),
+        hidden = backbone(input_ids=input_ids[index, : length - 1], **_with_cache(backbone, _RecordCache(sub)),
                           use_cache=False).last_hidden_state
         store.groups.append(sub)
         outputs.append(hidden)
@@ -377,7 +387,7 @@ def judgment_hidden_states(
             attn = model.config._attn_implementation
             mask2 = rejected_attention_mask(layout, n_query, attn, h1.dtype)
             h2 = backbone(input_ids=second_ids, attention_mask=mask2, position_ids=cols,
-                          cache=_ExtendCache(store), use_cache=False).last_hidden_state
+                          **_with_cache(backbone, _ExtendCache(store)), use_cache=False).last_hidden_state
             rejected_states = torch.cat([last_prompt[:, None], h2], dim=1)
         else:
             rejected_states = last_prompt[:, None]
