@@ -35,7 +35,9 @@ def test_subcommand_help_is_fast_and_light(cmd: str) -> None:
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
                 if line.startswith("import time:")}
     assert not imported & HEAVY, imported & HEAVY
-    assert elapsed < 1.5, f"conj {cmd} --help took {elapsed:.2f} s"
+    # No heavy import is the property; the wall-clock bound only catches a pathological start-up and is
+    # loose on purpose (a 2-core machine under load took 2.5 s for what takes 0.3 s idle).
+    assert elapsed < 15, f"conj {cmd} --help took {elapsed:.2f} s"
 
 
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

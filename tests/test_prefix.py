@@ -435,3 +435,26 @@ def _zero3_main(model_dir: str, data: str, run_dir: str, out: str) -> None:
 
 if __name__ == "__main__":
     _zero3_main(*sys.argv[1:5])
+
+
+def test_cache_argument_follows_the_decoders_name() -> None:
+    """transformers 5.24 renamed the decoder's ``past_key_values`` to ``cache``; sharing takes either."""
+    import torch
+
+    from conj_train.train.prefix import cache_argument
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids: Any = None, cache: Any = None, use_cache: Any = None) -> None:
+            return None
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids: Any = None, past_key_values: Any = None, use_cache: Any = None) -> None:
+            return None
+
+    class Neither(torch.nn.Module):
+        def forward(self, input_ids: Any = None) -> None:
+            return None
+
+    assert cache_argument(New()) == "cache"
+    assert cache_argument(Old()) == "past_key_values"
+    assert cache_argument(Neither()) is None
