@@ -41,7 +41,7 @@ def _stage_class(stage: str) -> type:
 
 def _parse_training(stage: str, recipe: Path) -> tuple[Any, ...]:
     if stage == "train":
-        from conj_train.train.dpo import parse_train_args
+        from conj_train.train.args import parse_train_args
 
         return parse_train_args(["--config", str(recipe)])
     from conj_train.train.reward import parse_reward_args
@@ -52,10 +52,13 @@ def _parse_training(stage: str, recipe: Path) -> tuple[Any, ...]:
 FLAT = sorted(p for p in RECIPES.rglob("*.yaml") if p.name != "pipeline.yaml" and "ablations" not in p.parts)
 PIPELINES = sorted(RECIPES.rglob("pipeline.yaml"))
 ABLATIONS = sorted((RECIPES / "ablations").glob("*.yaml"))
+# Ablations of one study, next to its pipeline recipe (recipes/<study>/ablations/*.yaml).
+STUDY_ABLATIONS = sorted(RECIPES.glob("*/ablations/*.yaml"))
 
 
 def test_every_recipe_is_covered() -> None:
-    assert len(FLAT) + len(PIPELINES) + len(ABLATIONS) == len(list(RECIPES.rglob("*.yaml")))
+    assert len(FLAT) + len(PIPELINES) + len(ABLATIONS) + len(STUDY_ABLATIONS) == len(
+        list(RECIPES.rglob("*.yaml")))
     assert {p.parent.name for p in FLAT} == {"con-j-qwen2-7b", "demo"}
     assert {p.parent.name for p in PIPELINES} == {"demo", "smollm2"}
 
@@ -110,6 +113,16 @@ def test_ablation_applies_to_the_demo_pipeline(ablation: Path, tmp_path: Path) -
 
     ab = load_ablation(ablation)
     spec = load_pipeline(RECIPES / "demo" / "pipeline.yaml", ab.overrides)
+    _pipeline_stage_configs(spec, str(ablation), tmp_path)
+
+
+@pytest.mark.parametrize("ablation", STUDY_ABLATIONS, ids=lambda p: f"{p.parts[-3]}-{p.stem}")
+def test_study_ablation_applies_to_its_pipeline(ablation: Path, tmp_path: Path) -> None:
+    from conj_train.ablate import load_ablation
+    from conj_train.pipeline import load_pipeline
+
+    ab = load_ablation(ablation)
+    spec = load_pipeline(ablation.parent.parent / "pipeline.yaml", ab.overrides)
     _pipeline_stage_configs(spec, str(ablation), tmp_path)
 
 
