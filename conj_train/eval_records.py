@@ -17,7 +17,7 @@ from conj_train.reward_model import RewardModel, sigmoid
 from conj_train.runs import derive_seed
 
 if TYPE_CHECKING:
-    from conj_train.evaluate import EvalConfig
+    from conj_train.eval_config import EvalConfig
 
 
 def record_key(rec: dict) -> tuple[str, str, bool]:

@@ -40,19 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.benchmarks import default_split
 from conj_train.config import (
-    INPUT_OLD_NAMES,
-    RUNTIME_FIELDS,
-    EngineOptions,
-    JudgeInputOptions,
-    ShardedRunOptions,
     config_to_dict,
-    select_by_length,
-    settings_hash,
 )
-from conj_train.data.records import INGEST_MODES
 from conj_train.errors import ConjError
+from conj_train.eval_config import EvalConfig
 from conj_train.eval_records import device_for, free_memory, judge_batches, make_judge, record_key, rm_batches
 from conj_train.eval_report import comparison_table, console_summary, summary_markdown, write_charts
 from conj_train.eval_scoring import row_accounting, score_records
@@ -63,14 +55,12 @@ from conj_train.io import (
     library_versions,
     read_json,
 )
-from conj_train.judge import MODEL_KINDS
 from conj_train.reward_model import RewardModel, detect_model_kind
 from conj_train.runs import (
     all_shards_complete,
     check_mergeable,
     check_output_dir,
     claim_shard,
-    parse_shard,
     read_done,
     read_shard_records,
     records_fingerprint,
@@ -81,157 +71,6 @@ from conj_train.runs import (
     shard_name,
     shard_of,
 )
-
-ORDERS = ("both", "random")
-# Settings that do not change any record: left out of the hash so a rerun can change them and resume.
-_RUNTIME_FIELDS = RUNTIME_FIELDS | {
-    "model_name_or_path", "output_dir", "reliability_bins", "probability_batch_tokens", "rm_batch_size"}
-
-
-@dataclass
-class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions):
-    """Configuration of the evaluation stage (one or several models, one or several data sets)."""
-
-    # "path" or "name=path", or a list of them (``conj eval --model [NAME=]PATH``, repeatable).
-    model_name_or_path: str | list[str] | None = None
-    dataset_name: str | list[str] | None = None  # same form (``--dataset [NAME=]SOURCE``)
-    output_dir: str = ""
-    model_kind: str = "auto"  # auto | judge | rm (applies to every model)
-    orders: str = "both"
-    decoding: str = "greedy"
-    n: int = 1  # judgments per order and pair (n > 1 needs decoding: sample)
-    # Sampling settings (decoding: sample). Con-J's released eval script sampled with T 1.0, top-p 0.9
-    # and repetition penalty 1.2 (recipes/con-j-qwen2-7b/eval_paper.yaml); the default here applies no
-    # repetition penalty (1.0).
-    temperature: float = 1.0
-    top_p: float = 0.9
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    seed: int = 2021
-    parser: str = "lenient"
-    prefill: str | None = None  # the answer's forced start; None = the template's (' {"原因":')
-    max_new_tokens: int = 512
-    probability: bool = True
-    transfer: bool = True
-    transfer_model: str | None = None
-    # "eval": every row of the benchmark that has a question, two answers and a label is scored (ties,
-    # identical or empty answers and repeated pairs included); "train": the training-data cleaning rules.
-    ingest_mode: str = "eval"
-    # Per data set (by name): {split, format, config} overriding dataset_split / dataset_format /
-    # dataset_config; a benchmark's Hub id without a split gets its official one (benchmarks.py).
-    dataset_options: dict[str, dict[str, Any]] | None = None
-    # Runtime only.
-    reliability_bins: int = 10
-    probability_batch_tokens: int = 16384
-    rm_batch_size: int = 8
-
-    def validate(self) -> None:
-        """Check values that would otherwise fail deep inside a run."""
-        from conj_train.verdicts import MODES
-
-        if not self.output_dir:
-            raise ConjError("eval: 'output_dir' is required (--output DIR)")
-        self.model_specs()
-        self.dataset_specs()
-        checks = [
-            ("orders", self.orders, ORDERS),
-            ("decoding", self.decoding, ("greedy", "sample")),
-            ("engine", self.engine, ("hf", "vllm")),
-            ("parser", self.parser, MODES),
-            ("model_kind", self.model_kind, ("auto", *MODEL_KINDS)),
-            ("ingest_mode", self.ingest_mode, INGEST_MODES),
-        ]
-        for name, value, allowed in checks:
-            if value not in allowed:
-                raise ConjError(f"eval: {name} must be one of {', '.join(allowed)}, not {value!r}")
-        if self.n < 1 or (self.decoding == "greedy" and self.n != 1):
-            raise ConjError(f"eval: n must be >= 1, and 1 with greedy decoding (got {self.n})")
-        if self.max_new_tokens < 1 or self.batch_pairs < 1:
-            raise ConjError("eval: max_new_tokens and batch_pairs must be >= 1")
-        if self.shard is not None:
-            parse_shard(self.shard)
-        self._check_dataset_options()
-
-    def _check_dataset_options(self) -> None:
-        opts = self.dataset_options or {}
-        if not isinstance(opts, dict):
-            raise ConjError("eval: dataset_options must map data set names to {split, format, config}")
-        names = {n for n, _ in self.dataset_specs()}
-        for name, o in opts.items():
-            if name not in names:
-                raise ConjError(f"eval: dataset_options names {name!r}, which is not a data set "
-                                f"({', '.join(sorted(names))})")
-            bad = sorted(set(o or {}) - set(_DATASET_OPTION_KEYS)) if isinstance(o, dict) else ["(not a mapping)"]
-            if bad:
-                raise ConjError(f"eval: dataset_options[{name!r}] has {bad[0]!r}; allowed: "
-                                f"{', '.join(_DATASET_OPTION_KEYS)}")
-
-    def load_eval_records(self, name: str, source: str) -> tuple[list[dict], Any, dict[str, Any]]:
-        """Records of data set ``name`` to score, its ingest report, and how they were selected.
-
-        The rows are read in ``ingest_mode`` (default: the benchmark's own row set) with this data
-        set's split / format / config (``dataset_options``, then the global keys, then the benchmark's
-        official split); ``longer`` and ``max_pairs`` then select among them.
-        """
-        from conj_train.data import load_preferences
-
-        opts = (self.dataset_options or {}).get(name) or {}
-        split = opts.get("split", self.dataset_split) or default_split(source)
-        res = load_preferences(source, format=opts.get("format", self.dataset_format),
-                               config=opts.get("config", self.dataset_config), split=split,
-                               field_map=self.field_map, multi_turn=self.multi_turn, mode=self.ingest_mode)
-        by_length = select_by_length(res.records, self.longer, self.length_ratio, source=source)
-        chosen = by_length[: self.max_pairs] if self.max_pairs else by_length
-        selection = {"split": split, "not_selected": {"length": len(res.records) - len(by_length),
-                                                      "max_pairs": len(by_length) - len(chosen)}}
-        return chosen, res.report, selection
-
-    def model_specs(self) -> list[tuple[str, str]]:
-        """``(name, path)`` of every model, in the given order."""
-        return _named_specs(self.model_name_or_path, "model")
-
-    def dataset_specs(self) -> list[tuple[str, str]]:
-        """``(name, path)`` of every data set, in the given order."""
-        return _named_specs(self.dataset_name, "dataset")
-
-    def output_hash(self, model_path: str, kind: str) -> str:
-        """Hash of every setting that changes one model's records."""
-        return settings_hash(self, exclude=_RUNTIME_FIELDS, old_names={**INPUT_OLD_NAMES, "n": "samples"},
-                             model_path=model_path, kind=kind)
-
-
-def _named_specs(value: Any, what: str) -> list[tuple[str, str]]:
-    items = [value] if isinstance(value, str) else list(value or [])
-    if not items:
-        raise ConjError(f"eval: at least one {what} is required (--{what} PATH or NAME=PATH)")
-    specs: list[tuple[str, str]] = []
-    for item in items:
-        if not isinstance(item, str) or not item:
-            raise ConjError(f"eval: {what} entries must be non-empty strings, got {item!r}")
-        name, sep, path = item.partition("=")
-        if not sep:
-            path, name = item, _default_name(item)
-        if not name or not path or "/" in name or name in (".", ".."):
-            raise ConjError(f"eval: bad {what} {item!r}; use PATH or NAME=PATH")
-        specs.append((name, path))
-    names = [n for n, _ in specs]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ConjError(f"eval: two {what}s named {dup[0]!r}; name them NAME=PATH")
-    return specs
-
-
-_DATA_SUFFIXES = (".jsonl.gz", ".json.gz", ".jsonl", ".json", ".parquet", ".csv")
-_DATASET_OPTION_KEYS = ("split", "format", "config")
-
-
-def _default_name(path: str) -> str:
-    """The last path component without a data-file extension ("Qwen2.5-7B" keeps its dot)."""
-    base = path.rstrip("/").rsplit("/", 1)[-1]
-    for suffix in _DATA_SUFFIXES:
-        if base.endswith(suffix) and len(base) > len(suffix):
-            return base[: -len(suffix)]
-    return base
 
 
 @dataclass

@@ -258,7 +258,7 @@ def _eval_section(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _eval_sources(e_cfg: dict[str, Any]) -> list[str]:
-    from conj_train.evaluate import _named_specs
+    from conj_train.eval_config import _named_specs
 
     return [src for _, src in _named_specs(e_cfg["dataset_name"], "dataset")]
 
@@ -273,7 +273,7 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
     from conj_train.evaluate import EvalConfig
     from conj_train.filter import FilterConfig
     from conj_train.runs import data_fingerprint
-    from conj_train.sample import SampleConfig
+    from conj_train.sample_config import SampleConfig
     from conj_train.warmup import WarmupConfig
 
     here = Path(spec["output_dir"]) / "_check"  # never written: the configs only need a value

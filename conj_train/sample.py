@@ -23,7 +23,6 @@ not depend on batch size, shard count or restarts; a killed run resumes by skipp
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -32,22 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from conj_train.config import (
-    INPUT_OLD_NAMES,
-    RUNTIME_FIELDS,
-    EngineOptions,
-    JudgeInputOptions,
-    ShardedRunOptions,
     config_to_dict,
-    settings_hash,
 )
 from conj_train.engines.base import (
     PROMPT_TOO_LONG,
     Generation,
     GenerationRequest,
-    SamplingParams,
     prompt_too_long,
 )
-from conj_train.errors import ConjError
 from conj_train.io import JsonlAppender, atomic_write_json, library_versions, stable_hash, write_jsonl
 from conj_train.prompts import chat_messages
 from conj_train.runs import (
@@ -56,7 +47,6 @@ from conj_train.runs import (
     check_output_dir,
     claim_shard,
     derive_seed,
-    parse_shard,
     read_done,
     records_fingerprint,
     resolve_shard,
@@ -65,91 +55,12 @@ from conj_train.runs import (
     shard_name,
     shard_of,
 )
+from conj_train.sample_config import SampleConfig, _template
 from conj_train.sample_summary import format_summary, merged_counts, shard_counts, warn_now
 from conj_train.tokens import load_tokenizer
 
 KINDS = ("repeated", "hint_correct", "hint_wrong")
 
-# Fields that do not change what is generated: excluded from the config hash so that, e.g., a
-# different batch size or shard count can resume the same run.
-_RUNTIME_FIELDS = RUNTIME_FIELDS | {"output_dir", "min_parseable"}
-
-
-@dataclass
-class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions):
-    """Configuration of the sampling stage; defaults are Con-J's released values.
-
-    ``hint_reading`` (``paper`` / ``code``) says how a hint is given to the judge; it is not the
-    filter's ``preset`` (``code`` / ``paper``: which pair-building algorithm), though they share the
-    names of the two sources (the paper, the released code) each follows.
-    """
-
-    model_name_or_path: str = ""  # the judge that writes the judgments
-    dataset_name: str = ""  # the preference source: file, folder or Hub id
-    output_dir: str = ""
-    # Repeated sampling (conj-spec section 3).
-    n: int = 8
-    temperature: float = 1.2
-    top_p: float = 0.95
-    top_k: int = 50
-    repetition_penalty: float = 1.2
-    max_new_tokens: int = 512
-    # Hint-driven sampling (conj-spec section 4).
-    hint_samples: int = 1
-    hint_reading: str = "paper"
-    hint_when: str = "always"
-    hint_temperature: float = 1.0
-    hint_top_p: float = 0.9
-    # Forced start of every judgment (repeated and ``paper`` hint passes), e.g. '{"reason":'; ``None`` =
-    # the template's evaluation prefill (' {"原因":'), "" = none (Con-J). It is stored as part of the
-    # judgment text, as the evaluator parses it. Small models need it to write the JSON at all
-    # (README, "Small models"). ``code``-reading hint outputs are free text wrapped afterwards: no prefill.
-    prefill: str | None = ""
-    # Below this share of parseable judgments (overall or in one kind) the run warns loudly.
-    min_parseable: float = 0.5
-    seed: int = 1688
-
-    def validate(self) -> None:
-        """Check values that would otherwise fail deep inside a run."""
-        for name in ("model_name_or_path", "dataset_name", "output_dir"):
-            if not getattr(self, name):
-                raise ConjError(f"sample: '{name}' is required")
-        if self.n < 0 or self.hint_samples < 0:
-            raise ConjError("sample: n and hint_samples must be >= 0")
-        if self.n == 0 and self.hint_samples == 0:
-            raise ConjError("sample: nothing to do (n = 0 and hint_samples = 0)")
-        if self.hint_reading not in ("paper", "code"):
-            raise ConjError(f"sample: hint_reading must be 'paper' or 'code', not {self.hint_reading!r}")
-        if self.hint_when not in ("always", "fallback"):
-            raise ConjError(f"sample: hint_when must be 'always' or 'fallback', not {self.hint_when!r}")
-        if self.hint_when == "fallback" and self.n == 0:
-            raise ConjError("sample: hint_when=fallback needs repeated samples (n > 0)")
-        if self.engine not in ("hf", "vllm"):
-            raise ConjError(f"sample: engine must be 'hf' or 'vllm', not {self.engine!r}")
-        if not 0 <= self.min_parseable <= 1:
-            raise ConjError(f"sample: min_parseable must be in [0, 1], not {self.min_parseable}")
-        if self.shard is not None:
-            parse_shard(self.shard)
-
-    def prefill_text(self) -> str:
-        """The text forced at the start of each judgment (``prefill``; None = the template's)."""
-        return _template(self.template).eval_prefill if self.prefill is None else self.prefill
-
-    def repeated_params(self) -> SamplingParams:
-        """Decoding settings of the repeated pass."""
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                              repetition_penalty=self.repetition_penalty,
-                              max_new_tokens=self.max_new_tokens)
-
-    def hint_params(self) -> SamplingParams:
-        """Decoding settings of the hint pass (the released code's defaults: T 1.0, top-p 0.9)."""
-        return SamplingParams(temperature=self.hint_temperature, top_p=self.hint_top_p,
-                              top_k=self.top_k, repetition_penalty=self.repetition_penalty,
-                              max_new_tokens=self.max_new_tokens)
-
-    def output_hash(self) -> str:
-        """Hash of every setting that changes what is generated."""
-        return settings_hash(self, exclude=_RUNTIME_FIELDS, old_names=INPUT_OLD_NAMES)
 
 
 @dataclass
@@ -181,14 +92,6 @@ class _Unit:
     hint_verdict: int | None = None
     wrap: bool = False
     prefill: str = ""
-
-
-@functools.lru_cache(maxsize=8)
-def _template(name: str) -> Any:
-    """The judge template, read once per run (a user template file is not re-read per pair)."""
-    from conj_train.prompts import get_template
-
-    return get_template(name)
 
 
 def _kind_count(cfg: SampleConfig, kind: str) -> int:
