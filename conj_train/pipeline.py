@@ -270,7 +270,7 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
     A typo in ``eval:`` must not be found after hours of sampling and training.
     """
     from conj_train.data.sources import looks_local
-    from conj_train.evaluate import EvalConfig
+    from conj_train.eval_config import EvalConfig
     from conj_train.filter import FilterConfig
     from conj_train.runs import data_fingerprint
     from conj_train.sample_config import SampleConfig

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_eval_config(args: argparse.Namespace, overrides: Sequence[str]) -> Any:
     """An EvalConfig from the recipe, then ``--key value`` overrides, then the named options."""
     from conj_train.cli.common import load_stage_config
-    from conj_train.evaluate import EvalConfig
+    from conj_train.eval_config import EvalConfig
 
     named = {k: getattr(args, k) for k in ("model_name_or_path", "dataset_name", "output_dir") if getattr(args, k, None)}
     return load_stage_config(EvalConfig, args.config, overrides, section="eval", fixed=named)
