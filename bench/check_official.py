@@ -21,7 +21,8 @@ import json
 import subprocess
 from typing import Any
 
-from conj_train.metrics import OrderResult, PairResult, autoj_metrics, llmbar_metrics, pair_metrics
+from conj_train.metrics import OrderResult, PairResult, pair_metrics
+from conj_train.official_metrics import autoj_metrics, llmbar_metrics
 
 
 def _git(git_dir: str, *args: str) -> str:

@@ -15,11 +15,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from conj_train.benchmarks import benchmark_for
-from conj_train.metrics import (
+from conj_train.metrics import OrderResult, PairResult, pair_metrics
+from conj_train.official_metrics import (
     REWARDBENCH_PRIOR_SETS,
-    OrderResult,
-    PairResult,
-    pair_metrics,
     rewardbench_accuracy,
     rewardbench_count_check,
     rewardbench_sections,
