@@ -55,7 +55,7 @@ from conj_train.pairs import (
     build_pairs,
     split_of,
 )
-from conj_train.prompts import get_template
+from conj_train.prompt_templates import get_template
 from conj_train.runs import check_output_dir, finished_output, remove_outputs, run_fingerprint
 from conj_train.sample_files import read_judgments, read_prompts, read_sample_manifest
 from conj_train.tokens import LazyTokenizer

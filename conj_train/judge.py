@@ -137,7 +137,7 @@ class Judge:
         scorer: VerdictScorer | EngineVerdictScorer | None = None,
         transfer_reader: VerdictScorer | EngineVerdictScorer | None = None,
     ) -> None:
-        from conj_train.prompts import get_template
+        from conj_train.prompt_templates import get_template
         from conj_train.verdicts import MODES
 
         if decoding not in DECODINGS:
@@ -237,7 +237,7 @@ class Judge:
 
     def render(self, prompt: str) -> str:
         """``prompt`` through the chat template, ready for the prefill."""
-        from conj_train.prompts import render_chat
+        from conj_train.chat import render_chat
 
         return render_chat(self.tokenizer, prompt, system=self.system_prompt)
 
@@ -317,7 +317,7 @@ class Judge:
         reader = self.transfer_reader or self.scorer
         if reader is None:
             raise ConjError("the rationale-transfer probe needs verdict probabilities: set probability or a transfer_model")
-        from conj_train.prompts import render_chat
+        from conj_train.chat import render_chat
 
         key_r, key_v = self.template.rationale_key, self.template.verdict_key
         prefixes = [

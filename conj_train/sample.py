@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conj_train.chat import chat_messages
 from conj_train.config import (
     config_to_dict,
 )
@@ -40,7 +41,6 @@ from conj_train.engines.base import (
     prompt_too_long,
 )
 from conj_train.io import JsonlAppender, atomic_write_json, library_versions, stable_hash, write_jsonl
-from conj_train.prompts import chat_messages
 from conj_train.runs import (
     all_shards_complete,
     check_mergeable,
@@ -108,7 +108,7 @@ def _load_items(cfg: SampleConfig) -> tuple[list[dict], dict]:
 
 
 def _render(tokenizer: Any, cfg: SampleConfig, user_text: str) -> str:
-    from conj_train.prompts import render_chat
+    from conj_train.chat import render_chat
 
     return render_chat(tokenizer, user_text, system=cfg.system_prompt)
 

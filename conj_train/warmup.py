@@ -110,7 +110,7 @@ def random_verdict(pair_id: str, seed: int) -> int:
 
 def target_text(verdict: int, *, template: Any = "conj-zh", rationale: str | None = None) -> str:
     """The judgment the warm-up teaches: the template's eval prefill, a fixed rationale, the verdict."""
-    from conj_train.prompts import get_template
+    from conj_train.prompt_templates import get_template
 
     tpl = get_template(template)
     why = (rationale or DEFAULT_RATIONALES[tpl.language.code]).replace("{verdict}", str(verdict))
@@ -120,8 +120,10 @@ def target_text(verdict: int, *, template: Any = "conj-zh", rationale: str | Non
 
 def warmup_rows(cfg: WarmupConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Conversational prompt/completion rows for TRL's SFTTrainer, and their counts."""
+    from conj_train.chat import chat_messages
     from conj_train.data import load_preferences
-    from conj_train.prompts import build_judge_prompts, chat_messages, get_template, label_balance
+    from conj_train.prompt_templates import get_template
+    from conj_train.prompts import build_judge_prompts, label_balance
 
     res = load_preferences(cfg.dataset_name, format=cfg.dataset_format, field_map=cfg.field_map,
                            multi_turn=cfg.multi_turn)

@@ -1,4 +1,4 @@
-"""Judge/hint prompts: byte-exact Con-J strings, slot order, multi-turn, user templates, chat rendering."""
+"""Judge/hint prompts: byte-exact Con-J strings, slot order, multi-turn, user templates."""
 
 from __future__ import annotations
 
@@ -9,16 +9,13 @@ from pathlib import Path
 import pytest
 
 from conj_train.errors import ConjError
+from conj_train.prompt_templates import get_template
 from conj_train.prompts import (
     build_hint_prompt,
     build_hint_prompts,
     build_judge_prompts,
-    chat_messages,
     chosen_slot,
-    get_template,
     label_balance,
-    prompt_token_lengths,
-    render_chat,
     wrap_hint_output,
 )
 
@@ -48,13 +45,6 @@ def rec(pair_id: str, *, context: list | None = None, q: str = "What is 1+1?") -
 
 def slot_answers(r: dict, label: int) -> tuple[str, str]:
     return (r["chosen"], r["rejected"]) if label == 1 else (r["rejected"], r["chosen"])
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 def test_conj_zh_judge_prompt_is_byte_exact() -> None:
@@ -235,45 +225,3 @@ def test_user_template_without_context_rejects_multi_turn_records(tmp_path: Path
     assert single["prompt"].startswith("更好的回答 What is 1+1? / ")
     with pytest.raises(ConjError, match=r"no \{context\} placeholder but pair 's2'"):
         build_judge_prompts([rec("s2", context=[{"role": "user", "content": "hey"}])], template=path)
-
-
-def test_render_chat_uses_the_tokenizers_template(tokenizer) -> None:
-    default = render_chat(tokenizer, "Which is better?")
-    assert default.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n")
-    assert "<|im_start|>user\nWhich is better?<|im_end|>\n" in default
-    assert default.endswith("<|im_start|>assistant\n")
-
-    custom = render_chat(tokenizer, "Which is better?", system="Be strict.", prefill=' {"原因":')
-    assert custom.startswith("<|im_start|>system\nBe strict.<|im_end|>\n")
-    assert "You are a helpful assistant." not in custom
-    assert custom.endswith('<|im_start|>assistant\n {"原因":')
-
-    empty = render_chat(tokenizer, "Q", system="")
-    assert empty == "<|im_start|>system\n<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
-
-
-def test_chat_messages_are_what_render_chat_renders(tokenizer) -> None:
-    assert chat_messages("Q") == [{"role": "user", "content": "Q"}]
-    assert chat_messages("Q", system="") == [{"role": "system", "content": ""}, {"role": "user", "content": "Q"}]
-    for system in (None, "", "Be strict."):
-        expected = tokenizer.apply_chat_template(chat_messages("Q", system=system), tokenize=False,
-                                                 add_generation_prompt=True)
-        assert render_chat(tokenizer, "Q", system=system) == expected
-
-
-def test_prompt_token_lengths_match_plain_tokenization(tokenizer) -> None:
-    items = build_judge_prompts([rec(f"L{i}", q="问" * (i * 7)) for i in range(5)])
-    texts = [render_chat(tokenizer, it["prompt"]) for it in items]
-    lengths = prompt_token_lengths(tokenizer, texts, batch_size=2)
-    assert lengths == [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
-    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
-    assert prompt_token_lengths(tokenizer, []) == []
-
-
-def test_render_chat_without_chat_template_is_a_user_error(tiny_model_dir: Path) -> None:
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.chat_template = None
-    with pytest.raises(ConjError, match="has no chat template"):
-        render_chat(tok, "hello")
