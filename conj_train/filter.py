@@ -46,15 +46,8 @@ from conj_train.io import (
     library_versions,
     write_jsonl,
 )
-from conj_train.pairs import (
-    LengthRule,
-    Pair,
-    PairRules,
-    SampledJudgment,
-    balance_by_label,
-    build_pairs,
-    split_of,
-)
+from conj_train.pair_building import Pair, balance_by_label, build_pairs, split_of
+from conj_train.pairs import LengthRule, PairRules, SampledJudgment
 from conj_train.prompt_templates import get_template
 from conj_train.runs import check_output_dir, finished_output, remove_outputs, run_fingerprint
 from conj_train.sample_files import read_judgments, read_prompts, read_sample_manifest

@@ -10,18 +10,15 @@ from pathlib import Path
 import pytest
 
 from conj_train.errors import ConjError
+from conj_train.pair_building import Pair, balance_by_label, build_pairs, split_of
 from conj_train.pairs import (
     CUT,
     FORCED_NEGATIVE,
     LengthRule,
-    Pair,
     PairRules,
     SampledJudgment,
     apply_length_rule,
-    balance_by_label,
-    build_pairs,
     classify_judgment,
-    split_of,
 )
 
 PID = "pair-7"
