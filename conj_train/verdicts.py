@@ -4,12 +4,16 @@ Both follow Con-J's two parsers (conj-spec 5.1 and 5.2) and run in linear time: 
 regular expressions over model output (``str.find``/``rfind`` plus two anchored patterns), a
 bounded number of JSON decodes, never ``eval``.
 
+This module holds the parser's entry, the verdict classes and the rules below; the JSON stage is
+:mod:`conj_train.verdict_json`, the fallbacks :mod:`conj_train.verdict_fallbacks`, and where the
+verdict digit sits (for verdict probabilities) :mod:`conj_train.verdict_position`.
+
 JSON stage (both modes); the first object that holds a verdict key wins:
 
 1. the first ```` ```json ```` fenced block, then the last one;
 2. objects decoded in place (``JSONDecoder.raw_decode``) at ``{`` positions: from the left (the first
    is the whole text when it starts with ``{``; after an object, the next ``{`` after its end), then
-   from the right. At most ``_OBJECT_ATTEMPTS`` attempts per side, so an adversarial text costs a
+   from the right. At most ``_OBJECT_ATTEMPTS`` (:mod:`conj_train.verdict_json`) attempts per side, so an adversarial text costs a
    fixed number of linear decodes. A candidate is thus always a balanced, valid JSON object.
 
 If an object holds a verdict key, its value decides and nothing else is tried: the integer 1 or 2
@@ -48,12 +52,12 @@ object lacks the key; ``demjson`` is not used (the training parser never importe
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from conj_train.errors import ConjError
+from conj_train.verdict_fallbacks import DIGITS, cascade, find_digit, find_quoted_key, loose_rationale
+from conj_train.verdict_json import dict_rationale, json_stage, value_verdict, whole_object
 
 MODES = ("strict", "lenient")
 DEFAULT_VERDICT_KEYS = ("更好的回答", "better_answer", "better answer", "betterAnswer")
@@ -66,23 +70,9 @@ LENIENT_CASCADE = (
 )  # fmt: skip
 
 POSITIVE, NEGATIVE, UNPARSEABLE = "positive", "negative", "unparseable"
-# Unparseable reasons; "truncated" comes from the generation's finish reason, not from the text.
-EMPTY, NO_JSON, INVALID_JSON, NO_VERDICT_KEY, BAD_VALUE, TRUNCATED = (
-    "empty", "no_json", "invalid_json", "no_verdict_key", "bad_value", "truncated",
-)  # fmt: skip
-
-_DIGITS = {"1": 1, "2": 2, "１": 1, "２": 2}
-_QUOTES = '"“”'
-_QUOTE_SET = frozenset(_QUOTES)
-_COLON_SET = frozenset(":：")
-_SPACES_RE = re.compile(r"\s*")
-_FENCE = "```json"
-_DECODER = json.JSONDecoder()
-_FAILED = object()  # a candidate that did not parse
-# From each end of the text: "{" positions looked at, and JSON decodes tried among them.
-_BRACES_VISITED = 32
-_OBJECT_ATTEMPTS = 8
-_OBJECT_START_RE = re.compile(r'\{\s*["}]')
+# Unparseable reasons beyond the JSON stage's (conj_train.verdict_json: no_json, invalid_json,
+# no_verdict_key); "truncated" comes from the generation's finish reason, not from the text.
+EMPTY, BAD_VALUE, TRUNCATED = "empty", "bad_value", "truncated"
 
 
 class ParsedVerdict(NamedTuple):
@@ -108,8 +98,8 @@ def parse_verdict(
     """Parse one judge output in ``strict`` (training data) or ``lenient`` (evaluation) mode."""
     if mode not in MODES:
         raise ConjError(f"unknown verdict parser mode {mode!r} (expected one of {', '.join(MODES)})")
-    vkeys = _as_keys(verdict_keys, DEFAULT_VERDICT_KEYS)
-    rkeys = _as_keys(rationale_keys, DEFAULT_RATIONALE_KEYS)
+    vkeys = as_keys(verdict_keys, DEFAULT_VERDICT_KEYS)
+    rkeys = as_keys(rationale_keys, DEFAULT_RATIONALE_KEYS)
     text = text.strip() if mode == "strict" else text.replace("\n", " ").strip()
     if not text:
         return ParsedVerdict(None, None, EMPTY)
@@ -117,38 +107,38 @@ def parse_verdict(
     # Strict mode (the training parser) ranks the first key above the others, as the original, which
     # knows only "更好的回答": an object or quoted key holding it wins over an earlier "better_answer".
     groups = (vkeys[:1], vkeys[1:]) if mode == "strict" and len(vkeys) > 1 else (vkeys,)
-    found = _whole_object(text, vkeys)
+    found = whole_object(text, vkeys)
     reason = ""
     for group in groups if found is None else ():
-        found, reason = _json_stage(text, group)
+        found, reason = json_stage(text, group)
         if found is not None:
             break
     if found is None and mode == "strict" and "”" in text:
         text = text.replace("”，", '",').replace("”,", '",')
         for group in groups:
-            found, reason = _json_stage(text, group)
+            found, reason = json_stage(text, group)
             if found is not None:
                 break
     if found is not None:
         obj, key, via = found
-        verdict = _value_verdict(obj[key])
-        return ParsedVerdict(verdict, _dict_rationale(obj, rkeys), None if verdict else BAD_VALUE, via)
+        verdict = value_verdict(obj[key])
+        return ParsedVerdict(verdict, dict_rationale(obj, rkeys), None if verdict else BAD_VALUE, via)
 
     if mode == "strict":
-        quoted = next((q for q in (_find_quoted_key(text, g) for g in groups) if q is not None), None)
+        quoted = next((q for q in (find_quoted_key(text, g) for g in groups) if q is not None), None)
         if quoted is None:
             return ParsedVerdict(None, None, reason)
-        digit = _find_digit(text, quoted[1])
+        digit = find_digit(text, quoted[1])
         if digit < 0:
             return ParsedVerdict(None, None, BAD_VALUE)
-        return ParsedVerdict(_DIGITS[text[digit]], _loose_rationale(text, rkeys, quoted[0]), None, "key")
+        return ParsedVerdict(DIGITS[text[digit]], loose_rationale(text, rkeys, quoted[0]), None, "key")
 
-    keys = LENIENT_CASCADE if verdict_keys is None else _dedup(vkeys + LENIENT_CASCADE)
-    hit = _cascade(text, keys)
+    keys = LENIENT_CASCADE if verdict_keys is None else dedup_keys(vkeys + LENIENT_CASCADE)
+    hit = cascade(text, keys)
     if hit is None:
         return ParsedVerdict(None, None, reason)
     verdict, key_at = hit
-    return ParsedVerdict(verdict, _loose_rationale(text, rkeys, key_at), None, "cascade")
+    return ParsedVerdict(verdict, loose_rationale(text, rkeys, key_at), None, "cascade")
 
 
 def classify(verdict: int | None, label: int, finish_reason: str | None = None) -> str:
@@ -180,245 +170,13 @@ def score(verdict: int | None, label: int) -> float:
     return 1.0 if category == POSITIVE else 0.0 if category == NEGATIVE else 0.5
 
 
-# --- JSON stage ------------------------------------------------------------------------------------
-
-
-def _json_stage(text: str, keys: tuple[str, ...]) -> tuple[tuple[dict, str, str] | None, str]:
-    """First JSON object holding a verdict key, as (object, key, via); else None and the reason."""
-    seen = 0  # 0: no candidate, 1: candidates that did not parse (or were not objects), 2: an object
-    for via, value in _json_values(text):
-        if not isinstance(value, dict):
-            seen = max(seen, 1)
-            continue
-        seen = 2
-        for key in keys:
-            if key in value:
-                return (value, key, via), ""
-    return None, (NO_JSON, INVALID_JSON, NO_VERDICT_KEY)[seen]
-
-
-def _whole_object(text: str, keys: tuple[str, ...]) -> tuple[dict, str, str] | None:
-    """The common case first: a text that is one JSON object with a verdict key is what
-    :func:`_json_stage` would return for it (its first candidate), without the generator."""
-    if not text.startswith("{") or not text.endswith("}") or _FENCE in text or not _OBJECT_START_RE.match(text):
-        return None
-    try:
-        value, end = _DECODER.raw_decode(text)
-    except (ValueError, RecursionError):
-        return None
-    if end != len(text) or type(value) is not dict:
-        return None
-    for key in keys:
-        if key in value:
-            return value, key, "json"
-    return None
-
-
-def _json_values(text: str) -> Iterator[tuple[str, object]]:
-    """Decoded JSON candidates in the order tried, lazily; ``_FAILED`` stands for a parse error.
-
-    Objects are decoded in place with ``raw_decode`` at ``{`` positions: the first ones from the
-    left (the first is the whole text when it starts with ``{``), then the last ones from the right.
-    Each side looks at most at ``_BRACES_VISITED`` braces and decodes at most ``_OBJECT_ATTEMPTS``
-    of them (only where ``{`` is followed by ``"`` or ``}``), so a fixed number of linear decodes
-    run whatever the text: this is what keeps adversarial inputs linear.
-    """
-    if _FENCE in text:
-        first, last = _fence_spans(text)
-        for span in (first, last if last != first else None):
-            if span is not None:
-                value = _decode(text, span)
-                if isinstance(value, str):  # a JSON string holding the object: decoded once more,
-                    value = _decode(value, (0, len(value)))  # as the original's str branch does
-                yield "fenced", value
-    find, rfind, starts_object = text.find, text.rfind, _OBJECT_START_RE.match
-    tried: set[int] = set()
-    pos, visited = find("{"), 0
-    while pos >= 0 and len(tried) < _OBJECT_ATTEMPTS and visited < _BRACES_VISITED:
-        visited += 1
-        if starts_object(text, pos) is None:  # cannot start an object: skip without decoding
-            if visited == 1:
-                yield "object", _FAILED  # only to record that a candidate failed
-            pos = find("{", pos + 1)
-            continue
-        tried.add(pos)
-        value, end = _raw_decode(text, pos)
-        yield ("json" if pos == 0 and end == len(text) else "object"), value
-        pos = find("{", end if end > pos else pos + 1)
-    pos, visited, attempts = rfind("{"), 0, 0
-    while pos >= 0 and attempts < _OBJECT_ATTEMPTS and visited < _BRACES_VISITED:
-        visited += 1
-        if pos not in tried and starts_object(text, pos) is not None:
-            attempts += 1
-            yield "object", _raw_decode(text, pos)[0]
-        pos = rfind("{", 0, pos)
-
-
-def _decode(text: str, span: tuple[int, int]) -> object:
-    try:
-        return _DECODER.decode(text[span[0] : span[1]])
-    except (ValueError, RecursionError):  # RecursionError: very deep nesting
-        return _FAILED
-
-
-def _raw_decode(text: str, pos: int) -> tuple[object, int]:
-    """The JSON value starting at ``pos`` and where it ends, or (``_FAILED``, ``pos``)."""
-    try:
-        return _DECODER.raw_decode(text, pos)
-    except (ValueError, RecursionError):
-        return _FAILED, pos
-
-
-def _fence_spans(text: str) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
-    """Inner spans of the first and the last ```` ```json ... ``` ```` block (None if unclosed)."""
-    out: list[tuple[int, int] | None] = []
-    for opener in (text.find(_FENCE), text.rfind(_FENCE)):
-        start = opener + len(_FENCE)
-        end = text.find("```", start)
-        out.append((start, end) if end >= 0 else None)
-    return out[0], out[1]
-
-
-def _value_verdict(value: Any) -> int | None:
-    """1 or 2 for the integer (or integral float) 1 or 2; None for anything else, bools included."""
-    if type(value) in (int, float) and value in (1, 2):
-        return int(value)
-    return None
-
-
-def _dict_rationale(obj: dict, keys: tuple[str, ...]) -> str | None:
-    for key in keys:
-        value = obj.get(key)
-        if isinstance(value, str):
-            return value
-    return None
-
-
-# --- where the verdict digit is ------------------------------------------------------------------
-
-
-def verdict_position(text: str, verdict: int | None, verdict_keys: Sequence[str] | None = None) -> int | None:
-    """Character index of the digit that states ``verdict`` right after a verdict key in ``text``.
-
-    ``KEY`` (quoted or not), an optional closing quote, a colon (ASCII or full-width), an optional
-    opening quote, then the digit (ASCII or full-width); the first such digit equal to ``verdict``
-    counts. ``None`` when the verdict is None or the text has no such place (e.g. a verdict the
-    lenient parser found in free text). Verdict probabilities are read at this position
-    (:mod:`conj_train.probability`).
-    """
-    if verdict not in (1, 2):
-        return None
-    best: int | None = None
-    for key in _dedup(_as_keys(verdict_keys, DEFAULT_VERDICT_KEYS)):
-        pos = text.find(key)
-        while pos >= 0 and (best is None or pos < best):
-            at = _digit_after_key(text, pos + len(key))
-            if at >= 0 and _DIGITS[text[at]] == verdict:
-                best = at
-                break
-            pos = text.find(key, pos + 1)
-    return best
-
-
-def _digit_after_key(text: str, i: int) -> int:
-    """Index of the digit in ``["]\\s*[:：]\\s*["]digit`` starting at ``i``, or -1."""
-    if text[i : i + 1] in _QUOTE_SET:
-        i += 1
-    i = _SPACES_RE.match(text, i).end()
-    if text[i : i + 1] not in _COLON_SET:
-        return -1
-    i = _SPACES_RE.match(text, i + 1).end()
-    if text[i : i + 1] in _QUOTE_SET:
-        i += 1
-    return i if text[i : i + 1] in _DIGITS else -1
-
-
-# --- fallbacks ------------------------------------------------------------------------------------
-
-
-def _find_quoted_key(text: str, keys: tuple[str, ...]) -> tuple[int, int] | None:
-    """Earliest ``"KEY":`` of any key (ASCII or “ ” quotes, ASCII or full-width colon, spaces allowed
-    before the colon), as (index of its opening quote, index just past the colon), or None.
-
-    ``str.find`` per key instead of one alternation regex: several times faster on CJK text, and
-    still linear (each occurrence is looked at once, and only before the best match so far).
-    """
-    best: tuple[int, int] | None = None
-    for key in keys:
-        pos = text.find(key, 1)
-        while pos >= 0 and (best is None or pos <= best[0]):
-            after = pos + len(key)
-            if text[pos - 1] in _QUOTES and text[after : after + 1] in _QUOTE_SET:
-                colon = _SPACES_RE.match(text, after + 1).end()
-                if text[colon : colon + 1] in _COLON_SET:
-                    best = (pos - 1, colon + 1)
-                    break
-            pos = text.find(key, pos + 1)
-    return best
-
-
-def _find_digit(text: str, pos: int) -> int:
-    """Index of the first 1/2 (ASCII or full-width) at or after ``pos``, or -1; each ``find`` is
-    bounded by the best match so far."""
-    best = len(text)
-    for digit in "12１２":
-        found = text.find(digit, pos, best)
-        if found >= 0:
-            best = found
-    return best if best < len(text) else -1
-
-
-def _cascade(text: str, keys: tuple[str, ...]) -> tuple[int, int] | None:
-    """Lenient key cascade: (verdict, position of the key used) or None. Every step is a ``find``
-    or ``rfind``, so the cascade is linear per key."""
-    for key in keys:
-        at = text.find(key)
-        if at < 0:
-            continue
-        quoted = text.find(f'"{key}":', max(at - 1, 0))
-        if quoted >= 0:
-            digit = _find_digit(text, quoted + len(key) + 3)
-            if digit >= 0:
-                return _DIGITS[text[digit]], quoted
-        # Report the key's opening quote, if any, so a loose rationale ends before it.
-        key_at = at - 1 if at and text[at - 1] in _QUOTES else at
-        digit = _find_digit(text, at + len(key))
-        if digit >= 0:
-            return _DIGITS[text[digit]], key_at
-        # No digit follows the key anywhere, so only the last of "1 2 | ^" before its first
-        # occurrence can satisfy the original's look-ahead ([12])(?=[^1|^2]*?KEY).
-        before = max(text.rfind(c, 0, at) for c in "12|^")
-        if before >= 0 and text[before] in "12":
-            return int(text[before]), key_at
-    return None
-
-
-def _loose_rationale(text: str, keys: tuple[str, ...], verdict_at: int) -> str | None:
-    """Rationale from text that is not valid JSON, e.g. a reshaped hint output with raw quotes:
-    the value after a quoted rationale key, up to the verdict key (or the end), minus the
-    ``",`` / ``"}`` that closed it; None when that leaves nothing."""
-    quoted = _find_quoted_key(text, keys)
-    if quoted is None:
-        return None
-    start = quoted[1]
-    end = verdict_at if verdict_at >= start else len(text)
-    value = text[start:end].strip()
-    if value[:1] and value[0] in _QUOTES:
-        value = value[1:]
-    if end == len(text):
-        value = value.removesuffix("}").rstrip()
-    if value[-1:] in (",", "，"):
-        value = value[:-1].rstrip()
-    if value[-1:] and value[-1] in _QUOTES:
-        value = value[:-1]
-    return value or None
-
-
-def _as_keys(keys: Sequence[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+def as_keys(keys: Sequence[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """``keys`` as a tuple (``default`` when None)."""
     if keys is None:
         return default
     return (keys,) if isinstance(keys, str) else tuple(keys)  # a lone string is one key, not letters
 
 
-def _dedup(keys: tuple[str, ...]) -> tuple[str, ...]:
+def dedup_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """``keys`` without repeats, first occurrence kept."""
     return tuple(dict.fromkeys(keys))

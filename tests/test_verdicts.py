@@ -7,6 +7,7 @@ import time
 import pytest
 
 from conj_train.errors import ConjError
+from conj_train.verdict_position import verdict_position
 from conj_train.verdicts import (
     LENIENT_CASCADE,
     ParsedVerdict,
@@ -14,7 +15,6 @@ from conj_train.verdicts import (
     parse_verdict,
     score,
     unparseable_reason,
-    verdict_position,
 )
 
 HINT_RAW = '{"原因":"他说"好"\n回答2更完整。\n","更好的回答": 2}'  # reshape_output, no escaping
