@@ -224,7 +224,7 @@ def padding_report(batch_size: int, n: int = 4096) -> dict[str, float]:
     import torch
     from transformers.trainer_pt_utils import get_length_grouped_indices
 
-    from conj_train.train.prefix import padding_share
+    from conj_train.train.prefix_layout import padding_share
 
     rng = random.Random(0)
     # Judge prompts hold a question and two answers (long tail), judgments are capped at 512.

@@ -276,7 +276,7 @@ def test_float64_split_equals_two_row(attn: str, grouped: bool) -> None:
 
 
 def test_layout_rejects_rows_that_do_not_share_a_prompt() -> None:
-    from conj_train.train.prefix import LayoutError, pair_layout
+    from conj_train.train.prefix_layout import LayoutError, pair_layout
 
     batch = _collated([(10, 3, 4), (8, 2, 2)])
     ids = batch["input_ids"].clone()
@@ -343,7 +343,7 @@ def test_supports_prefix_sharing_reasons(change: dict[str, Any], reason: str) ->
 
 
 def test_group_by_length_trains_with_less_padding(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from conj_train.train.prefix import padding_share
+    from conj_train.train.prefix_layout import padding_share
     from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer, pair_lengths
 
     rows = _pairs(96, seed=3)
@@ -366,7 +366,7 @@ def test_group_by_length_trains_with_less_padding(tiny_model_dir: Path, tmp_path
 
 
 def test_padding_share_counts_slots() -> None:
-    from conj_train.train.prefix import padding_share
+    from conj_train.train.prefix_layout import padding_share
 
     batch = [(10, 2, 4), (6, 4, 1)]
     # two rows per pair padded to 14 -> 56 slots; real 2*10+2+4 + 2*6+4+1 = 43
@@ -441,7 +441,7 @@ def test_cache_argument_follows_the_decoders_name() -> None:
     """transformers 5.24 renamed the decoder's ``past_key_values`` to ``cache``; sharing takes either."""
     import torch
 
-    from conj_train.train.prefix import cache_argument
+    from conj_train.train.prefix_cache import cache_argument
 
     class New(torch.nn.Module):
         def forward(self, input_ids: Any = None, cache: Any = None, use_cache: Any = None) -> None:

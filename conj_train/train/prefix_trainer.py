@@ -34,13 +34,9 @@ from accelerate.utils import is_peft_model
 from trl import DPOTrainer
 from trl.trainer.utils import FusedCausalLMOutput
 
-from conj_train.train.prefix import (
-    LayoutError,
-    judgment_token_outputs,
-    pair_layout,
-    supports_prefix_sharing,
-    uses_reentrant_checkpointing,
-)
+from conj_train.train.prefix import judgment_token_outputs, supports_prefix_sharing
+from conj_train.train.prefix_cache import uses_reentrant_checkpointing
+from conj_train.train.prefix_layout import LayoutError, pair_layout
 
 logger = logging.getLogger(__name__)
 
