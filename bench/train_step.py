@@ -99,7 +99,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--pairs", type=int, default=2, help="pairs per batch (each case's list is repeated)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="cpu = process CPU time: with one thread, steady under other load on the machine")
-    ap.add_argument("--no-memory", action="store_true", help="skip the per-variant memory subprocesses")
+    ap.add_argument("--no-memory", action="store_true",
+                    help="skip the per-variant memory subprocesses (CPU; CUDA reads memory in-process)")
     ap.add_argument("--memory-child", nargs=3, metavar=("VARIANT", "CASE", "TOKENIZER"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
