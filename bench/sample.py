@@ -4,26 +4,48 @@ Two engine modes: the default (one request per forward: a request's texts never 
 requests) and packed (``batch_tokens``: requests of different prompt lengths share a forward, their
 buffers holding masked holes; texts then depend on the pack up to rounding).
 
-Builds a tiny random Qwen2 (``conj_train.tiny``) in a temporary folder, renders Con-J-shaped prompts
-(about 4x the generation length, lengths spread so no two are equal) and draws ``n`` samples per
-prompt at Con-J's decoding settings. Both sides are forced to the full length (end-of-sequence
-disabled on both), run in the same process, interleaved, after a warm-up round. The baseline is
+Builds a tiny random Qwen2 (``conj_train.tiny``) in a temporary folder (or a random model of
+``--shape``, bench/_models.py, with the tiny tokenizer; or loads ``--model``), renders Con-J-shaped
+prompts (about 4x the generation length, lengths spread so no two are equal) and draws ``n`` samples
+per prompt at Con-J's decoding settings. Both sides are forced to the full length (end-of-sequence
+disabled on both), run in the same process, interleaved, after a warm-up round; the table gives the
+median of the measured rounds (``--rounds``) and their spread ((max - min) / median). The baseline is
 ``generate(do_sample=True, num_return_sequences=n, ...)`` in two layouts: one call per prompt, and one
 call over all prompts (left-padded); the final ratio (packed engine) is taken against the faster of
 the two.
 
-    .venv/bin/python bench/sample.py [--hidden 64 --layers 2 --prompts 12 --n 8 --threads 1]
+Peak memory per method: on CPU each method runs once in its own fresh process (peak RSS, ``VmHWM``
+restarted once the model and prompts are loaded; "over set-up" = that peak minus the RSS then;
+``--no-memory`` skips it);
+on CUDA in this process, ``torch.cuda.max_memory_allocated`` over the measured calls ("over set-up" =
+that peak minus what was allocated before the call: KV cache and activations).
+
+    .venv/bin/python bench/sample.py [--hidden 64 --layers 2 --prompts 12 --n 8 --threads 1 --rounds 5]
+    python bench/sample.py --device cuda --dtype bfloat16     # bench/gpu_check.sh: Qwen2-1.5B shape
+
+Last lines: each engine mode's share of the decode bound (:func:`decode_bound`: weights + KV bytes
+per step at the copy bandwidth measured in this process), then ``ratio vs num_return_sequences:
+N.NNx``. ``--time-limit S`` measures fewer rounds (at least 1) rather than run past S seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import _device  # bench/ is on sys.path when run as a script
+from _models import SHAPES, save_random_model
 
 FILLER = (
     "As an evaluation expert, given a question and two possible answers to it, please select which "
@@ -31,6 +53,9 @@ FILLER = (
     "The weather today is sunny with a light breeze. Paris is the capital of France. "
     "回答1中的计算是错误的，回答2给出了正确的结果，因此回答2更好。法国的首都是巴黎。 "
 )
+# The four methods: the engine's two modes, then the two `generate` baselines.
+METHODS = ("HFEngine packed (batch_tokens)", "HFEngine, one request per forward",
+           "generate, one call per prompt", "generate, all prompts padded")
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,6 +63,9 @@ def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None,
                     help="a causal-LM folder (e.g. `conj real-model` output) instead of the tiny random Qwen2")
+    ap.add_argument("--shape", choices=tuple(SHAPES), default=None,
+                    help="a random model of this shape instead of the tiny one (default on CUDA: qwen2-1.5b)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="which tokens/s the ratios use; cpu (process time) is steady under other load")
@@ -47,11 +75,19 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--prompt-tokens", type=int, default=512)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", "--repeats", dest="rounds", type=int, default=5,
+                    help="measured rounds after the warm-up round (--repeats: the old name)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-tokens", type=int, default=1 << 16,
                     help="the packed engine's batch_tokens (rows x (longest prompt + new tokens) per pack)")
-    return ap.parse_args()
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="seconds for the whole run: measure fewer rounds (at least 1) rather than run past it")
+    ap.add_argument("--no-memory", action="store_true", help="skip the per-method memory processes (CPU)")
+    ap.add_argument("--memory-child", nargs=2, metavar=("METHOD", "MODEL_DIR"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.shape is None and args.device == "cuda" and not args.model:
+        args.shape = "qwen2-1.5b"
+    return args
 
 
 def make_prompts(tokenizer, count: int, target: int) -> list[str]:
@@ -68,29 +104,36 @@ def make_prompts(tokenizer, count: int, target: int) -> list[str]:
     return prompts
 
 
-def timed(fn: Callable[[], int]) -> tuple[int, float, float]:
+def timed(fn: Callable[[], int], device: str = "cpu") -> tuple[int, float, float]:
     """Run ``fn`` (returns generated tokens); return tokens, wall seconds, process CPU seconds."""
+    _device.sync(device)
     wall, cpu = time.perf_counter(), time.process_time()
     tokens = fn()
+    _device.sync(device)
     return tokens, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def main() -> None:
-    """Build the model, run the three methods interleaved, print tokens/s and the ratio."""
-    args = parse_args()
+@dataclass
+class Bench:
+    """The loaded engine, its requests and the four methods (each returns the tokens it generated)."""
+
+    engine: Any
+    requests: list[Any]
+    lengths: list[int]
+    params: Any
+    methods: dict[str, Callable[[], int]]
+
+
+def set_up(args: argparse.Namespace, model_dir: str | Path) -> Bench:
+    """Load the engine from ``model_dir``, render the prompts, define the methods."""
     import torch
     from transformers import GenerationConfig
 
     from conj_train.engines.base import GenerationRequest, SamplingParams
     from conj_train.engines.hf import HFEngine
-    from conj_train.tiny import build_tiny_model
 
-    torch.set_num_threads(args.threads)
     params = SamplingParams(max_new_tokens=args.new_tokens)  # Con-J: T 1.2, top-p 0.95, top-k 50, rp 1.2
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model or build_tiny_model(Path(tmp) / "model", hidden=args.hidden, layers=args.layers,
-                                                   seed=0)
-        engine = HFEngine(str(model_dir), dtype=args.dtype, device="cpu", threads=args.threads)
+    engine = HFEngine(str(model_dir), dtype=args.dtype, device=args.device, threads=args.threads)
     tok, model = engine.tokenizer, engine.model
     prompts = make_prompts(tok, args.prompts, args.prompt_tokens)
     requests = [GenerationRequest(key=str(i), prompt=p, seeds=[1000 * i + j for j in range(args.n)])
@@ -105,9 +148,10 @@ def main() -> None:
         repetition_penalty=params.repetition_penalty, max_new_tokens=params.max_new_tokens,
         num_return_sequences=args.n, eos_token_id=None, pad_token_id=tok.pad_token_id,
     )
-    single = [torch.tensor([engine.prompt_ids(r)]) for r in requests]
+    single = [torch.tensor([engine.prompt_ids(r)], device=args.device) for r in requests]
     tok.padding_side = "left"
     padded = tok([r.prompt for r in requests], add_special_tokens=False, padding=True, return_tensors="pt")
+    padded = {k: v.to(args.device) for k, v in padded.items()}
 
     def run_engine() -> int:
         engine.batch_tokens = 0
@@ -142,32 +186,112 @@ def main() -> None:
             out = model.generate(**padded, generation_config=gen_cfg)
         return out[:, padded["input_ids"].shape[1]:].numel()
 
-    methods = {"HFEngine packed (batch_tokens)": run_engine_packed,
-               "HFEngine, one request per forward": run_engine,
-               "generate, one call per prompt": run_generate_each,
-               "generate, all prompts padded": run_generate_batched}
+    methods = dict(zip(METHODS, (run_engine_packed, run_engine, run_generate_each, run_generate_batched),
+                       strict=True))
+    return Bench(engine, requests, lengths, params, methods)
+
+
+def memory_child(method: str, model_dir: str, args: argparse.Namespace) -> None:
+    """Set up in this fresh process, run ``method`` once, print peak RSS and RSS after set-up as JSON.
+
+    The peak is restarted after set-up: loading a checkpoint can pass through more memory than the
+    loaded model holds (a bf16 file read before the copy in the run's dtype), and that is not sampling.
+    """
+    import torch
+
+    torch.manual_seed(0)
+    bench = set_up(args, model_dir)
+    if not _device.reset_peak_rss():
+        print("warning: could not restart the peak RSS; it includes the set-up", file=sys.stderr)
+    setup = _device.rss_mb()
+    bench.methods[method]()
+    print(json.dumps({"setup": setup, "peak": _device.peak_rss_mb()}))
+
+
+def measure_memory(method: str, model_dir: str | Path, args: argparse.Namespace) -> dict[str, float]:
+    """Run :func:`memory_child` in a fresh interpreter with this run's options."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    cmd = [sys.executable, __file__, "--device", args.device, "--dtype", args.dtype, "--prompts", str(args.prompts),
+           "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens), "--n", str(args.n),
+           "--threads", str(args.threads), "--batch-tokens", str(args.batch_tokens),
+           "--memory-child", method, str(model_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Build the model, run the four methods interleaved, print tokens/s, memory and the ratio."""
+    started = time.perf_counter()
+    args = parse_args()
+    import torch
+
+    if args.memory_child:
+        memory_child(*args.memory_child, args)
+        return
+    _device.check(args.device, args.clock)
+    torch.set_num_threads(args.threads)
+    cuda = args.device == "cuda"
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model:
+            model_dir: str | Path = args.model
+        elif args.shape:
+            model_dir = save_random_model(Path(tmp) / "model", args.shape, dtype=getattr(torch, args.dtype),
+                                          device=args.device)
+        else:
+            from conj_train.tiny import build_tiny_model
+
+            model_dir = build_tiny_model(Path(tmp) / "model", hidden=args.hidden, layers=args.layers, seed=0)
+        names = list(METHODS)
+        nan = {"setup": float("nan"), "peak": float("nan")}
+        # CPU: each method in its own process before this one loads the model; CUDA: counted below.
+        mem = {name: nan if args.no_memory or cuda else measure_memory(name, model_dir, args) for name in names}
+        bench = set_up(args, model_dir)
+    engine, requests, lengths, params, methods = (bench.engine, bench.requests, bench.lengths, bench.params,
+                                                  bench.methods)
+    model = engine.model
     expected = args.prompts * args.n * args.new_tokens
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
-    names = list(methods)
-    for rep in range(args.repeats + 1):
+    deadline = started + args.time_limit if args.time_limit else None
+    gpu_mem: dict[str, dict[str, float]] = {}  # the measured call with the highest peak, per method
+    for rep in range(args.rounds + 1):
+        round_start = time.perf_counter()
         torch.manual_seed(rep)
         for name in names[rep % len(names):] + names[: rep % len(names)]:
-            tokens, wall, cpu = timed(methods[name])
+            if cuda:
+                _device.sync(args.device)
+                held = _device.cuda_allocated_mb()
+                _device.cuda_reset_peak()
+            tokens, wall, cpu = timed(methods[name], args.device)
             if tokens != expected:
                 raise SystemExit(f"{name}: {tokens} tokens generated, expected {expected}")
             if rep:  # round 0 warms up
                 results[name].append((tokens / wall, tokens / cpu))
+                if cuda and (name not in gpu_mem or _device.cuda_peak_mb() > gpu_mem[name]["peak"]):
+                    gpu_mem[name] = {"setup": held, "peak": _device.cuda_peak_mb()}
+        last_round = time.perf_counter() - round_start
+        if deadline is not None and 1 <= rep < args.rounds and time.perf_counter() + last_round > deadline:
+            print(f"time limit: {rep} of {args.rounds} rounds measured")
+            break
+    measured = len(results[names[0]])
+    mem.update(gpu_mem)
 
-    name = args.model or f"tiny random Qwen2 hidden {args.hidden} layers {args.layers}"
-    print(f"model {name} ({args.dtype}); {args.prompts} prompts of {min(lengths)}-"
+    label = args.model or (f"random Qwen2 of shape {args.shape}" if args.shape else
+                           f"tiny random Qwen2 hidden {args.hidden} layers {args.layers}")
+    print(f"model {label} ({args.dtype}); {args.prompts} prompts of {min(lengths)}-"
           f"{max(lengths)} tokens (mean {statistics.mean(lengths):.0f}), n={args.n}, "
-          f"{args.new_tokens} new tokens, {args.threads} thread(s), {args.repeats} repeats after warm-up")
-    print(f"{'method':40s} {'median tok/s':>12s} {'best tok/s':>11s} {'median CPU tok/s':>17s}")
+          f"{args.new_tokens} new tokens, {args.threads} thread(s), {measured} rounds after warm-up")
+    print(_device.describe(args.device))
+    peak_label = "peak GPU MB" if cuda else "peak RSS MB"
+    print(f"{'method':40s} {'median tok/s':>12s} {'min':>8s} {'max':>8s} {'spread':>7s} "
+          f"{'median CPU tok/s':>17s} {peak_label:>12s} {'over set-up MB':>15s}")
     medians = {}
     for name, runs in results.items():
         medians[name] = statistics.median(c if args.clock == "cpu" else w for w, c in runs)
-        print(f"{name:40s} {medians[name]:12.0f} {max(w for w, _ in runs):11.0f} "
-              f"{statistics.median(c for _, c in runs):17.0f}")
+        walls = [w for w, _ in runs]
+        spread = (max(walls) - min(walls)) / statistics.median(walls)
+        m = mem[name]
+        print(f"{name:40s} {medians[name]:12.0f} {min(walls):8.0f} {max(walls):8.0f} {spread:7.0%} "
+              f"{statistics.median(c for _, c in runs):17.0f} {m['peak']:12.0f} {m['peak'] - m['setup']:15.0f}")
     print_hole_share(engine, requests, params, args)
     packed_name, default_name, *baselines = names
     for ours in (default_name, packed_name):
@@ -175,20 +299,21 @@ def main() -> None:
             print(f"{ours} vs {name}: {medians[ours] / medians[name]:.2f}x")
     best_baseline = max(baselines, key=medians.get)
     print(f"faster baseline: {best_baseline} (ratios by {args.clock} time)")
-    bound = decode_bound(model, args.n, statistics.mean(lengths) + args.new_tokens / 2)
+    bound = decode_bound(model, args.n, statistics.mean(lengths) + args.new_tokens / 2, args.device)
     for ours in (default_name, packed_name):
         print(f"{ours}: {medians[ours] / bound:.1%} of the decode bound ({bound:.0f} tok/s at {args.n} rows)")
     print(f"ratio vs num_return_sequences: {medians[packed_name] / medians[best_baseline]:.2f}x")
 
 
-def decode_bound(model, rows: int, context: float) -> float:
+def decode_bound(model, rows: int, context: float, device: str = "cpu") -> float:
     """Generated tokens/s if a decode step cost only its memory traffic, at ``rows`` rows per step.
 
     A step reads every weight once and each row's KV cache (``context`` positions, all layers), at
-    the copy bandwidth measured in this process. More rows per step (packing) raise the bound, so it
-    is computed at the default mode's ``n`` rows; the packed mode can exceed it.
+    the copy bandwidth measured in this process (host memory, or the GPU's for ``device="cuda"``).
+    More rows per step (packing) raise the bound, so it is computed at the default mode's ``n``
+    rows; the packed mode can exceed it.
     """
-    from _limits import copy_bandwidth  # bench/ is on sys.path when run as a script
+    from _limits import copy_bandwidth
 
     cfg = model.config
     size = next(model.parameters()).element_size()
@@ -197,7 +322,7 @@ def decode_bound(model, rows: int, context: float) -> float:
     kv_per_position = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * size
     step_bytes = weights + rows * context * kv_per_position
     # copy_bandwidth counts read + write bytes; a decode step only reads.
-    return rows * copy_bandwidth() / step_bytes
+    return rows * copy_bandwidth(device=device) / step_bytes
 
 
 def hole_share(packs: list[list[int]], lengths: list[int], rows: int, new_tokens: int) -> float:
