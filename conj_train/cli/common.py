@@ -15,7 +15,8 @@ def load_stage_config(cls: type[T], path: str | None, overrides: Sequence[str], 
 
     ``fixed`` values (named command-line options) win over both.
     """
-    from conj_train.config import load_config, read_yaml
+    from conj_train.config import load_config
+    from conj_train.config_values import read_yaml
 
     use_section = None
     if path is not None and Path(path).is_file() and section in read_yaml(path):

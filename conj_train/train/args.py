@@ -104,7 +104,7 @@ class _OneLineParser(TrlParser):
 
 def parse_args(dataclasses: tuple[type, ...], argv: Sequence[str] | None) -> tuple[Any, ...]:
     """Parse ``--config recipe.yaml`` + ``--key value`` overrides with TrlParser; bad input -> ConjError."""
-    from conj_train.config import read_yaml
+    from conj_train.config_values import read_yaml
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" in argv:
