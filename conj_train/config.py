@@ -1,44 +1,33 @@
-"""One config system for every stage: recipe YAML + ``--key value`` overrides -> stage dataclasses.
+"""The parts stage configs share, and what of a stage config a run folder claims (its hash).
 
-Built on transformers' :class:`~transformers.HfArgumentParser`, as TRL's ``TrlParser`` (train and
-train-rm) is: a stage's settings are dataclass fields, a recipe is a flat YAML mapping of them
-(alignment-handbook style), and any of them can be overridden on the command line. A stage config is
-one dataclass made of parts, parsed together from the same flat keys, one name per setting:
+A stage's settings are dataclass fields and a recipe is a flat YAML mapping of them
+(alignment-handbook style); any of them can be overridden on the command line. A stage config is one
+dataclass made of parts, parsed together from the same flat keys, one name per setting:
 
 * mixed-in parts the stage reads setting by setting (:class:`JudgeInputOptions`, :class:`EngineOptions`,
-  :class:`ShardedRunOptions`);
+  :class:`ShardedRunOptions`; the warm-up mixes in :class:`PreferenceReadOptions` and
+  :class:`JudgePromptOptions`, the parts of :class:`JudgeInputOptions` it shares);
 * nested parts a core function takes whole (the filter's ``rules: PairRules`` and
   ``length: LengthRule``): their fields are recipe keys of their own, next to the stage's.
 
-Every value, from YAML or from the command line, is typed the YAML way (``--n 4`` is an integer,
-``--hint_reading=code`` a string, ``[a, b]`` a list, ``null`` None) and then checked against the
-field's annotation and ``BOUNDS``: argparse cannot type ``Any``, ``dict`` or union fields, and one
-check for both sources keeps their errors alike. Unknown keys are errors, not silently ignored (a
-typo in an ablation must not quietly run the default); the error suggests the closest key, or the
-new name of a renamed one. Reading and checking values is :mod:`conj_train.config_values`; this
-module holds the shared option parts, the parser and the run-folder hash of a stage config.
+The config system is three modules: this one (the parts, :func:`settings_hash`,
+:func:`config_to_dict`), :mod:`conj_train.config_values` (reading and checking values, the settings
+as command-line options; no third-party import, so ``conj CMD --help`` stays light) and
+:mod:`conj_train.config_parser` (``ConjParser``, transformers' ``HfArgumentParser`` for a stage
+config, as TRL's ``TrlParser`` is for training).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import inspect
 import logging
-import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from transformers import HfArgumentParser
-
-from conj_train.config_values import check_types, flat_args, read_yaml, unknown_key_error, yaml_value
 from conj_train.errors import ConjError
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -124,136 +113,6 @@ RUNTIME_FIELDS = frozenset({f.name for f in dataclasses.fields(ShardedRunOptions
 
 # The old names of the input fields in the config hashes of sample and warm-up run folders.
 INPUT_OLD_NAMES = {"model_name_or_path": "model", "dataset_name": "dataset"}
-# Short command-line spellings of the input names (``conj sample --model M --output DIR``); recipes
-# and dataclasses use the long name only.
-CLI_ALIASES = {"model_name_or_path": ("model",), "dataset_name": ("dataset",), "output_dir": ("output",)}
-
-
-class _YamlList(argparse.Action):
-    """Store a YAML-typed value of a field that takes a list: ``--model a --model b`` collects both."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        if self.dest in vars(namespace):
-            old = getattr(namespace, self.dest)
-            values = [*(old if isinstance(old, list) else [old]), *(values if isinstance(values, list) else [values])]
-        setattr(namespace, self.dest, values)
-
-
-def _takes_list(tp: Any) -> bool:
-    return any(a is list or typing.get_origin(a) in (list, tuple) for a in flat_args(tp))
-
-
-class ConjParser(HfArgumentParser):
-    """HfArgumentParser for a stage config dataclass and its nested parts, with YAML-typed values.
-
-    ``ConjParser(SampleConfig).parse("recipe.yaml", ["--n", "4"])`` reads the recipe, applies the
-    overrides and returns a checked ``SampleConfig``. Each setting is one ``--name`` option (grouped
-    by the part that defines it in ``--help``); values are read by :func:`yaml_value` and checked by
-    :func:`check_types` whatever their source. Bad input of any kind is a one-line ConjError.
-    """
-
-    def __init__(self, cls: type, **kwargs: Any) -> None:
-        self.stage_cls = cls
-        # setting name -> (the part whose annotation types it, the nested field holding it or None)
-        self.settings: dict[str, tuple[type, str | None]] = {}
-        kwargs.setdefault("allow_abbrev", False)  # "--model" must never abbreviate "--model_kind"
-        kwargs.setdefault("add_help", False)
-        super().__init__([cls], **kwargs)
-
-    def error(self, message: str) -> typing.NoReturn:  # argparse would print usage and exit
-        """Raise argparse's complaint as a ConjError (one line, exit 2)."""
-        raise ConjError(message)
-
-    def _add_dataclass_arguments(self, dtype: type, nested: str | None = None) -> None:
-        hints = typing.get_type_hints(dtype)
-        groups: dict[type, Any] = {}
-        for f in dataclasses.fields(dtype):
-            if not f.init:
-                continue
-            tp = hints[f.name]
-            if dataclasses.is_dataclass(tp):  # a nested part: its settings are keys of their own
-                self._add_dataclass_arguments(tp, nested=f.name)  # type: ignore[arg-type]
-                continue
-            if f.name in self.settings:
-                raise TypeError(f"{self.stage_cls.__name__}: two settings named {f.name!r}")
-            owner = next(c for c in dtype.__mro__ if f.name in inspect.get_annotations(c))
-            self.settings[f.name] = (owner, nested)
-            if owner not in groups:
-                groups[owner] = self.add_argument_group(owner.__name__, (owner.__doc__ or "").split("\n")[0])
-            spellings = {f.name, f.name.replace("_", "-"), *CLI_ALIASES.get(f.name, ())}
-            groups[owner].add_argument(
-                *(f"--{s}" for s in sorted(spellings, key=lambda s: (s != f.name, s))), dest=f.name,
-                type=yaml_value, nargs="?", const=True, default=argparse.SUPPRESS,
-                action=_YamlList if _takes_list(tp) else "store",  # a scalar given twice: the last wins
-                help=f.metadata.get("help", f"(default {f.default!r})" if f.default is not dataclasses.MISSING
-                                    else None))
-
-    def parse_cli(self, argv: Sequence[str]) -> dict[str, Any]:
-        """The settings given as ``--key value`` / ``--key=value`` / ``--flag`` (true)."""
-        namespace, rest = self.parse_known_args(list(argv))
-        for item in rest:
-            if item.startswith("--") and item != "--":
-                raise unknown_key_error(item[2:].split("=", 1)[0].replace("-", "_"), self.settings,
-                                        "command-line options")
-            raise ConjError(f"expected --key value, got {item!r}")
-        return vars(namespace)
-
-    def build(self, values: dict[str, Any], *, where: str = "config") -> Any:
-        """The stage config of ``values`` (flat settings); unknown keys or bad values raise a ConjError."""
-        unknown = sorted(set(values) - set(self.settings))
-        if unknown:
-            raise unknown_key_error(unknown[0], self.settings, where)
-        for key, value in values.items():
-            check_types(self.settings[key][0], {key: value}, where=where)
-        top: dict[str, Any] = {}
-        nested: dict[str, dict[str, Any]] = {}
-        hints = typing.get_type_hints(self.stage_cls)
-        for f in dataclasses.fields(self.stage_cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                nested[f.name] = {}
-        for key, value in values.items():
-            owner, holder = self.settings[key]
-            if typing.get_origin(typing.get_type_hints(owner)[key]) is tuple:
-                value = tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else tuple(value)
-            (nested[holder] if holder else top)[key] = value
-        try:
-            parts = {name: hints[name](**kw) for name, kw in nested.items()}
-            cfg = self.stage_cls(**top, **parts)
-        except (TypeError, ValueError) as e:
-            raise ConjError(f"{where}: {e}") from e
-        validate = getattr(cfg, "validate", None)
-        if validate is not None:
-            validate()
-        return cfg
-
-    def parse(self, path: str | Path | None = None, argv: Sequence[str] = (), *, section: str | None = None,
-              fixed: dict[str, Any] | None = None) -> Any:
-        """Recipe ``path`` (or its ``section:``), then ``argv`` overrides, then ``fixed`` values."""
-        values: dict[str, Any] = {}
-        where = "command-line options"
-        if path is not None:
-            values = read_yaml(path)
-            if section is not None:
-                values = values.get(section) or {}
-                if not isinstance(values, dict):
-                    raise ConjError(f"{path}: section {section!r} must be a mapping")
-            where = f"{path}" + (f" [{section}]" if section else "")
-        values = {**values, **self.parse_cli(argv), **(fixed or {})}
-        return self.build(values, where=where)
-
-
-def build_config(cls: type[T], values: dict[str, Any], *, where: str = "config") -> T:
-    """Instantiate stage config ``cls`` from flat ``values``; unknown keys or bad values raise a ConjError."""
-    return ConjParser(cls).build(values, where=where)
-
-
-def load_config(cls: type[T], path: str | Path | None, overrides: Sequence[str] = (),
-                *, section: str | None = None, fixed: dict[str, Any] | None = None) -> T:
-    """Load a recipe (optionally one ``section:`` of it) into ``cls`` and apply CLI overrides."""
-    return ConjParser(cls).parse(path, overrides, section=section, fixed=fixed)
-
-
 def settings_hash(cfg: Any, *, exclude: Iterable[str], old_names: dict[str, str] | None = None,
                   **extra: Any) -> str:
     """Hash of ``cfg``'s settings not in ``exclude`` (plus ``extra``): a run folder's config claim.

@@ -1,16 +1,20 @@
 """Recipe values: reading YAML recipes and command-line strings, type and bound checks, key hints.
 
-The half of the config system that knows nothing of dataclass parsing (that is
-:mod:`conj_train.config`): :func:`read_yaml` reads a recipe into a mapping, :func:`yaml_value` types
-a command-line string the YAML way, :func:`check_types` checks a value against a field's annotation
-and :data:`BOUNDS`, and :func:`unknown_key_error` words an unknown key with :func:`did_you_mean`'s
-hint. The training stages (TRL's parser, :mod:`conj_train.train.args`) and the pipeline runner use
-them too, so every stage words a bad key or value alike.
+:func:`read_yaml` reads a recipe into a mapping, :func:`yaml_value` types a command-line string the
+YAML way, :func:`check_types` checks a value against a field's annotation and :data:`BOUNDS`,
+:func:`unknown_key_error` words an unknown key with :func:`did_you_mean`'s hint, and
+:func:`add_settings` declares a stage config's settings as command-line options. The parser
+(:mod:`conj_train.config_parser`), the training stages (TRL's parser, :mod:`conj_train.train.args`),
+the pipeline runner and ``conj CMD --help`` use them, so every stage words a bad key or value alike.
+Only the standard library (and PyYAML) is imported here: ``--help`` must not load transformers.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import difflib
+import inspect
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -175,3 +179,59 @@ def did_you_mean(key: str, names: Iterable[str]) -> str:
 def unknown_key_error(key: str, names: Iterable[str], where: str) -> ConjError:
     """The error for an unknown key in ``where``, with :func:`did_you_mean`'s hint."""
     return ConjError(f"unknown key {key!r} in {where}{did_you_mean(key, names)}")
+
+
+# Short command-line spellings of the input names (``conj sample --model M --output DIR``); recipes
+# and dataclasses use the long name only.
+CLI_ALIASES = {"model_name_or_path": ("model",), "dataset_name": ("dataset",), "output_dir": ("output",)}
+
+
+class _YamlList(argparse.Action):
+    """Store a YAML-typed value of a field that takes a list: ``--model a --model b`` collects both."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if self.dest in vars(namespace):
+            old = getattr(namespace, self.dest)
+            values = [*(old if isinstance(old, list) else [old]), *(values if isinstance(values, list) else [values])]
+        setattr(namespace, self.dest, values)
+
+
+def _takes_list(tp: Any) -> bool:
+    return any(a is list or typing.get_origin(a) in (list, tuple) for a in flat_args(tp))
+
+
+def add_settings(parser: argparse.ArgumentParser, cls: type, *, nested: str | None = None,
+                 settings: dict[str, tuple[type, str | None]] | None = None,
+                 ) -> dict[str, tuple[type, str | None]]:
+    """Declare every setting of stage config ``cls`` as ``--name`` options of ``parser``.
+
+    One argument group per part that defines settings (its ``--help`` section), nested parts
+    included; values are typed by :func:`yaml_value` and left unset unless given. Returns setting
+    name -> (the part whose annotation types it, the nested field holding it or None); ``settings``
+    (filled in place) holds those declared before, for a nested part.
+    """
+    settings = {} if settings is None else settings
+    hints = typing.get_type_hints(cls)
+    groups: dict[type, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):  # a nested part: its settings are keys of their own
+            add_settings(parser, tp, nested=f.name, settings=settings)  # type: ignore[arg-type]
+            continue
+        if f.name in settings:
+            raise TypeError(f"{cls.__name__}: two settings named {f.name!r}")
+        owner = next(c for c in cls.__mro__ if f.name in inspect.get_annotations(c))
+        settings[f.name] = (owner, nested)
+        if owner not in groups:
+            groups[owner] = parser.add_argument_group(owner.__name__, (owner.__doc__ or "").split("\n")[0])
+        spellings = {f.name, f.name.replace("_", "-"), *CLI_ALIASES.get(f.name, ())}
+        groups[owner].add_argument(
+            *(f"--{s}" for s in sorted(spellings, key=lambda s: (s != f.name, s))), dest=f.name,
+            type=yaml_value, nargs="?", const=True, default=argparse.SUPPRESS, metavar="VALUE",
+            action=_YamlList if _takes_list(tp) else "store",  # a scalar given twice: the last wins
+            help=f.metadata.get("help", f"(default {f.default!r})" if f.default is not dataclasses.MISSING
+                                else None))
+    return settings

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conj_train.config import ConjParser, build_config, config_to_dict, load_config
+from conj_train.config import config_to_dict
+from conj_train.config_parser import ConjParser, build_config, load_config
 from conj_train.errors import ConjError
 from conj_train.evaluate import EvalConfig
 from conj_train.filter import FilterConfig

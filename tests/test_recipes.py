@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from conj_train.config import build_config
+from conj_train.config_parser import build_config
 from conj_train.config_values import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]

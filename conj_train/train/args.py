@@ -99,7 +99,7 @@ class ConjDPOConfig(DPOConfig):
 class _OneLineParser(TrlParser):
     """TrlParser whose errors are one ConjError line, not ~150 lines of usage then the error.
 
-    Abbreviations are off, as in :class:`conj_train.config.ConjParser`: a mistyped ``--learning_rat``
+    Abbreviations are off, as in :class:`conj_train.config_parser.ConjParser`: a mistyped ``--learning_rat``
     must be an unknown key, not quietly another one.
     """
 
