@@ -63,22 +63,34 @@ class EngineOptions:
 
 
 @dataclass
-class JudgeInputOptions:
-    """How the stages that prompt a judge (sampling, evaluation) read pairs and render prompts."""
+class JudgePromptOptions:
+    """How a judge prompt is rendered from a pair: the template, a system prompt, the slot-order seed."""
+
+    template: str = "conj-zh"
+    system_prompt: str | None = None
+    swap_seed: int = 2021
+
+
+@dataclass
+class PreferenceReadOptions:
+    """How preference records are read from a source (format, field names, turns) and how many."""
 
     dataset_format: str | None = None
-    dataset_config: str | None = None
-    dataset_split: str | None = None
     field_map: dict[str, str] | None = None
     multi_turn: str = "context"
     max_pairs: int | None = None
+
+
+@dataclass
+class JudgeInputOptions(PreferenceReadOptions, JudgePromptOptions):
+    """How the stages that prompt a judge (sampling, evaluation) read pairs and render prompts."""
+
+    dataset_config: str | None = None
+    dataset_split: str | None = None
     # Length-bias tests: keep only pairs whose `longer` answer ("chosen" or "rejected") has more than
     # `length_ratio` times the other's characters.
     longer: str | None = None
     length_ratio: float = 2.0
-    template: str = "conj-zh"
-    system_prompt: str | None = None
-    swap_seed: int = 2021
 
     def load_records(self, source: str) -> tuple[list[dict], Any]:
         """Canonical records of ``source`` (the first ``max_pairs`` used rows) and the ingest report."""

@@ -52,7 +52,7 @@ def test_unknown_option_is_an_argparse_error() -> None:
 
 
 @pytest.mark.parametrize(("cmd", "part", "setting"), [
-    ("sample", "JudgeInputOptions", "--hint_reading"),
+    ("sample", "JudgePromptOptions", "--template"),
     ("filter", "LengthRule", "--cut_tokens"),
     ("eval", "EngineOptions", "--engine"),
 ])
