@@ -39,7 +39,7 @@ def test_one_loader_for_both_scorers(tiny_model_dir: Path, tiny_rm_dir: Path, tm
         assert not model.training and next(model.parameters()).dtype == torch.float32
     no_weights = tmp_path / "no-weights"
     shutil.copytree(tiny_model_dir, no_weights, ignore=shutil.ignore_patterns("*.safetensors"))
-    with pytest.raises(ConjError, match="cannot load a causal LM from .*no-weights"):
+    with pytest.raises(ConjError, match=r"cannot load a causal LM from .*no-weights"):
         VerdictScorer.from_pretrained(str(no_weights))
-    with pytest.raises(ConjError, match="cannot load a sequence-classification model from .*no-weights"):
+    with pytest.raises(ConjError, match=r"cannot load a sequence-classification model from .*no-weights"):
         RewardModel.from_pretrained(str(no_weights))

@@ -1,9 +1,12 @@
 """The arguments of a training run: TRL's dataclasses plus conj-train's fields, and the recipe parser.
 
-A recipe is TRL's format: a YAML of the dataclasses' fields (``--config recipe.yaml``), any of them
-overridden as ``--key value``. Building the arguments changes nothing outside them; the machine
-set-up that must come first is :func:`conj_train.train.machine.set_up_machine`, called by the entry
-points. The scalar reward model's arguments (:mod:`conj_train.train.reward`) reuse the parser and
+A recipe is TRL's format: a YAML of the dataclasses' fields (``--config recipe.yaml``), or the same
+keys as a mapping (``values=``: what ``conj run`` passes), any of them overridden as ``--key value``.
+An unknown key is the one-line "did you mean" error of every other stage
+(:func:`conj_train.config_values.unknown_key_error`). Building the arguments changes nothing
+outside them but the environment (a recipe's ``env:`` mapping, as in TRL; a token moved by
+:func:`keep_secrets_out`); the machine set-up that must come first is
+:func:`conj_train.train.machine.set_up_machine`, called by the entry points. The scalar reward model's arguments (:mod:`conj_train.train.reward`) reuse the parser and
 the value checks.
 """
 
