@@ -1,4 +1,4 @@
-"""The one config parser of the conj stages (conj_train/config.py): typing, names, hints, hashes."""
+"""The one config system of the conj stages (conj_train/config*.py): typing, names, hints, hashes."""
 
 from __future__ import annotations
 
