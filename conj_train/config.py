@@ -1,44 +1,33 @@
-"""One config system for every stage: recipe YAML + ``--key value`` overrides -> stage dataclasses.
+"""The parts stage configs share, and what of a stage config a run folder claims (its hash).
 
-Built on transformers' :class:`~transformers.HfArgumentParser`, as TRL's ``TrlParser`` (train and
-train-rm) is: a stage's settings are dataclass fields, a recipe is a flat YAML mapping of them
-(alignment-handbook style), and any of them can be overridden on the command line. A stage config is
-one dataclass made of parts, parsed together from the same flat keys, one name per setting:
+A stage's settings are dataclass fields and a recipe is a flat YAML mapping of them
+(alignment-handbook style); any of them can be overridden on the command line. A stage config is one
+dataclass made of parts, parsed together from the same flat keys, one name per setting:
 
 * mixed-in parts the stage reads setting by setting (:class:`JudgeInputOptions`, :class:`EngineOptions`,
-  :class:`ShardedRunOptions`);
+  :class:`ShardedRunOptions`; the warm-up mixes in :class:`PreferenceReadOptions` and
+  :class:`JudgePromptOptions`, the parts of :class:`JudgeInputOptions` it shares);
 * nested parts a core function takes whole (the filter's ``rules: PairRules`` and
   ``length: LengthRule``): their fields are recipe keys of their own, next to the stage's.
 
-Every value, from YAML or from the command line, is typed the YAML way (``--n 4`` is an integer,
-``--hint_reading=code`` a string, ``[a, b]`` a list, ``null`` None) and then checked against the
-field's annotation and :data:`BOUNDS`: argparse cannot type ``Any``, ``dict`` or union fields, and
-one check for both sources keeps their errors alike. Unknown keys are errors, not silently ignored
-(a typo in an ablation must not quietly run the default); the error suggests the closest key, or the
-new name of a renamed one (:data:`RENAMED`).
+The config system is three modules: this one (the parts, :func:`settings_hash`,
+:func:`config_to_dict`), :mod:`conj_train.config_values` (reading and checking values, the settings
+as command-line options; no third-party import, so ``conj CMD --help`` stays light) and
+:mod:`conj_train.config_parser` (``ConjParser``, transformers' ``HfArgumentParser`` for a stage
+config, as TRL's ``TrlParser`` is for training).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import difflib
-import inspect
 import logging
-import types
-import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
-
-from transformers import HfArgumentParser
+from typing import Any
 
 from conj_train.errors import ConjError
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -74,22 +63,34 @@ class EngineOptions:
 
 
 @dataclass
-class JudgeInputOptions:
-    """How the stages that prompt a judge (sampling, evaluation) read pairs and render prompts."""
+class JudgePromptOptions:
+    """How a judge prompt is rendered from a pair: the template, a system prompt, the slot-order seed."""
+
+    template: str = "conj-zh"
+    system_prompt: str | None = None
+    swap_seed: int = 2021
+
+
+@dataclass
+class PreferenceReadOptions:
+    """How preference records are read from a source (format, field names, turns) and how many."""
 
     dataset_format: str | None = None
-    dataset_config: str | None = None
-    dataset_split: str | None = None
     field_map: dict[str, str] | None = None
     multi_turn: str = "context"
     max_pairs: int | None = None
+
+
+@dataclass
+class JudgeInputOptions(PreferenceReadOptions, JudgePromptOptions):
+    """How the stages that prompt a judge (sampling, evaluation) read pairs and render prompts."""
+
+    dataset_config: str | None = None
+    dataset_split: str | None = None
     # Length-bias tests: keep only pairs whose `longer` answer ("chosen" or "rejected") has more than
     # `length_ratio` times the other's characters.
     longer: str | None = None
     length_ratio: float = 2.0
-    template: str = "conj-zh"
-    system_prompt: str | None = None
-    swap_seed: int = 2021
 
     def load_records(self, source: str) -> tuple[list[dict], Any]:
         """Canonical records of ``source`` (the first ``max_pairs`` used rows) and the ingest report."""
@@ -122,296 +123,8 @@ def select_by_length(records: list[dict], longer: str | None, ratio: float, *, s
 RUNTIME_FIELDS = frozenset({f.name for f in dataclasses.fields(ShardedRunOptions)}
                            | {"threads", "gpu_memory_utilization"})
 
-# Keys renamed when every stage took TRL's input names: an old recipe's key gets the new name as its hint.
-RENAMED = {"model": "model_name_or_path", "base_model": "model_name_or_path", "dataset": "dataset_name",
-           "sample_dir": "dataset_name", "samples": "n", "output": "output_dir"}
 # The old names of the input fields in the config hashes of sample and warm-up run folders.
 INPUT_OLD_NAMES = {"model_name_or_path": "model", "dataset_name": "dataset"}
-# Short command-line spellings of the input names (``conj sample --model M --output DIR``); recipes
-# and dataclasses use the long name only.
-CLI_ALIASES = {"model_name_or_path": ("model",), "dataset_name": ("dataset",), "output_dir": ("output",)}
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing, unreadable or non-mapping file is a ConjError."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConjError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConjError(f"{p}: not UTF-8 text (byte {e.start}); save the recipe as UTF-8") from None
-    except yaml.YAMLError as e:
-        raise ConjError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from e
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConjError(f"{p}: a recipe must be a YAML mapping of key: value")
-    return data
-
-
-
-def yaml_value(raw: str) -> Any:
-    """A command-line string read as a YAML scalar or flow list (``4``, ``true``, ``null``, ``[a, b]``)."""
-    import yaml
-
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """Turn ``["--sample.n", "4", "--x=code"]`` into ``{"sample.n": 4, "x": "code"}`` (pipeline overrides).
-
-    Values are typed by :func:`yaml_value`; a key without a value is ``true``. Stage options go
-    through :class:`ConjParser`, which knows the keys; this reads the dotted ``--STAGE.KEY`` ones.
-    """
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(items):
-        item = items[i]
-        if not item.startswith("--") or item == "--":
-            raise ConjError(f"expected --key value, got {item!r}")
-        key = item[2:]
-        if "=" in key:
-            key, raw = key.split("=", 1)
-            i += 1
-        elif i + 1 < len(items) and not items[i + 1].startswith("--"):
-            raw = items[i + 1]
-            i += 2
-        else:
-            raw = "true"
-            i += 1
-        out[key.replace("-", "_")] = yaml_value(raw)
-    return out
-
-
-# Lower (and upper) bounds of numeric keys, by name, for every stage config that has the key. A
-# value outside them would otherwise be read in a surprising way (max_pairs -5 = "all but 5") or fail
-# deep inside a run.
-BOUNDS: dict[str, tuple[float, float | None]] = {
-    **dict.fromkeys(("batch_pairs", "max_new_tokens", "max_pairs", "tensor_parallel_size",
-                     "threads", "max_model_len", "per_device_train_batch_size", "max_length",
-                     "reliability_bins", "probability_batch_tokens", "rm_batch_size", "logging_steps",
-                     "cut_tokens", "cut_trigger_chars", "forced_negative_tokens"), (1, None)),
-    **dict.fromkeys(("n", "hint_samples", "top_k", "max_best_of_n", "max_pos_unknown", "max_hint",
-                     "hf_batch_tokens", "temperature", "hint_temperature", "warmup_steps",
-                     "weight_decay", "seed", "swap_seed", "verdict_seed"), (0, None)),
-    **dict.fromkeys(("top_p", "hint_top_p", "gpu_memory_utilization"), (1e-9, 1)),
-    "repetition_penalty": (1e-9, None),
-    "learning_rate": (1e-12, None),
-}
-
-
-def _type_name(tp: Any) -> str:
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-             dict: "a mapping", list: "a list", tuple: "a list", type(None): "null"}
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    return names.get(origin or tp, getattr(tp, "__name__", str(tp)))
-
-
-def _has_type(value: Any, tp: Any) -> bool:
-    """Whether a YAML value fits a field's annotation (bool is not a number; int is a float)."""
-    if tp is Any:
-        return True
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(_has_type(value, a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if origin is tuple:  # tuple[str, ...]: a YAML list (or "a,b"), made a tuple by ConjParser
-        item = typing.get_args(tp)[0]
-        return (item is str and isinstance(value, str)) or (
-            isinstance(value, list | tuple) and all(_has_type(v, item) for v in value))
-    if origin is list or tp is list:
-        args = typing.get_args(tp)
-        if args == (str,) and isinstance(value, str):
-            return True  # "a,b": split by the stage's validate()
-        return isinstance(value, list) and all(_has_type(v, args[0]) for v in value) if args else isinstance(
-            value, list)
-    if origin is dict or tp is dict:
-        args = typing.get_args(tp)
-        return isinstance(value, dict) and (not args or all(
-            _has_type(k, args[0]) and _has_type(v, args[1]) for k, v in value.items()))
-    return True  # a type this check does not know: the dataclass's own validate() decides
-
-
-def check_types(cls: type, values: dict[str, Any], *, where: str) -> None:
-    """Raise a ConjError naming the first key whose value has the wrong type or is out of bounds."""
-    hints = typing.get_type_hints(cls)
-    for key, value in values.items():
-        tp = hints.get(key, Any)
-        if not _has_type(value, tp):
-            raise ConjError(f"{where}: {key} must be {_type_name(tp)}, got {value!r}"
-                            + (" (quote it to pass a string)" if str in _flat_args(tp) else ""))
-        if key in BOUNDS and isinstance(value, int | float) and not isinstance(value, bool):
-            low, high = BOUNDS[key]
-            if value < low or (high is not None and value > high):
-                what = "> 0" if 0 < low < 1e-6 else f">= {low:g}"
-                what += f" and <= {high:g}" if high is not None else ""
-                none = " (or null)" if type(None) in _flat_args(tp) else ""
-                raise ConjError(f"{where}: {key} must be {what}{none}, got {value!r}")
-
-
-def _flat_args(tp: Any) -> tuple[Any, ...]:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return typing.get_args(tp)
-    return (tp,)
-
-
-
-
-def did_you_mean(key: str, names: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` with a renamed key's new name or the closest known key, or ""."""
-    names = sorted(names)
-    new = RENAMED.get(key)
-    close = [new] if new in names else difflib.get_close_matches(key, names, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def unknown_key_error(key: str, names: Iterable[str], where: str) -> ConjError:
-    """The error for an unknown key in ``where``, with :func:`did_you_mean`'s hint."""
-    return ConjError(f"unknown key {key!r} in {where}{did_you_mean(key, names)}")
-
-
-class _YamlList(argparse.Action):
-    """Store a YAML-typed value of a field that takes a list: ``--model a --model b`` collects both."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        if self.dest in vars(namespace):
-            old = getattr(namespace, self.dest)
-            values = [*(old if isinstance(old, list) else [old]), *(values if isinstance(values, list) else [values])]
-        setattr(namespace, self.dest, values)
-
-
-def _takes_list(tp: Any) -> bool:
-    return any(a is list or typing.get_origin(a) in (list, tuple) for a in _flat_args(tp))
-
-
-class ConjParser(HfArgumentParser):
-    """HfArgumentParser for a stage config dataclass and its nested parts, with YAML-typed values.
-
-    ``ConjParser(SampleConfig).parse("recipe.yaml", ["--n", "4"])`` reads the recipe, applies the
-    overrides and returns a checked ``SampleConfig``. Each setting is one ``--name`` option (grouped
-    by the part that defines it in ``--help``); values are read by :func:`yaml_value` and checked by
-    :func:`check_types` whatever their source. Bad input of any kind is a one-line ConjError.
-    """
-
-    def __init__(self, cls: type, **kwargs: Any) -> None:
-        self.stage_cls = cls
-        # setting name -> (the part whose annotation types it, the nested field holding it or None)
-        self.settings: dict[str, tuple[type, str | None]] = {}
-        kwargs.setdefault("allow_abbrev", False)  # "--model" must never abbreviate "--model_kind"
-        kwargs.setdefault("add_help", False)
-        super().__init__([cls], **kwargs)
-
-    def error(self, message: str) -> typing.NoReturn:  # argparse would print usage and exit
-        """Raise argparse's complaint as a ConjError (one line, exit 2)."""
-        raise ConjError(message)
-
-    def _add_dataclass_arguments(self, dtype: type, nested: str | None = None) -> None:
-        hints = typing.get_type_hints(dtype)
-        groups: dict[type, Any] = {}
-        for f in dataclasses.fields(dtype):
-            if not f.init:
-                continue
-            tp = hints[f.name]
-            if dataclasses.is_dataclass(tp):  # a nested part: its settings are keys of their own
-                self._add_dataclass_arguments(tp, nested=f.name)  # type: ignore[arg-type]
-                continue
-            if f.name in self.settings:
-                raise TypeError(f"{self.stage_cls.__name__}: two settings named {f.name!r}")
-            owner = next(c for c in dtype.__mro__ if f.name in inspect.get_annotations(c))
-            self.settings[f.name] = (owner, nested)
-            if owner not in groups:
-                groups[owner] = self.add_argument_group(owner.__name__, (owner.__doc__ or "").split("\n")[0])
-            spellings = {f.name, f.name.replace("_", "-"), *CLI_ALIASES.get(f.name, ())}
-            groups[owner].add_argument(
-                *(f"--{s}" for s in sorted(spellings, key=lambda s: (s != f.name, s))), dest=f.name,
-                type=yaml_value, nargs="?", const=True, default=argparse.SUPPRESS,
-                action=_YamlList if _takes_list(tp) else "store",  # a scalar given twice: the last wins
-                help=f.metadata.get("help", f"(default {f.default!r})" if f.default is not dataclasses.MISSING
-                                    else None))
-
-    def parse_cli(self, argv: Sequence[str]) -> dict[str, Any]:
-        """The settings given as ``--key value`` / ``--key=value`` / ``--flag`` (true)."""
-        namespace, rest = self.parse_known_args(list(argv))
-        for item in rest:
-            if item.startswith("--") and item != "--":
-                raise unknown_key_error(item[2:].split("=", 1)[0].replace("-", "_"), self.settings,
-                                        "command-line options")
-            raise ConjError(f"expected --key value, got {item!r}")
-        return vars(namespace)
-
-    def build(self, values: dict[str, Any], *, where: str = "config") -> Any:
-        """The stage config of ``values`` (flat settings); unknown keys or bad values raise a ConjError."""
-        unknown = sorted(set(values) - set(self.settings))
-        if unknown:
-            raise unknown_key_error(unknown[0], self.settings, where)
-        for key, value in values.items():
-            check_types(self.settings[key][0], {key: value}, where=where)
-        top: dict[str, Any] = {}
-        nested: dict[str, dict[str, Any]] = {}
-        hints = typing.get_type_hints(self.stage_cls)
-        for f in dataclasses.fields(self.stage_cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                nested[f.name] = {}
-        for key, value in values.items():
-            owner, holder = self.settings[key]
-            if typing.get_origin(typing.get_type_hints(owner)[key]) is tuple:
-                value = tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else tuple(value)
-            (nested[holder] if holder else top)[key] = value
-        try:
-            parts = {name: hints[name](**kw) for name, kw in nested.items()}
-            cfg = self.stage_cls(**top, **parts)
-        except (TypeError, ValueError) as e:
-            raise ConjError(f"{where}: {e}") from e
-        validate = getattr(cfg, "validate", None)
-        if validate is not None:
-            validate()
-        return cfg
-
-    def parse(self, path: str | Path | None = None, argv: Sequence[str] = (), *, section: str | None = None,
-              fixed: dict[str, Any] | None = None) -> Any:
-        """Recipe ``path`` (or its ``section:``), then ``argv`` overrides, then ``fixed`` values."""
-        values: dict[str, Any] = {}
-        where = "command-line options"
-        if path is not None:
-            values = read_yaml(path)
-            if section is not None:
-                values = values.get(section) or {}
-                if not isinstance(values, dict):
-                    raise ConjError(f"{path}: section {section!r} must be a mapping")
-            where = f"{path}" + (f" [{section}]" if section else "")
-        values = {**values, **self.parse_cli(argv), **(fixed or {})}
-        return self.build(values, where=where)
-
-
-def build_config(cls: type[T], values: dict[str, Any], *, where: str = "config") -> T:
-    """Instantiate stage config ``cls`` from flat ``values``; unknown keys or bad values raise a ConjError."""
-    return ConjParser(cls).build(values, where=where)
-
-
-def load_config(cls: type[T], path: str | Path | None, overrides: Sequence[str] = (),
-                *, section: str | None = None, fixed: dict[str, Any] | None = None) -> T:
-    """Load a recipe (optionally one ``section:`` of it) into ``cls`` and apply CLI overrides."""
-    return ConjParser(cls).parse(path, overrides, section=section, fixed=fixed)
-
-
 def settings_hash(cfg: Any, *, exclude: Iterable[str], old_names: dict[str, str] | None = None,
                   **extra: Any) -> str:
     """Hash of ``cfg``'s settings not in ``exclude`` (plus ``extra``): a run folder's config claim.

@@ -28,23 +28,30 @@ Cache: each stage's key is a hash of its filled-in config and the keys of the st
 whose key is unchanged and that finished is skipped; a changed key redoes the stage from scratch (its
 folder is cleared) and, since later keys include it, everything after it. A stage that was
 interrupted with an unchanged key resumes: sampling and evaluation by record, training from its last
-checkpoint. The state lives in ``output_dir/pipeline_state.json``.
+checkpoint. The state lives in ``output_dir/pipeline_state.json``. The stages themselves are run by
+:mod:`conj_train.pipeline_stages`.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import build_config, did_you_mean, read_yaml
+from conj_train.config_parser import build_config
+from conj_train.config_values import did_you_mean, read_yaml
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, read_json, stable_hash
+from conj_train.pipeline_stages import (
+    run_eval_stage,
+    run_filter_stage,
+    run_sample_stage,
+    run_train_rm_stage,
+    run_train_stage,
+    run_warmup_stage,
+)
 from conj_train.runs import check_output_dir
 
 STAGES = ("warmup", "sample", "filter", "train", "train_rm", "eval")
@@ -200,7 +207,7 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
     judge0, judge0_key = base, stable_hash(base)
     if spec.get("warmup") is not None and not past_until("warmup"):
         cfg = {**spec["warmup"], "model_name_or_path": base, "dataset_name": spec["dataset_name"]}
-        judge0_key = stage("warmup", "warmup", cfg, [judge0_key], _run_warmup, out / "warmup",
+        judge0_key = stage("warmup", "warmup", cfg, [judge0_key], run_warmup_stage, out / "warmup",
                            [spec["dataset_name"]]) or ""
         judge0 = str(out / "warmup")
 
@@ -216,23 +223,23 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
             break
         s_cfg = {**(spec.get("sample") or {}), "model_name_or_path": sampler, "dataset_name": spec["dataset_name"],
                  "_launch": launch.get("sample")}
-        s_key = stage("sample", f"sample{tag}", s_cfg, [sampler_key], _run_sample, rdir / "sample",
+        s_key = stage("sample", f"sample{tag}", s_cfg, [sampler_key], run_sample_stage, rdir / "sample",
                       [spec["dataset_name"]])
         if past_until("filter"):
             break
         f_cfg = {**(spec.get("filter") or {}), "dataset_name": str(rdir / "sample")}
-        f_key = stage("filter", f"filter{tag}", f_cfg, [s_key], _run_filter, rdir / "filter")
+        f_key = stage("filter", f"filter{tag}", f_cfg, [s_key], run_filter_stage, rdir / "filter")
         if past_until("train"):
             break
         t_cfg = {**(spec.get("train") or {}), "model_name_or_path": init, "dataset_name": str(rdir / "filter"),
                  "_launch": launch.get("train")}
-        t_key = stage("train", f"train{tag}", t_cfg, [f_key, init_key], _run_train, rdir / "train")
+        t_key = stage("train", f"train{tag}", t_cfg, [f_key, init_key], run_train_stage, rdir / "train")
         models = [f"base={judge0}", f"conj={rdir / 'train'}"]
         keys = [judge0_key, t_key]
         if spec.get("train_rm") is not None and r == 1 and not past_until("train_rm"):
             rm_cfg = {**spec["train_rm"], "model_name_or_path": base, "dataset_name": spec["dataset_name"],
                       "pairs_from": str(rdir / "filter"), "_launch": launch.get("train_rm")}
-            rm_key = stage("train_rm", "train_rm", rm_cfg, [f_key], _run_train_rm, out / "reward",
+            rm_key = stage("train_rm", "train_rm", rm_cfg, [f_key], run_train_rm_stage, out / "reward",
                            [spec["dataset_name"]])
             models.insert(1, f"rm={out / 'reward'}")
             keys.append(rm_key)
@@ -244,7 +251,7 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         e_cfg = _eval_section(spec)
         e_cfg["model_name_or_path"] = models
         e_cfg["_launch"] = launch.get("eval")
-        stage("eval", f"eval{tag}", e_cfg, [str(k) for k in keys], _run_eval, rdir / "eval",
+        stage("eval", f"eval{tag}", e_cfg, [str(k) for k in keys], run_eval_stage, rdir / "eval",
               _eval_sources(e_cfg))
         result.eval_dirs.append(rdir / "eval")
         sampler, sampler_key = str(rdir / "train"), str(t_key)
@@ -313,7 +320,7 @@ def _check_train_section(section: Any, name: str, path: str | Path) -> None:
     """Unknown keys and wrongly typed values of a train / train_rm section (TRL's fields + ours)."""
     import dataclasses
 
-    from conj_train.config import check_types, unknown_key_error
+    from conj_train.config_values import check_types, unknown_key_error
 
     if not isinstance(section, dict):
         raise ConjError(f"{path}: section {name!r} must be a mapping")
@@ -345,114 +352,3 @@ def _portable(value: Any, out: Path) -> Any:
     if isinstance(value, list | tuple):
         return [_portable(v, out) for v in value]
     return value
-
-
-# --- stage adapters: a filled-in config dict + output folder -> run the stage --------------------
-
-
-def _run_warmup(cfg: dict, output: Path) -> None:
-    from conj_train.warmup import WarmupConfig, run_warmup
-
-    run_warmup(build_config(WarmupConfig, {**cfg, "output_dir": str(output)}, where="warmup"))
-
-
-def _run_sample(cfg: dict, output: Path) -> None:
-    from conj_train.sample import SampleConfig, run_sample
-
-    cfg, launch = _stage_config(cfg)
-    if launch:
-        _launch("sample.py", _stage_recipe(cfg, output), launch)
-        return
-    run_sample(build_config(SampleConfig, {**cfg, "output_dir": str(output)}, where="sample"))
-
-
-def _run_filter(cfg: dict, output: Path) -> None:
-    from conj_train.filter import FilterConfig, run_filter
-
-    run_filter(build_config(FilterConfig, {**cfg, "output_dir": str(output)}, where="filter"))
-
-
-def _run_eval(cfg: dict, output: Path) -> None:
-    from conj_train.evaluate import EvalConfig, run_eval
-
-    cfg, launch = _stage_config(cfg)
-    if launch:
-        _launch("eval.py", _stage_recipe(cfg, output), launch)
-        return
-    run_eval(build_config(EvalConfig, {**cfg, "output_dir": str(output)}, where="eval"))
-
-
-def _stage_config(cfg: dict) -> tuple[dict, dict | None]:
-    """(the stage's own keys, its ``accelerate launch`` settings or None) of a filled-in config."""
-    cfg = dict(cfg)
-    return cfg, cfg.pop("_launch", None)
-
-
-def _stage_recipe(cfg: dict, output: Path) -> Path:
-    """Write a stage's filled-in config as a flat recipe next to its output folder.
-
-    Needed by a stage started with ``accelerate launch`` (another process) and by training:
-    ``parse_train_args`` / ``parse_reward_args`` take an argv only (TRL's parser), and argv strings
-    cannot carry every YAML value (mappings such as ``model_init_kwargs``, lists of lists), so the
-    values reach TRL as the ``--config`` file it reads. The other stages are built in memory.
-    """
-    import yaml
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    path = output.parent / f"{output.name}.recipe.yaml"
-    path.write_text(yaml.safe_dump({**cfg, "output_dir": str(output)}, sort_keys=False))
-    return path
-
-
-def _launch(script: str, recipe: Path, launch: dict) -> None:
-    """Start a stage script under ``accelerate launch`` with the recipe's launcher settings
-    (``config_file``, ``num_processes``, ``multi_gpu``, ``main_process_port``)."""
-    unknown = sorted(set(launch) - {"config_file", "num_processes", "multi_gpu", "main_process_port"})
-    if unknown:
-        raise ConjError(f"launch: unknown key {unknown[0]!r} (config_file, num_processes, multi_gpu, "
-                        "main_process_port)")
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    if launch.get("config_file"):
-        cmd += ["--config_file", str(launch["config_file"])]
-    if launch.get("multi_gpu"):
-        cmd.append("--multi_gpu")
-    for key in ("num_processes", "main_process_port"):
-        if launch.get(key):
-            cmd += [f"--{key}", str(launch[key])]
-    cmd += [str(scripts / script), "--config", str(recipe)]
-    print("[conj run] " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, env=dict(os.environ), check=False)
-    if proc.returncode != 0:
-        raise ConjError(f"{script} failed under accelerate launch (exit {proc.returncode})")
-
-
-def _run_train(cfg: dict, output: Path) -> None:
-    cfg, launch = _stage_config(cfg)
-    output.mkdir(parents=True, exist_ok=True)
-    recipe = _stage_recipe(cfg, output)
-    if launch:
-        _launch("train.py", recipe, launch)
-        return
-    from conj_train.train.args import parse_train_args
-    from conj_train.train.dpo import run_train
-    from conj_train.train.machine import set_up_machine
-
-    argv = ["--config", str(recipe)]
-    set_up_machine(argv)
-    run_train(*parse_train_args(argv))
-
-
-def _run_train_rm(cfg: dict, output: Path) -> None:
-    cfg, launch = _stage_config(cfg)
-    output.mkdir(parents=True, exist_ok=True)
-    recipe = _stage_recipe(cfg, output)
-    if launch:
-        _launch("train_rm.py", recipe, launch)
-        return
-    from conj_train.train.machine import set_up_machine
-    from conj_train.train.reward import parse_reward_args, run_train_rm
-
-    argv = ["--config", str(recipe)]
-    set_up_machine(argv)
-    run_train_rm(*parse_reward_args(argv))

@@ -154,23 +154,14 @@ class VerdictScorer(_DigitReader):
         batch_tokens: int = 16384,
     ) -> VerdictScorer:
         """Load a causal LM (e.g. a rationale-transfer reader) only for reading verdict probabilities."""
-        import torch
         from transformers import AutoModelForCausalLM
 
-        from conj_train.errors import ConjError
+        from conj_train.models import load_model
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         tok = load_tokenizer(path, trust_remote_code, chat_template=False)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                path,
-                trust_remote_code=trust_remote_code,
-                device_map=device,
-                dtype=dtype if dtype == "auto" else getattr(torch, dtype),
-            )
-        except (OSError, ValueError) as e:
-            raise ConjError(f"cannot load a causal LM from {path}: {str(e).splitlines()[0]}") from e
-        return cls(model.eval(), tok, batch_tokens=batch_tokens)
+        model = load_model(AutoModelForCausalLM, path, what="a causal LM", dtype=dtype, device=device,
+                           trust_remote_code=trust_remote_code)
+        return cls(model, tok, batch_tokens=batch_tokens)
 
     def read(
         self, prefixes: Sequence[str], digits: Sequence[tuple[str, str]] | None = None

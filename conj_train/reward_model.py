@@ -80,27 +80,18 @@ class RewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification
 
+        from conj_train.models import load_model
         from conj_train.tokens import load_tokenizer
 
         path = str(path)
         if threads:
             torch.set_num_threads(threads)
         tok = load_tokenizer(path, trust_remote_code)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path,
-                trust_remote_code=trust_remote_code,
-                device_map=device,
-                dtype=dtype if dtype == "auto" else getattr(torch, dtype),
-            )
-        except (OSError, ValueError) as e:
-            raise ConjError(
-                f"cannot load a sequence-classification model from {path}: {str(e).splitlines()[0]}"
-            ) from e
+        model = load_model(AutoModelForSequenceClassification, path, what="a sequence-classification model",
+                           dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         if model.config.num_labels != 1:
             raise ConjError(f"{path}: a reward model needs num_labels=1, found {model.config.num_labels}")
-        return cls(model.eval(), tok, batch_size=batch_size)
+        return cls(model, tok, batch_size=batch_size)
 
     def encode_messages(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         """Token ids of one scored conversation (ending with the assistant answer)."""

@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import INPUT_OLD_NAMES, config_to_dict, settings_hash
+from conj_train.config import (
+    INPUT_OLD_NAMES,
+    JudgePromptOptions,
+    PreferenceReadOptions,
+    config_to_dict,
+    settings_hash,
+)
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, file_hash, library_versions
 from conj_train.runs import check_output_dir, finished_output
@@ -44,19 +50,16 @@ _STARTED = ".warmup-started"
 
 
 @dataclass
-class WarmupConfig:
-    """Configuration of the format warm-up (data, targets, and TRL SFT optimisation settings)."""
+class WarmupConfig(PreferenceReadOptions, JudgePromptOptions):
+    """Configuration of the format warm-up (data, targets, and TRL SFT optimisation settings).
+
+    Reads pairs and renders judge prompts with the parts sampling and evaluation share
+    (:class:`~conj_train.config.PreferenceReadOptions`, :class:`~conj_train.config.JudgePromptOptions`).
+    """
 
     model_name_or_path: str = ""  # the model to warm up
     dataset_name: str = ""  # the preference source whose questions it learns the format on
     output_dir: str = ""
-    dataset_format: str | None = None
-    field_map: dict[str, str] | None = None
-    multi_turn: str = "context"
-    max_pairs: int | None = None
-    template: str = "conj-zh"
-    system_prompt: str | None = None
-    swap_seed: int = 2021
     # Targets.
     rationale: str | None = None  # with "{verdict}"; default: DEFAULT_RATIONALES[template language]
     verdict_seed: int = 0

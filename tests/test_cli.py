@@ -49,3 +49,30 @@ def test_unknown_option_is_an_argparse_error() -> None:
     proc = subprocess.run([sys.executable, "-m", "conj_train", "tiny-model", "x", "--bogus", "1"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unrecognized arguments: --bogus 1" in proc.stderr
+
+
+@pytest.mark.parametrize(("cmd", "part", "setting"), [
+    ("sample", "JudgePromptOptions", "--template"),
+    ("filter", "LengthRule", "--cut_tokens"),
+    ("eval", "EngineOptions", "--engine"),
+])
+def test_stage_help_lists_every_setting_by_part(cmd: str, part: str, setting: str) -> None:
+    """``conj <stage> --help`` shows the subcommand's options, then the recipe settings grouped by part."""
+    proc = subprocess.run([sys.executable, "-m", "conj_train", cmd, "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    own, _, settings = proc.stdout.partition("recipe settings")
+    assert "--config" in own and settings
+    assert f"\n{part}:\n" in settings and f"  {setting} [VALUE]" in settings
+    assert "(default " in settings  # a setting without a help text shows its default
+
+
+def test_stage_help_sections_match_the_stage_parser() -> None:
+    """The help declares the settings as the stage's parser does (one declaration, two users)."""
+    from conj_train.cli.common import settings_help
+    from conj_train.config_parser import ConjParser
+    from conj_train.sample_config import SampleConfig
+
+    text = settings_help("conj_train.sample_config:SampleConfig")
+    for name, (owner, _) in ConjParser(SampleConfig).settings.items():
+        assert f"--{name} [VALUE]" in text and f"\n{owner.__name__}:\n" in f"\n{text}"

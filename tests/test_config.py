@@ -1,4 +1,4 @@
-"""The one config parser of the conj stages (conj_train/config.py): typing, names, hints, hashes."""
+"""The one config system of the conj stages (conj_train/config*.py): typing, names, hints, hashes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conj_train.config import ConjParser, build_config, config_to_dict, load_config
+from conj_train.config import config_to_dict
+from conj_train.config_parser import ConjParser, build_config, load_config
 from conj_train.errors import ConjError
 from conj_train.evaluate import EvalConfig
 from conj_train.filter import FilterConfig
@@ -104,3 +105,24 @@ def test_renamed_settings_keep_the_config_hashes_of_existing_run_folders() -> No
     assert ev.output_hash("m", "judge") == "9e87be5b302e6e74"
     assert warm.output_hash() == "d162030209ee7804"
     assert filt.output_hash() == "70128a0666a13a13"
+
+
+def test_warmup_keeps_its_recipe_keys_and_hash_with_the_shared_parts() -> None:
+    """WarmupConfig mixes in the judge-input parts it shares with sample/eval: same keys, same hash.
+
+    Keys and hash as computed when the warm-up declared those fields itself (existing run folders resume).
+    """
+    assert sorted(ConjParser(WarmupConfig).settings) == [
+        "dataset_format", "dataset_name", "field_map", "learning_rate", "logging_steps", "lr_scheduler_type",
+        "max_length", "max_pairs", "max_steps", "model_name_or_path", "multi_turn", "num_train_epochs",
+        "output_dir", "overwrite", "per_device_train_batch_size", "rationale", "seed", "swap_seed",
+        "system_prompt", "template", "threads", "verdict_seed", "warmup_steps", "weight_decay"]
+    warm = build_config(WarmupConfig, {
+        "model_name_or_path": "m", "dataset_name": "d", "output_dir": "o", "dataset_format": "fields",
+        "field_map": {"prompt_field": "q"}, "multi_turn": "first_turn", "max_pairs": 7, "template": "conj-en",
+        "system_prompt": "be fair", "swap_seed": 5, "verdict_seed": 2, "threads": 1})
+    assert warm.output_hash() == "9d3af10ddf5f3345"
+    sample = build_config(SampleConfig, {"model_name_or_path": "m", "dataset_name": "d", "output_dir": "o",
+                                         "template": "conj-en", "system_prompt": "x", "swap_seed": 4,
+                                         "max_pairs": 3, "multi_turn": "first_turn", "longer": "chosen"})
+    assert sample.output_hash() == "603669863ad57b01"

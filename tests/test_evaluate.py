@@ -310,7 +310,8 @@ def test_dataset_options_choose_a_split_per_data_set(tmp_path: Path) -> None:
 
 
 def test_con_j_paper_recipe_sets_its_protocol() -> None:
-    from conj_train.config import build_config, read_yaml
+    from conj_train.config_parser import build_config
+    from conj_train.config_values import read_yaml
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "con-j-qwen2-7b" / "eval_paper.yaml"
     cfg = build_config(EvalConfig, read_yaml(recipe))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conj_train.chat import chat_messages
-from conj_train.config import build_config
+from conj_train.config_parser import build_config
 from conj_train.errors import ConjError
 from conj_train.filter import FilterConfig, run_filter
 from conj_train.io import iter_jsonl, read_json

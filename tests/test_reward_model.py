@@ -24,3 +24,22 @@ def test_reward_model_compares_by_score(tiny_rm_dir: Path) -> None:
 
 def test_causal_lm_is_detected_as_judge(tiny_model_dir: Path) -> None:
     assert detect_model_kind(str(tiny_model_dir)) == "judge"
+
+
+def test_one_loader_for_both_scorers(tiny_model_dir: Path, tiny_rm_dir: Path, tmp_path: Path) -> None:
+    """RewardModel and VerdictScorer load through conj_train.models.load_model: eval mode, dtype, errors."""
+    import shutil
+
+    from conj_train.errors import ConjError
+    from conj_train.probability import VerdictScorer
+
+    rm = RewardModel.from_pretrained(str(tiny_rm_dir), threads=1, dtype="float32")
+    reader = VerdictScorer.from_pretrained(str(tiny_model_dir), dtype="float32", device="cpu")
+    for model in (rm.model, reader.model):
+        assert not model.training and next(model.parameters()).dtype == torch.float32
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(tiny_model_dir, no_weights, ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.raises(ConjError, match=r"cannot load a causal LM from .*no-weights"):
+        VerdictScorer.from_pretrained(str(no_weights))
+    with pytest.raises(ConjError, match=r"cannot load a sequence-classification model from .*no-weights"):
+        RewardModel.from_pretrained(str(no_weights))

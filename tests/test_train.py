@@ -336,6 +336,40 @@ def test_bad_inputs_are_user_errors(tiny_model_dir: Path, tmp_path: Path) -> Non
         parse_train_args([*train_argv(tiny_model_dir, tmp_path, tmp_path / "o"), "--not_a_key", "1"])
 
 
+def test_unknown_training_keys_name_the_closest_key(tmp_path: Path) -> None:
+    """As in every other stage: a typo is a one-line error with a hint, from a recipe, a mapping or argv."""
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.reward import parse_reward_args
+
+    recipe = tmp_path / "train.yaml"
+    recipe.write_text(f"output_dir: {tmp_path / 'o'}\nlearning_rat: 1.0e-3\n")
+    with pytest.raises(ConjError, match=r"unknown key 'learning_rat' in .*train.yaml \(did you mean 'learning_rate'\?\)"):
+        parse_train_args(["--config", str(recipe)])
+    with pytest.raises(ConjError, match=r"'learning_rat' in command-line options \(did you mean 'learning_rate'"):
+        parse_train_args(["--output_dir", str(tmp_path / "o"), "--learning_rat", "1e-3"])  # no abbreviation
+    with pytest.raises(ConjError, match=r"'pair_type' in recipe values \(did you mean 'pair_types'"):
+        parse_train_args(values={"output_dir": str(tmp_path / "o"), "pair_type": ["best_of_n"]})
+    with pytest.raises(ConjError, match=r"'pairs_frm' in recipe values \(did you mean 'pairs_from'"):
+        parse_reward_args(values={"output_dir": str(tmp_path / "o"), "pairs_frm": "x"})
+
+
+def test_training_arguments_from_a_mapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``values`` carry what argv cannot (mappings, lists); argv overrides them; sys.argv is not read."""
+    from conj_train.train.args import parse_train_args
+
+    monkeypatch.setattr(sys, "argv", ["conj", "run", "--config", "pipeline.yaml"])
+    values = {"output_dir": str(tmp_path / "o"), "loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.1],
+              "model_init_kwargs": {"attn_implementation": "eager"}, "pair_types": ["best_of_n"],
+              "learning_rate": 1e-3, "report_to": "none"}
+    script, training, _ = parse_train_args(values=values)
+    assert training.model_init_kwargs == {"attn_implementation": "eager"}
+    assert training.loss_type == ["sigmoid", "sft"] and script.pair_types == ["best_of_n"]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("beta: 0.3\nlearning_rate: 5.0e-3\n")
+    _, training, _ = parse_train_args(["--config", str(recipe), "--learning_rate", "2e-3"], values=values)
+    assert (training.beta, training.learning_rate) == (0.3, 2e-3)  # recipe < values < argv
+
+
 def test_secrets_are_redacted_from_saved_configs() -> None:
     from conj_train.train.logging import redact
 

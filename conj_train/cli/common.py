@@ -2,11 +2,59 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
+
+
+class _SettingsHelp(argparse.Action):
+    """``-h/--help`` of a stage subcommand: its own options, then every recipe setting, by part."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, config: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
+                         help="show this help, with every recipe setting, and exit")
+        self.config = config
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> NoReturn:
+        parser.print_help()
+        print("\nrecipe settings (recipe keys, or --key value on the command line):\n")
+        print(settings_help(self.config))
+        parser.exit()
+
+
+def add_settings_help(p: argparse.ArgumentParser, config: str) -> None:
+    """Give a subcommand built with ``add_help=False`` a ``--help`` that lists the stage's settings.
+
+    ``config`` is ``"module:Class"`` of the stage config, imported only when help is asked for.
+    """
+    p.add_argument("-h", "--help", action=_SettingsHelp, config=config)
+
+
+def settings_help(config: str) -> str:
+    """The settings of stage config ``"module:Class"`` as ``--help`` sections, one per part.
+
+    Declared by :func:`conj_train.config_values.add_settings`, as the stage's parser declares them,
+    on a plain argparse parser: no transformers import for a help text.
+    """
+    from conj_train.config_values import add_settings
+
+    module, _, name = config.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_settings(parser, cls)
+    fmt = parser._get_formatter()
+    for group in parser._action_groups:
+        if group._group_actions:
+            fmt.start_section(group.title)
+            fmt.add_text(group.description)
+            fmt.add_arguments(group._group_actions)
+            fmt.end_section()
+    return fmt.format_help().rstrip("\n")
 
 
 def load_stage_config(cls: type[T], path: str | None, overrides: Sequence[str], *, section: str,
@@ -15,7 +63,8 @@ def load_stage_config(cls: type[T], path: str | None, overrides: Sequence[str], 
 
     ``fixed`` values (named command-line options) win over both.
     """
-    from conj_train.config import load_config, read_yaml
+    from conj_train.config_parser import load_config
+    from conj_train.config_values import read_yaml
 
     use_section = None
     if path is not None and Path(path).is_file() and section in read_yaml(path):

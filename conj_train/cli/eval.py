@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from conj_train.cli.common import add_settings_help
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options shared by ``conj eval`` and ``scripts/eval.py`` (the rest are ``--key value``).
@@ -35,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``eval`` subcommand."""
     p = sub.add_parser(
         "eval",
+        add_help=False,  # --help lists every recipe setting (add_settings_help)
         allow_abbrev=False,  # "--model_kind" etc. are overrides, never abbreviations of "--model"
         help="evaluate judges / reward models on preference sets (both orders, bias, calibration)",
         description="Judge every pair in its seeded random order and, with --orders both (default), "
@@ -44,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "accelerate launch --num_processes K scripts/eval.py ..., or --shard i/K per job.",
     )
     add_arguments(p)
+    add_settings_help(p, "conj_train.eval_config:EvalConfig")
     p.set_defaults(func=run, accepts_overrides=True)
 
 

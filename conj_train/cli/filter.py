@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from conj_train.cli.common import add_settings_help
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``filter`` subcommand."""
     p = sub.add_parser(
         "filter",
+        add_help=False,  # --help lists every recipe setting (add_settings_help)
         help="classify sampled judgments against the labels and build contrastive DPO pairs",
         description="Read a finished `conj sample` run (dataset_name, or --dataset DIR), classify every "
         "judgment with the strict parser, "
@@ -16,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Any recipe key can be overridden as --key value (e.g. --preset paper --balance true).",
     )
     p.add_argument("--config", help="recipe YAML (flat keys of FilterConfig, or a 'filter:' section)")
+    add_settings_help(p, "conj_train.filter:FilterConfig")
     p.set_defaults(func=run, accepts_overrides=True)
 
 

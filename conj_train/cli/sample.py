@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from conj_train.cli.common import add_settings_help
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``sample`` subcommand."""
     p = sub.add_parser(
         "sample",
+        add_help=False,  # --help lists every recipe setting (add_settings_help)
         help="sample judgments (repeated + hint-driven) from the base model",
         description="Render judge prompts for a preference source and let the model write judgments. "
         "Any recipe key can be overridden as --key value (e.g. --n 4 --hint_reading code; --model, "
@@ -17,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--shard i/K per job, then --merge_only true.",
     )
     p.add_argument("--config", help="recipe YAML (flat keys of SampleConfig, or a 'sample:' section)")
+    add_settings_help(p, "conj_train.sample_config:SampleConfig")
     p.set_defaults(func=run, accepts_overrides=True)
 
 

@@ -1,9 +1,12 @@
 """The arguments of a training run: TRL's dataclasses plus conj-train's fields, and the recipe parser.
 
-A recipe is TRL's format: a YAML of the dataclasses' fields (``--config recipe.yaml``), any of them
-overridden as ``--key value``. Building the arguments changes nothing outside them; the machine
-set-up that must come first is :func:`conj_train.train.machine.set_up_machine`, called by the entry
-points. The scalar reward model's arguments (:mod:`conj_train.train.reward`) reuse the parser and
+A recipe is TRL's format: a YAML of the dataclasses' fields (``--config recipe.yaml``), or the same
+keys as a mapping (``values=``: what ``conj run`` passes), any of them overridden as ``--key value``.
+An unknown key is the one-line "did you mean" error of every other stage
+(:func:`conj_train.config_values.unknown_key_error`). Building the arguments changes nothing
+outside them but the environment (a recipe's ``env:`` mapping, as in TRL; a token moved by
+:func:`keep_secrets_out`); the machine set-up that must come first is
+:func:`conj_train.train.machine.set_up_machine`, called by the entry points. The scalar reward model's arguments (:mod:`conj_train.train.reward`) reuse the parser and
 the value checks.
 """
 
@@ -11,13 +14,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser
 
+from conj_train.config_values import read_yaml, unknown_key_error
 from conj_train.errors import ConjError
 from conj_train.train.logging import is_secret, redact
 from conj_train.train.machine import adapt_to_machine
@@ -96,24 +100,75 @@ class ConjDPOConfig(DPOConfig):
 
 
 class _OneLineParser(TrlParser):
-    """TrlParser whose errors are one ConjError line, not ~150 lines of usage then the error."""
+    """TrlParser whose errors are one ConjError line, not ~150 lines of usage then the error.
+
+    Abbreviations are off, as in :class:`conj_train.config_parser.ConjParser`: a mistyped ``--learning_rat``
+    must be an unknown key, not quietly another one.
+    """
+
+    def __init__(self, dataclass_types: tuple[type, ...]) -> None:
+        super().__init__(dataclass_types, allow_abbrev=False)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise ConjError(message)
 
+    @property
+    def names(self) -> set[str]:
+        """Every recipe key: the dataclasses' fields (``--no_X`` of a boolean field sets ``X``)."""
+        return {a.dest for a in self._actions if a.dest != "help"}
 
-def parse_args(dataclasses: tuple[type, ...], argv: Sequence[str] | None) -> tuple[Any, ...]:
-    """Parse ``--config recipe.yaml`` + ``--key value`` overrides with TrlParser; bad input -> ConjError."""
-    from conj_train.config import read_yaml
+    def parse_recipe(self, recipes: Sequence[tuple[Mapping[str, Any], str]], argv: list[str]) -> tuple[Any, ...]:
+        """TrlParser's ``parse_args_and_config`` with the recipe given as mappings, checked key by key.
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+        ``recipes`` are (values, where they come from), later ones winning; as in TRL they become the
+        parser's defaults (an ``env:`` mapping sets environment variables) and ``argv`` overrides them.
+        An unknown key, in a recipe or on the command line, is :func:`unknown_key_error`'s one line.
+        """
+        config: dict[str, Any] = {}
+        for values, where in recipes:
+            values = dict(values)
+            env = values.pop("env", None)
+            if env is not None:
+                if not isinstance(env, dict):
+                    raise ConjError(f"{where}: env must be a mapping of variable: value")
+                for key, value in env.items():
+                    os.environ[key] = str(value)
+            unknown = sorted(set(values) - self.names)
+            if unknown:
+                raise unknown_key_error(unknown[0], self.names, where)
+            config.update(values)
+        self.set_defaults_with_config(**config)
+        *parsed, rest = self.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+        for item in rest:
+            if item.startswith("--") and item != "--":
+                raise unknown_key_error(item[2:].split("=", 1)[0].replace("-", "_"), self.names,
+                                        "command-line options")
+            raise ConjError(f"expected --key value, got {item!r}")
+        return tuple(parsed)
+
+
+def parse_args(dataclasses: tuple[type, ...], argv: Sequence[str] | None,
+               values: Mapping[str, Any] | None = None) -> tuple[Any, ...]:
+    """Parse ``--config recipe.yaml`` + ``--key value`` overrides with TrlParser; bad input -> ConjError.
+
+    ``values`` is a recipe given as a mapping (what ``conj run`` fills in), read after ``--config``'s
+    recipe and before ``argv``; with ``values`` and no ``argv`` the command line is not read.
+    """
+    if argv is None:
+        argv = [] if values is not None else sys.argv[1:]
+    argv = list(argv)
+    recipes: list[tuple[Mapping[str, Any], str]] = []
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv) or not Path(argv[i + 1]).is_file():
             raise ConjError(f"recipe not found: {argv[i + 1] if i + 1 < len(argv) else '(missing path)'}")
-        read_yaml(argv[i + 1])  # not UTF-8, not YAML or not a mapping: one clear line
+        path = argv[i + 1]
+        del argv[i : i + 2]
+        recipes.append((read_yaml(path), path))  # not UTF-8, not YAML or not a mapping: one clear line
+    if values is not None:
+        recipes.append((values, "recipe values"))
     try:
-        parsed = tuple(_OneLineParser(dataclasses).parse_args_and_config(argv))
+        parsed = _OneLineParser(dataclasses).parse_recipe(recipes, argv)
     except ValueError as e:  # a dataclass's __post_init__ refusing a value
         raise ConjError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
     keep_secrets_out(parsed)
@@ -143,10 +198,14 @@ def keep_secrets_out(parsed: Sequence[Any]) -> None:
         i += 1
 
 
-def parse_train_args(argv: Sequence[str] | None = None) -> tuple[TrainScriptArguments, ConjDPOConfig,
-                                                                  ModelConfig]:
-    """(script, training, model) arguments of a DPO run from a recipe and CLI overrides."""
-    return parse_args((TrainScriptArguments, ConjDPOConfig, ModelConfig), argv)  # type: ignore[return-value]
+def parse_train_args(argv: Sequence[str] | None = None, *, values: Mapping[str, Any] | None = None,
+                     ) -> tuple[TrainScriptArguments, ConjDPOConfig, ModelConfig]:
+    """(script, training, model) arguments of a DPO run from a recipe and CLI overrides.
+
+    ``values``: the recipe as a mapping instead of (or on top of) ``--config`` (see :func:`parse_args`).
+    """
+    classes = (TrainScriptArguments, ConjDPOConfig, ModelConfig)
+    return parse_args(classes, argv, values)  # type: ignore[return-value]
 
 
 _AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",

@@ -87,11 +87,15 @@ class ConjRewardConfig(RewardConfig):
         super().__post_init__()
 
 
-def parse_reward_args(argv: Sequence[str] | None = None) -> tuple[RewardScriptArguments, ConjRewardConfig,
-                                                                   ModelConfig]:
-    """(script, training, model) arguments of a reward-model run from a recipe and CLI overrides."""
+def parse_reward_args(argv: Sequence[str] | None = None, *, values: Mapping[str, Any] | None = None,
+                      ) -> tuple[RewardScriptArguments, ConjRewardConfig, ModelConfig]:
+    """(script, training, model) arguments of a reward-model run from a recipe and CLI overrides.
+
+    ``values``: the recipe as a mapping instead of (or on top of) ``--config``
+    (see :func:`conj_train.train.args.parse_args`).
+    """
     classes = (RewardScriptArguments, ConjRewardConfig, ModelConfig)
-    return parse_args(classes, argv)  # type: ignore[return-value]
+    return parse_args(classes, argv, values)  # type: ignore[return-value]
 
 
 class ConjRewardTrainer(ConjCardMixin, RewardTrainer):

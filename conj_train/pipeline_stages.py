@@ -1,0 +1,129 @@
+"""The stage runners of ``conj run``: a filled-in stage config + its output folder -> the stage run.
+
+:func:`conj_train.pipeline.run_pipeline` fills in each stage's inputs and decides what to run; these
+run it. Every stage runs in this process from its config mapping, except one whose recipe section
+has ``launch:`` settings: it is started with ``accelerate launch`` (other processes), which reads the
+config from a recipe file written next to the output folder (:func:`write_stage_recipe`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conj_train.config_parser import build_config
+from conj_train.errors import ConjError
+
+LAUNCH_KEYS = ("config_file", "num_processes", "multi_gpu", "main_process_port")
+
+
+def run_warmup_stage(cfg: dict, output: Path) -> None:
+    """The format warm-up, in this process."""
+    from conj_train.warmup import WarmupConfig, run_warmup
+
+    run_warmup(build_config(WarmupConfig, {**cfg, "output_dir": str(output)}, where="warmup"))
+
+
+def run_sample_stage(cfg: dict, output: Path) -> None:
+    """Sampling, in this process or under accelerate launch."""
+    from conj_train.sample import SampleConfig, run_sample
+
+    cfg, launch = _stage_config(cfg)
+    if launch:
+        launch_script("sample.py", write_stage_recipe(cfg, output), launch)
+        return
+    run_sample(build_config(SampleConfig, {**cfg, "output_dir": str(output)}, where="sample"))
+
+
+def run_filter_stage(cfg: dict, output: Path) -> None:
+    """The filter, in this process."""
+    from conj_train.filter import FilterConfig, run_filter
+
+    run_filter(build_config(FilterConfig, {**cfg, "output_dir": str(output)}, where="filter"))
+
+
+def run_eval_stage(cfg: dict, output: Path) -> None:
+    """Evaluation, in this process or under accelerate launch."""
+    from conj_train.evaluate import EvalConfig, run_eval
+
+    cfg, launch = _stage_config(cfg)
+    if launch:
+        launch_script("eval.py", write_stage_recipe(cfg, output), launch)
+        return
+    run_eval(build_config(EvalConfig, {**cfg, "output_dir": str(output)}, where="eval"))
+
+
+def run_train_stage(cfg: dict, output: Path) -> None:
+    """DPO training of the judge, in this process (from the mapping) or under accelerate launch."""
+    cfg, launch = _stage_config(cfg)
+    output.mkdir(parents=True, exist_ok=True)
+    if launch:
+        launch_script("train.py", write_stage_recipe(cfg, output), launch)
+        return
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
+    from conj_train.train.machine import set_up_machine, uses_deepspeed
+
+    # No recipe file in this process: the run writes its resolved arguments to output/recipe.yaml.
+    values = {**cfg, "output_dir": str(output)}
+    set_up_machine([], deepspeed=uses_deepspeed() or bool(values.get("deepspeed")))
+    run_train(*parse_train_args([], values=values))
+
+
+def run_train_rm_stage(cfg: dict, output: Path) -> None:
+    """The scalar reward model, in this process (from the mapping) or under accelerate launch."""
+    cfg, launch = _stage_config(cfg)
+    output.mkdir(parents=True, exist_ok=True)
+    if launch:
+        launch_script("train_rm.py", write_stage_recipe(cfg, output), launch)
+        return
+    from conj_train.train.machine import set_up_machine, uses_deepspeed
+    from conj_train.train.reward import parse_reward_args, run_train_rm
+
+    values = {**cfg, "output_dir": str(output)}
+    set_up_machine([], deepspeed=uses_deepspeed() or bool(values.get("deepspeed")))
+    run_train_rm(*parse_reward_args([], values=values))
+
+
+def _stage_config(cfg: dict) -> tuple[dict, dict | None]:
+    """(the stage's own keys, its ``accelerate launch`` settings or None) of a filled-in config."""
+    cfg = dict(cfg)
+    return cfg, cfg.pop("_launch", None)
+
+
+def write_stage_recipe(cfg: dict, output: Path) -> Path:
+    """Write a stage's filled-in config as a flat recipe next to its output folder.
+
+    Only for a stage started with ``accelerate launch``: its processes read the config as the
+    ``--config`` recipe of the stage's script. A stage run in this process is built from the mapping.
+    """
+    import yaml
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    path = output.parent / f"{output.name}.recipe.yaml"
+    path.write_text(yaml.safe_dump({**cfg, "output_dir": str(output)}, sort_keys=False))
+    return path
+
+
+def launch_script(script: str, recipe: Path, launch: dict) -> None:
+    """Start a stage script under ``accelerate launch`` with the recipe's launcher settings
+    (``config_file``, ``num_processes``, ``multi_gpu``, ``main_process_port``)."""
+    unknown = sorted(set(launch) - set(LAUNCH_KEYS))
+    if unknown:
+        raise ConjError(f"launch: unknown key {unknown[0]!r} ({', '.join(LAUNCH_KEYS)})")
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if launch.get("config_file"):
+        cmd += ["--config_file", str(launch["config_file"])]
+    if launch.get("multi_gpu"):
+        cmd.append("--multi_gpu")
+    for key in ("num_processes", "main_process_port"):
+        if launch.get(key):
+            cmd += [f"--{key}", str(launch[key])]
+    cmd += [str(scripts / script), "--config", str(recipe)]
+    print("[conj run] " + " ".join(cmd), flush=True)
+    proc = subprocess.run(cmd, env=dict(os.environ), check=False)
+    if proc.returncode != 0:
+        raise ConjError(f"{script} failed under accelerate launch (exit {proc.returncode})")
