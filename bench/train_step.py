@@ -196,7 +196,7 @@ def prepare_like_train(trainer: Any) -> None:
 
 def checkpointing_mode(model: Any) -> str:
     """"off", "non-reentrant" or "reentrant" (the decoder layers' setting)."""
-    from conj_train.train.prefix import uses_reentrant_checkpointing
+    from conj_train.train.prefix_cache import uses_reentrant_checkpointing
 
     on = getattr(model, "is_activation_checkpointing", None)
     if on is None:
