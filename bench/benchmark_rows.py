@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 
-from conj_train.eval_report import official_headline
-from conj_train.eval_scoring import row_accounting, score_records
-from conj_train.evaluate import EvalConfig, _load_items
+from conj_train.evaluate.report import official_headline
+from conj_train.evaluate.run import EvalConfig, _load_items
+from conj_train.evaluate.scoring import row_accounting, score_records
 
 
 def main() -> None:

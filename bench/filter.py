@@ -38,10 +38,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from _original import original_strict  # bench/ is on sys.path when run as a script
 
 import conj_train.pairs
-from conj_train.filter import gc_paused
+from conj_train.filter.run import gc_paused
 from conj_train.pair_building import Pair, balance_by_label, build_pairs, split_of
 from conj_train.pairs import LengthRule, PairRules, classify_judgments
-from conj_train.sample_files import CLASSIFY_BATCH
+from conj_train.sample.files import CLASSIFY_BATCH
 from conj_train.tokens import decode_ids, encode_ids, encode_many
 
 CHUNK_PAIRS = 5_000

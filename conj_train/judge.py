@@ -16,7 +16,7 @@ log-probabilities of the two digit tokens (:class:`conj_train.probability.Engine
 :class:`conj_train.reward_model.RewardModel` gives a sequence-classification reward model (TRL
 ``RewardTrainer``) the same ``compare`` call.
 
-The evaluation stage (:mod:`conj_train.evaluate`) runs its judgments through :meth:`Judge.judge`, so
+The evaluation stage (:mod:`conj_train.evaluate.run`) runs its judgments through :meth:`Judge.judge`, so
 the API and ``conj eval`` cannot drift apart.
 """
 

@@ -54,7 +54,7 @@ _PERIODS = ("。", ".")
 class LengthRule:
     """The 400-token rationale cut on hint outputs (conj-spec 6.3); defaults are the original's.
 
-    The field names are the filter recipe's keys (one name per setting, see conj_train.config).
+    The field names are the filter recipe's keys (one name per setting, see conj_train.config_parser).
     """
 
     length_rule: bool = True  # the rule is on

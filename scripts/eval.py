@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     rank, world = launcher_rank_world()
     try:
-        from conj_train.evaluate import run_eval
+        from conj_train.evaluate.run import run_eval
 
         cfg = load_eval_config(args, overrides)
         prepare_sharded_process(cfg, world)

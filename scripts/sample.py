@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     rank, world = launcher_rank_world()
     try:
-        from conj_train.sample import SampleConfig, run_sample
+        from conj_train.sample.run import SampleConfig, run_sample
 
         cfg = load_stage_config(SampleConfig, args.config, overrides, section="sample")
         prepare_sharded_process(cfg, world)

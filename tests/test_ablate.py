@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conj_train.ablate import load_ablation, run_ablations
 from conj_train.errors import ConjError
 from conj_train.io import read_json
+from conj_train.pipeline.ablate import load_ablation, run_ablations
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,10 +59,10 @@ def test_shipped_ablations_override_known_keys_of_the_demo_recipe() -> None:
 
     from trl import ModelConfig
 
-    from conj_train.evaluate import EvalConfig
-    from conj_train.filter import FilterConfig
-    from conj_train.pipeline import load_pipeline
-    from conj_train.sample import SampleConfig
+    from conj_train.evaluate.run import EvalConfig
+    from conj_train.filter.run import FilterConfig
+    from conj_train.pipeline.run import load_pipeline
+    from conj_train.sample.run import SampleConfig
     from conj_train.train.args import ConjDPOConfig, TrainScriptArguments
 
     def names(*classes: type) -> set[str]:

@@ -71,8 +71,8 @@ def test_stage_help_sections_match_the_stage_parser() -> None:
     """The help declares the settings as the stage's parser does (one declaration, two users)."""
     from conj_train.cli.common import settings_help
     from conj_train.config_parser import ConjParser
-    from conj_train.sample_config import SampleConfig
+    from conj_train.sample.config import SampleConfig
 
-    text = settings_help("conj_train.sample_config:SampleConfig")
+    text = settings_help("conj_train.sample.config:SampleConfig")
     for name, (owner, _) in ConjParser(SampleConfig).settings.items():
         assert f"--{name} [VALUE]" in text and f"\n{owner.__name__}:\n" in f"\n{text}"

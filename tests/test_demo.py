@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from conj_train.demo import run_demo
 from conj_train.io import read_json
+from conj_train.pipeline.demo import run_demo
 
 REPO = Path(__file__).resolve().parents[1]
 

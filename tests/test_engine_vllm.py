@@ -322,7 +322,7 @@ def test_engine_refuses_local_processes_sharing_gpus(make_engine, monkeypatch: p
 
 def test_sampling_stage_runs_on_the_adapter(make_engine, tiny_model_dir: Path, tmp_path: Path) -> None:
     from conj_train.io import iter_jsonl
-    from conj_train.sample import SampleConfig, run_sample
+    from conj_train.sample.run import SampleConfig, run_sample
 
     data = tmp_path / "pairs.jsonl"
     rows = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conj_train.eval_scoring import score_records
+from conj_train.evaluate.scoring import score_records
 from conj_train.prompts import chosen_slot
 from conj_train.verdicts import parse_verdict
 

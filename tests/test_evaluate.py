@@ -9,7 +9,7 @@ import pytest
 
 from conj_train.cli import main as conj_main
 from conj_train.errors import ConjError
-from conj_train.evaluate import EvalConfig, run_eval
+from conj_train.evaluate.run import EvalConfig, run_eval
 from conj_train.io import iter_jsonl, read_json
 from conj_train.prompts import chosen_slot
 from conj_train.verdicts import parse_verdict

@@ -12,7 +12,7 @@ import pytest
 from conj_train.chat import chat_messages
 from conj_train.config_parser import build_config
 from conj_train.errors import ConjError
-from conj_train.filter import FilterConfig, run_filter
+from conj_train.filter.run import FilterConfig, run_filter
 from conj_train.io import iter_jsonl, read_json
 
 N_PAIRS = 40
@@ -307,7 +307,7 @@ def test_dataset_trains_one_dpo_step(sample_dir: Path, tmp_path: Path, tiny_mode
 
 
 def test_sampling_then_filter_end_to_end(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from conj_train.sample import SampleConfig, run_sample
+    from conj_train.sample.run import SampleConfig, run_sample
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"Name fruit {i}.", "chosen": f"An apple {i}.",

@@ -9,7 +9,7 @@ import yaml
 
 from conj_train.errors import ConjError
 from conj_train.io import read_json
-from conj_train.pipeline import run_pipeline
+from conj_train.pipeline.run import run_pipeline
 
 
 def _statuses(result) -> dict[str, str]:

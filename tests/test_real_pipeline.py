@@ -40,7 +40,7 @@ def _chars(r: dict) -> int:
 def real_run(real_model_dir: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The pipeline run on 6 + 2 real pairs; returns its paths and the two runs' results."""
     from conj_train.data import load_preferences
-    from conj_train.pipeline import run_pipeline
+    from conj_train.pipeline.run import run_pipeline
 
     root = tmp_path_factory.mktemp("real-run")
     records = load_preferences(str(shared_data / "hh-rlhf-harmless-base-test.jsonl.gz")).records

@@ -32,10 +32,10 @@ def _stage_of(path: Path) -> str:
 
 
 def _stage_class(stage: str) -> type:
-    from conj_train.evaluate import EvalConfig
-    from conj_train.filter import FilterConfig
-    from conj_train.sample import SampleConfig
-    from conj_train.warmup import WarmupConfig
+    from conj_train.evaluate.run import EvalConfig
+    from conj_train.filter.run import FilterConfig
+    from conj_train.sample.run import SampleConfig
+    from conj_train.train.warmup import WarmupConfig
 
     return {"sample": SampleConfig, "filter": FilterConfig, "eval": EvalConfig, "warmup": WarmupConfig}[stage]
 
@@ -102,15 +102,15 @@ def _pipeline_stage_configs(spec: dict[str, Any], where: str, tmp: Path) -> None
 
 @pytest.mark.parametrize("recipe", PIPELINES, ids=lambda p: str(p.relative_to(RECIPES)))
 def test_pipeline_recipe_sections_load(recipe: Path, tmp_path: Path) -> None:
-    from conj_train.pipeline import load_pipeline
+    from conj_train.pipeline.run import load_pipeline
 
     _pipeline_stage_configs(load_pipeline(recipe), str(recipe), tmp_path)
 
 
 @pytest.mark.parametrize("ablation", ABLATIONS, ids=lambda p: p.stem)
 def test_ablation_applies_to_the_demo_pipeline(ablation: Path, tmp_path: Path) -> None:
-    from conj_train.ablate import load_ablation
-    from conj_train.pipeline import load_pipeline
+    from conj_train.pipeline.ablate import load_ablation
+    from conj_train.pipeline.run import load_pipeline
 
     ab = load_ablation(ablation)
     spec = load_pipeline(RECIPES / "demo" / "pipeline.yaml", ab.overrides)
@@ -119,8 +119,8 @@ def test_ablation_applies_to_the_demo_pipeline(ablation: Path, tmp_path: Path) -
 
 @pytest.mark.parametrize("ablation", STUDY_ABLATIONS, ids=lambda p: f"{p.parts[-3]}-{p.stem}")
 def test_study_ablation_applies_to_its_pipeline(ablation: Path, tmp_path: Path) -> None:
-    from conj_train.ablate import load_ablation
-    from conj_train.pipeline import load_pipeline
+    from conj_train.pipeline.ablate import load_ablation
+    from conj_train.pipeline.run import load_pipeline
 
     ab = load_ablation(ablation)
     spec = load_pipeline(ablation.parent.parent / "pipeline.yaml", ab.overrides)

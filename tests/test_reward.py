@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from conj_train.data import load_preferences
-from conj_train.demo import write_demo_data
 from conj_train.io import iter_jsonl, read_json
+from conj_train.pipeline.demo import write_demo_data
 
 
 def _argv(model: Path, data: Path, out: Path, **overrides: object) -> list[str]:

@@ -14,7 +14,7 @@ from conj_train.cli import main
 from conj_train.errors import ConjError
 from conj_train.io import iter_jsonl, read_json
 from conj_train.runs import shard_lock
-from conj_train.sample import SampleConfig, run_sample
+from conj_train.sample.run import SampleConfig, run_sample
 
 
 def _pairs(path: Path, n: int, word: str = "apple") -> Path:
@@ -93,7 +93,7 @@ def test_eval_on_changed_data_is_refused(tiny_model_dir: Path, tmp_path: Path,
 
 
 def test_pipeline_redoes_sample_when_the_data_rows_change(tiny_pipeline, tmp_path: Path) -> None:
-    from conj_train.pipeline import run_pipeline
+    from conj_train.pipeline.run import run_pipeline
 
     recipe = tiny_pipeline(tmp_path)
     first = run_pipeline(recipe, until="sample")
@@ -121,7 +121,7 @@ def test_second_run_into_a_shard_being_written_is_refused(tiny_model_dir: Path, 
 @pytest.mark.parametrize("damage", ["torn_last_line", "emptied"])
 def test_filter_checks_judgments_against_the_sample_manifest(tiny_model_dir: Path, tmp_path: Path,
                                                              damage: str) -> None:
-    from conj_train.filter import FilterConfig, run_filter
+    from conj_train.filter.run import FilterConfig, run_filter
 
     out = tmp_path / "s"
     run_sample(_cfg(tiny_model_dir, _pairs(tmp_path / "d.jsonl", 3), out))

@@ -16,7 +16,7 @@ import yaml
 
 from conj_train.io import iter_jsonl, read_json
 from conj_train.runs import derive_seed, shard_of
-from conj_train.sample import SampleConfig, run_sample
+from conj_train.sample.run import SampleConfig, run_sample
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -304,7 +304,7 @@ def test_code_reading_hint_outputs_get_no_prefill(tiny_model_dir: Path, tmp_path
 
 
 def test_low_parse_rate_warns_per_kind() -> None:
-    from conj_train.sample_summary import format_summary, parse_warning
+    from conj_train.sample.summary import format_summary, parse_warning
 
     counts = {"judgments": 10, "pairs": 2, "share_parseable": 0.8,
               "share_parseable_by_kind": {"repeated": 0.9, "hint_correct": 0.2}}

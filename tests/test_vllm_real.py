@@ -161,7 +161,7 @@ def test_sharded_sampling_under_accelerate_equals_one_process(
 ) -> None:
     import yaml
 
-    from conj_train.sample import SampleConfig, run_sample
+    from conj_train.sample.run import SampleConfig, run_sample
 
     common = {"model_name_or_path": str(real_model_dir), "dataset_name": str(_pairs(tmp_path / "p.jsonl", 4)), "engine": "vllm",
               "n": 2, "hint_samples": 1, "max_new_tokens": 16, "progress": False, "dtype": "float32",
@@ -183,7 +183,7 @@ def test_sharded_sampling_under_accelerate_equals_one_process(
 def test_sharded_evaluation_under_accelerate_matches_the_hf_engine(real_model_dir: Path, tmp_path: Path) -> None:
     import yaml
 
-    from conj_train.evaluate import EvalConfig, run_eval
+    from conj_train.evaluate.run import EvalConfig, run_eval
 
     common = {"model_name_or_path": str(real_model_dir), "dataset_name": f"fruit={_pairs(tmp_path / 'p.jsonl', 3)}",
               "max_new_tokens": 24, "progress": False, "dtype": "float32", "transfer": False}

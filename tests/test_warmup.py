@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from conj_train.errors import ConjError
-from conj_train.warmup import WarmupConfig, run_warmup, target_text, warmup_rows
+from conj_train.train.warmup import WarmupConfig, run_warmup, target_text, warmup_rows
 
 
 @pytest.fixture(scope="module")
 def toy_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from conj_train.demo import write_demo_splits
+    from conj_train.pipeline.demo import write_demo_splits
 
     train, _ = write_demo_splits(tmp_path_factory.mktemp("toy"), 200, 8, seed=3)
     return train
@@ -69,8 +69,8 @@ def _parse_rate(model_dir: str, prompts: list[str]) -> float:
 
 
 def test_warmed_model_writes_parseable_judgments(warmed: WarmupConfig, tiny_model_dir: Path) -> None:
-    from conj_train.demo import demo_rows
     from conj_train.io import read_json
+    from conj_train.pipeline.demo import demo_rows
     from conj_train.prompt_templates import get_template
 
     out = Path(warmed.output_dir)
@@ -108,11 +108,11 @@ def test_bad_config_is_a_user_error(changes: dict, message: str) -> None:
         run_warmup(replace(WarmupConfig(model_name_or_path="m", dataset_name="d", output_dir="o"), **changes))
 
 
-# --- the demo's toy splits (conj_train.demo), which the warm-up and the demo train on -------------
+# --- the demo's toy splits (conj_train.pipeline.demo), which the warm-up and the demo train on -------------
 
 
 def test_demo_splits_are_disjoint_and_seeded() -> None:
-    from conj_train.demo import demo_splits
+    from conj_train.pipeline.demo import demo_splits
 
     train, test = demo_splits(300, 50, seed=1)
     keys = [(r["chosen"], r["rejected"]) for r in train + test]
@@ -125,7 +125,7 @@ def test_demo_split_words_are_single_tokens_of_the_tiny_tokenizer(tiny_model_dir
     # Why it matters: names split into characters made the rule unlearnable on most seeds (docs/demo.md).
     from transformers import AutoTokenizer
 
-    from conj_train.demo import _SPLIT_FRUITS, _SPLIT_OTHERS
+    from conj_train.pipeline.demo import _SPLIT_FRUITS, _SPLIT_OTHERS
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     split = {w: tok.tokenize(" " + w) for w in _SPLIT_FRUITS + _SPLIT_OTHERS}
@@ -133,14 +133,14 @@ def test_demo_split_words_are_single_tokens_of_the_tiny_tokenizer(tiny_model_dir
 
 
 def test_demo_splits_refuse_more_pairs_than_exist() -> None:
-    from conj_train.demo import demo_splits
+    from conj_train.pipeline.demo import demo_splits
 
     with pytest.raises(ConjError, match="train_pairs"):
         demo_splits(10**6, 10)
 
 
 def test_varied_demo_splits_hold_long_answers_on_both_sides_and_keep_the_rule(tmp_path: Path) -> None:
-    from conj_train.demo import _SPLIT_FRUITS, demo_splits, write_demo_splits
+    from conj_train.pipeline.demo import _SPLIT_FRUITS, demo_splits, write_demo_splits
 
     train, test = demo_splits(800, 200, seed=0, varied=True)
     longer_chosen = sum(len(r["chosen"]) > 2 * len(r["rejected"]) for r in train)

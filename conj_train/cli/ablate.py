@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the ablations and print where the table went."""
-    from conj_train.ablate import run_ablations
+    from conj_train.pipeline.ablate import run_ablations
 
     run_ablations(args.ablations, base=args.base, output=args.output)
     print(f"ablation table: {args.output}/table.md (+ table.json, chart.png)")

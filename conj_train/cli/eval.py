@@ -47,14 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "accelerate launch --num_processes K scripts/eval.py ..., or --shard i/K per job.",
     )
     add_arguments(p)
-    add_settings_help(p, "conj_train.eval_config:EvalConfig")
+    add_settings_help(p, "conj_train.evaluate.config:EvalConfig")
     p.set_defaults(func=run, accepts_overrides=True)
 
 
 def load_eval_config(args: argparse.Namespace, overrides: Sequence[str]) -> Any:
     """An EvalConfig from the recipe, then ``--key value`` overrides, then the named options."""
     from conj_train.cli.common import load_stage_config
-    from conj_train.eval_config import EvalConfig
+    from conj_train.evaluate.config import EvalConfig
 
     named = {k: getattr(args, k) for k in ("model_name_or_path", "dataset_name", "output_dir") if getattr(args, k, None)}
     return load_stage_config(EvalConfig, args.config, overrides, section="eval", fixed=named)
@@ -62,7 +62,7 @@ def load_eval_config(args: argparse.Namespace, overrides: Sequence[str]) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Load the configuration, run the stage in this process, print the summary."""
-    from conj_train.evaluate import run_eval
+    from conj_train.evaluate.run import run_eval
 
     cfg = load_eval_config(args, args.overrides)
     result = run_eval(cfg)

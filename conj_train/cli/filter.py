@@ -19,14 +19,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Any recipe key can be overridden as --key value (e.g. --preset paper --balance true).",
     )
     p.add_argument("--config", help="recipe YAML (flat keys of FilterConfig, or a 'filter:' section)")
-    add_settings_help(p, "conj_train.filter:FilterConfig")
+    add_settings_help(p, "conj_train.filter.run:FilterConfig")
     p.set_defaults(func=run, accepts_overrides=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the recipe, run the stage in this process, print the summary."""
     from conj_train.cli.common import load_stage_config
-    from conj_train.filter import FilterConfig, run_filter
+    from conj_train.filter.run import FilterConfig, run_filter
 
     cfg = load_stage_config(FilterConfig, args.config, args.overrides, section="filter")
     result = run_filter(cfg)

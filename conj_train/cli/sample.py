@@ -20,14 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--shard i/K per job, then --merge_only true.",
     )
     p.add_argument("--config", help="recipe YAML (flat keys of SampleConfig, or a 'sample:' section)")
-    add_settings_help(p, "conj_train.sample_config:SampleConfig")
+    add_settings_help(p, "conj_train.sample.config:SampleConfig")
     p.set_defaults(func=run, accepts_overrides=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the recipe, run the stage in this process, print the summary."""
     from conj_train.cli.common import load_stage_config
-    from conj_train.sample import SampleConfig, run_sample
+    from conj_train.sample.run import SampleConfig, run_sample
 
     cfg = load_stage_config(SampleConfig, args.config, args.overrides, section="sample")
     result = run_sample(cfg)

@@ -27,8 +27,8 @@ judge's text (prefill included, as parsed), verdict, ``correct`` (1 / 0 / 0.5; N
 records alone (:mod:`conj_train.metrics`), so a merged run can be re-scored without a model.
 
 This module holds the config, the items, the shard runs and the merge; the records themselves are
-written by :mod:`conj_train.eval_records`, re-scored by :mod:`conj_train.eval_scoring` and reported
-by :mod:`conj_train.eval_report`.
+written by :mod:`conj_train.evaluate.records`, re-scored by :mod:`conj_train.evaluate.scoring` and reported
+by :mod:`conj_train.evaluate.report`.
 """
 
 from __future__ import annotations
@@ -44,10 +44,17 @@ from conj_train.config import (
     config_to_dict,
 )
 from conj_train.errors import ConjError
-from conj_train.eval_config import EvalConfig
-from conj_train.eval_records import device_for, free_memory, judge_batches, make_judge, record_key, rm_batches
-from conj_train.eval_report import comparison_table, console_summary, summary_markdown, write_charts
-from conj_train.eval_scoring import row_accounting, score_records
+from conj_train.evaluate.config import EvalConfig
+from conj_train.evaluate.records import (
+    device_for,
+    free_memory,
+    judge_batches,
+    make_judge,
+    record_key,
+    rm_batches,
+)
+from conj_train.evaluate.report import comparison_table, console_summary, summary_markdown, write_charts
+from conj_train.evaluate.scoring import row_accounting, score_records
 from conj_train.io import (
     JsonlAppender,
     atomic_write_json,

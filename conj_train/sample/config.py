@@ -1,6 +1,6 @@
 """The sampling stage's config: the data, the judge prompt, both sampling passes, what is hashed.
 
-Kept apart from :mod:`conj_train.sample` (the run) as TRL keeps ``DPOConfig`` apart from its trainer:
+Kept apart from :mod:`conj_train.sample.run` (the run) as TRL keeps ``DPOConfig`` apart from its trainer:
 a recipe can be checked, and a run's hash computed, without the stage's run code.
 """
 

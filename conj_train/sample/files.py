@@ -1,6 +1,6 @@
 """Reading a finished sampling run (stage 1's folder) as the filter's input.
 
-Apart from :mod:`conj_train.filter` (which builds and writes the dataset) because these functions
+Apart from :mod:`conj_train.filter.run` (which builds and writes the dataset) because these functions
 define what a sampling folder must hold: the merged manifest, one prompt record per pair (with the
 DPO prompt ``messages`` sampling wrote) and the judgment records, each row checked as it is read
 and every judgment classified on the fly (:func:`conj_train.pairs.classify_judgments`), so texts are

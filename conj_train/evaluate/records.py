@@ -1,7 +1,7 @@
 """Evaluation records: what one judge or reward model writes for each (data set, pair, order).
 
-Apart from :mod:`conj_train.evaluate` (config, shards, merge) because this is the one place that
-turns a model's output into the record format that :mod:`conj_train.eval_scoring` re-scores, for
+Apart from :mod:`conj_train.evaluate.run` (config, shards, merge) because this is the one place that
+turns a model's output into the record format that :mod:`conj_train.evaluate.scoring` re-scores, for
 both model kinds: a generative judge (:class:`conj_train.judge.Judge`, one record per order) and a
 scalar reward model (:class:`conj_train.reward_model.RewardModel`, one record per pair).
 """
@@ -17,7 +17,7 @@ from conj_train.reward_model import RewardModel, sigmoid
 from conj_train.runs import derive_seed
 
 if TYPE_CHECKING:
-    from conj_train.eval_config import EvalConfig
+    from conj_train.evaluate.config import EvalConfig
 
 
 def record_key(rec: dict) -> tuple[str, str, bool]:

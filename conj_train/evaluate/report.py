@@ -1,7 +1,7 @@
 """Stage 4's report: the comparison table, ``summary.md``, the console summary and the charts.
 
-Pure functions of the merged ``metrics.json`` content (:func:`conj_train.evaluate.merge_eval`, scored
-by :mod:`conj_train.eval_scoring`), kept apart from the evaluation loop so the report can be
+Pure functions of the merged ``metrics.json`` content (:func:`conj_train.evaluate.run.merge_eval`, scored
+by :mod:`conj_train.evaluate.scoring`), kept apart from the evaluation loop so the report can be
 regenerated from a finished run.
 """
 

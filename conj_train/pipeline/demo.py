@@ -110,7 +110,7 @@ def run_demo(output: str | Path | None = None, *, config: str | Path = "recipes/
     from conj_train.config_values import read_yaml
     from conj_train.errors import ConjError
     from conj_train.io import read_json
-    from conj_train.pipeline import run_pipeline
+    from conj_train.pipeline.run import run_pipeline
     from conj_train.tiny import build_tiny_model
 
     spec = read_yaml(config)

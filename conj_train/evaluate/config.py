@@ -1,6 +1,6 @@
 """The evaluation stage's config: which models and data sets, how they are judged, what is hashed.
 
-Kept apart from :mod:`conj_train.evaluate` (the runs) as TRL keeps ``DPOConfig`` apart from its
+Kept apart from :mod:`conj_train.evaluate.run` (the runs) as TRL keeps ``DPOConfig`` apart from its
 trainer: a recipe can be checked, and a run's hash computed, without the stage's run code.
 """
 

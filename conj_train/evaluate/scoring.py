@@ -1,7 +1,7 @@
 """Re-scoring evaluation records: per-pair results, the project's metrics, the benchmarks' official
 ones, RewardBench sections, and the row accounting of each data set.
 
-Apart from :mod:`conj_train.evaluate` (which runs models and writes records) because scoring needs
+Apart from :mod:`conj_train.evaluate.run` (which runs models and writes records) because scoring needs
 no model: these are pure functions of the records and shard manifests, so a merged run can be
 re-scored, and ``bench/benchmark_rows.py`` checks them, without loading anything. ``model_kind`` is
 ``judge`` (a generative judge, one record per order) or ``rm`` (a scalar reward model, one record

@@ -1,6 +1,6 @@
 """The stage runners of ``conj run``: a filled-in stage config + its output folder -> the stage run.
 
-:func:`conj_train.pipeline.run_pipeline` fills in each stage's inputs and decides what to run; these
+:func:`conj_train.pipeline.run.run_pipeline` fills in each stage's inputs and decides what to run; these
 run it. Every stage runs in this process from its config mapping, except one whose recipe section
 has ``launch:`` settings: it is started with ``accelerate launch`` (other processes), which reads the
 config from a recipe file written next to the output folder (:func:`write_stage_recipe`).
@@ -21,14 +21,14 @@ LAUNCH_KEYS = ("config_file", "num_processes", "multi_gpu", "main_process_port")
 
 def run_warmup_stage(cfg: dict, output: Path) -> None:
     """The format warm-up, in this process."""
-    from conj_train.warmup import WarmupConfig, run_warmup
+    from conj_train.train.warmup import WarmupConfig, run_warmup
 
     run_warmup(build_config(WarmupConfig, {**cfg, "output_dir": str(output)}, where="warmup"))
 
 
 def run_sample_stage(cfg: dict, output: Path) -> None:
     """Sampling, in this process or under accelerate launch."""
-    from conj_train.sample import SampleConfig, run_sample
+    from conj_train.sample.run import SampleConfig, run_sample
 
     cfg, launch = _stage_config(cfg)
     if launch:
@@ -39,14 +39,14 @@ def run_sample_stage(cfg: dict, output: Path) -> None:
 
 def run_filter_stage(cfg: dict, output: Path) -> None:
     """The filter, in this process."""
-    from conj_train.filter import FilterConfig, run_filter
+    from conj_train.filter.run import FilterConfig, run_filter
 
     run_filter(build_config(FilterConfig, {**cfg, "output_dir": str(output)}, where="filter"))
 
 
 def run_eval_stage(cfg: dict, output: Path) -> None:
     """Evaluation, in this process or under accelerate launch."""
-    from conj_train.evaluate import EvalConfig, run_eval
+    from conj_train.evaluate.run import EvalConfig, run_eval
 
     cfg, launch = _stage_config(cfg)
     if launch:
@@ -113,7 +113,7 @@ def launch_script(script: str, recipe: Path, launch: dict) -> None:
     unknown = sorted(set(launch) - set(LAUNCH_KEYS))
     if unknown:
         raise ConjError(f"launch: unknown key {unknown[0]!r} ({', '.join(LAUNCH_KEYS)})")
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if launch.get("config_file"):
         cmd += ["--config_file", str(launch["config_file"])]

@@ -1,7 +1,7 @@
 """The filter's report: every input pair and judgment accounted for, as JSON, Markdown, a PNG and
 the console summary.
 
-Apart from :mod:`conj_train.filter` (which reads, pairs and writes the dataset) because the report is
+Apart from :mod:`conj_train.filter.run` (which reads, pairs and writes the dataset) because the report is
 a pure function of the pair outcomes and judgment counts, with its own identities to test
 (:func:`build_report`), and because plotting pulls in matplotlib, which the stage itself does not need.
 """

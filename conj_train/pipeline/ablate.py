@@ -58,7 +58,7 @@ def load_ablation(path: str | Path) -> Ablation:
 
 def run_ablations(paths: list[str | Path], *, base: str | Path, output: str | Path) -> dict[str, Any]:
     """Run the base recipe and every ablation; write ``table.{md,json}`` and ``chart.png`` in ``output``."""
-    from conj_train.pipeline import run_pipeline
+    from conj_train.pipeline.run import run_pipeline
 
     base_recipe = _resolve_base(base)
     ablations = [load_ablation(p) for p in paths]

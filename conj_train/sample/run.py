@@ -55,8 +55,8 @@ from conj_train.runs import (
     shard_name,
     shard_of,
 )
-from conj_train.sample_config import SampleConfig, _template
-from conj_train.sample_summary import format_summary, merged_counts, shard_counts, warn_now
+from conj_train.sample.config import SampleConfig, _template
+from conj_train.sample.summary import format_summary, merged_counts, shard_counts, warn_now
 from conj_train.tokens import load_tokenizer
 
 KINDS = ("repeated", "hint_correct", "hint_wrong")

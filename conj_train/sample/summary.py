@@ -1,6 +1,6 @@
 """Counts and summaries of a sampling run: per shard, merged over shards, and the lines people read.
 
-Apart from :mod:`conj_train.sample` (which generates) because these are pure functions of the
+Apart from :mod:`conj_train.sample.run` (which generates) because these are pure functions of the
 judgment records and shard manifests: the merge re-derives the run's counts from the files alone,
 and the low-parse warning is shared by the shard summary, the merge and ``conj run``.
 """

@@ -38,7 +38,7 @@ from typing import Any
 
 from conj_train.config import config_to_dict, settings_hash
 from conj_train.errors import ConjError
-from conj_train.filter_report import build_report, format_summary, report_markdown, write_report_png
+from conj_train.filter.report import build_report, format_summary, report_markdown, write_report_png
 from conj_train.io import (
     atomic_write_json,
     atomic_write_text,
@@ -50,7 +50,7 @@ from conj_train.pair_building import Pair, balance_by_label, build_pairs, split_
 from conj_train.pairs import LengthRule, PairRules, SampledJudgment
 from conj_train.prompt_templates import get_template
 from conj_train.runs import check_output_dir, finished_output, remove_outputs, run_fingerprint
-from conj_train.sample_files import read_judgments, read_prompts, read_sample_manifest
+from conj_train.sample.files import read_judgments, read_prompts, read_sample_manifest
 from conj_train.tokens import LazyTokenizer
 
 SPLITS = ("train", "validation")

@@ -29,7 +29,7 @@ whose key is unchanged and that finished is skipped; a changed key redoes the st
 folder is cleared) and, since later keys include it, everything after it. A stage that was
 interrupted with an unchanged key resumes: sampling and evaluation by record, training from its last
 checkpoint. The state lives in ``output_dir/pipeline_state.json``. The stages themselves are run by
-:mod:`conj_train.pipeline_stages`.
+:mod:`conj_train.pipeline.stages`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from conj_train.config_parser import build_config
 from conj_train.config_values import did_you_mean, read_yaml
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, read_json, stable_hash
-from conj_train.pipeline_stages import (
+from conj_train.pipeline.stages import (
     run_eval_stage,
     run_filter_stage,
     run_sample_stage,
@@ -265,7 +265,7 @@ def _eval_section(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _eval_sources(e_cfg: dict[str, Any]) -> list[str]:
-    from conj_train.eval_config import _named_specs
+    from conj_train.evaluate.config import _named_specs
 
     return [src for _, src in _named_specs(e_cfg["dataset_name"], "dataset")]
 
@@ -277,11 +277,11 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
     A typo in ``eval:`` must not be found after hours of sampling and training.
     """
     from conj_train.data.sources import looks_local
-    from conj_train.eval_config import EvalConfig
-    from conj_train.filter import FilterConfig
+    from conj_train.evaluate.config import EvalConfig
+    from conj_train.filter.run import FilterConfig
     from conj_train.runs import data_fingerprint
-    from conj_train.sample_config import SampleConfig
-    from conj_train.warmup import WarmupConfig
+    from conj_train.sample.config import SampleConfig
+    from conj_train.train.warmup import WarmupConfig
 
     here = Path(spec["output_dir"]) / "_check"  # never written: the configs only need a value
     base, dataset = str(spec["model_name_or_path"]), str(spec["dataset_name"])
