@@ -20,7 +20,13 @@ from typing import Any, TypeVar
 
 from transformers import HfArgumentParser
 
-from conj_train.config_values import add_settings, check_types, read_yaml, unknown_key_error
+from conj_train.config_values import (
+    add_settings,
+    check_types,
+    read_yaml,
+    reject_leftover_args,
+    unknown_key_error,
+)
 from conj_train.errors import ConjError
 
 T = TypeVar("T")
@@ -53,11 +59,7 @@ class ConjParser(HfArgumentParser):
     def parse_cli(self, argv: Sequence[str]) -> dict[str, Any]:
         """The settings given as ``--key value`` / ``--key=value`` / ``--flag`` (true)."""
         namespace, rest = self.parse_known_args(list(argv))
-        for item in rest:
-            if item.startswith("--") and item != "--":
-                raise unknown_key_error(item[2:].split("=", 1)[0].replace("-", "_"), self.settings,
-                                        "command-line options")
-            raise ConjError(f"expected --key value, got {item!r}")
+        reject_leftover_args(rest, self.settings)
         return vars(namespace)
 
     def build(self, values: dict[str, Any], *, where: str = "config") -> Any:

@@ -181,6 +181,14 @@ def unknown_key_error(key: str, names: Iterable[str], where: str) -> ConjError:
     return ConjError(f"unknown key {key!r} in {where}{did_you_mean(key, names)}")
 
 
+def reject_leftover_args(rest: Iterable[str], names: Iterable[str]) -> None:
+    """Refuse what an argument parser left over: an unknown ``--key`` (with the hint) or a stray value."""
+    for item in rest:
+        if item.startswith("--") and item != "--":
+            raise unknown_key_error(item[2:].split("=", 1)[0].replace("-", "_"), names, "command-line options")
+        raise ConjError(f"expected --key value, got {item!r}")
+
+
 # Short command-line spellings of the input names (``conj sample --model M --output DIR``); recipes
 # and dataclasses use the long name only.
 CLI_ALIASES = {"model_name_or_path": ("model",), "dataset_name": ("dataset",), "output_dir": ("output",)}

@@ -21,7 +21,7 @@ from typing import Any
 
 from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser
 
-from conj_train.config_values import read_yaml, unknown_key_error
+from conj_train.config_values import read_yaml, reject_leftover_args, unknown_key_error
 from conj_train.errors import ConjError
 from conj_train.train.logging import is_secret, redact
 from conj_train.train.machine import adapt_to_machine
@@ -139,11 +139,7 @@ class _OneLineParser(TrlParser):
             config.update(values)
         self.set_defaults_with_config(**config)
         *parsed, rest = self.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-        for item in rest:
-            if item.startswith("--") and item != "--":
-                raise unknown_key_error(item[2:].split("=", 1)[0].replace("-", "_"), self.names,
-                                        "command-line options")
-            raise ConjError(f"expected --key value, got {item!r}")
+        reject_leftover_args(rest, self.names)
         return tuple(parsed)
 
 
