@@ -97,7 +97,8 @@ def test_lora_trains_on_the_real_model(real_run: dict, real_model_dir: Path, tmp
     argv = train_argv(real_model_dir, real_run["out"] / "filter", tmp_path / "lora", **TRAIN, use_peft=True,
                       lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"])
     result = run_train(*parse_train_args(argv))
-    assert (tmp_path / "lora" / "adapter_config.json").is_file()
+    assert (tmp_path / "lora" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "lora" / "config.json").is_file()  # merged: a model folder like a full run's
     assert result.metrics["train_loss"] > 0
 
 

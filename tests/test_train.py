@@ -251,7 +251,7 @@ def test_resume_after_stop_equals_an_uninterrupted_run(tiny_model_dir: Path, tmp
 def test_lora_trains_and_saves_an_adapter_that_reloads(tiny_model_dir: Path, tmp_path: Path) -> None:
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from conj_train.train.args import parse_train_args
     from conj_train.train.dpo import run_train
@@ -261,17 +261,21 @@ def test_lora_trains_and_saves_an_adapter_that_reloads(tiny_model_dir: Path, tmp
                       lora_r=8, lora_alpha=16, lora_target_modules=["q_proj", "v_proj"],
                       learning_rate=5e-3, max_steps=4)
     result = run_train(*parse_train_args(argv))
-    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    # The run folder is a full model (what evaluation and sampling load); the adapter sits in adapter/.
+    assert (out / "adapter" / "adapter_config.json").is_file() and not (out / "adapter_config.json").exists()
+    assert AutoConfig.from_pretrained(out).model_type == "qwen2"
     assert result.metrics["train_loss"] > 0
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     ids = torch.tensor([[5, 17, 42, 99, 3]])
     with torch.no_grad():
         before = base(ids).logits
-        judge = PeftModel.from_pretrained(base, str(out))
+        merged = AutoModelForCausalLM.from_pretrained(out)(ids).logits
+        judge = PeftModel.from_pretrained(base, str(out / "adapter"))
         after = judge(ids).logits
         with judge.disable_adapter():  # the reference TRL used: the adapter-disabled base
             assert torch.allclose(judge(ids).logits, before)
     assert float((after - before).abs().max()) > 1e-4  # the trained adapter changes the model
+    assert torch.allclose(merged, after, atol=1e-5)  # the merged folder = base + adapter
 
 
 def test_machine_adaptation_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
