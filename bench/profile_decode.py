@@ -26,7 +26,7 @@ GROUPS = {
 
 
 def group_of(name: str) -> str:
-    """The group of one profiler operator name (``other`` for everything not listed in GROUPS)."""
+    """The group of one profiler operator name (``other ops`` for everything not listed in GROUPS)."""
     for group, keys in GROUPS.items():
         if any(k in name for k in keys):
             return group
@@ -48,7 +48,7 @@ def main() -> None:
     from sample import set_up
     from torch.profiler import ProfilerActivity, profile
 
-    totals = {}
+    totals: dict[int, tuple[float, int, dict[str, tuple[float, int]]]] = {}
     for new_tokens in (1, args.new_tokens):
         bench_args = argparse.Namespace(device="cpu", dtype=args.dtype, prompts=1, prompt_tokens=args.prompt_tokens,
                                         new_tokens=new_tokens, n=args.n, threads=args.threads, batch_tokens=1 << 16)

@@ -100,7 +100,8 @@ def finish_run(trainer: Any, kind: str, all_args: tuple[Any, Any, Any], *, count
     notes = list(getattr(training_args, "machine_notes", []))
     if trainer.is_world_process_zero():
         _save_generation_config(trainer, out)
-        _merge_adapter(out)
+        if kind == "judge":  # a reward model's adapter stays as saved: its score head is not in the base
+            _merge_adapter(out)
         report = {"stage": "train" if kind == "judge" else "train-rm", "objective": trainer.card["objective"],
                   "data": {s: asdict(c) for s, c in counts.items()},
                   "filter_report": filter_summary(filter_report), "metrics": metrics,
@@ -141,18 +142,14 @@ def _save_generation_config(trainer: Any, out: Path) -> None:
 
 
 def _merge_adapter(out: Path) -> None:
-    """Make a LoRA run's folder a full model, as a full-weight run's is: every later stage (sampling
+    """Make a LoRA judge run's folder a full model, as a full-weight run's is: every later stage (sampling
     round 2, evaluation, ``Judge``) loads a model folder, and transformers' config readers cannot
     read an adapter-only one. The merged weights go in ``out``, the adapter itself in ``out/adapter``."""
     if not (out / "adapter_config.json").is_file() or (out / "config.json").is_file():
         return
-    import json
+    from peft import AutoPeftModelForCausalLM
 
-    from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
-
-    task = json.loads((out / "adapter_config.json").read_text()).get("task_type")
-    auto = AutoPeftModelForSequenceClassification if task == "SEQ_CLS" else AutoPeftModelForCausalLM
-    merged = auto.from_pretrained(str(out), dtype="auto").merge_and_unload()
+    merged = AutoPeftModelForCausalLM.from_pretrained(str(out), dtype="auto").merge_and_unload()
     adapter = out / "adapter"
     adapter.mkdir(exist_ok=True)
     for f in list(out.iterdir()):
