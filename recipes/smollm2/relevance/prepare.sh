@@ -5,7 +5,7 @@
 # then: conj run --config recipes/smollm2/relevance/pipeline.yaml
 set -euo pipefail
 DATA=${1:?usage: prepare.sh DATA_DIR (holding hh-rlhf-harmless-base-test.jsonl.gz and pandalm-testset-v1.json)}
-OUT=${OUT:-runs/relevance}
+OUT=${OUT:-runs/relevance/inputs}
 [ -d "$OUT/model" ] || conj real-model "$OUT/model"
 # hh-rlhf: 30% of questions held out; own part (question + context + answer) <= 600 characters keeps
 # CPU prompts short; answers under 4 words are generic ("I see.") and left out.
