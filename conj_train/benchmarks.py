@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from conj_train.metrics import PairResult
-from conj_train.official_metrics import autoj_metrics, judgebench_metrics, llmbar_metrics, rmbench_metrics
+from conj_train.official_metrics import (
+    autoj_metrics,
+    judgebench_metrics,
+    llmbar_metrics,
+    rewardbench2_metrics,
+    rmbench_metrics,
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             "RewardBench", "rewardbench",
             "Lambert et al., RewardBench: Evaluating Reward Models for Language Modeling, 2024",
             hub_splits=(("allenai/reward-bench", "filtered"),),
+        ),
+        Benchmark(
+            "RewardBench 2", "rewardbench2",
+            "Malik et al., RewardBench 2: Advancing Reward Model Evaluation, 2025",
+            rewardbench2_metrics, ("overall",), hub_splits=(("allenai/reward-bench-2", "test"),),
         ),
     )
 }

@@ -21,7 +21,8 @@ Data sets are read in ingestion mode ``eval`` (the benchmark's own row set, ties
 ``ingest_mode`` says ``train``.
 
 A record holds the pair id, data set, subset, ``format``, ``tie`` (tie-labelled row), ``cell`` (RM-Bench
-style pair), ``swapped``, ``label`` (slot of the chosen answer), the
+style pair; RewardBench 2's correct / wrong answer), ``row`` and ``row_pairs`` (RewardBench 2: the row's
+id and how many pairs it has), ``swapped``, ``label`` (slot of the chosen answer), the
 judge's text (prefill included, as parsed), verdict, ``correct`` (1 / 0 / 0.5; None on a tie row), ``probability``
 (P(slot 1 better)), ``p_chosen``, and the rationale-transfer verdict. Metrics are computed from the
 records alone (:mod:`conj_train.metrics`), so a merged run can be re-scored without a model.
@@ -119,6 +120,8 @@ def _load_items(cfg: EvalConfig) -> tuple[list[dict], dict[str, Any]]:
             it["chosen_chars"], it["rejected_chars"] = len(rec["chosen"]), len(rec["rejected"])
             it["tie"] = bool(meta.get("tie"))
             it["cell"] = meta.get("cell")
+            if "row_pairs" in meta:  # one of several pairs of a benchmark row (RewardBench 2)
+                it["row"], it["row_pairs"] = meta.get("original_id"), meta["row_pairs"]
             items.append(it)
         info[name] = {"path": path, "pairs": len(records), "format": report.format,
                       "ingest": report.to_dict(), **selection}

@@ -55,10 +55,16 @@ def pairs_from_records(
                 else OrderResult(s["label"], s["verdict"], s.get("probability"), s.get("transfer_verdict"))
             )
         cell = first.get("cell")
+        rewards = None
+        if model_kind == "rm" and first.get("reward_1") is not None and first.get("reward_2") is not None:
+            r1, r2 = float(first["reward_1"]), float(first["reward_2"])
+            rewards = (r1, r2) if first["label"] == 1 else (r2, r1)
+        row = first.get("row")
         pairs.append(PairResult(
             pid, a, b, first.get("chosen_chars", 0), first.get("rejected_chars", 0),
             gold_tie=bool(first.get("tie")), scalar=model_kind == "rm", subset=str(first.get("subset") or ""),
             cell=None if cell is None else (int(cell[0]), int(cell[1])),
+            row=None if row is None else str(row), row_pairs=int(first.get("row_pairs") or 0), rewards=rewards,
         ))
     return pairs
 
