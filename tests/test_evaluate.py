@@ -317,3 +317,44 @@ def test_con_j_paper_recipe_sets_its_protocol() -> None:
     cfg = build_config(EvalConfig, read_yaml(recipe))
     assert (cfg.orders, cfg.decoding, cfg.n, cfg.parser) == ("random", "sample", 1, "lenient")
     assert (cfg.temperature, cfg.top_p, cfg.repetition_penalty, cfg.max_new_tokens) == (1.0, 0.9, 1.2, 512)
+
+
+def test_rewardbench2_rows_scored_best_of_4_and_written_in_rewardbench_format(tiny_rm_dir: Path, tmp_path: Path) -> None:
+    rb2 = [{"id": str(k), "prompt": f"Q{k}", "chosen": [f"right {k}"], "rejected": [f"w{k}{j}" for j in range(3)],
+            "num_correct": 1, "subset": subset} for k, subset in enumerate(["Focus", "Focus", "Math"])]
+    rb2 += [{"id": "ref:0", "prompt": "T", "chosen": ["t1"], "rejected": ["x", "y"], "num_correct": 1, "subset": "Ties"},
+            {"id": "tied:0", "prompt": "T", "chosen": ["t1", "t2"], "rejected": ["x", "y"], "num_correct": 2,
+             "subset": "Ties"}]
+    rb = [{"id": 30 + k, "prompt": f"P{k}", "chosen": f"good {k}", "rejected": f"bad {k}", "subset": "hep-go"}
+          for k in range(3)]
+    a, b = _write_rows(tmp_path / "rb2.jsonl", rb2), _write_rows(tmp_path / "rb.jsonl", rb)
+    out = tmp_path / "out"
+    cfg = EvalConfig(model_name_or_path=f"rm={tiny_rm_dir}", dataset_name=[f"rb2={a}", f"rb={b}"], output_dir=str(out),
+                     progress=False, threads=1, batch_pairs=4)
+    cfg.validate()
+    run_eval(cfg)
+    # The official rule on each row's rewards [chosen, rejected x3] (rewardbench/utils.py
+    # reroll_and_score_dataset): 1 / (answers at the top score) if the chosen one is on top, else 0.
+    scores: dict[str, dict[int, float]] = {}
+    for r in _records(out, "rm"):
+        if r["dataset"] == "rb2" and r["subset"] != "Ties":
+            j = r["cell"][1]
+            chosen, rejected = r[f"reward_{r['label']}"], r[f"reward_{3 - r['label']}"]
+            scores.setdefault(r["row"], {})[0] = chosen
+            scores[r["row"]][1 + j] = rejected
+    def official(s: dict[int, float]) -> float:
+        top = max(s.values())
+        return 1 / sum(v == top for v in s.values()) if s[0] == top else 0.0
+    focus = (official(scores["0"]) + official(scores["1"])) / 2
+    entry = read_json(out / "metrics.json")["models"]["rm"]["datasets"]["rb2"]["official"]
+    assert entry["benchmark"] == "RewardBench 2" and entry["subsets"]["Focus"]["score"] == pytest.approx(focus)
+    assert entry["subsets"]["Math"]["score"] == official(scores["2"]) and entry["subsets"]["Ties"]["score"] is not None
+    results = json.loads((out / "rewardbench-2" / "rb2" / "eval-set" / "rm.json").read_text())
+    assert results == pytest.approx({"model": str(tiny_rm_dir), "model_type": "Seq. Classifier", "chat_template": None,
+                                     "Focus": focus, "Math": official(scores["2"]),
+                                     "Ties": entry["subsets"]["Ties"]["score"]})
+    rows = json.loads((out / "rewardbench-2" / "rb2" / "eval-set-scores" / "rm.json").read_text())
+    assert sorted(rows["id"]) == ["0", "1", "2", "ref:0", "tied:0"] and rows["results"][rows["id"].index("tied:0")] is None
+    v1 = json.loads((out / "rewardbench" / "rb" / "eval-set" / "rm.json").read_text())
+    v1_rows = json.loads((out / "rewardbench" / "rb" / "eval-set-scores" / "rm.json").read_text())
+    assert sorted(v1_rows["id"]) == ["30", "31", "32"] and v1["hep-go"] == sum(v1_rows["results"]) / 3

@@ -38,7 +38,7 @@ def base_record(it: dict) -> dict:
         "format": it.get("format", ""),
         "tie": it.get("tie", False),
         "cell": it.get("cell"),
-        **({"row": it["row"], "row_pairs": it["row_pairs"]} if "row_pairs" in it else {}),
+        **{k: it[k] for k in ("row", "row_pairs") if k in it},
     }
 
 

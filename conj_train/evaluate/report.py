@@ -198,7 +198,7 @@ def summary_markdown(metrics: dict[str, Any]) -> str:
             if off:
                 lines += ["", f"{off['benchmark']} (official): " + ", ".join(
                     f"{k} {_fmt(v)}" for k, v in off.items() if isinstance(v, float))]
-                for group in ("domains", "categories", "groups"):
+                for group in ("domains", "categories", "groups", "subsets"):
                     for g, gv in (off.get(group) or {}).items():
                         lines.append(f"- {g}: " + ", ".join(
                             f"{k} {_fmt(v) if isinstance(v, float) else v}" for k, v in gv.items()))
