@@ -126,6 +126,40 @@ def llmbar_metrics(pairs: Sequence[PairResult]) -> dict[str, Any]:
     }
 
 
+# LLMBar's table (Zeng et al. 2024, Table 2): Natural, and the mean of these four adversarial subsets.
+LLMBAR_ADVERSARIAL = ("neighbor", "gptinst", "gptout", "manual")
+
+
+def llmbar_subset(name: str) -> str | None:
+    """LLMBar's subset of a file or folder name (``adversarial-gptinst``, ``Adversarial/GPTInst/dataset``
+    -> ``gptinst``; ``natural.json`` -> ``natural``), or None."""
+    low = name.lower().replace("_", "").replace("-", "/")
+    parts = set(low.split("/"))
+    return next((s for s in ("natural", *LLMBAR_ADVERSARIAL) if s in parts), None)
+
+
+def llmbar_table(subset_metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """LLMBar's headline figures from its per-subset :func:`llmbar_metrics`: ``llmbar_natural`` (the
+    Natural subset's accuracy) and ``llmbar_adversarial_avg``, the unweighted mean of the four
+    adversarial subsets' accuracies as LLMBar's table averages them (not the accuracy pooled over their
+    rows, which weights Neighbor's 134 rows over Manual's 46); agreement likewise. The average is None
+    unless all four adversarial subsets were scored."""
+    found = {llmbar_subset(name): m for name, m in subset_metrics.items() if llmbar_subset(name)}
+    out: dict[str, Any] = {}
+    if "natural" in found:
+        out["llmbar_natural"] = found["natural"].get("llmbar_accuracy")
+        out["llmbar_natural_agreement"] = found["natural"].get("llmbar_agreement")
+    adv = [found[s] for s in LLMBAR_ADVERSARIAL if s in found]
+    if adv:
+        complete = len(adv) == len(LLMBAR_ADVERSARIAL) and all(m.get("llmbar_accuracy") is not None for m in adv)
+        out["llmbar_adversarial_avg"] = (
+            sum(m["llmbar_accuracy"] for m in adv) / len(adv) if complete else None)
+        out["llmbar_adversarial_agreement_avg"] = (
+            sum(m["llmbar_agreement"] for m in adv) / len(adv) if complete else None)
+        out["adversarial_subsets"] = [s for s in LLMBAR_ADVERSARIAL if s in found]
+    return out
+
+
 # Auto-J's scenario groups (codes/leaderboard/utils_constants.py ``scenario_group``), for its table.
 AUTOJ_GROUPS: dict[str, tuple[str, ...]] = {
     "Summarization": ("post_summarization", "text_summarization", "note_summarization"),

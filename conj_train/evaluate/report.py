@@ -28,7 +28,7 @@ def official_headline(entry: dict[str, Any]) -> dict[str, Any] | None:
     """The benchmark's own headline numbers for one data set entry of ``metrics.json``, or None."""
     off = entry.get("official")
     if off:
-        return {"benchmark": off["benchmark"], **{k: off.get(k) for k in off["headline"]}}
+        return {"benchmark": off["benchmark"], **{k: off.get(k) for k in off["headline"] if k in off}}
     rb = (entry.get("rewardbench") or {}).get("official")
     if rb:
         return {"benchmark": "RewardBench", "overall": rb["overall"]}

@@ -129,6 +129,9 @@ def score_records(records: list[dict], model_kind: str, both_orders: bool, bins:
                     sub_official = _official(fmt, ps)
                     if sub_official is not None:
                         entry["subsets"][s]["official"] = sub_official
+                if bench.table is not None and "official" in entry:
+                    entry["official"].update(bench.table(
+                        {s: m["official"] for s, m in entry["subsets"].items() if "official" in m}))
             rb = _rewardbench(dict(subsets), entry["subsets"], prior)
             if rb is not None:
                 entry["rewardbench"] = rb
