@@ -300,6 +300,7 @@ def rmbench_metrics(pairs: Sequence[PairResult]) -> dict[str, Any] | None:
         out[k] = mean_or_none(v[k] for v in domains.values() if v[k] is not None)
     out["overall"] = mean_or_none(v["score"] for v in domains.values())
     out["complete"] = set(domains) == set(RMBENCH_DOMAINS)
+    out["missing"] = [d for d in RMBENCH_DOMAINS if d not in domains]
     return out
 
 
@@ -463,6 +464,8 @@ def rewardbench2_metrics(pairs: Sequence[PairResult]) -> dict[str, Any] | None:
         "overall": mean_or_none(scored),
         "subsets": subsets,
         "complete": all(s in subsets for s in REWARDBENCH2_SUBSETS) and not incomplete,
+        "missing": [s for s in REWARDBENCH2_SUBSETS if s not in subsets]
+        + ([f"{incomplete} rows without all their pairs"] if incomplete else []),
         "incomplete_rows": incomplete,
         "rows": sum(v["rows"] for v in subsets.values()),
         "row_results": results,

@@ -271,6 +271,11 @@ def test_benchmark_rows_are_all_scored_with_official_metrics(tiny_rm_dir: Path, 
     summary = (out / "summary.md").read_text()
     assert "## Rows" in summary and "| autoj | autoj | – | 5 | 5 | 0 | 5 |" in summary
     assert "Auto-J pairwise: autoj_agreement" in summary and "RM-Bench" in res.summary
+    # Only the chat domain: the overall is not RM-Bench's, and both the console and summary.md say so.
+    assert rm_entry["official"]["complete"] is False
+    assert "RM-Bench (INCOMPLETE: math, code, safety missing): overall" in res.summary
+    assert "RM-Bench (official) (INCOMPLETE: math, code, safety missing): " in summary
+    assert "| RM-Bench (INCOMPLETE: math, code, safety missing): overall" in summary
 
 
 def test_eval_ingestion_keeps_position_swapped_copies_and_train_mode_drops_them(tmp_path: Path) -> None:
