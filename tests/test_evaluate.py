@@ -363,3 +363,41 @@ def test_rewardbench2_rows_scored_best_of_4_and_written_in_rewardbench_format(ti
     v1 = json.loads((out / "rewardbench" / "rb" / "eval-set" / "rm.json").read_text())
     v1_rows = json.loads((out / "rewardbench" / "rb" / "eval-set-scores" / "rm.json").read_text())
     assert sorted(v1_rows["id"]) == ["30", "31", "32"] and v1["hep-go"] == sum(v1_rows["results"]) / 3
+
+
+def test_rewardbench_leaderboard_recipe_sets_its_protocol(tiny_model_dir: Path) -> None:
+    from conj_train.config_parser import build_config
+    from conj_train.config_values import read_yaml
+    from conj_train.evaluate.records import make_judge
+    from conj_train.prompt_templates import get_template
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "con-j-qwen2-7b" / "eval_rewardbench.yaml"
+    cfg = build_config(EvalConfig, read_yaml(recipe))
+    assert (cfg.orders, cfg.decoding, cfg.n, cfg.max_new_tokens, cfg.parser) == ("random", "greedy", 1, 2048, "lenient")
+    assert (cfg.system_prompt, cfg.prefill, cfg.multi_turn) == ("", "", "first_turn")
+    # RewardBench's CON_J_PROMPT (rewardbench/generative.py), its {{ }} unescaped: the conj-zh template.
+    con_j_prompt = (
+        "作为一个评价专家，给定一个问题和它的两个可能的回答，请选出哪一个回答在连贯性、准确性、覆盖度和上述定义的整体质量方面"
+        "最为符合。请用JSON格式输出你的判断, 其中\"原因\"是你提供的解释，\"更好的回答\"是整数类型的1或2，例如{\"原因\": "
+        "\"你的解释\", \"更好的回答\": 1}。以下是问题和候选回答的内容：\n    \n问题：Q\n回答1：A\n回答2：B")
+    assert get_template(cfg.template).judge_prompt("Q", "A", "B") == con_j_prompt
+    # Rendered as RewardBench does: an empty system turn, then the prompt; no default system prompt,
+    # nothing after the generation prompt.
+    cfg.model_name_or_path, cfg.engine, cfg.output_dir = str(tiny_model_dir), "hf", "o"
+    judge = make_judge(cfg, str(tiny_model_dir))
+    messages = [{"role": "system", "content": ""}, {"role": "user", "content": con_j_prompt}]
+    expected = judge.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert judge.render(con_j_prompt) == expected and judge.prefill == ""
+    assert "You are a helpful assistant" not in expected
+    judge.system_prompt = None  # unset: the template's default system turn
+    assert "You are a helpful assistant" in judge.render(con_j_prompt)
+
+
+def test_an_empty_system_prompt_and_prefill_on_the_command_line_stay_empty() -> None:
+    from conj_train.config_parser import load_config
+
+    cfg = load_config(EvalConfig, None, ["--system_prompt", "", "--prefill=", "--output", "o", "--model", "m",
+                                         "--dataset", "d"])
+    assert (cfg.system_prompt, cfg.prefill) == ("", "")  # an empty turn and no prefill, not the defaults
+    cfg = load_config(EvalConfig, None, ["--system_prompt", "null", "--output", "o", "--model", "m", "--dataset", "d"])
+    assert cfg.system_prompt is None and cfg.prefill is None
