@@ -58,7 +58,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             "Auto-J pairwise", "autoj",
             "Li et al., Generative Judge for Evaluating Alignment, ICLR 2024",
-            autoj_metrics, ("autoj_agreement", "autoj_consistency"),
+            autoj_metrics, ("autoj_agreement", "autoj_consistency", "autoj_single_agreement"),
         ),
         Benchmark(
             "JudgeBench", "judgebench",

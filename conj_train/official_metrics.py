@@ -196,10 +196,22 @@ def autoj_metrics(pairs: Sequence[PairResult]) -> dict[str, Any]:
     Auto-J's table); ``autoj_consistency`` the share where the two orders give the same label. An
     unparsed verdict matches nothing (Auto-J's parser returns -1, which its script cannot score).
     ``groups``: the same per scenario group of Auto-J's table (:data:`AUTOJ_GROUPS`).
+
+    ``autoj_single_agreement`` is Auto-J's one-order figure (``pairwise_eval.py --type single``,
+    ``correct / total``: the README's 59.99 row) from the first order, so Con-J's one-order protocol
+    (``orders: random``) gets an Auto-J figure too. Auto-J's single run judges the file's order
+    (response 1 first); here the first order is the seeded random one, which gives the same figure
+    for a judge without position bias. With one order only the single figures are given.
     """
+    def single(group: Sequence[PairResult]) -> float | None:
+        return mean_or_none(float(_autoj_pred(p.first) == ("tie" if p.gold_tie else CHOSEN)) for p in group)
+
     both = _both(pairs)
     if not both:
-        return {"autoj_agreement": None, "autoj_consistency": None, "pairs": 0, "ties": 0, "groups": {}}
+        groups = {name: {"single_agreement": single(sub), "pairs": len(sub)}
+                  for name, sub in _autoj_groups(pairs).items()}
+        return {"autoj_agreement": None, "autoj_consistency": None, "autoj_single_agreement": single(pairs),
+                "pairs": len(pairs), "ties": sum(p.gold_tie for p in pairs), "groups": groups}
 
     def rates(group: list[PairResult]) -> tuple[float, float]:
         agree = consistent = 0
@@ -212,13 +224,18 @@ def autoj_metrics(pairs: Sequence[PairResult]) -> dict[str, Any]:
 
     agreement, consistency = rates(both)
     groups = {}
-    for name, scenarios in AUTOJ_GROUPS.items():  # the scenario is the pair's subset (source)
-        sub = [p for p in both if p.subset in scenarios]
-        if sub:
-            g_agree, g_cons = rates(sub)
-            groups[name] = {"agreement": g_agree, "consistency": g_cons, "pairs": len(sub)}
-    return {"autoj_agreement": agreement, "autoj_consistency": consistency, "pairs": len(both),
-            "ties": sum(p.gold_tie for p in both), "groups": groups}
+    for name, sub in _autoj_groups(both).items():
+        g_agree, g_cons = rates(sub)
+        groups[name] = {"agreement": g_agree, "consistency": g_cons, "single_agreement": single(sub),
+                        "pairs": len(sub)}
+    return {"autoj_agreement": agreement, "autoj_consistency": consistency, "autoj_single_agreement": single(both),
+            "pairs": len(both), "ties": sum(p.gold_tie for p in both), "groups": groups}
+
+
+def _autoj_groups(pairs: Sequence[PairResult]) -> dict[str, list[PairResult]]:
+    """The pairs of each Auto-J scenario group present (the scenario is the pair's subset)."""
+    out = {name: [p for p in pairs if p.subset in scenarios] for name, scenarios in AUTOJ_GROUPS.items()}
+    return {name: sub for name, sub in out.items() if sub}
 
 
 JUDGEBENCH_CATEGORIES = {"Knowledge": "mmlu-pro", "Reasoning": "livebench-reasoning",

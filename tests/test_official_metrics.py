@@ -92,7 +92,7 @@ def test_autoj_agreement_counts_ties_as_pairwise_eval_does() -> None:
             return _order(label_slot, None, tie=True)
         return _order(label_slot, pred + 1)  # 0 / 1 = the response in slot 1 / 2 of that order
 
-    pairs = []
+    pairs: list[PairResult] = []
     for k, (g, p, x) in enumerate(rows):
         slot = 2 if g == 1 else 1  # gold tie: "chosen" is response 1
         pairs.append(PairResult(f"a{k}", to_order(p, slot), to_order(x, 3 - slot), gold_tie=g == 2))
@@ -113,6 +113,14 @@ def test_autoj_agreement_counts_ties_as_pairwise_eval_does() -> None:
     assert grouped["Summarization"]["agreement"] == pytest.approx(sum(p == x == g for g, p, x in summ) / 4)
     assert grouped["General Communication"]["pairs"] == 3 and set(grouped) == {"Summarization",
                                                                                 "General Communication"}
+    # Auto-J's "single" type (pairwise_eval.py --type single): correct / total of the one prediction,
+    # ties included; here from the first order, also when only one order was judged.
+    expected_single = sum(p == g for g, p, _ in mapped) / len(rows)
+    assert got["autoj_single_agreement"] == pytest.approx(expected_single) == pytest.approx(4 / 7)
+    one = autoj_metrics([PairResult(p.pair_id, p.first, gold_tie=p.gold_tie, subset=sc)
+                         for p, sc in zip(pairs, scenarios, strict=True)])
+    assert one["autoj_single_agreement"] == pytest.approx(4 / 7) and one["autoj_agreement"] is None
+    assert one["groups"]["Summarization"]["single_agreement"] == pytest.approx(sum(p == g for g, p, _ in summ) / 4)
 
 
 def _flip(decision: str | None) -> str | None:
