@@ -24,7 +24,9 @@ through Python's ``True == 1``, which we treat as an accident.
 Otherwise a fallback runs:
 
 - ``strict``: the first quoted verdict key (``"更好的回答":``; ASCII or “ ” quotes, ASCII or
-  full-width colon) and then the first digit 1/2 after it (ASCII or full-width). Verdict keys default
+  full-width colon) and then the first ASCII digit 1/2 after it, as the original's ``([12])`` (so
+  ``２ 或 1`` gives 1); a full-width digit only when no ASCII one follows (the original: no verdict).
+  Lenient mode takes the first digit of either kind (the original evaluator's ``([12１２])``: 2). Verdict keys default
   to the Chinese key and the English prompt's ``better_answer`` (plus ``better answer``,
   ``betterAnswer``). This is how reshaped hint outputs with raw newlines and quotes parse.
 - ``lenient``: the spec's key cascade (:data:`LENIENT_CASCADE`, in order). For the first key present:
@@ -56,7 +58,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from conj_train.errors import ConjError
-from conj_train.verdict_fallbacks import DIGITS, cascade, find_digit, find_quoted_key, loose_rationale
+from conj_train.verdict_fallbacks import DIGITS, cascade, find_quoted_key, find_strict_digit, loose_rationale
 from conj_train.verdict_json import dict_rationale, json_stage, value_verdict, whole_object
 
 MODES = ("strict", "lenient")
@@ -128,7 +130,7 @@ def parse_verdict(
         quoted = next((q for q in (find_quoted_key(text, g) for g in groups) if q is not None), None)
         if quoted is None:
             return ParsedVerdict(None, None, reason)
-        digit = find_digit(text, quoted[1])
+        digit = find_strict_digit(text, quoted[1])
         if digit < 0:
             return ParsedVerdict(None, None, BAD_VALUE)
         return ParsedVerdict(DIGITS[text[digit]], loose_rationale(text, rkeys, quoted[0]), None, "key")
