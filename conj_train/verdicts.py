@@ -61,7 +61,9 @@ from conj_train.errors import ConjError
 from conj_train.verdict_fallbacks import DIGITS, cascade, find_quoted_key, find_strict_digit, loose_rationale
 from conj_train.verdict_json import dict_rationale, json_stage, value_verdict, whole_object
 
-MODES = ("strict", "lenient")
+# "rewardbench": RewardBench's port of the evaluation parser (conj_train.verdict_rewardbench), for
+# its leaderboard protocol.
+MODES = ("strict", "lenient", "rewardbench")
 DEFAULT_VERDICT_KEYS = ("更好的回答", "better_answer", "better answer", "betterAnswer")
 DEFAULT_RATIONALE_KEYS = ("原因", "reason")
 # conj-spec 5.2, in the original's order; spaces inside keys are part of the keys.
@@ -97,7 +99,8 @@ def parse_verdict(
     verdict_keys: Sequence[str] | None = None,
     rationale_keys: Sequence[str] | None = None,
 ) -> ParsedVerdict:
-    """Parse one judge output in ``strict`` (training data) or ``lenient`` (evaluation) mode."""
+    """Parse one judge output in ``strict`` (training data), ``lenient`` (evaluation) or
+    ``rewardbench`` (RewardBench's reading, :mod:`conj_train.verdict_rewardbench`) mode."""
     if mode not in MODES:
         raise ConjError(f"unknown verdict parser mode {mode!r} (expected one of {', '.join(MODES)})")
     vkeys = as_keys(verdict_keys, DEFAULT_VERDICT_KEYS)
@@ -105,6 +108,13 @@ def parse_verdict(
     text = text.strip() if mode == "strict" else text.replace("\n", " ").strip()
     if not text:
         return ParsedVerdict(None, None, EMPTY)
+    if mode == "rewardbench":
+        from conj_train.verdict_rewardbench import parse_rewardbench
+
+        verdict, rationale, how = parse_rewardbench(text)
+        if verdict is None:
+            return ParsedVerdict(None, None, BAD_VALUE if how == "bad_value" else "no_verdict_key")
+        return ParsedVerdict(verdict, rationale, None, how)
 
     # Strict mode (the training parser) ranks the first key above the others, as the original, which
     # knows only "更好的回答": an object or quoted key holding it wins over an earlier "better_answer".

@@ -373,7 +373,8 @@ def test_rewardbench_leaderboard_recipe_sets_its_protocol(tiny_model_dir: Path) 
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "con-j-qwen2-7b" / "eval_rewardbench.yaml"
     cfg = build_config(EvalConfig, read_yaml(recipe))
-    assert (cfg.orders, cfg.decoding, cfg.n, cfg.max_new_tokens, cfg.parser) == ("random", "greedy", 1, 2048, "lenient")
+    assert (cfg.orders, cfg.decoding, cfg.n, cfg.max_new_tokens, cfg.parser) == ("random", "greedy", 1, 2048,
+                                                                               "rewardbench")
     assert (cfg.system_prompt, cfg.prefill, cfg.multi_turn) == ("", "", "first_turn")
     # RewardBench's CON_J_PROMPT (rewardbench/generative.py), its {{ }} unescaped: the conj-zh template.
     con_j_prompt = (
