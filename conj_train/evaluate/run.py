@@ -129,6 +129,7 @@ def _load_items(cfg: EvalConfig) -> tuple[list[dict], dict[str, Any]]:
                 it["row"] = meta["original_id"]
             if "row_pairs" in meta:  # one of several pairs of a benchmark row (RewardBench 2)
                 it["row_pairs"] = meta["row_pairs"]
+                it.setdefault("row", f"row-{meta['row']}")  # a file without ids: its row number
             items.append(it)
         info[name] = {"path": path, "pairs": len(records), "format": report.format,
                       "ingest": report.to_dict(), **selection}
