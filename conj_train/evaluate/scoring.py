@@ -1,5 +1,6 @@
 """Re-scoring evaluation records: per-pair results, the project's metrics, the benchmarks' official
-ones, RewardBench sections, and the row accounting of each data set.
+ones (RewardBench 2 regroups its rows' pairs by ``row``; LLMBar adds its table's subset means),
+RewardBench sections, and the row accounting of each data set.
 
 Apart from :mod:`conj_train.evaluate.run` (which runs models and writes records) because scoring needs
 no model: these are pure functions of the records and shard manifests, so a merged run can be
