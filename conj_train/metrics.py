@@ -81,8 +81,10 @@ class PairResult:
 
     ``gold_tie``: the benchmark labels the pair a tie (chosen/rejected are then the file's first and
     second answers); only the official metrics that count ties use such pairs. ``scalar``: judged by
-    a reward model. ``subset`` the pair's subset or source, ``cell`` RM-Bench's (chosen style,
-    rejected style).
+    a reward model. ``subset`` the pair's subset or source, ``cell`` the pair's answers within its
+    benchmark row (RM-Bench: chosen style, rejected style; RewardBench 2: correct answer i, wrong
+    answer j). ``row`` names that row (RewardBench 2: its ``id``) and ``row_pairs`` how many pairs it
+    holds; ``rewards`` a reward model's (chosen, rejected) rewards.
     """
 
     pair_id: str
@@ -94,6 +96,9 @@ class PairResult:
     scalar: bool = False
     subset: str = ""
     cell: tuple[int, int] | None = None
+    row: str | None = None
+    row_pairs: int = 0
+    rewards: tuple[float, float] | None = None
 
     @property
     def orders(self) -> list[OrderResult]:

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     check = actions.add_parser("check", help="report rows used, skips by reason, formats and lengths")
     _source_args(check)
     check.add_argument("--tokenizer", help="tokenizer folder/id for token-length percentiles")
+    check.add_argument("--mode", choices=("train", "eval"), default="train",
+                       help="train (default): the rows training ingestion uses; eval: the benchmark's own "
+                       "row set, what `conj eval` scores (ties, repeats, empty or identical answers kept)")
     convert = actions.add_parser("convert", help="write canonical records as JSONL and print the report")
     _source_args(convert)
     convert.add_argument("--output", "-o", required=True, help="output .jsonl path")
@@ -84,7 +87,7 @@ def _load(args: argparse.Namespace, **extra: Any):
     return load_preferences(
         args.source, format=args.format, config=args.config, split=args.split,
         field_map=_field_map(args.field), multi_turn=args.multi_turn, pku_label=args.pku_label,
-        strict=args.strict, **extra,
+        strict=args.strict, mode=getattr(args, "mode", "train"), **extra,
     )
 
 
@@ -93,6 +96,12 @@ def _print_report(info: dict) -> None:
     print(f"format:      {info['format']}")
     print(f"rows read:   {info['rows_read']}")
     print(f"rows used:   {info['rows_used']}")
+    if info.get("mode") == "eval":
+        bench = info.get("benchmark")
+        print(f"mode:        eval (what `conj eval` scores; benchmark: {bench or 'none, project metrics only'})")
+        print(f"pairs:       {info['pairs']} ({info['kept'].get('tie', 0)} tie-labelled)")
+        for reason, n in sorted(info["kept"].items(), key=lambda kv: -kv[1]):
+            print(f"  kept {reason:<13} {n:>7}  (training ingestion would skip these)")
     print(f"skipped:     {sum(info['skipped'].values())}")
     for reason, n in sorted(info["skipped"].items(), key=lambda kv: -kv[1]):
         examples = info["skip_examples"].get(reason, [])
@@ -132,6 +141,11 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = _tokenizer(args.tokenizer)
         result = _load(args)
         info = {**result.report.to_dict(), "lengths": length_stats(result.records, tokenizer)}
+        if args.mode == "eval":
+            from conj_train.benchmarks import benchmark_for
+
+            bench = benchmark_for(result.report.format)
+            info["benchmark"] = bench.name if bench else None
     else:
         from conj_train.runs import check_output_file
 

@@ -215,6 +215,12 @@ def add_swapped_rows(rows: list[dict], pairs: list[Pair], prompts: dict[str, dic
 # --- the stage ---------------------------------------------------------------------------------
 
 
+def _rationale_key(sample_cfg: dict) -> str:
+    """The rationale key of the template the judgments were sampled with (the length rule reads only
+    it, as the original reads only ``原因``); a user template file is read again for it."""
+    return get_template(sample_cfg.get("template") or "conj-zh").rationale_key
+
+
 def run_filter(cfg: FilterConfig) -> FilterResult:
     """Run stage 2 on the sampling run ``cfg.dataset_name``; write the dataset, report and manifest to ``cfg.output_dir``."""
     cfg.validate()
@@ -240,7 +246,8 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
             raise ConjError(f"{sample_dir}: {len(prompts)} prompts on disk but the sampling manifest lists "
                             f"{expected['pairs']} pairs; the prompts files changed after sampling")
         grouped = read_judgments(sample_dir, prompts, tokenizer=tokenizer, length_rule=cfg.length,
-                                 counts=judgment_counts, expected=expected.get("judgments"))
+                                 counts=judgment_counts, expected=expected.get("judgments"),
+                                 rationale_key=_rationale_key(sample_cfg))
         outcomes = [build_pairs(pid, prompts[pid]["label"], grouped.get(pid, []), rules)
                     for pid in sorted(prompts)]
     by_split: dict[str, list[Pair]] = {s: [] for s in SPLITS}
