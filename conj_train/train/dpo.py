@@ -48,11 +48,11 @@ from conj_train.train.args import ConjDPOConfig, TrainScriptArguments
 from conj_train.train.batches import LabelBalancedSampler
 from conj_train.train.card import ConjCardMixin
 from conj_train.train.lifecycle import TrainResult, begin_run, finish_run
-from conj_train.train.logging import DPO_PANELS, MetricsRecorder
 from conj_train.train.model import load_pretrained, load_tokenizer, model_kwargs
 from conj_train.train.pair_data import CACHE_DIR, SplitCounts, load_pair_splits, resolve_dataset
 from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
 from conj_train.train.run_dir import claim_train_dir, resume_point
+from conj_train.train.tracking import DPO_PANELS, MetricsRecorder
 
 logger = logging.getLogger(__name__)
 
