@@ -12,8 +12,8 @@
             ConjDPOTrainer                        # this module
         finish_run                                # lifecycle.py train, evaluate, save, card.py, reports
 
-Objective (conj-spec 7.1): ``L = L_DPO(sigmoid, beta) + alpha * L_SFT``, written in TRL 1.x as
-``loss_type: [sigmoid, sft]`` and ``loss_weights: [1.0, alpha]`` (``rpo_alpha`` no longer exists).
+Objective (docs/method.md#training-objective): ``L = L_DPO(sigmoid, beta) + alpha * L_SFT``, written
+in TRL 1.x as ``loss_type: [sigmoid, sft]`` and ``loss_weights: [1.0, alpha]`` (``rpo_alpha`` no longer exists).
 TRL sums the per-token log-probabilities of each completion (``ld_alpha`` unset), as Con-J does
 (``average_log_prob=False``); the SFT term is TRL's token-mean NLL of the chosen judgments of the
 micro-batch. ``tests/test_train.py`` recomputes both terms from the policy's and reference's
