@@ -1,4 +1,4 @@
-"""Pure metric math for pairwise judges (anchors Part B sections 1-3); no model, no files.
+"""Pure metric math for pairwise judges (docs/method.md#evaluation-metrics); no model, no files.
 
 A pair is judged in its seeded random order (``first``, the single order RewardBench and Con-J run)
 and, with both orders, once more with the answers swapped (``second``). Each order's verdict maps back

@@ -19,7 +19,8 @@ from typing import Any
 
 from conj_train.metrics import CHOSEN, REJECTED, OrderResult, PairResult, mean_or_none
 
-# RewardBench v1 ``EXAMPLE_COUNTS`` and ``SUBSET_MAPPING`` (anchors Part B section 1, Aggregation).
+# RewardBench v1 ``EXAMPLE_COUNTS`` and ``SUBSET_MAPPING``
+# (docs/benchmarks.md#where-each-definition-comes-from).
 REWARDBENCH_SECTIONS: dict[str, dict[str, int]] = {
     "Chat": {
         "alpacaeval-easy": 100,

@@ -1,5 +1,5 @@
 """Contrastive pair rules: label agreement, the length rule and the filter recipe's pair settings
-(conj-spec 5.1 and 6); pure functions, no I/O.
+(docs/method.md#pair-construction); pure functions, no I/O.
 
 :class:`PairRules` and :class:`LengthRule` are parsed directly from the filter recipe; the pairs
 they lead to are built by :mod:`conj_train.pair_building`.
@@ -9,7 +9,7 @@ Each judgment is classified against its pair's label with the strict parser
 slot) or ``unparseable``. A judgment whose generation stopped at the token limit and has no verdict
 gets the unparseable reason ``truncated``.
 
-Length rule (conj-spec 6.3), on hint outputs only
+Length rule (docs/method.md#length-rule), on hint outputs only
     When a hint output is longer than ``cut_trigger_chars`` characters *and* the whole text is valid JSON
     (reshaped code-reading outputs with raw newlines or quotes are not, so the rule silently skips
     them, as in the original), its rationale is tokenized with the judge's tokenizer. Over
@@ -56,7 +56,7 @@ ZH_RATIONALE_KEY = DEFAULT_RATIONALE_KEYS[0]
 
 @dataclass(frozen=True)
 class LengthRule:
-    """The 400-token rationale cut on hint outputs (conj-spec 6.3); defaults are the original's.
+    """The 400-token rationale cut on hint outputs (the length rule above); defaults are the original's.
 
     The field names are the filter recipe's keys (one name per setting, see conj_train.config_parser).
     """
@@ -136,7 +136,7 @@ class SampledJudgment(NamedTuple):
 
 def apply_length_rule(text: str, tokenizer: Any, rule: LengthRule,
                       rationale_key: str = ZH_RATIONALE_KEY) -> tuple[str, str | None]:
-    """Apply conj-spec 6.3 to one hint output: (text, outcome).
+    """Apply the length rule (docs/method.md) to one hint output: (text, outcome).
 
     ``outcome`` is None when the rule does not apply (short text, not JSON, no string rationale under
     ``rationale_key``), ``"checked"`` when the rationale is within ``cut_tokens``, ``"cut"`` or

@@ -1,6 +1,6 @@
 """Verdict parsers for judge outputs: ``strict`` builds training data, ``lenient`` scores evaluations.
 
-Both follow Con-J's two parsers (conj-spec 5.1 and 5.2) and run in linear time: no backtracking
+Both follow Con-J's two parsers (docs/method.md#verdict-parsing) and run in linear time: no backtracking
 regular expressions over model output (``str.find``/``rfind`` plus two anchored patterns), a
 bounded number of JSON decodes, never ``eval``.
 
@@ -66,7 +66,8 @@ from conj_train.verdict_json import dict_rationale, json_stage, value_verdict, w
 MODES = ("strict", "lenient", "rewardbench")
 DEFAULT_VERDICT_KEYS = ("更好的回答", "better_answer", "better answer", "betterAnswer")
 DEFAULT_RATIONALE_KEYS = ("原因", "reason")
-# conj-spec 5.2, in the original's order; spaces inside keys are part of the keys.
+# The original evaluator's cascade (docs/method.md#lenient-parser), in its order; spaces inside keys
+# are part of the keys.
 LENIENT_CASCADE = (
     "更好的回答", "更好回答", "更好得回答", "更好地回答", "better_answer", "better answer", "更好答案",
     "更好得答案", "更好的答案", "更好地答案", "更佳回答", "更佳答案", "更好答", "最佳答案", "更好答 案",

@@ -1,4 +1,5 @@
-"""Pair building (conj-spec 6.2), the length rule (6.3), balancing and splits on hand-built judgments."""
+"""Pair building, the length rule, balancing and splits on hand-built judgments
+(docs/method.md#pair-construction, #length-rule, #splits)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from conj_train.verdicts import (
 HINT_RAW = '{"原因":"他说"好"\n回答2更完整。\n","更好的回答": 2}'  # reshape_output, no escaping
 TRUNCATED = ' {"原因": "回答1的推理'
 
-# conj-spec 5.2's table of checked cases: (output, training parser, evaluation score for chosen = 1).
+# The table of checked cases (docs/method.md#parser-cases): (output, training parser, evaluation score
+# for chosen = 1).
 SPEC_TABLE = [
     ('{"原因":"他说"好"\n回答1更好","更好的回答": 1}', 1, 1.0),
     (' {"原因": "…", "更好的回答": 2}', 2, 0.0),
