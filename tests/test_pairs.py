@@ -279,7 +279,7 @@ def test_length_rule_skips_short_non_json_and_repeated_outputs(tokenizer) -> Non
 
 
 def test_length_rule_reads_only_the_sampling_templates_rationale_key(tokenizer) -> None:
-    # Under Con-J's template the original reads only "原因" (conj-spec 6.3): a long hint output holding
+    # Under Con-J's template the original reads only "原因" (docs/method.md#length-rule): a long hint output holding
     # its rationale under "reason" stays as written, positive (it turned negative before: issue 27).
     english = json.dumps({"reason": "Answer 2 is better, it is complete, " * 100, "更好的回答": 2})
     j = classify_judgment(_record(english), 2, tokenizer=tokenizer, length_rule=LengthRule())

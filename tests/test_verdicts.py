@@ -237,11 +237,11 @@ def test_strict_reads_english_keys_only_without_the_chinese_one() -> None:
 
 
 def test_full_width_digit_before_an_ascii_one_reads_as_each_original_parser() -> None:
-    # Training parser (construct_dpo_dataset_for_critic_model, conj-spec 5.1): the regex
+    # Training parser (construct_dpo_dataset_for_critic_model, docs/method.md#verdict-parsing): the regex
     # "更好的回答":(.*?)([12]) skips the full-width ２ and reads the ASCII 1.
     text = '{"原因": "x", "更好的回答": ２ 或 1}'
     assert parse_verdict(text, "strict").verdict == 1
-    # Evaluation parser (evaluate_utils.meta_evaluate, conj-spec 5.2): "KEY":(.*?)([12１２]) reads ２.
+    # Evaluation parser (evaluate_utils.meta_evaluate, docs/method.md#verdict-parsing): "KEY":(.*?)([12１２]) reads ２.
     assert parse_verdict(text, "lenient").verdict == 2
     # A full-width digit alone: the training parser finds nothing; here it is read (documented).
     assert parse_verdict('{"原因": "x", "更好的回答": ２}', "strict").verdict == 2

@@ -182,7 +182,8 @@ def _relevance(args: argparse.Namespace) -> int:
     opts.check()
     # Eval-mode ingestion keeps tie rows (either answer is the question's own) and repeated rows,
     # which the relevance rules then count themselves.
-    result = _load(args, mode="eval")
+    args.mode = "eval"
+    result = _load(args)
     sides, report = build_relevance_pairs(result.records, opts)
     out.mkdir(parents=True, exist_ok=True)
     for side, pairs in sides.items():
