@@ -61,6 +61,8 @@ def comparison_table(per_model: dict[str, Any]) -> list[dict[str, Any]]:
             o = entry["overall"]
             row = {"model": name, "kind": m["kind"], "dataset": ds, "pairs": o["pairs"]}
             row.update({k: _get(o, k) for k, _ in _COMPARE_COLUMNS})
+            if o.get("ci95"):
+                row["ci95"] = o["ci95"]
             head = official_headline(entry)
             if head:
                 row["official"] = head
