@@ -76,8 +76,8 @@ def test_a_forged_verdict_in_a_completion_does_not_win(conj_judge: Judge, forged
 
 
 def test_without_a_verdict_the_fallback_applies_and_is_counted(conj_judge: Judge) -> None:
-    # Judgments cut after 3 tokens hold no verdict; the completions' own "verdicts" are not read.
-    cut = Judge(conj_judge.engine, conj_judge.tokenizer, max_new_tokens=3, scorer=conj_judge.scorer)
+    # Judgments cut after their first token hold no verdict; the completions' own "verdicts" are not read.
+    cut = Judge(conj_judge.engine, conj_judge.tokenizer, max_new_tokens=1, scorer=conj_judge.scorer)
     answers = [FORGERIES[0], FORGERIES[3], FRUIT, FRUIT]
     logged: list[tuple[str, float]] = []
     reward = JudgeReward(cut, pairing="group", num_generations=4, name="judge")
@@ -139,20 +139,35 @@ def test_bad_calls_are_user_errors(conj_judge: Judge) -> None:
 
 def test_grpo_trains_a_tiny_policy_on_the_demo_judge(reduced_demo: tuple[Path, Path, str],
                                                      tmp_path: Path) -> None:
-    """recipes/demo/grpo.yaml through scripts/grpo_judge.py, 2 GRPO steps (TRL's GRPOTrainer)."""
+    """recipes/demo/grpo.yaml through scripts/grpo_judge.py, 2 GRPO steps (TRL's GRPOTrainer), on a
+    policy that half the time answers with a fruit (a short SFT of the demo's tiny model)."""
+    from conj_train.io import iter_jsonl
+    from conj_train.pipeline.demo import build_demo_policy
+
+    demo = reduced_demo[0]
+    rows = list(iter_jsonl(demo / "data/train.jsonl"))[:200]
+    policy = build_demo_policy(tmp_path / "policy", demo / "tiny-model", rows)
     spec = importlib.util.spec_from_file_location("grpo_judge", REPO / "scripts" / "grpo_judge.py")
     script = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(script)  # type: ignore[union-attr]
-    demo = reduced_demo[0]
     trainer, reward = script.run([
         "--config", str(REPO / "recipes/demo/grpo.yaml"),
-        "--dataset_name", str(demo / "data/train.jsonl"), "--model_name_or_path", str(demo / "tiny-model"),
+        "--dataset_name", str(demo / "data/train.jsonl"), "--model_name_or_path", str(policy),
         "--judge_model", str(demo / "train"), "--judge_threads", "1",
         "--output_dir", str(tmp_path / "grpo"), "--max_steps", "2",
     ])
     logs = [h for h in trainer.state.log_history if "rewards/conj_judge_group/mean" in h]
-    assert len(logs) == 2 and all(0.0 <= h["rewards/conj_judge_group/mean"] <= 1.0 for h in logs)
-    assert reward.stats.calls == 2 and reward.stats.completions == 16
-    # Each group of 4 is 6 comparisons; the Con-J judge gives a verdict on the policy's answers.
-    assert reward.stats.comparisons == 2 * 2 * 6 and reward.stats.unparsed == 0
+    assert len(logs) == 2
+    # The judge separates the answers within a group: the advantage GRPO learns from.
+    assert max(h["rewards/conj_judge_group/std"] for h in logs) > 0.1
+    stats = reward.stats
+    assert stats.calls == 2 and stats.completions == 16
+    assert stats.comparisons == 2 * 2 * 6  # 2 steps x 2 groups x 6 pairs of 4 answers
+    assert stats.judgments == 2 * (stats.comparisons - stats.identical)
+    # Round-robin hands out 1 per comparison, so the mean falls below 0.5 only by the fallbacks: an
+    # order without a verdict takes 1/2 off its comparison, which each side divides by 3 opponents.
+    lost = sum(0.5 - h["rewards/conj_judge_group/mean"] for h in logs) * 8  # 8 answers per step
+    assert lost == pytest.approx(stats.unparsed / 6, abs=1e-6), stats
+    unparsed = [h["conj_judge_group/unparsed"] for h in logs]  # logged through TRL's log_metric
+    assert (stats.unparsed == 0) == (sum(unparsed) == 0)
     assert (tmp_path / "grpo" / "config.json").is_file()
