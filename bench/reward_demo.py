@@ -92,8 +92,9 @@ def main() -> None:
         *extra,
     ])
     t_grpo = time.time() - start
-    train_rewards = [h["rewards/conj_judge_group/mean"] for h in trainer.state.log_history
-                     if "rewards/conj_judge_group/mean" in h]
+    # The group mean is 0.5 by construction (module docstring of judge_reward); the spread is the signal.
+    train_std = [h["rewards/conj_judge_group/std"] for h in trainer.state.log_history
+                 if "rewards/conj_judge_group/std" in h]
 
     judge = Judge.from_pretrained(str(demo / "train"), max_new_tokens=32)
     vs_start = JudgeReward(judge, pairing="reference")
@@ -113,13 +114,14 @@ def main() -> None:
     lines += [f"| {r['step']} | {100 * r['win_rate_vs_start']:.1f}% | {100 * r['fruit_share']:.1f}% |"
               for r in table]
     text = "\n".join(lines)
-    means = ", ".join(f"{r:.2f}" for r in train_rewards)
+    blocks = [train_std[k : k + args.every] for k in range(0, len(train_std), args.every)]
+    spread = ", ".join(f"{sum(b) / len(b):.3f}" for b in blocks)
     print(text)
-    print(f"training reward (group win rate) per step: {means}")
+    print(f"training reward std within the batch, mean per {args.every} steps: {spread}")
     print(f"judge: {reward.stats}; eval unparsed {vs_start.stats.unparsed}/{vs_start.stats.judgments}")
     print(f"policy SFT {t_policy:.0f} s, GRPO {t_grpo:.0f} s; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     (out / "results.json").write_text(json.dumps({
-        "args": vars(args), "table": table, "train_rewards": train_rewards,
+        "args": vars(args), "table": table, "train_reward_std": train_std,
         "judge_stats": vars(reward.stats), "eval_stats": vars(vs_start.stats),
         "seconds": {"policy": t_policy, "grpo": t_grpo}, "loadavg": load}, indent=1, ensure_ascii=False))
 
