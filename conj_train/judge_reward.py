@@ -115,6 +115,15 @@ class JudgeRewardArguments:
     )
 
 
+def parse_grpo_args(argv: Sequence[str] | None = None) -> tuple[Any, Any, Any]:
+    """A GRPO recipe (``--config R.yaml`` and ``--key value`` overrides, TRL's format) as
+    (:class:`JudgeRewardArguments`, ``GRPOConfig``, ``ModelConfig``): ``scripts/grpo_judge.py``'s."""
+    from trl import GRPOConfig, ModelConfig, TrlParser
+
+    parser = TrlParser((JudgeRewardArguments, GRPOConfig, ModelConfig))
+    return tuple(parser.parse_args_and_config(None if argv is None else list(argv)))  # type: ignore[return-value]
+
+
 @dataclass
 class RewardStats:
     """Counts over the life of a :class:`JudgeReward` (all calls)."""

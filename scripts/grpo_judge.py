@@ -35,13 +35,12 @@ def load_prompts(name: str, config: str | None, split: str) -> Any:
 
 def run(argv: list[str] | None = None) -> tuple[Any, Any]:
     """Parse the recipe, train the policy with the judge's reward, save it; returns (trainer, reward)."""
-    from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser
+    from trl import GRPOTrainer
 
     from conj_train.judge import Judge
-    from conj_train.judge_reward import JudgeReward, JudgeRewardArguments
+    from conj_train.judge_reward import JudgeReward, parse_grpo_args
 
-    parser = TrlParser((JudgeRewardArguments, GRPOConfig, ModelConfig))
-    script_args, training_args, model_args = parser.parse_args_and_config(argv)
+    script_args, training_args, model_args = parse_grpo_args(argv)
     if not script_args.judge_model or not script_args.dataset_name:
         raise ConjError("the recipe needs judge_model and dataset_name")
     if not model_args.model_name_or_path:

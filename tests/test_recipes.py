@@ -25,6 +25,8 @@ def _stage_of(path: Path) -> str:
     stem = path.stem
     if stem.startswith("train_rm"):
         return "train_rm"
+    if stem.startswith("grpo"):
+        return "grpo"  # scripts/grpo_judge.py: the judge as an RL reward
     for stage in ("sample", "filter", "train", "eval"):
         if stem.startswith(stage):
             return stage
@@ -45,6 +47,10 @@ def _parse_training(stage: str, recipe: Path) -> tuple[Any, ...]:
         from conj_train.train.args import parse_train_args
 
         return parse_train_args(["--config", str(recipe)])
+    if stage == "grpo":
+        from conj_train.judge_reward import parse_grpo_args
+
+        return parse_grpo_args(["--config", str(recipe)])
     from conj_train.train.reward import parse_reward_args
 
     return parse_reward_args(["--config", str(recipe)])
@@ -67,7 +73,7 @@ def test_every_recipe_is_covered() -> None:
 @pytest.mark.parametrize("recipe", FLAT, ids=lambda p: str(p.relative_to(RECIPES)))
 def test_flat_recipe_loads_into_its_stage(recipe: Path) -> None:
     stage = _stage_of(recipe)
-    if stage in ("train", "train_rm"):
+    if stage in ("train", "train_rm", "grpo"):
         _parse_training(stage, recipe)
     else:
         build_config(_stage_class(stage), read_yaml(recipe), where=str(recipe))
