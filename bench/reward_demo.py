@@ -2,7 +2,7 @@
 
 After `conj demo` (the judge in <demo>/train, the toy data in <demo>/data):
 
-    OMP_NUM_THREADS=1 python bench/reward_demo.py --demo runs/demo --steps 60 --every 20
+    OMP_NUM_THREADS=1 python bench/reward_demo.py --demo runs/demo [--seed S]
 
 1. the policy (<demo>/policy, kept for recipes/demo/grpo.yaml): the demo's tiny model after a short SFT on the toy answers, half of them ending in a
    fruit (:func:`conj_train.pipeline.demo.build_demo_policy`);
@@ -13,7 +13,8 @@ After `conj demo` (the judge in <demo>/train, the toy data in <demo>/data):
    rate vs the start (``JudgeReward(pairing="reference")``), with the share of answers that end in a
    fruit (the rule the judge learned) beside it.
 
-Prints a Markdown table and writes it with the settings to ``<out>/results.json``.
+Prints a Markdown table and writes it with the settings to ``<out>/results.json`` (default out:
+``<demo>/reward-bench-s<seed>``).
 """
 
 from __future__ import annotations
@@ -56,10 +57,10 @@ def main() -> None:
     """Build the policy, train it with GRPO on the judge's reward, measure each checkpoint."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--demo", default="runs/demo", help="a finished `conj demo` folder")
-    ap.add_argument("--out", default=None, help="default: <demo>/reward-bench")
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--every", type=int, default=20, help="checkpoint interval (steps)")
-    ap.add_argument("--samples", type=int, default=128, help="answers per checkpoint")
+    ap.add_argument("--out", default=None, help="default: <demo>/reward-bench-s<seed>")
+    ap.add_argument("--steps", type=int, default=90)
+    ap.add_argument("--every", type=int, default=30, help="checkpoint interval (steps)")
+    ap.add_argument("--samples", type=int, default=256, help="answers per checkpoint")
     ap.add_argument("--policy-rows", type=int, default=600, help="toy rows of the policy's SFT")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", nargs="*", default=[], help="more recipe overrides: key=value")
@@ -73,7 +74,7 @@ def main() -> None:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     demo = Path(args.demo)
-    out = Path(args.out or demo / "reward-bench")
+    out = Path(args.out or demo / f"reward-bench-s{args.seed}")
     rows = [json.loads(line) for line in (demo / "data/train.jsonl").read_text().splitlines()]
     start = time.time()
     policy = build_demo_policy(demo / "policy", demo / "tiny-model", rows[: args.policy_rows], seed=args.seed)
