@@ -31,8 +31,8 @@ is that rule, on a :class:`~conj_train.judge.Judge` (any of its engines).
 
 **Both orders** by default: each comparison is judged with the completion in slot 1 and in slot 2. A
 judge with a position bias otherwise pays for the slot, not the answer: the demo's base judge names
-slot 1 for every prompt, which with one order gives the completion in slot 1 a reward of 1 whatever
-it says; with both orders it gives every completion 0.5.
+the same slot for every prompt, which with one order gives the completion in that slot a reward of 1
+whatever it says; with both orders it gives every completion 0.5.
 
 **Fallback**: an order whose judgment holds no verdict (nothing parsed, or the prompt too long for
 the judge's context) scores ``fallback`` for both sides, default 0.0: a completion that keeps the
