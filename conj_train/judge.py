@@ -17,7 +17,7 @@ log-probabilities of the two digit tokens (:class:`conj_train.probability.Engine
 :class:`conj_train.reward_model.RewardModel` gives a sequence-classification reward model (TRL
 ``RewardTrainer``) the same ``compare`` call.
 
-The evaluation stage (:mod:`conj_train.evaluate.run`) runs its judgments through :meth:`Judge.judge`, so
+The evaluation stage (:mod:`conj_train.evaluate.run`) runs its judgments through :meth:`Judge.judge_prompts`, so
 the API and ``conj eval`` cannot drift apart.
 """
 
@@ -242,7 +242,7 @@ class Judge:
 
         return render_chat(self.tokenizer, prompt, system=self.system_prompt)
 
-    def judge(
+    def judge_prompts(
         self, prompts: Sequence[str], seeds: Sequence[Sequence[int]] | None = None, *, transfer: bool = False
     ) -> list[Judgment]:
         """Judge user-text prompts; one :class:`Judgment` per prompt, in order.
@@ -360,7 +360,7 @@ class Judge:
                 prompts.append(self.prompt_text(q, a2, a1, ctx))
         judged: list[Judgment] = []
         for start in range(0, len(prompts), max(1, batch_size)):
-            judged.extend(self.judge(prompts[start : start + batch_size]))
+            judged.extend(self.judge_prompts(prompts[start : start + batch_size]))
         if not both_orders:
             return [_verdict(j) for j in judged]
         return [_both_orders(judged[k], judged[k + 1]) for k in range(0, len(judged), 2)]

@@ -50,6 +50,26 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def reduced_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """The demo with less data (1,200 toy training pairs, 100 held out), run once per test session
+    (about two minutes on one core): its folder (``warmup/``: the base judge, which names one slot for
+    every prompt; ``train/``: the Con-J judge; ``tiny-model/``, ``data/``), its recipe and its table."""
+    import torch
+
+    from conj_train.pipeline.demo import run_demo
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("reduced-demo")
+    spec = yaml.safe_load((REPO / "recipes/demo/pipeline.yaml").read_text())
+    spec["demo"].update(train_pairs=1200, test_pairs=100)
+    recipe = folder / "pipeline.yaml"
+    recipe.write_text(yaml.safe_dump(spec))
+    out = folder / "demo"
+    text = run_demo(out, config=recipe, seed=0)  # raises below the recipe's min_gain (+25 points)
+    return out, recipe, text
+
+
+@pytest.fixture(scope="session")
 def tiny_rm_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random sequence-classification reward model on the tiny model's config and tokenizer."""
     from conj_train.tiny import build_tiny_reward_model

@@ -8,25 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from conj_train.io import read_json
 from conj_train.pipeline.demo import run_demo
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def test_reduced_demo_learns_the_rule_and_reruns_from_cache(tmp_path: Path) -> None:
-    import torch
-
-    torch.set_num_threads(1)
-    spec = yaml.safe_load((REPO / "recipes/demo/pipeline.yaml").read_text())
-    spec["demo"].update(train_pairs=1200, test_pairs=100)
-    recipe = tmp_path / "pipeline.yaml"
-    recipe.write_text(yaml.safe_dump(spec))
-    out = tmp_path / "demo"
-
-    text = run_demo(out, config=recipe, seed=0)  # raises below the recipe's min_gain (+25 points)
+def test_reduced_demo_learns_the_rule_and_reruns_from_cache(reduced_demo: tuple[Path, Path, str]) -> None:
+    out, recipe, text = reduced_demo  # conftest.py: run_demo on the reduced recipe, seed 0
     rows = {r["model"]: r for r in read_json(out / "eval" / "metrics.json")["comparison"]}
     gain = rows["conj"]["accuracy_avg"] - rows["base"]["accuracy_avg"]
     assert gain >= 0.30, text

@@ -104,7 +104,7 @@ def test_both_orders_flags_a_slot_biased_judge(judge: Judge) -> None:
 def test_transfer_probe_reads_the_verdict_after_a_forced_rationale(judge: Judge) -> None:
     scripted = _scripted_judge(judge, VERDICT_1[len(' {"原因":') :])
     prompt = scripted.prompt_text("q", "a", "b")
-    (j,) = scripted.judge([prompt], transfer=True)
+    (j,) = scripted.judge_prompts([prompt], transfer=True)
     forced = render_chat(judge.tokenizer, prompt) + transfer_prefill("回答1更好")
     assert forced.endswith('{"原因": "回答1更好", "更好的回答": ')
     direct = VerdictScorer(judge.scorer.model, judge.tokenizer).read([forced])[0]
@@ -147,5 +147,5 @@ def test_majority_vote_over_samples() -> None:
 
 def test_sampled_judge_draws_one_text_per_seed(tiny_model_dir: Path, judge: Judge) -> None:
     sampled = Judge(judge.engine, judge.tokenizer, decoding="sample", samples=3, max_new_tokens=4)
-    (j,) = sampled.judge(["Name a fruit."])
+    (j,) = sampled.judge_prompts(["Name a fruit."])
     assert len(j.texts) == len(set(j.seeds)) == 3

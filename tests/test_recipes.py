@@ -28,6 +28,8 @@ def _stage_of(path: Path) -> str:
     stem = path.stem
     if stem.startswith("train_rm"):
         return "train_rm"
+    if stem.startswith("grpo"):
+        return "grpo"  # scripts/grpo_judge.py: the judge as an RL reward
     for stage in ("sample", "filter", "train", "eval"):
         if stem.startswith(stage):
             return stage
@@ -48,6 +50,10 @@ def _parse_training(stage: str, recipe: Path) -> tuple[Any, ...]:
         from conj_train.train.args import parse_train_args
 
         return parse_train_args(["--config", str(recipe)])
+    if stage == "grpo":
+        from conj_train.judge_reward import parse_grpo_args
+
+        return parse_grpo_args(["--config", str(recipe)])
     from conj_train.train.reward import parse_reward_args
 
     return parse_reward_args(["--config", str(recipe)])
@@ -108,7 +114,7 @@ def test_every_recipe_is_covered() -> None:
 def test_flat_recipe_loads_into_its_stage(recipe: Path) -> None:
     stage = _stage_of(recipe)
     values = read_yaml(recipe)
-    if stage in ("train", "train_rm"):
+    if stage in ("train", "train_rm", "grpo"):
         parsed = _parse_training(stage, recipe)
     else:
         parsed = (build_config(_stage_class(stage), values, where=str(recipe)),)

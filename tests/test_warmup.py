@@ -66,7 +66,7 @@ def _parse_rate(model_dir: str, prompts: list[str]) -> float:
     from conj_train.judge import Judge
 
     judge = Judge.from_pretrained(model_dir, probability=False, max_new_tokens=24, threads=1)
-    judged = judge.judge(prompts)
+    judged = judge.judge_prompts(prompts)
     return sum(j.verdict is not None for j in judged) / len(judged)
 
 

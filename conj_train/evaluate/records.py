@@ -159,7 +159,7 @@ def judge_batches(cfg: EvalConfig, judge: Judge, todo: list[dict], sink: JsonlAp
             ]
             for it in batch
         ]
-        judged = judge.judge([it["prompt"] for it in batch], seeds, transfer=can_transfer)
+        judged = judge.judge_prompts([it["prompt"] for it in batch], seeds, transfer=can_transfer)
         sink.write_batch(judge_record(it, j) for it, j in zip(batch, judged, strict=True))
         tokens += sum(sum(j.completion_tokens) for j in judged)
         bar.update(len(batch))

@@ -99,6 +99,41 @@ def write_demo_data(path: str | Path, n: int = 64, seed: int = 0) -> Path:
     return path
 
 
+def build_demo_policy(path: str | Path, base_model: str | Path, rows: list[dict], *, epochs: float = 2.0,
+                      learning_rate: float = 3e-3, seed: int = 0) -> Path:
+    """A tiny policy for the reward demo (docs/reward.md): ``base_model`` after a short SFT (TRL's
+    ``SFTTrainer``, standard prompt/completion rows, loss on the completion) on the toy rows' answers,
+    their chosen and their rejected answer alike, so that about half of its answers end in a fruit and a
+    judge's reward has something to move. A folder that already holds a model is returned as it is."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from conj_train.tokens import load_tokenizer
+
+    out = Path(path)
+    if (out / "config.json").exists():
+        return out
+    data = [{"prompt": r["prompt"], "completion": r[k]} for r in rows for k in ("chosen", "rejected")]
+    tokenizer = load_tokenizer(str(base_model))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=torch.float32)
+    args = SFTConfig(
+        output_dir=str(out), learning_rate=learning_rate, num_train_epochs=epochs,
+        per_device_train_batch_size=16, lr_scheduler_type="cosine", max_length=64, seed=seed,
+        completion_only_loss=True, gradient_checkpointing=False, save_strategy="no", report_to="none",
+        logging_steps=10, disable_tqdm=True, use_cpu=True, bf16=False,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(data),
+                         processing_class=tokenizer)
+    trainer.train()
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    return out
+
+
 def run_demo(output: str | Path | None = None, *, config: str | Path = "recipes/demo/pipeline.yaml",
              seed: int | None = None, overrides: dict[str, Any] | None = None) -> str:
     """Build the tiny model and toy data, run the demo pipeline, check that Con-J learned.
