@@ -256,7 +256,7 @@ def eval_results(metrics: dict[str, Any], model_name: str) -> list[Any]:
         path = str(acct.get("path") or ds)
         where = {"task_type": "text-generation", "task_name": "Pairwise preference judgment",
                  "dataset_type": path if looks_like_hub_id(path) else ds, "dataset_name": ds,
-                 "dataset_split": acct.get("split"), "source_name": "conj-train eval"}
+                 "dataset_split": acct.get("split")}
         for key, mtype, name in _EVAL_METRICS:
             value = entry["overall"].get(key)
             if isinstance(value, int | float):
