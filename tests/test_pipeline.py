@@ -23,6 +23,13 @@ def test_cache_and_invalidation(tiny_pipeline, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert (out / "train" / "model.safetensors").exists()
     metrics = read_json(out / "eval" / "metrics.json")
+    # conj run writes the evaluation into the trained judge's card as model-index entries.
+    from huggingface_hub import ModelCard
+
+    results = ModelCard.load(out / "train" / "README.md").data.eval_results
+    accuracy = metrics["models"]["conj"]["datasets"]["pairs"]["overall"]["accuracy"]
+    assert [(r.dataset_name, r.metric_value) for r in results if "one random" in r.metric_name] == [
+        ("pairs", accuracy)]
 
     again = run_pipeline(recipe)
     assert set(_statuses(again).values()) == {"cached"}

@@ -259,6 +259,7 @@ def test_eval_results_enter_the_card_as_model_index(trained: SimpleNamespace, tm
     assert "model-index:" in (model / "README.md").read_text()
     assert "| hh | test | Accuracy (one random order) | 75.00 |" in card.text
     assert "Not evaluated yet" not in card.text and card.text.count("## Evaluation") == 1
+    assert "|\n\n## Training" in card.text  # the table ends before the next section
     assert "## Training" in card.text and "32 pairs used of 32 read" in card.text  # the rest is kept
 
     # A later evaluation of one data set replaces that data set's entries and keeps the others.

@@ -295,7 +295,7 @@ def add_eval_results(model_dir: str | Path, eval_dir: str | Path, model_name: st
     start = text.find(EVAL_HEADING)
     end = text.find("\n## ", start + len(EVAL_HEADING)) if start >= 0 else -1
     section = eval_section(results)
-    card.text = (text[:start] + section + (text[end:] if end >= 0 else "\n") if start >= 0
+    card.text = (text[:start] + section + ("\n" + text[end:] if end >= 0 else "\n") if start >= 0
                  else text.rstrip() + "\n\n" + section + "\n")
     atomic_write_text(readme, str(card))
     return results
