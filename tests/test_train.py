@@ -274,6 +274,27 @@ def test_eval_results_enter_the_card_as_model_index(trained: SimpleNamespace, tm
         add_eval_results(model, second, "other")
 
 
+def test_conj_card_finds_the_model_by_its_path(trained: SimpleNamespace, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    from conj_train.cli import main as conj_main
+
+    model, run = tmp_path / "judge", tmp_path / "eval"
+    model.mkdir()
+    run.mkdir()
+    shutil.copy(trained.out / "README.md", model / "README.md")
+    metrics = _metrics(0.8)
+    metrics["models"] = {"base": {"path": "/elsewhere", "datasets": {}},
+                         "mine": {**metrics["models"]["conj"], "path": str(model)}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert conj_main(["card", str(model), "--eval", str(run)]) == 0
+    assert "6 evaluation results (mine)" in capsys.readouterr().out
+    assert ModelCard.load(model / "README.md").data.eval_results[0].metric_value == 0.8
+    assert conj_main(["card", str(tmp_path), "--eval", str(run)]) != 0  # no model of that path
+
+
 def test_card_metadata_names_the_source_and_pushed_pairs(tmp_path: Path) -> None:
     from conj_train.train.card import card_data, judge_setup, usage_snippet
 
