@@ -55,13 +55,19 @@ def card_info(kind: str, model_args: Any, training_args: Any, config: dict[str, 
               counts: dict[str, SplitCounts], filter_report: dict | None,
               metrics: dict[str, float]) -> dict[str, Any]:
     """Everything :func:`model_card` shows, as plain data."""
-    setup = judge_setup(config.get("dataset_name"))
+    from conj_train.hub import looks_like_hub_id
+
+    source = str(config.get("dataset_name") or "")
+    # A judge's data is a filter folder (its setup says how it was made); a reward model's may be a
+    # Hub data set itself.
+    setup = judge_setup(source) or ({"source": source} if looks_like_hub_id(source) else {})
     hub_id = getattr(training_args, "hub_model_id", None) if getattr(training_args, "push_to_hub", False) else None
     return {
         "kind": kind,
         "base_model": model_args.model_name_or_path,
-        # Where the snippet loads the model from: the Hub repo it is pushed to, else this folder.
-        "model_id": hub_id or str(Path(training_args.output_dir).resolve()),
+        # Where the snippet loads the model from: the Hub repo it is pushed to (when named in full),
+        # else this folder.
+        "model_id": hub_id if hub_id and "/" in hub_id else str(Path(training_args.output_dir).resolve()),
         "objective": objective(training_args) if kind == "judge" else
         "Bradley-Terry: -log sigmoid(r(chosen) - r(rejected)), scalar head on the last token",
         "hyperparameters": {k: config[k] for k in _CARD_KEYS if config.get(k) is not None
@@ -73,7 +79,8 @@ def card_info(kind: str, model_args: Any, training_args: Any, config: dict[str, 
         "versions": library_versions(),
         "setup": setup,
         "license": config.get("card_license") or base_model_license(model_args.model_name_or_path),
-        "language": config.get("card_language") or _languages(setup.get("template")),
+        # A judge speaks its template's language; a reward model reads whatever its data holds.
+        "language": config.get("card_language") or (_languages(setup.get("template")) if kind == "judge" else None),
     }
 
 
