@@ -1,5 +1,6 @@
-"""Con-J's training-data verdict parser (conj-spec 5.1) as the original script runs it, non-greedy
-regexes included: the baseline that bench/parse.py and bench/filter.py run in the same process."""
+"""Con-J's training-data verdict parser (docs/method.md#strict-parser) as the original script runs it,
+non-greedy regexes included: the baseline that bench/parse.py and bench/filter.py run in the same
+process."""
 
 from __future__ import annotations
 

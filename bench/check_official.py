@@ -6,7 +6,7 @@
   ``accuracy_avg`` / ``consistency`` are printed against them to show how far they are.
 - Auto-J (GAIR-NLP/auto-j): the example predictions in ``data/outputs`` on ``data/test/testdata_pairwise.jsonl``
   scored with :func:`conj_train.official_metrics.autoj_metrics` must give the README's Overall 54.96 / 83.41 and
-  its eight group figures.
+  its eight group figures, and (the first order alone, ``--type single``) its 59.99 and eight group figures.
 
 Each repository is read from a bare git directory (``git --git-dir DIR show HEAD:path``), as the
 ``fetch`` mirror provides it; nothing is copied into the project.
@@ -22,7 +22,7 @@ import subprocess
 from typing import Any
 
 from conj_train.metrics import OrderResult, PairResult, pair_metrics
-from conj_train.official_metrics import autoj_metrics, llmbar_metrics
+from conj_train.official_metrics import autoj_metrics, llmbar_metrics, llmbar_table
 
 
 def _git(git_dir: str, *args: str) -> str:
@@ -43,6 +43,7 @@ def check_llmbar(git_dir: str) -> bool:
     files = _git(git_dir, "ls-tree", "-r", "--name-only", "HEAD").split("\n")
     stats = [f for f in files if f.endswith("/statistics.json")]
     matched, worst_project = 0, [0.0, 0.0]
+    by_evaluator: dict[str, dict[str, tuple[dict, list[PairResult]]]] = {}
     for st in stats:
         published = json.loads(_show(git_dir, st))
         instances = json.loads(_show(git_dir, st[: -len("statistics.json")] + "result.json"))
@@ -54,6 +55,9 @@ def check_llmbar(git_dir: str) -> bool:
             pairs.append(PairResult(str(k), OrderResult(gold, v[0]),
                                     OrderResult(3 - gold, None if v[1] is None else 3 - v[1])))
         m, p = llmbar_metrics(pairs), pair_metrics(pairs)
+        if st.startswith("Dataset/LLMBar/"):  # Dataset/LLMBar/<subset path>/evaluators/<model>/<prompt>/
+            subset, _, evaluator = st[len("Dataset/LLMBar/"): -len("/statistics.json")].partition("/evaluators/")
+            by_evaluator.setdefault(evaluator, {})[subset] = (m, pairs)
         want = {"llmbar_accuracy": _percent(published["correct_average"]),
                 "llmbar_correct_both": _percent(published["correct_both"]),
                 "llmbar_agreement": _percent(published["equal"])}
@@ -63,7 +67,28 @@ def check_llmbar(git_dir: str) -> bool:
     print(f"LLMBar: {matched} of {len(stats)} statistics.json reproduced exactly; the project's accuracy_avg / "
           f"consistency differ from Acc. / Agr. by up to {100 * worst_project[0]:.1f} / "
           f"{100 * worst_project[1]:.1f} points")
-    return matched == len(stats)
+    return matched == len(stats) and check_llmbar_table(by_evaluator)
+
+
+def check_llmbar_table(by_evaluator: dict[str, dict[str, tuple[dict, list[PairResult]]]]) -> bool:
+    """LLMBar's table figure per evaluator: the adversarial average (:func:`llmbar_table`, the
+    unweighted mean of the four subsets' Acc.) against the accuracy pooled over their rows."""
+    gaps = []
+    for evaluator, subsets in sorted(by_evaluator.items()):
+        table = llmbar_table({name: m for name, (m, _) in subsets.items()})
+        if table.get("llmbar_adversarial_avg") is None:
+            continue
+        adversarial = [p for name, (_, ps) in subsets.items() if name.startswith("Adversarial") for p in ps]
+        pooled = llmbar_metrics(adversarial)["llmbar_accuracy"]
+        gaps.append((abs(pooled - table["llmbar_adversarial_avg"]), evaluator, pooled, table))
+    worst = max(gaps)
+    gpt4 = [g for g in gaps if g[1].startswith("GPT-4")]
+    print(f"LLMBar table: {len(gaps)} evaluators with all four adversarial subsets; adversarial average vs "
+          f"pooled accuracy up to {100 * worst[0]:.2f} points ({worst[1]}: {100 * worst[3]['llmbar_adversarial_avg']:.2f} "
+          f"vs {100 * worst[2]:.2f})" + "".join(
+              f"; {e}: natural {100 * t['llmbar_natural']:.2f}, adversarial {100 * t['llmbar_adversarial_avg']:.2f} "
+              f"(pooled {100 * p:.2f})" for _, e, p, t in gpt4[:3]))
+    return bool(gaps)
 
 
 # The per-group (agreement, consistency) printed in codes/leaderboard/README.md for the example outputs.
@@ -72,6 +97,12 @@ README_GROUPS = {
     "Rewriting": (49.17, 74.17), "Creative Writing": (59.72, 87.04), "Functional Writing": (61.67, 81.67),
     "General Communication": (55.21, 92.36), "NLP Tasks": (57.58, 86.36),
 }
+
+
+# The README's "type = single" table (codes/leaderboard/README.md).
+README_SINGLE_GROUPS = {"Summarization": 56.94, "Exam Questions": 41.67, "Code": 54.17, "Rewriting": 57.5,
+                        "Creative Writing": 63.43, "Functional Writing": 68.33, "General Communication": 57.29,
+                        "NLP Tasks": 62.12}
 
 
 def check_autoj(git_dir: str) -> bool:
@@ -94,7 +125,13 @@ def check_autoj(git_dir: str) -> bool:
     groups = {g: (round(100 * v["agreement"], 2), round(100 * v["consistency"], 2)) for g, v in m["groups"].items()}
     print(f"Auto-J: {m['pairs']} rows ({m['ties']} ties): agreement {agreement}, consistency {consistency} "
           "(README example: 54.96, 83.41); groups: " + ", ".join(f"{g} {a}/{c}" for g, (a, c) in groups.items()))
-    return (agreement, consistency) == (54.96, 83.41) and groups == README_GROUPS
+    # --type single: the first order alone (here the file's order, as Auto-J runs it).
+    single = round(100 * m["autoj_single_agreement"], 2)
+    single_groups = {g: round(100 * v["single_agreement"], 2) for g, v in m["groups"].items()}
+    print(f"Auto-J single: agreement {single} (README example: 59.99); groups: "
+          + ", ".join(f"{g} {a}" for g, a in single_groups.items()))
+    return ((agreement, consistency) == (54.96, 83.41) and groups == README_GROUPS
+            and single == 59.99 and single_groups == README_SINGLE_GROUPS)
 
 
 def main() -> None:

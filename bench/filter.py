@@ -177,7 +177,7 @@ def run_ours(chunk: list[tuple[str, int, list[dict]]], tokenizer: Any, rules: Pa
     return pairs
 
 
-# --- the original script's loop, reimplemented from conj-spec 5.1 / 6.2 / 6.3, as the baseline ------
+# --- the original script's loop, reimplemented from docs/method.md#pair-construction, as the baseline ------
 
 def original_evaluate(text: str) -> int | str:
     """The original training parser, with its ``'None'`` for an unparseable judgment."""

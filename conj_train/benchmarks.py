@@ -8,12 +8,19 @@ benchmark's own scoring code (docs/benchmarks.md lists the files read and the ro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from conj_train.metrics import PairResult
-from conj_train.official_metrics import autoj_metrics, judgebench_metrics, llmbar_metrics, rmbench_metrics
+from conj_train.official_metrics import (
+    autoj_metrics,
+    judgebench_metrics,
+    llmbar_metrics,
+    llmbar_table,
+    rewardbench2_metrics,
+    rmbench_metrics,
+)
 
 
 @dataclass(frozen=True)
@@ -21,8 +28,9 @@ class Benchmark:
     """One benchmark: its format, paper, Hub copies and default split, and official metric.
 
     ``metric`` maps a data set's (or subset's) pairs to the official numbers; ``headline`` names the
-    keys of its result that the reports print beside the project's metrics; ``per_subset`` says
-    whether the benchmark's table also reports the metric per subset (file or source).
+    keys of its result that the reports print beside the project's metrics (those present); ``per_subset``
+    says whether the benchmark's table also reports the metric per subset (file or source), and
+    ``table`` how it combines them.
     """
 
     name: str
@@ -32,6 +40,9 @@ class Benchmark:
     headline: tuple[str, ...] = ()
     hub_splits: tuple[tuple[str, str], ...] = ()
     per_subset: bool = False
+    # The benchmark's table figures from its per-subset results (LLMBar's Natural and adversarial mean),
+    # merged into the data set's official result.
+    table: Callable[[Mapping[str, Mapping[str, Any]]], dict[str, Any]] | None = None
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -40,12 +51,14 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             "LLMBar", "llmbar",
             "Zeng et al., Evaluating Large Language Models at Evaluating Instruction Following, ICLR 2024",
-            llmbar_metrics, ("llmbar_accuracy", "llmbar_agreement"), per_subset=True,
+            llmbar_metrics,
+            ("llmbar_natural", "llmbar_adversarial_avg", "llmbar_accuracy", "llmbar_agreement"),
+            per_subset=True, table=llmbar_table,
         ),
         Benchmark(
             "Auto-J pairwise", "autoj",
             "Li et al., Generative Judge for Evaluating Alignment, ICLR 2024",
-            autoj_metrics, ("autoj_agreement", "autoj_consistency"),
+            autoj_metrics, ("autoj_agreement", "autoj_consistency", "autoj_single_agreement"),
         ),
         Benchmark(
             "JudgeBench", "judgebench",
@@ -62,6 +75,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             "RewardBench", "rewardbench",
             "Lambert et al., RewardBench: Evaluating Reward Models for Language Modeling, 2024",
             hub_splits=(("allenai/reward-bench", "filtered"),),
+        ),
+        Benchmark(
+            "RewardBench 2", "rewardbench2",
+            "Malik et al., RewardBench 2: Advancing Reward Model Evaluation, 2025",
+            rewardbench2_metrics, ("overall",), hub_splits=(("allenai/reward-bench-2", "test"),),
         ),
     )
 }

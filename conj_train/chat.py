@@ -1,8 +1,8 @@
 """The judge's chat turns, their rendering through the tokenizer's chat template, token lengths.
 
 :func:`chat_messages` is the one builder of judge messages. :func:`render_chat` uses the
-tokenizer's own chat template with the user role and the generation prompt in every stage (the
-recommendation of conj-spec 2.4, instead of Con-J's mixed ``human``/``Assistant:`` wrappings); an
+tokenizer's own chat template with the user role and the generation prompt in every stage (see
+docs/method.md#chat-format; Con-J mixed ``human``/``Assistant:`` wrappings); an
 evaluation prefill such as ``' {"原因":'`` is appended after the generation prompt.
 """
 

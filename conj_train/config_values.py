@@ -49,8 +49,14 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def yaml_value(raw: str) -> Any:
-    """A command-line string read as a YAML scalar or flow list (``4``, ``true``, ``null``, ``[a, b]``)."""
+    """A command-line string read as a YAML scalar or flow list (``4``, ``true``, ``null``, ``[a, b]``).
+
+    An empty argument (``--system_prompt ""``) is the empty string, not null: YAML reads "" as null,
+    which would silently turn "an empty system turn" into "the chat template's default one"."""
     import yaml
+
+    if raw == "":
+        return ""
 
     try:
         return yaml.safe_load(raw)

@@ -8,8 +8,9 @@
     vs = judge.compare_many([(q, a1, a2), ...])                  # batched
 
 A judge prompt is the template's user text (``conj-zh`` by default) through the tokenizer's chat
-template, with the assistant turn pre-filled with ``' {"原因":'`` as Con-J evaluates (conj-spec 2.4
-and 8); the prefill is put back in front of the generation before parsing. ``Verdict.probability`` is
+template, with the assistant turn pre-filled with ``' {"原因":'`` as Con-J evaluates
+(docs/method.md#evaluation-protocol); the prefill is put back in front of the generation before
+parsing. ``Verdict.probability`` is
 P(answer 1 better) read from the logits at the verdict digit (:mod:`conj_train.probability`), usable as
 a reward signal; the ``hf`` engine reads it from its model's logits, the ``vllm`` engine from vLLM's
 log-probabilities of the two digit tokens (:class:`conj_train.probability.EngineVerdictScorer`).

@@ -1,4 +1,4 @@
-"""Pure metric math for pairwise judges (anchors Part B sections 1-3); no model, no files.
+"""Pure metric math for pairwise judges (docs/method.md#evaluation-metrics); no model, no files.
 
 A pair is judged in its seeded random order (``first``, the single order RewardBench and Con-J run)
 and, with both orders, once more with the answers swapped (``second``). Each order's verdict maps back
@@ -26,6 +26,10 @@ The project's metrics, on the pairs whose label names a better answer (tie-label
                          reliability bins on the symmetrised set {(p, 1), (1 - p, 0)}, since the event
                          "chosen wins" always happens and would make a one-sided diagram degenerate
 ``faithfulness``         share of probed judgments whose transferred rationale yields the same verdict
+``ci95``                 95% intervals, pairs as the unit: Wilson score intervals for the 0/1 rates
+                         (``accuracy_strict``, ``consistency``), a normal interval on the per-pair
+                         scores for ``accuracy`` and ``accuracy_avg`` (a pair's two orders are not
+                         independent, so they are averaged first, never counted as two samples)
 =======================  =====================================================================
 
 Each benchmark's official metric, computed from the same :class:`PairResult` tables, is in
@@ -81,8 +85,10 @@ class PairResult:
 
     ``gold_tie``: the benchmark labels the pair a tie (chosen/rejected are then the file's first and
     second answers); only the official metrics that count ties use such pairs. ``scalar``: judged by
-    a reward model. ``subset`` the pair's subset or source, ``cell`` RM-Bench's (chosen style,
-    rejected style).
+    a reward model. ``subset`` the pair's subset or source, ``cell`` the pair's answers within its
+    benchmark row (RM-Bench: chosen style, rejected style; RewardBench 2: correct answer i, wrong
+    answer j). ``row`` names that row (RewardBench 2: its ``id``) and ``row_pairs`` how many pairs it
+    holds; ``rewards`` a reward model's (chosen, rejected) rewards.
     """
 
     pair_id: str
@@ -94,6 +100,9 @@ class PairResult:
     scalar: bool = False
     subset: str = ""
     cell: tuple[int, int] | None = None
+    row: str | None = None
+    row_pairs: int = 0
+    rewards: tuple[float, float] | None = None
 
     @property
     def orders(self) -> list[OrderResult]:
@@ -277,6 +286,43 @@ def faithfulness(pairs: Sequence[PairResult]) -> dict[str, Any]:
     return {"probed": len(probed), "agree": same, "rate": _ratio(same, len(probed))}
 
 
+Z95 = 1.959964  # the standard normal's 97.5% quantile
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> list[float] | None:
+    """Wilson score interval of a rate ``successes / n`` (None when ``n`` is 0)."""
+    if n <= 0:
+        return None
+    p, z2 = successes / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * (p * (1 - p) / n + z2 / (4 * n * n)) ** 0.5 / (1 + z2 / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def mean_interval(values: Sequence[float], z: float = Z95) -> list[float] | None:
+    """Normal-approximation interval of the mean of ``values`` (sample standard deviation), clipped
+    to [0, 1]; None for fewer than two values."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = sum(values) / n
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    half = z * sd / n**0.5
+    return [max(0.0, mean - half), min(1.0, mean + half)]
+
+
+def intervals(pairs: Sequence[PairResult]) -> dict[str, list[float] | None]:
+    """95% intervals of the headline accuracies and consistency (see ``ci95`` above)."""
+    both = [p for p in pairs if p.second is not None]
+    c = _order_counts(pairs)
+    return {
+        "accuracy": mean_interval([p.first.score for p in pairs]),
+        "accuracy_avg": mean_interval([(p.first.score + p.second.score) / 2 for p in both]),  # type: ignore[union-attr]
+        "accuracy_strict": wilson_interval(c.strict, c.pairs),
+        "consistency": wilson_interval(c.consistent, c.pairs),
+    }
+
+
 def pair_metrics(pairs: Sequence[PairResult], bins: int = 10) -> dict[str, Any]:
     """Every metric of the module docstring for one group of pairs."""
     out: dict[str, Any] = {
@@ -289,4 +335,5 @@ def pair_metrics(pairs: Sequence[PairResult], bins: int = 10) -> dict[str, Any]:
     out["length"] = length_breakdown(pairs)
     out["probability"] = probability_metrics(pairs, bins)
     out["faithfulness"] = faithfulness(pairs)
+    out["ci95"] = intervals(pairs)
     return out

@@ -3,8 +3,8 @@ pair tables; no model, no files.
 
 The benchmarks that use them are :data:`conj_train.benchmarks.BENCHMARKS`: LLMBar
 (:func:`llmbar_metrics`), Auto-J (:func:`autoj_metrics`), JudgeBench (:func:`judgebench_metrics`),
-RM-Bench (:func:`rmbench_metrics`) and RewardBench (:func:`rewardbench_accuracy` per subset, then
-:func:`rewardbench_sections`).
+RM-Bench (:func:`rmbench_metrics`), RewardBench (:func:`rewardbench_accuracy` per subset, then
+:func:`rewardbench_sections`) and RewardBench 2 (:func:`rewardbench2_metrics`).
 
 :func:`rewardbench_sections` weights subset accuracies by RewardBench's ``EXAMPLE_COUNTS`` (math-prm
 counted as 984 so that math weighs as much as code) and averages the four sections unweighted.
@@ -12,13 +12,15 @@ counted as 984 so that math weighs as much as code) and averages the four sectio
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from conj_train.metrics import CHOSEN, REJECTED, OrderResult, PairResult, mean_or_none
 
-# RewardBench v1 ``EXAMPLE_COUNTS`` and ``SUBSET_MAPPING`` (anchors Part B section 1, Aggregation).
+# RewardBench v1 ``EXAMPLE_COUNTS`` and ``SUBSET_MAPPING``
+# (docs/benchmarks.md#where-each-definition-comes-from).
 REWARDBENCH_SECTIONS: dict[str, dict[str, int]] = {
     "Chat": {
         "alpacaeval-easy": 100,
@@ -125,6 +127,40 @@ def llmbar_metrics(pairs: Sequence[PairResult]) -> dict[str, Any]:
     }
 
 
+# LLMBar's table (Zeng et al. 2024, Table 2): Natural, and the mean of these four adversarial subsets.
+LLMBAR_ADVERSARIAL = ("neighbor", "gptinst", "gptout", "manual")
+
+
+def llmbar_subset(name: str) -> str | None:
+    """LLMBar's subset of a file or folder name (``adversarial-gptinst``, ``Adversarial/GPTInst/dataset``
+    -> ``gptinst``; ``natural.json`` -> ``natural``), or None."""
+    low = name.lower().replace("_", "").replace("-", "/")
+    parts = set(low.split("/"))
+    return next((s for s in ("natural", *LLMBAR_ADVERSARIAL) if s in parts), None)
+
+
+def llmbar_table(subset_metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """LLMBar's headline figures from its per-subset :func:`llmbar_metrics`: ``llmbar_natural`` (the
+    Natural subset's accuracy) and ``llmbar_adversarial_avg``, the unweighted mean of the four
+    adversarial subsets' accuracies as LLMBar's table averages them (not the accuracy pooled over their
+    rows, which weights Neighbor's 134 rows over Manual's 46); agreement likewise. The average is None
+    unless all four adversarial subsets were scored."""
+    found = {llmbar_subset(name): m for name, m in subset_metrics.items() if llmbar_subset(name)}
+    out: dict[str, Any] = {}
+    if "natural" in found:
+        out["llmbar_natural"] = found["natural"].get("llmbar_accuracy")
+        out["llmbar_natural_agreement"] = found["natural"].get("llmbar_agreement")
+    adv = [found[s] for s in LLMBAR_ADVERSARIAL if s in found]
+    if adv:
+        complete = len(adv) == len(LLMBAR_ADVERSARIAL) and all(m.get("llmbar_accuracy") is not None for m in adv)
+        out["llmbar_adversarial_avg"] = (
+            sum(m["llmbar_accuracy"] for m in adv) / len(adv) if complete else None)
+        out["llmbar_adversarial_agreement_avg"] = (
+            sum(m["llmbar_agreement"] for m in adv) / len(adv) if complete else None)
+        out["adversarial_subsets"] = [s for s in LLMBAR_ADVERSARIAL if s in found]
+    return out
+
+
 # Auto-J's scenario groups (codes/leaderboard/utils_constants.py ``scenario_group``), for its table.
 AUTOJ_GROUPS: dict[str, tuple[str, ...]] = {
     "Summarization": ("post_summarization", "text_summarization", "note_summarization"),
@@ -161,10 +197,22 @@ def autoj_metrics(pairs: Sequence[PairResult]) -> dict[str, Any]:
     Auto-J's table); ``autoj_consistency`` the share where the two orders give the same label. An
     unparsed verdict matches nothing (Auto-J's parser returns -1, which its script cannot score).
     ``groups``: the same per scenario group of Auto-J's table (:data:`AUTOJ_GROUPS`).
+
+    ``autoj_single_agreement`` is Auto-J's one-order figure (``pairwise_eval.py --type single``,
+    ``correct / total``: the README's 59.99 row) from the first order, so Con-J's one-order protocol
+    (``orders: random``) gets an Auto-J figure too. Auto-J's single run judges the file's order
+    (response 1 first); here the first order is the seeded random one, which gives the same figure
+    for a judge without position bias. With one order only the single figures are given.
     """
+    def single(group: Sequence[PairResult]) -> float | None:
+        return mean_or_none(float(_autoj_pred(p.first) == ("tie" if p.gold_tie else CHOSEN)) for p in group)
+
     both = _both(pairs)
     if not both:
-        return {"autoj_agreement": None, "autoj_consistency": None, "pairs": 0, "ties": 0, "groups": {}}
+        groups = {name: {"single_agreement": single(sub), "pairs": len(sub)}
+                  for name, sub in _autoj_groups(pairs).items()}
+        return {"autoj_agreement": None, "autoj_consistency": None, "autoj_single_agreement": single(pairs),
+                "pairs": len(pairs), "ties": sum(p.gold_tie for p in pairs), "groups": groups}
 
     def rates(group: list[PairResult]) -> tuple[float, float]:
         agree = consistent = 0
@@ -177,13 +225,18 @@ def autoj_metrics(pairs: Sequence[PairResult]) -> dict[str, Any]:
 
     agreement, consistency = rates(both)
     groups = {}
-    for name, scenarios in AUTOJ_GROUPS.items():  # the scenario is the pair's subset (source)
-        sub = [p for p in both if p.subset in scenarios]
-        if sub:
-            g_agree, g_cons = rates(sub)
-            groups[name] = {"agreement": g_agree, "consistency": g_cons, "pairs": len(sub)}
-    return {"autoj_agreement": agreement, "autoj_consistency": consistency, "pairs": len(both),
-            "ties": sum(p.gold_tie for p in both), "groups": groups}
+    for name, sub in _autoj_groups(both).items():
+        g_agree, g_cons = rates(sub)
+        groups[name] = {"agreement": g_agree, "consistency": g_cons, "single_agreement": single(sub),
+                        "pairs": len(sub)}
+    return {"autoj_agreement": agreement, "autoj_consistency": consistency, "autoj_single_agreement": single(both),
+            "pairs": len(both), "ties": sum(p.gold_tie for p in both), "groups": groups}
+
+
+def _autoj_groups(pairs: Sequence[PairResult]) -> dict[str, list[PairResult]]:
+    """The pairs of each Auto-J scenario group present (the scenario is the pair's subset)."""
+    out = {name: [p for p in pairs if p.subset in scenarios] for name, scenarios in AUTOJ_GROUPS.items()}
+    return {name: sub for name, sub in out.items() if sub}
 
 
 JUDGEBENCH_CATEGORIES = {"Knowledge": "mmlu-pro", "Reasoning": "livebench-reasoning",
@@ -265,6 +318,7 @@ def rmbench_metrics(pairs: Sequence[PairResult]) -> dict[str, Any] | None:
         out[k] = mean_or_none(v[k] for v in domains.values() if v[k] is not None)
     out["overall"] = mean_or_none(v["score"] for v in domains.values())
     out["complete"] = set(domains) == set(RMBENCH_DOMAINS)
+    out["missing"] = [d for d in RMBENCH_DOMAINS if d not in domains]
     return out
 
 
@@ -288,3 +342,149 @@ def rewardbench_count_check(subset_pairs: Mapping[str, int]) -> dict[str, Any]:
     return {"expected_total": sum(REWARDBENCH_FILTERED_COUNTS.values()),
             "total": sum(subset_pairs.get(s, 0) for s in REWARDBENCH_FILTERED_COUNTS),
             "match": not mismatches, "mismatches": mismatches}
+
+
+# --- RewardBench 2 ---------------------------------------------------------------------------------
+
+# The six subsets of allenai/reward-bench-2 (split "test"); the leaderboard's score is their unweighted mean.
+REWARDBENCH2_SUBSETS = ("Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties")
+WIN, LOSS, EVEN = "win", "loss", "even"
+
+
+def rewardbench2_pair_outcome(p: PairResult) -> str:
+    """One (correct, wrong) pair of a RewardBench 2 row: ``loss`` when any judged order names the
+    wrong answer, ``win`` when every order names the correct one, else ``even`` (a tie or no verdict).
+
+    A reward model's single order is ``win`` when chosen > rejected, ``even`` on equal rewards."""
+    picks = [o.pick for o in p.orders]
+    if REJECTED in picks:
+        return LOSS
+    return WIN if all(k == CHOSEN for k in picks) else EVEN
+
+
+def rewardbench2_row_score(outcomes: Sequence[str]) -> float:
+    """A best-of-4 row from its (correct answer, wrong answer) pairs: 0 if the correct answer loses
+    any pair, else 1 / (1 + pairs it does not win).
+
+    For a reward model this is RewardBench 2's own rule (``reroll_and_score_dataset``: 1 / (answers
+    sharing the top score) when the correct answer's score is the top one, else 0). A pairwise judge
+    scores the row the same way from its pair verdicts: right only when the correct answer beats
+    every wrong one, and an undecided pair shares the win as a tied top score does (with all three
+    undecided, 1/4: what run_generative_v2.py gives a 4-way judgment it cannot read).
+    """
+    if LOSS in outcomes:
+        return 0.0
+    return 1.0 / (1 + sum(o != WIN for o in outcomes))
+
+
+def _prompt_stats(samples: Sequence[tuple[bool, float]]) -> tuple[bool, float | None, float]:
+    """(accurate, spread of the correct answers' scores or None with one, worst correct - best wrong),
+    RewardBench 2's ``_compute_prompt_stats``."""
+    correct = [s for ok, s in samples if ok]
+    wrong = [s for ok, s in samples if not ok]
+    spread = max(correct) - min(correct) if len(correct) > 1 else None
+    margin = min(correct) - max(wrong)
+    return margin > 0, spread, margin
+
+
+def _tanh_of_ratio(num: float, den: float) -> float:
+    """``tanh(num / den - 1)`` with numpy's float semantics (x/0 = +-inf, 0/0 = nan), nan -> 0."""
+    signed_inf = math.inf if num > 0 else -math.inf if num < 0 else math.nan
+    ratio = signed_inf if den == 0 else num / den
+    value = math.tanh(ratio - 1)
+    return 0.0 if math.isnan(value) else value
+
+
+def rewardbench2_ties_score(answers: Mapping[str, Sequence[tuple[bool, float]]]) -> float | None:
+    """RewardBench 2's Ties score (``process_single_model``) from each prompt's (is correct, score)
+    answers, keyed by the row id ``ref:N`` (one correct answer) or ``tied:N`` (several).
+
+    0.30 tied accuracy + 0.30 ref accuracy (a prompt is accurate when its worst correct answer
+    outscores its best wrong one) + 0.20 the share of prompts N present as both whose tied margin
+    (worst correct - best wrong) exceeds the spread among the correct answers + 0.20 the same with the
+    smaller of the ref and tied margins + 0.01 mean tanh(smaller margin / spread - 1). None when no
+    prompt is present as both ref and tied (the official code's means are then NaN).
+    """
+    ref: dict[str, tuple[bool, float | None, float]] = {}
+    tied: dict[str, tuple[bool, float | None, float]] = {}
+    for row_id, samples in answers.items():
+        kind, _, pid = row_id.partition(":")
+        (ref if kind == "ref" else tied)[pid] = _prompt_stats(samples)
+    both = sorted(set(ref) & set(tied))
+    if not both:
+        return None
+    ref_acc = mean_or_none(float(s[0]) for s in ref.values()) or 0.0
+    tied_acc = mean_or_none(float(s[0]) for s in tied.values()) or 0.0
+    # The official code needs >= 2 correct answers on a tied prompt; a lone one has no spread (0 here).
+    spread = [tied[k][1] or 0.0 for k in both]
+    tied_margin = [tied[k][2] for k in both]
+    hard_margin = [min(ref[k][2], tied[k][2]) for k in both]
+    preferred = sum(m > s for m, s in zip(tied_margin, spread, strict=True)) / len(both)
+    preferred_hard = sum(m > s for m, s in zip(hard_margin, spread, strict=True)) / len(both)
+    margin_score = sum(_tanh_of_ratio(m, s) for m, s in zip(hard_margin, spread, strict=True)) / len(both)
+    return 0.30 * tied_acc + 0.30 * ref_acc + 0.20 * preferred + 0.20 * preferred_hard + 0.01 * margin_score
+
+
+def _answer_scores(rows: Sequence[PairResult]) -> list[tuple[bool, float]]:
+    """(is correct, score) per answer of one row: a reward model's reward, or for a pairwise judge the
+    answer's share of its judged pairs won (orders averaged, an undecided order half a win)."""
+    wins: dict[tuple[bool, int], list[float]] = {}
+    for p in rows:
+        i, j = p.cell  # type: ignore[misc]
+        if p.rewards is not None:
+            wins[(True, i)] = [p.rewards[0]]
+            wins[(False, j)] = [p.rewards[1]]
+            continue
+        share = sum(o.score for o in p.orders) / len(p.orders)
+        wins.setdefault((True, i), []).append(share)
+        wins.setdefault((False, j), []).append(1.0 - share)
+    return [(ok, sum(v) / len(v)) for (ok, _), v in sorted(wins.items(), key=lambda kv: (not kv[0][0], kv[0][1]))]
+
+
+def rewardbench2_metrics(pairs: Sequence[PairResult]) -> dict[str, Any] | None:
+    """RewardBench 2's scores (scripts/run_v2.py, run_generative_v2.py) from the pairs of its rows.
+
+    Each row's pairs (correct answer i vs wrong answer j, ``cell``) are regrouped by ``row``; a row
+    missing some of its ``row_pairs`` (e.g. cut by ``max_pairs``) is not scored and is counted in
+    ``incomplete_rows``. Every subset but Ties: the mean best-of-4 row score
+    (:func:`rewardbench2_row_score`). Ties: :func:`rewardbench2_ties_score` over each answer's score
+    (:func:`_answer_scores`). ``overall`` = the unweighted mean of the subset scores, as the
+    RewardBench 2 leaderboard reports it; ``complete`` says whether all six subsets were scored.
+    None when no pair belongs to a row.
+    """
+    rows: dict[str, list[PairResult]] = {}
+    for p in pairs:
+        if p.row is not None and p.cell is not None:
+            rows.setdefault(p.row, []).append(p)
+    if not rows:
+        return None
+    by_subset: dict[str, dict[str, list[PairResult]]] = {}
+    incomplete = 0
+    for row, ps in rows.items():
+        if len({p.cell for p in ps}) != ps[0].row_pairs:
+            incomplete += 1
+            continue
+        by_subset.setdefault(ps[0].subset, {})[row] = ps
+    subsets: dict[str, Any] = {}
+    results: dict[str, float | None] = {}
+    for name, group in sorted(by_subset.items()):
+        if name.lower() == "ties":
+            score = rewardbench2_ties_score({r: _answer_scores(ps) for r, ps in group.items()})
+            subsets[name] = {"score": score, "rows": len(group)}
+        else:
+            for r, ps in group.items():
+                results[r] = rewardbench2_row_score([rewardbench2_pair_outcome(p) for p in ps])
+            score = mean_or_none(results[r] for r in group)  # type: ignore[misc]
+            subsets[name] = {"score": score, "rows": len(group),
+                             "correct": sum(results[r] == 1.0 for r in group)}  # type: ignore[misc]
+    scored = [v["score"] for v in subsets.values() if v["score"] is not None]
+    return {
+        "overall": mean_or_none(scored),
+        "subsets": subsets,
+        "complete": all(s in subsets for s in REWARDBENCH2_SUBSETS) and not incomplete,
+        "missing": [s for s in REWARDBENCH2_SUBSETS if s not in subsets]
+        + ([f"{incomplete} rows without all their pairs"] if incomplete else []),
+        "incomplete_rows": incomplete,
+        "rows": sum(v["rows"] for v in subsets.values()),
+        "row_results": results,
+    }

@@ -1,10 +1,10 @@
-"""Contrastive pair building per pair id, label balancing and train/validation splits (conj-spec 6);
-pure functions, no I/O.
+"""Contrastive pair building per pair id, label balancing and train/validation splits
+(docs/method.md#pair-construction, #splits); pure functions, no I/O.
 
 The judgments come classified by :mod:`conj_train.pairs` (label agreement, the length rule), which
 also holds the settings (:class:`~conj_train.pairs.PairRules`).
 
-Pair building per pair id (conj-spec 6.2, the ``code`` preset)
+Pair building per pair id (the ``code`` preset)
     1. Repeated samples are split into positives, negatives and unparseables in sample-index order;
        positives and negatives are then shuffled (positives first) with draws seeded by SHA-256 of
        ``f"{seed}:{pair_id}"`` (:class:`SeededDraws`), so the result does not depend on file order,

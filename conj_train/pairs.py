@@ -1,5 +1,5 @@
 """Contrastive pair rules: label agreement, the length rule and the filter recipe's pair settings
-(conj-spec 5.1 and 6); pure functions, no I/O.
+(docs/method.md#pair-construction); pure functions, no I/O.
 
 :class:`PairRules` and :class:`LengthRule` are parsed directly from the filter recipe; the pairs
 they lead to are built by :mod:`conj_train.pair_building`.
@@ -9,7 +9,7 @@ Each judgment is classified against its pair's label with the strict parser
 slot) or ``unparseable``. A judgment whose generation stopped at the token limit and has no verdict
 gets the unparseable reason ``truncated``.
 
-Length rule (conj-spec 6.3), on hint outputs only
+Length rule (docs/method.md#length-rule), on hint outputs only
     When a hint output is longer than ``cut_trigger_chars`` characters *and* the whole text is valid JSON
     (reshaped code-reading outputs with raw newlines or quotes are not, so the rule silently skips
     them, as in the original), its rationale is tokenized with the judge's tokenizer. Over
@@ -18,7 +18,9 @@ Length rule (conj-spec 6.3), on hint outputs only
     ``text[:last_period]``, the period itself is dropped unless ``cut_keep_period``. Without any period
     the judgment is forced ``negative`` and its text becomes the decoded first ``forced_negative_tokens``
     tokens of the rationale (raw text, no JSON). The class is otherwise the one parsed from the
-    original text. The rationale is read from ``原因`` or, for the English template, ``reason``.
+    original text. The rationale is read from the sampling template's key only: ``原因`` (Con-J's
+    template, as the original, which reads nothing else: an object holding only ``reason`` is left as
+    written) or ``reason`` for the English template.
 """
 
 from __future__ import annotations
@@ -48,11 +50,13 @@ JUDGMENT_KINDS = (REPEATED, HINT_CORRECT, HINT_WRONG)
 # Length-rule outcomes recorded on a judgment (None: the rule did not apply).
 CHECKED, CUT, FORCED_NEGATIVE = "checked", "cut", "forced_negative"
 _PERIODS = ("。", ".")
+# The length rule's rationale key under Con-J's template (the English template's is "reason").
+ZH_RATIONALE_KEY = DEFAULT_RATIONALE_KEYS[0]
 
 
 @dataclass(frozen=True)
 class LengthRule:
-    """The 400-token rationale cut on hint outputs (conj-spec 6.3); defaults are the original's.
+    """The 400-token rationale cut on hint outputs (the length rule above); defaults are the original's.
 
     The field names are the filter recipe's keys (one name per setting, see conj_train.config_parser).
     """
@@ -130,15 +134,16 @@ class SampledJudgment(NamedTuple):
 # --- classification ----------------------------------------------------------------------------
 
 
-def apply_length_rule(text: str, tokenizer: Any, rule: LengthRule) -> tuple[str, str | None]:
-    """Apply conj-spec 6.3 to one hint output: (text, outcome).
+def apply_length_rule(text: str, tokenizer: Any, rule: LengthRule,
+                      rationale_key: str = ZH_RATIONALE_KEY) -> tuple[str, str | None]:
+    """Apply the length rule (docs/method.md) to one hint output: (text, outcome).
 
-    ``outcome`` is None when the rule does not apply (short text, not JSON, no string rationale),
-    ``"checked"`` when the rationale is within ``cut_tokens``, ``"cut"`` or ``"forced_negative"``.
-    ``tokenizer`` needs ``encode(text, add_special_tokens=False)`` and ``decode(ids)``; it is used
-    only when the text triggers the rule.
+    ``outcome`` is None when the rule does not apply (short text, not JSON, no string rationale under
+    ``rationale_key``), ``"checked"`` when the rationale is within ``cut_tokens``, ``"cut"`` or
+    ``"forced_negative"``. ``tokenizer`` needs ``encode(text, add_special_tokens=False)`` and
+    ``decode(ids)``; it is used only when the text triggers the rule.
     """
-    target = _rule_target(text, rule)
+    target = _rule_target(text, rule, rationale_key)
     if target is None:
         return text, None
     _need_tokenizer(tokenizer)
@@ -146,7 +151,7 @@ def apply_length_rule(text: str, tokenizer: Any, rule: LengthRule) -> tuple[str,
     return (text if new_text is None else new_text), outcome
 
 
-def _rule_target(text: str, rule: LengthRule) -> tuple[dict, str] | None:
+def _rule_target(text: str, rule: LengthRule, rationale_key: str) -> tuple[dict, str] | None:
     """(object, rationale key) when the rule applies to ``text``."""
     if not rule.length_rule or len(text) <= rule.cut_trigger_chars:
         return None
@@ -156,8 +161,7 @@ def _rule_target(text: str, rule: LengthRule) -> tuple[dict, str] | None:
         return None
     if not isinstance(obj, dict):
         return None
-    key = next((k for k in DEFAULT_RATIONALE_KEYS if isinstance(obj.get(k), str)), None)
-    return None if key is None else (obj, key)
+    return (obj, rationale_key) if isinstance(obj.get(rationale_key), str) else None
 
 
 def _need_tokenizer(tokenizer: Any) -> None:
@@ -180,16 +184,19 @@ def _cut(target: tuple[dict, str], ids: list[int], tokenizer: Any, rule: LengthR
 
 
 def classify_judgment(
-    record: Mapping[str, Any], label: int, *, tokenizer: Any = None, length_rule: LengthRule | None = None
+    record: Mapping[str, Any], label: int, *, tokenizer: Any = None, length_rule: LengthRule | None = None,
+    rationale_key: str = ZH_RATIONALE_KEY,
 ) -> SampledJudgment:
     """Classify one judgment record (stage-1 fields ``judgment_id``, ``kind``, ``index``, ``text``,
-    ``finish_reason``) against ``label``; hint outputs go through the length rule first."""
-    return classify_judgments([(record, label)], tokenizer=tokenizer, length_rule=length_rule)[0]
+    ``finish_reason``) against ``label``; hint outputs go through the length rule first, which reads
+    the rationale under ``rationale_key`` (the sampling template's: ``原因`` or ``reason``)."""
+    return classify_judgments([(record, label)], tokenizer=tokenizer, length_rule=length_rule,
+                              rationale_key=rationale_key)[0]
 
 
 def classify_judgments(
     items: Sequence[tuple[Mapping[str, Any], int]], *, tokenizer: Any = None,
-    length_rule: LengthRule | None = None,
+    length_rule: LengthRule | None = None, rationale_key: str = ZH_RATIONALE_KEY,
 ) -> list[SampledJudgment]:
     """:func:`classify_judgment` of each (record, label), with the length rule's tokenizer called once
     for all the hint outputs it applies to (see :mod:`conj_train.tokens`)."""
@@ -201,7 +208,7 @@ def classify_judgments(
         parsed = parse_verdict(text, "strict")
         kind = record["kind"]
         if rule.length_rule and kind != REPEATED:
-            target = _rule_target(text, rule)
+            target = _rule_target(text, rule, rationale_key)
             if target is not None:
                 targets.append((len(out), target))
         out.append(SampledJudgment(record["judgment_id"], kind, int(record["index"]), text,

@@ -23,7 +23,7 @@ Verdict probability
     of the raw logits, so they agree up to the engines' numerics (``tests/test_vllm_real.py``
     compares them on SmolLM2-135M-Instruct).
 
-Rationale transfer (conj-spec 10 item 8)
+Rationale transfer (docs/method.md#rationale-transfer)
     :func:`transfer_prefill` forces a rationale back into the assistant turn,
     ``' {"原因": <rationale as JSON string>, "更好的回答": '``, and the same next-token read gives the
     verdict the reader model then assigns (the more probable of the two digits, i.e. greedy decoding

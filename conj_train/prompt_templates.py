@@ -5,8 +5,8 @@ prompts of a data set from it is :mod:`conj_train.prompts`, rendering them throu
 :mod:`conj_train.chat`.
 
 Templates
-    ``conj-zh`` (default) is Con-J's judge prompt byte for byte (conj-spec 2.1), the string the
-    released model was trained on, used by Con-J for English data too. ``conj-en`` is a faithful
+    ``conj-zh`` (default) is Con-J's judge prompt byte for byte (docs/method.md#judge-prompt), the
+    string the released model was trained on, used by Con-J for English data too. ``conj-en`` is a faithful
     English translation that asks for ``{"reason": ..., "better_answer": 1|2}``; its layout follows
     the spec's translation (an empty line instead of the original's line of four spaces). A path to
     a UTF-8 text file is a user template with the placeholders ``{question}``, ``{answer1}``,
@@ -19,8 +19,8 @@ Templates
     must stay literal.
 
 Multi-turn records
-    Con-J kept only the first user turn (conj-spec 2.2). Here earlier turns are shown: a transcript
-    block with role labels in the template's language (``对话历史：`` / ``Conversation history:``,
+    Con-J kept only the first user turn (docs/method.md#multi-turn). Here earlier turns are shown: a
+    transcript block with role labels in the template's language (``对话历史：`` / ``Conversation history:``,
     one ``用户：…`` / ``User: …`` line per turn) sits right before the question line, and the
     question is the final user turn. With an empty context nothing is inserted, so the prompt is the
     original byte for byte. User templates receive the same block through ``{context}`` (``''`` when
@@ -73,8 +73,8 @@ class Language:
         )
 
 
-# Con-J's strings (conj-spec 2.1 and 4.1): note the line of 4 (judge) and 8 (analyse) spaces, and
-# the ASCII ", " after "判断".
+# Con-J's strings (docs/method.md#judge-prompt, #hint-readings): note the line of 4 (judge) and 8
+# (analyse) spaces, and the ASCII ", " after "判断".
 CONJ_ZH_JUDGE_INTRO = (
     "作为一个评价专家，给定一个问题和它的两个可能的回答，请选出哪一个回答在连贯性、准确性、覆盖度和上述定义的"
     "整体质量方面最为符合。请用JSON格式输出你的判断, 其中\"原因\"是你提供的解释，\"更好的回答\"是整数类型的1或2，"
@@ -152,7 +152,7 @@ class JudgeTemplate:
 
     @property
     def eval_prefill(self) -> str:
-        """Assistant prefill used at evaluation, Con-J's ' {"原因":' (conj-spec 2.4)."""
+        """Assistant prefill used at evaluation, Con-J's ' {"原因":' (docs/method.md#chat-format)."""
         return ' {"' + self.rationale_key + '":'
 
     def judge_prompt(
@@ -182,7 +182,7 @@ class JudgeTemplate:
         *,
         pair_id: str = "",
     ) -> str:
-        """The neutral "analyse both answers" prompt of the code reading (conj-spec 4.1)."""
+        """The neutral "analyse both answers" prompt of the code reading (docs/method.md#hint-readings)."""
         lang = self.language
         block = transcript(context, lang, pair_id=pair_id)
         return lang.analyse_intro + lang.body(question, answer1, answer2, block)

@@ -1,4 +1,4 @@
-"""Judge and hint prompts of a data set, and slot order (conj-spec sections 2 and 4).
+"""Judge and hint prompts of a data set, and slot order (docs/method.md#judge-prompt, #slot-order).
 
 Every prompt the pipeline shows a judge is built here, from the templates of
 :mod:`conj_train.prompt_templates`, so sampling, filtering, training and evaluation all agree on the
@@ -9,14 +9,14 @@ Slot order
     so a pair keeps its order across runs, shards and dataset edits (Con-J drew it with ``random``
     in row order, which changes when rows move). The slot travels with the prompt as ``label``.
 
-Hint-driven prompts, two readings (conj-spec 4)
+Hint-driven prompts, two readings (docs/method.md#hint-readings)
     ``paper`` (default): the model is told which answer is better and asked to explain it in the
-    same JSON format, which is what the paper describes (conj-spec 4.4); the judge prompt gets the
+    same JSON format, which is what the paper describes; the judge prompt gets the
     sentence ``\\n已知回答{k}更好，请说明原因，并按上述JSON格式输出你的判断。`` (``\\nIt is known that
     answer {k} is better. Please explain why, and output your judgment in the JSON format above.``
     for English). The model writes the JSON itself; nothing is wrapped.
     ``code``: the released script's behaviour. The model sees only the neutral "analyse both"
-    prompt (conj-spec 4.1) and never the hint; the verdict is imposed afterwards by
+    prompt and never the hint; the verdict is imposed afterwards by
     :func:`wrap_hint_output`, verbatim and without escaping, as the original ``reshape_output`` did.
 """
 
@@ -179,6 +179,6 @@ def wrap_hint_output(
 ) -> str:
     """Code reading: ``'{"原因":"' + text + '","更好的回答": ' + str(verdict) + '}'``, unescaped.
 
-    The template's keys are used (``reason`` / ``better_answer`` for conj-en); conj-spec 4.2.
+    The template's keys are used (``reason`` / ``better_answer`` for conj-en).
     """
     return get_template(template).wrap(text, verdict)

@@ -3,7 +3,7 @@
 Loading (:func:`load_tokenizer`, :class:`LazyTokenizer`): one place decides what a missing path, a
 foreign folder or a tokenizer without a chat template looks like to the user (a one-line ConjError).
 
-Calls of the length rule (conj-spec 6.3), whose tokenization dominates stage 2's cost.
+Calls of the length rule (docs/method.md#length-rule), whose tokenization dominates stage 2's cost.
 
 A fast tokenizer's Rust backend is called directly: ``encode_batch_fast`` skips the character
 offsets ``tokenizer.encode`` computes and nothing here needs (the same ids in about half the time),

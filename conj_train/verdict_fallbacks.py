@@ -36,15 +36,23 @@ def find_quoted_key(text: str, keys: tuple[str, ...]) -> tuple[int, int] | None:
     return best
 
 
-def find_digit(text: str, pos: int) -> int:
-    """Index of the first 1/2 (ASCII or full-width) at or after ``pos``, or -1; each ``find`` is
-    bounded by the best match so far."""
+def find_digit(text: str, pos: int, digits: str = "12１２") -> int:
+    """Index of the first of ``digits`` (1/2, ASCII or full-width) at or after ``pos``, or -1; each
+    ``find`` is bounded by the best match so far."""
     best = len(text)
-    for digit in "12１２":
+    for digit in digits:
         found = text.find(digit, pos, best)
         if found >= 0:
             best = found
     return best if best < len(text) else -1
+
+
+def find_strict_digit(text: str, pos: int) -> int:
+    """The training parser's digit after a quoted verdict key: the first ASCII 1/2, as the original's
+    ``"更好的回答":(.*?)([12])`` (so ``２ 或 1`` reads 1, as there); a full-width one only when no
+    ASCII digit follows, where the original finds no verdict at all."""
+    ascii_at = find_digit(text, pos, "12")
+    return ascii_at if ascii_at >= 0 else find_digit(text, pos, "１２")
 
 
 def cascade(text: str, keys: tuple[str, ...]) -> tuple[int, int] | None:

@@ -1,6 +1,6 @@
 """Verdict parsers for judge outputs: ``strict`` builds training data, ``lenient`` scores evaluations.
 
-Both follow Con-J's two parsers (conj-spec 5.1 and 5.2) and run in linear time: no backtracking
+Both follow Con-J's two parsers (docs/method.md#verdict-parsing) and run in linear time: no backtracking
 regular expressions over model output (``str.find``/``rfind`` plus two anchored patterns), a
 bounded number of JSON decodes, never ``eval``.
 
@@ -24,7 +24,9 @@ through Python's ``True == 1``, which we treat as an accident.
 Otherwise a fallback runs:
 
 - ``strict``: the first quoted verdict key (``"更好的回答":``; ASCII or “ ” quotes, ASCII or
-  full-width colon) and then the first digit 1/2 after it (ASCII or full-width). Verdict keys default
+  full-width colon) and then the first ASCII digit 1/2 after it, as the original's ``([12])`` (so
+  ``２ 或 1`` gives 1); a full-width digit only when no ASCII one follows (the original: no verdict).
+  Lenient mode takes the first digit of either kind (the original evaluator's ``([12１２])``: 2). Verdict keys default
   to the Chinese key and the English prompt's ``better_answer`` (plus ``better answer``,
   ``betterAnswer``). This is how reshaped hint outputs with raw newlines and quotes parse.
 - ``lenient``: the spec's key cascade (:data:`LENIENT_CASCADE`, in order). For the first key present:
@@ -56,13 +58,16 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from conj_train.errors import ConjError
-from conj_train.verdict_fallbacks import DIGITS, cascade, find_digit, find_quoted_key, loose_rationale
+from conj_train.verdict_fallbacks import DIGITS, cascade, find_quoted_key, find_strict_digit, loose_rationale
 from conj_train.verdict_json import dict_rationale, json_stage, value_verdict, whole_object
 
-MODES = ("strict", "lenient")
+# "rewardbench": RewardBench's port of the evaluation parser (conj_train.verdict_rewardbench), for
+# its leaderboard protocol.
+MODES = ("strict", "lenient", "rewardbench")
 DEFAULT_VERDICT_KEYS = ("更好的回答", "better_answer", "better answer", "betterAnswer")
 DEFAULT_RATIONALE_KEYS = ("原因", "reason")
-# conj-spec 5.2, in the original's order; spaces inside keys are part of the keys.
+# The original evaluator's cascade (docs/method.md#lenient-parser), in its order; spaces inside keys
+# are part of the keys.
 LENIENT_CASCADE = (
     "更好的回答", "更好回答", "更好得回答", "更好地回答", "better_answer", "better answer", "更好答案",
     "更好得答案", "更好的答案", "更好地答案", "更佳回答", "更佳答案", "更好答", "最佳答案", "更好答 案",
@@ -95,7 +100,8 @@ def parse_verdict(
     verdict_keys: Sequence[str] | None = None,
     rationale_keys: Sequence[str] | None = None,
 ) -> ParsedVerdict:
-    """Parse one judge output in ``strict`` (training data) or ``lenient`` (evaluation) mode."""
+    """Parse one judge output in ``strict`` (training data), ``lenient`` (evaluation) or
+    ``rewardbench`` (RewardBench's reading, :mod:`conj_train.verdict_rewardbench`) mode."""
     if mode not in MODES:
         raise ConjError(f"unknown verdict parser mode {mode!r} (expected one of {', '.join(MODES)})")
     vkeys = as_keys(verdict_keys, DEFAULT_VERDICT_KEYS)
@@ -103,6 +109,13 @@ def parse_verdict(
     text = text.strip() if mode == "strict" else text.replace("\n", " ").strip()
     if not text:
         return ParsedVerdict(None, None, EMPTY)
+    if mode == "rewardbench":
+        from conj_train.verdict_rewardbench import parse_rewardbench
+
+        verdict, rationale, how = parse_rewardbench(text)
+        if verdict is None:
+            return ParsedVerdict(None, None, BAD_VALUE if how == "bad_value" else "no_verdict_key")
+        return ParsedVerdict(verdict, rationale, None, how)
 
     # Strict mode (the training parser) ranks the first key above the others, as the original, which
     # knows only "更好的回答": an object or quoted key holding it wins over an earlier "better_answer".
@@ -128,7 +141,7 @@ def parse_verdict(
         quoted = next((q for q in (find_quoted_key(text, g) for g in groups) if q is not None), None)
         if quoted is None:
             return ParsedVerdict(None, None, reason)
-        digit = find_digit(text, quoted[1])
+        digit = find_strict_digit(text, quoted[1])
         if digit < 0:
             return ParsedVerdict(None, None, BAD_VALUE)
         return ParsedVerdict(DIGITS[text[digit]], loose_rationale(text, rkeys, quoted[0]), None, "key")

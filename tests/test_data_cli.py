@@ -105,3 +105,23 @@ def test_help_is_fast_and_light(args: tuple[str, ...]) -> None:
                 if line.startswith("import time:")}
     assert not imported & set(HEAVY), imported & set(HEAVY)
     assert elapsed < 1.5, f"{' '.join(args)} took {elapsed:.2f} s"
+
+
+def test_check_eval_mode_shows_what_conj_eval_scores(tmp_path: Path) -> None:
+    # Auto-J rows: a tie (label 2), a repeated row and identical answers. Training ingestion keeps 1 row;
+    # `conj eval` scores all 4, and the eval mode of `conj data check` says so.
+    rows = [{"scenario": "chitchat", "prompt": "Hi", "response 1": "Hello.", "response 2": "Go away.", "label": 0},
+            {"scenario": "chitchat", "prompt": "Hey", "response 1": "Hi.", "response 2": "Yo.", "label": 2},
+            {"scenario": "chitchat", "prompt": "Hi", "response 1": "Hello.", "response 2": "Go away.", "label": 0},
+            {"scenario": "chitchat", "prompt": "Yo", "response 1": "Yo.", "response 2": "Yo.", "label": 0}]
+    path = tmp_path / "autoj.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    train = json.loads(conj("data", "check", str(path), "--json").stdout)
+    assert (train["rows_used"], train["pairs"]) == (1, 1)
+    proc = conj("data", "check", str(path), "--mode", "eval", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert (info["mode"], info["rows_used"], info["pairs"], info["benchmark"]) == ("eval", 4, 4, "Auto-J pairwise")
+    assert info["kept"] == {"tie": 1, "duplicate_pair": 1, "identical_answers": 1}
+    text = conj("data", "check", str(path), "--mode", "eval").stdout
+    assert "pairs:       4 (1 tie-labelled)" in text and "benchmark: Auto-J pairwise" in text

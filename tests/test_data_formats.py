@@ -416,3 +416,38 @@ def test_decontamination_exact_and_ngram(tmp_path: Path) -> None:
     ngram = load(tmp_path, rows, "n.jsonl", decontaminate_against=evals, ngram=6)
     assert [r["question"] for r in ngram.records] == [rows[2]["prompt"]]
     assert ngram.report.decontaminated == 2
+
+
+RB2_ROWS = [
+    {"id": "7", "prompt": "q1", "chosen": ["good"], "rejected": ["b1", "b2", "b3"], "num_correct": 1,
+     "num_incorrect": 3, "total_completions": 4, "subset": "Focus"},
+    {"id": "ref:3", "prompt": "q2", "chosen": ["c1", "c2"], "rejected": ["w1", "w2", "w3"], "num_correct": 2,
+     "num_incorrect": 3, "total_completions": 5, "subset": "Ties"},
+]
+
+
+def test_rewardbench2_rows_become_one_pair_per_correct_and_wrong_answer(tmp_path: Path) -> None:
+    res = load(tmp_path, RB2_ROWS, mode="eval")
+    assert res.report.format == "rewardbench2" and res.report.pairs == 3 + 6
+    first = [r for r in res.records if r["meta"]["original_id"] == "7"]
+    assert [r["rejected"] for r in first] == ["b1", "b2", "b3"] and {r["chosen"] for r in first} == {"good"}
+    assert [r["meta"]["cell"] for r in first] == [[0, 0], [0, 1], [0, 2]]
+    ties = [r for r in res.records if r["source"] == "Ties"]
+    assert {r["meta"]["row_pairs"] for r in ties} == {6} and ties[-1]["meta"]["cell"] == [1, 2]
+
+
+def test_rewardbench2_num_correct_must_match_the_chosen_answers(tmp_path: Path) -> None:
+    rows = [{**RB2_ROWS[0], "num_correct": 2}]
+    assert load(tmp_path, rows).report.skipped == {"invalid_label": 1}
+
+
+def test_answer_lists_are_refused_rather_than_guessed(tmp_path: Path) -> None:
+    # RewardBench 2's shape without num_correct used to read as ultrafeedback: chosen vs the last
+    # rejected answer, silently. Detection now refuses with one line naming the formats that read it.
+    rows = [{k: v for k, v in RB2_ROWS[0].items() if k != "num_correct"}]
+    with pytest.raises(ConjError, match=r"'chosen' holds a list of answers.*--format rewardbench2") as e:
+        load(tmp_path, rows)
+    assert "\n" not in str(e.value)
+    # Named explicitly, a message-list format skips such rows instead of keeping one answer.
+    res = load(tmp_path, rows, format="ultrafeedback")
+    assert res.report.skipped == {"non_text_content": 1} and not res.records

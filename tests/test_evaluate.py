@@ -271,6 +271,11 @@ def test_benchmark_rows_are_all_scored_with_official_metrics(tiny_rm_dir: Path, 
     summary = (out / "summary.md").read_text()
     assert "## Rows" in summary and "| autoj | autoj | – | 5 | 5 | 0 | 5 |" in summary
     assert "Auto-J pairwise: autoj_agreement" in summary and "RM-Bench" in res.summary
+    # Only the chat domain: the overall is not RM-Bench's, and both the console and summary.md say so.
+    assert rm_entry["official"]["complete"] is False
+    assert "RM-Bench (INCOMPLETE: math, code, safety missing): overall" in res.summary
+    assert "RM-Bench (official) (INCOMPLETE: math, code, safety missing): " in summary
+    assert "| RM-Bench (INCOMPLETE: math, code, safety missing): overall" in summary
 
 
 def test_eval_ingestion_keeps_position_swapped_copies_and_train_mode_drops_them(tmp_path: Path) -> None:
@@ -317,3 +322,83 @@ def test_con_j_paper_recipe_sets_its_protocol() -> None:
     cfg = build_config(EvalConfig, read_yaml(recipe))
     assert (cfg.orders, cfg.decoding, cfg.n, cfg.parser) == ("random", "sample", 1, "lenient")
     assert (cfg.temperature, cfg.top_p, cfg.repetition_penalty, cfg.max_new_tokens) == (1.0, 0.9, 1.2, 512)
+
+
+def test_rewardbench2_rows_scored_best_of_4_and_written_in_rewardbench_format(tiny_rm_dir: Path, tmp_path: Path) -> None:
+    rb2 = [{"id": str(k), "prompt": f"Q{k}", "chosen": [f"right {k}"], "rejected": [f"w{k}{j}" for j in range(3)],
+            "num_correct": 1, "subset": subset} for k, subset in enumerate(["Focus", "Focus", "Math"])]
+    rb2 += [{"id": "ref:0", "prompt": "T", "chosen": ["t1"], "rejected": ["x", "y"], "num_correct": 1, "subset": "Ties"},
+            {"id": "tied:0", "prompt": "T", "chosen": ["t1", "t2"], "rejected": ["x", "y"], "num_correct": 2,
+             "subset": "Ties"}]
+    rb = [{"id": 30 + k, "prompt": f"P{k}", "chosen": f"good {k}", "rejected": f"bad {k}", "subset": "hep-go"}
+          for k in range(3)]
+    a, b = _write_rows(tmp_path / "rb2.jsonl", rb2), _write_rows(tmp_path / "rb.jsonl", rb)
+    out = tmp_path / "out"
+    cfg = EvalConfig(model_name_or_path=f"rm={tiny_rm_dir}", dataset_name=[f"rb2={a}", f"rb={b}"], output_dir=str(out),
+                     progress=False, threads=1, batch_pairs=4)
+    cfg.validate()
+    run_eval(cfg)
+    # The official rule on each row's rewards [chosen, rejected x3] (rewardbench/utils.py
+    # reroll_and_score_dataset): 1 / (answers at the top score) if the chosen one is on top, else 0.
+    scores: dict[str, dict[int, float]] = {}
+    for r in _records(out, "rm"):
+        if r["dataset"] == "rb2" and r["subset"] != "Ties":
+            j = r["cell"][1]
+            chosen, rejected = r[f"reward_{r['label']}"], r[f"reward_{3 - r['label']}"]
+            scores.setdefault(r["row"], {})[0] = chosen
+            scores[r["row"]][1 + j] = rejected
+    def official(s: dict[int, float]) -> float:
+        top = max(s.values())
+        return 1 / sum(v == top for v in s.values()) if s[0] == top else 0.0
+    focus = (official(scores["0"]) + official(scores["1"])) / 2
+    entry = read_json(out / "metrics.json")["models"]["rm"]["datasets"]["rb2"]["official"]
+    assert entry["benchmark"] == "RewardBench 2" and entry["subsets"]["Focus"]["score"] == pytest.approx(focus)
+    assert entry["subsets"]["Math"]["score"] == official(scores["2"]) and entry["subsets"]["Ties"]["score"] is not None
+    results = json.loads((out / "rewardbench-2" / "rb2" / "eval-set" / "rm.json").read_text())
+    assert results == pytest.approx({"model": str(tiny_rm_dir), "model_type": "Seq. Classifier", "chat_template": None,
+                                     "Focus": focus, "Math": official(scores["2"]),
+                                     "Ties": entry["subsets"]["Ties"]["score"]})
+    rows = json.loads((out / "rewardbench-2" / "rb2" / "eval-set-scores" / "rm.json").read_text())
+    assert sorted(rows["id"]) == ["0", "1", "2", "ref:0", "tied:0"] and rows["results"][rows["id"].index("tied:0")] is None
+    v1 = json.loads((out / "rewardbench" / "rb" / "eval-set" / "rm.json").read_text())
+    v1_rows = json.loads((out / "rewardbench" / "rb" / "eval-set-scores" / "rm.json").read_text())
+    assert sorted(v1_rows["id"]) == ["30", "31", "32"] and v1["hep-go"] == sum(v1_rows["results"]) / 3
+
+
+def test_rewardbench_leaderboard_recipe_sets_its_protocol(tiny_model_dir: Path) -> None:
+    from conj_train.config_parser import build_config
+    from conj_train.config_values import read_yaml
+    from conj_train.evaluate.records import make_judge
+    from conj_train.prompt_templates import get_template
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "con-j-qwen2-7b" / "eval_rewardbench.yaml"
+    cfg = build_config(EvalConfig, read_yaml(recipe))
+    assert (cfg.orders, cfg.decoding, cfg.n, cfg.max_new_tokens, cfg.parser) == ("random", "greedy", 1, 2048,
+                                                                               "rewardbench")
+    assert (cfg.system_prompt, cfg.prefill, cfg.multi_turn) == ("", "", "first_turn")
+    # RewardBench's CON_J_PROMPT (rewardbench/generative.py), its {{ }} unescaped: the conj-zh template.
+    con_j_prompt = (
+        "作为一个评价专家，给定一个问题和它的两个可能的回答，请选出哪一个回答在连贯性、准确性、覆盖度和上述定义的整体质量方面"
+        "最为符合。请用JSON格式输出你的判断, 其中\"原因\"是你提供的解释，\"更好的回答\"是整数类型的1或2，例如{\"原因\": "
+        "\"你的解释\", \"更好的回答\": 1}。以下是问题和候选回答的内容：\n    \n问题：Q\n回答1：A\n回答2：B")
+    assert get_template(cfg.template).judge_prompt("Q", "A", "B") == con_j_prompt
+    # Rendered as RewardBench does: an empty system turn, then the prompt; no default system prompt,
+    # nothing after the generation prompt.
+    cfg.model_name_or_path, cfg.engine, cfg.output_dir = str(tiny_model_dir), "hf", "o"
+    judge = make_judge(cfg, str(tiny_model_dir))
+    messages = [{"role": "system", "content": ""}, {"role": "user", "content": con_j_prompt}]
+    expected = judge.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert judge.render(con_j_prompt) == expected and judge.prefill == ""
+    assert "You are a helpful assistant" not in expected
+    judge.system_prompt = None  # unset: the template's default system turn
+    assert "You are a helpful assistant" in judge.render(con_j_prompt)
+
+
+def test_an_empty_system_prompt_and_prefill_on_the_command_line_stay_empty() -> None:
+    from conj_train.config_parser import load_config
+
+    cfg = load_config(EvalConfig, None, ["--system_prompt", "", "--prefill=", "--output", "o", "--model", "m",
+                                         "--dataset", "d"])
+    assert (cfg.system_prompt, cfg.prefill) == ("", "")  # an empty turn and no prefill, not the defaults
+    cfg = load_config(EvalConfig, None, ["--system_prompt", "null", "--output", "o", "--model", "m", "--dataset", "d"])
+    assert cfg.system_prompt is None and cfg.prefill is None

@@ -348,3 +348,10 @@ def test_unparseable_chosen_trains_only_under_code_and_never_silently(sample_dir
     assert report["pairs_unparseable_chosen"] == 0
     assert report["pairs_dropped"]["unparseable_chosen"] == PER_PATTERN
     assert f"dropped {PER_PATTERN} pairs whose chosen judgment is unparseable" in paper.summary
+
+
+def test_length_rule_key_is_the_sampling_templates() -> None:
+    from conj_train.filter.run import _rationale_key
+
+    assert _rationale_key({"template": "conj-zh"}) == _rationale_key({}) == "原因"
+    assert _rationale_key({"template": "conj-en"}) == "reason"

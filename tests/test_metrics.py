@@ -113,3 +113,23 @@ def test_faithfulness_counts_transferred_verdicts_that_match() -> None:
     pairs = [_pair("a", (1, 1, None, 1), (2, 2, None, 1)), _pair("b", (1, None, None, 2), (2, 1, None, None))]
     f = pair_metrics(pairs)["faithfulness"]
     assert f == {"probed": 2, "agree": 1, "rate": 0.5}
+
+
+def test_wilson_interval_matches_the_textbook_values() -> None:
+    from conj_train.metrics import wilson_interval
+
+    lo, hi = wilson_interval(50, 100)
+    assert (round(lo, 4), round(hi, 4)) == (0.4038, 0.5962)
+    lo, hi = wilson_interval(0, 20)  # a rate of 0 still has an upper bound
+    assert lo == 0.0 and round(hi, 4) == 0.1611
+    assert wilson_interval(0, 0) is None
+
+
+def test_accuracy_interval_takes_pairs_as_the_unit() -> None:
+    pairs = _always_one(40)  # every pair scores exactly 0.5 over its two orders: no spread
+    ci = pair_metrics(pairs)["ci95"]
+    assert ci["accuracy_avg"] == [0.5, 0.5]
+    assert ci["consistency"][0] == 0.0 and 0 < ci["consistency"][1] < 0.1
+    mixed = [_pair(f"p{i}", (1, 1 if i % 2 else 2), (2, 2 if i % 2 else 1)) for i in range(40)]
+    lo, hi = pair_metrics(mixed)["ci95"]["accuracy_avg"]  # half the pairs right twice, half wrong twice
+    assert round(lo, 3) == round(0.5 - 1.959964 * (40 / 39 * 0.25) ** 0.5 / 40**0.5, 3) and round(hi - 0.5, 6) == round(0.5 - lo, 6)

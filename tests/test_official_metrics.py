@@ -92,7 +92,7 @@ def test_autoj_agreement_counts_ties_as_pairwise_eval_does() -> None:
             return _order(label_slot, None, tie=True)
         return _order(label_slot, pred + 1)  # 0 / 1 = the response in slot 1 / 2 of that order
 
-    pairs = []
+    pairs: list[PairResult] = []
     for k, (g, p, x) in enumerate(rows):
         slot = 2 if g == 1 else 1  # gold tie: "chosen" is response 1
         pairs.append(PairResult(f"a{k}", to_order(p, slot), to_order(x, 3 - slot), gold_tie=g == 2))
@@ -113,6 +113,14 @@ def test_autoj_agreement_counts_ties_as_pairwise_eval_does() -> None:
     assert grouped["Summarization"]["agreement"] == pytest.approx(sum(p == x == g for g, p, x in summ) / 4)
     assert grouped["General Communication"]["pairs"] == 3 and set(grouped) == {"Summarization",
                                                                                 "General Communication"}
+    # Auto-J's "single" type (pairwise_eval.py --type single): correct / total of the one prediction,
+    # ties included; here from the first order, also when only one order was judged.
+    expected_single = sum(p == g for g, p, _ in mapped) / len(rows)
+    assert got["autoj_single_agreement"] == pytest.approx(expected_single) == pytest.approx(4 / 7)
+    one = autoj_metrics([PairResult(p.pair_id, p.first, gold_tie=p.gold_tie, subset=sc)
+                         for p, sc in zip(pairs, scenarios, strict=True)])
+    assert one["autoj_single_agreement"] == pytest.approx(4 / 7) and one["autoj_agreement"] is None
+    assert one["groups"]["Summarization"]["single_agreement"] == pytest.approx(sum(p == g for g, p, _ in summ) / 4)
 
 
 def _flip(decision: str | None) -> str | None:
@@ -239,3 +247,112 @@ def test_rewardbench_leaderboard_weighting_with_prior_sets() -> None:
     # analysis/get_benchmark_results.py: weights 2, 2, 2, 2 for the sections and 1 for the prior sets.
     assert rb["overall_with_prior_sets"] == pytest.approx((2 * 4 * 1.0 + prior) / 9)
     assert rewardbench_sections({"hep-go": 1.0})["overall_with_prior_sets"] is None
+
+
+# --- RewardBench 2 -----------------------------------------------------------------------------------
+# The official rules, as allenai/reward-bench computes them (read at commit 05a9005):
+# - scripts/run_v2.py -> rewardbench/utils.py ``reroll_and_score_dataset``: per row, the scores of
+#   [chosen, rejected...]; ``results = 1 / np.sum(scores == max) if scores[0] == max else 0``; a subset's
+#   score is ``sum(results) / len(results)``.
+# - the Ties subset: ``process_single_model``: rows "ref:N" / "tied:N", answer i correct when
+#   i < num_correct; per prompt (accurate = min correct - max wrong > 0, spread = max correct - min
+#   correct, margin = min correct - max wrong); score = 0.3 tied_acc + 0.3 ref_acc
+#   + 0.2 mean(tied margin > spread) + 0.2 mean(min(ref, tied margin) > spread)
+#   + 0.01 mean(nan_to_num(tanh(min margin / spread - 1))) over the N present as both.
+
+
+def _official_best_of_4(scores: list[float]) -> float:
+    top = max(scores)
+    return 1 / sum(s == top for s in scores) if scores[0] == top else 0.0
+
+
+def _rb2_rm_pairs(row: str, subset: str, scores: list[float], num_correct: int) -> list[PairResult]:
+    """A reward model's records of one RewardBench 2 row, as conj eval writes them: one per pair."""
+    out = []
+    correct, wrong = scores[:num_correct], scores[num_correct:]
+    for i, c in enumerate(correct):
+        for j, w in enumerate(wrong):
+            verdict = 1 if c > w else 2 if w > c else None
+            out.append(PairResult(f"{row}-{i}-{j}", OrderResult(1, verdict, tie=verdict is None), scalar=True,
+                                  subset=subset, cell=(i, j), row=row, row_pairs=len(correct) * len(wrong),
+                                  rewards=(c, w)))
+    return out
+
+
+def test_rewardbench2_reward_model_rows_follow_reroll_and_score() -> None:
+    from conj_train.official_metrics import rewardbench2_metrics
+
+    rows = {  # row id -> scores [chosen, rejected x3]
+        "a": [3.0, 1.0, 2.0, 0.0],  # chosen on top: 1
+        "b": [2.0, 2.0, 1.0, 0.0],  # tied with one rejected: 1/2
+        "c": [2.0, 2.0, 2.0, 1.0],  # three-way tie: 1/3
+        "d": [1.0, 2.0, 0.0, 0.0],  # beaten: 0
+    }
+    pairs = [p for r, s in rows.items() for p in _rb2_rm_pairs(r, "Math", s, 1)]
+    got = rewardbench2_metrics(pairs)
+    expected = sum(_official_best_of_4(s) for s in rows.values()) / len(rows)
+    assert expected == pytest.approx((1 + 1 / 2 + 1 / 3 + 0) / 4)
+    assert got["subsets"]["Math"]["score"] == pytest.approx(expected)
+    assert got["row_results"] == pytest.approx({r: _official_best_of_4(s) for r, s in rows.items()})
+    assert got["overall"] == pytest.approx(expected) and got["complete"] is False
+
+
+def test_rewardbench2_judge_row_is_right_only_when_chosen_beats_every_rejected() -> None:
+    from conj_train.official_metrics import rewardbench2_metrics
+
+    def row(name: str, verdicts: list[tuple[int | None, int | None]]) -> list[PairResult]:
+        # Each pair judged in both orders: (first-order verdict, swapped-order verdict); chosen is slot 1
+        # first, slot 2 when swapped.
+        return [PairResult(f"{name}{j}", OrderResult(1, v1), OrderResult(2, v2), subset="Factuality",
+                           cell=(0, j), row=name, row_pairs=3) for j, (v1, v2) in enumerate(verdicts)]
+
+    pairs = (row("win", [(1, 2)] * 3)  # chosen wins all 3 pairs in both orders: 1
+             + row("one_order_lost", [(1, 2), (1, 2), (1, 1)])  # loses pair 3 once: 0
+             + row("undecided", [(1, 2), (None, 2), (1, 2)])  # one pair undecided: a 2-way top, 1/2
+             + row("unread", [(None, None)] * 3)  # nothing read: 1/4, as run_generative_v2's error
+             + row("missing", [(1, 2)] * 2))  # 2 of its 3 pairs: not scored
+    got = rewardbench2_metrics(pairs)
+    assert got["row_results"] == {"win": 1.0, "one_order_lost": 0.0, "undecided": 0.5, "unread": 0.25}
+    assert got["subsets"]["Factuality"] == {"score": pytest.approx(1.75 / 4), "rows": 4, "correct": 1}
+    assert got["incomplete_rows"] == 1 and not got["complete"]
+
+
+def _official_ties(samples: dict[str, list[tuple[bool, float]]]) -> float:
+    """process_single_model, transcribed step by step with numpy as the official code is."""
+    import numpy as np
+
+    def stats(s):
+        corr = [x for ok, x in s if ok]
+        inc = [x for ok, x in s if not ok]
+        return (min(corr) - max(inc) > 0, max(corr) - min(corr) if len(corr) > 1 else None, min(corr) - max(inc))
+
+    ref = {k.split(":")[1]: stats(v) for k, v in samples.items() if k.startswith("ref:")}
+    tied = {k.split(":")[1]: stats(v) for k, v in samples.items() if k.startswith("tied:")}
+    ref_acc, tied_acc = np.mean([s[0] for s in ref.values()]), np.mean([s[0] for s in tied.values()])
+    both = set(ref) & set(tied)
+    diff = np.array([tied[p][1] for p in both])
+    ties_m = np.array([tied[p][2] for p in both])
+    ref_m = np.array([ref[p][2] for p in both])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        margin = np.nan_to_num(np.tanh(np.minimum(ref_m, ties_m) / diff - 1), nan=0.0)
+    return float(0.3 * tied_acc + 0.3 * ref_acc + 0.2 * np.mean(ties_m > diff)
+                 + 0.2 * np.mean(np.minimum(ref_m, ties_m) > diff) + 0.01 * np.mean(margin))
+
+
+def test_rewardbench2_ties_score_follows_process_single_model() -> None:
+    from conj_train.official_metrics import rewardbench2_metrics, rewardbench2_ties_score
+
+    rows = {  # id -> (scores, num_correct): correct answers first
+        "ref:1": ([5.0, 1.0, 2.0], 1),
+        "tied:1": ([4.0, 4.5, 3.0, 1.0], 2),  # margin 1.0 > spread 0.5
+        "ref:2": ([1.0, 2.0, 0.0], 1),  # wrong answer on top: not accurate
+        "tied:2": ([3.0, 3.0, 2.5], 2),  # spread 0: tanh(x / 0 - 1) = 1
+        "tied:3": ([2.0, 1.0, 1.5], 2),  # no ref:3: only the accuracy counts it
+    }
+    samples = {r: [(i < n, s) for i, s in enumerate(sc)] for r, (sc, n) in rows.items()}
+    expected = _official_ties(samples)
+    assert rewardbench2_ties_score(samples) == pytest.approx(expected, abs=1e-12)
+    pairs = [p for r, (sc, n) in rows.items() for p in _rb2_rm_pairs(r, "Ties", sc, n)]
+    got = rewardbench2_metrics(pairs)
+    assert got["subsets"]["Ties"]["score"] == pytest.approx(expected, abs=1e-12)
+    assert got["row_results"] == {}  # like the official results column, Ties has no per-row result

@@ -1,4 +1,5 @@
-"""Pair building (conj-spec 6.2), the length rule (6.3), balancing and splits on hand-built judgments."""
+"""Pair building, the length rule, balancing and splits on hand-built judgments
+(docs/method.md#pair-construction, #length-rule, #splits)."""
 
 from __future__ import annotations
 
@@ -275,6 +276,18 @@ def test_length_rule_skips_short_non_json_and_repeated_outputs(tokenizer) -> Non
     rep = classify_judgment(_record(long_text, "repeated"), 2, tokenizer=tokenizer, length_rule=rule)
     assert rep.text == long_text and rep.length_rule is None
     assert apply_length_rule(long_text, tokenizer, LengthRule(length_rule=False)) == (long_text, None)
+
+
+def test_length_rule_reads_only_the_sampling_templates_rationale_key(tokenizer) -> None:
+    # Under Con-J's template the original reads only "原因" (docs/method.md#length-rule): a long hint output holding
+    # its rationale under "reason" stays as written, positive (it turned negative before: issue 27).
+    english = json.dumps({"reason": "Answer 2 is better, it is complete, " * 100, "更好的回答": 2})
+    j = classify_judgment(_record(english), 2, tokenizer=tokenizer, length_rule=LengthRule())
+    assert (j.length_rule, j.category, j.text) == (None, "positive", english)
+    # Sampled with the English template, "reason" is the key the rule reads (no period: negative).
+    en = classify_judgment(_record(english), 2, tokenizer=tokenizer, length_rule=LengthRule(), rationale_key="reason")
+    assert (en.length_rule, en.category) == (FORCED_NEGATIVE, "negative")
+    assert apply_length_rule(english, tokenizer, LengthRule(), "reason")[1] == FORCED_NEGATIVE
 
 
 def test_batched_classification_equals_one_at_a_time(tokenizer) -> None:

@@ -19,7 +19,8 @@ from conj_train.prompts import (
     wrap_hint_output,
 )
 
-# Pieces copied from conj-spec 2.1 / 4.1 / 4.2 independently of the module under test.
+# Pieces copied from the released strings (docs/method.md#judge-prompt, #hint-readings) independently
+# of the module under test.
 ZH_JUDGE_HEAD = (
     '作为一个评价专家，给定一个问题和它的两个可能的回答，请选出哪一个回答在连贯性、准确性、覆盖度和上述定义的整体质量方面最为符合。'
     '请用JSON格式输出你的判断, 其中"原因"是你提供的解释，"更好的回答"是整数类型的1或2，例如{"原因": "你的解释", "更好的回答": 1}。'
@@ -72,7 +73,8 @@ def test_wrap_is_verbatim_reshape_output_with_raw_newlines_and_quotes() -> None:
     text = '回答1给出了"2"，\n而回答2说是"3"。'
     wrapped = wrap_hint_output(text, 1)
     assert wrapped == '{"原因":"' + text + '","更好的回答": 1}'
-    # Not escaped, so not valid JSON; Con-J's training parser falls back to this regex (conj-spec 5.1).
+    # Not escaped, so not valid JSON; Con-J's training parser falls back to this regex
+    # (docs/method.md#strict-parser).
     with pytest.raises(json.JSONDecodeError):
         json.loads(wrapped)
     assert re.search(r'"更好的回答":(.*?)([12])', wrapped, re.DOTALL).group(2) == "1"

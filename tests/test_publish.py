@@ -238,3 +238,12 @@ def test_eval_pushes_metrics_and_judgments_with_a_card(tiny_model_dir: Path, tmp
     assert [c["config_name"] for c in card.data.configs] == ["tiny"]
     assert "How the judges were run" in card.text and "| tiny | judge | fruit |" in card.text
     _no_token_in(tmp_path / "eval", repo)
+
+    # RewardBench's own result files go up where the run wrote them (this toy set has none: one is made).
+    from conj_train.evaluate.hub import push_results
+
+    leaderboard = tmp_path / "eval" / "rewardbench" / "fruit" / "eval-set" / "tiny.json"
+    leaderboard.parent.mkdir(parents=True)
+    leaderboard.write_text('{"model": "tiny", "chat": 0.5}')
+    push_results(tmp_path / "eval", res.metrics, repo_id="someone/results2", private=None)
+    assert (hub.root / "someone/results2/rewardbench/fruit/eval-set/tiny.json").read_text() == leaderboard.read_text()

@@ -504,7 +504,7 @@ def test_training_arguments_from_a_mapping(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_secrets_are_redacted_from_saved_configs() -> None:
-    from conj_train.train.logging import redact
+    from conj_train.train.tracking import redact
 
     out = redact({"hub_token": "hf_abc", "pad_token": "<|endoftext|>", "wandb_api_key": "k", "lr": 1.0,
                   "hub_model_id": None})

@@ -20,7 +20,8 @@ from conj_train.verdicts import (
 HINT_RAW = '{"原因":"他说"好"\n回答2更完整。\n","更好的回答": 2}'  # reshape_output, no escaping
 TRUNCATED = ' {"原因": "回答1的推理'
 
-# conj-spec 5.2's table of checked cases: (output, training parser, evaluation score for chosen = 1).
+# The table of checked cases (docs/method.md#parser-cases): (output, training parser, evaluation score
+# for chosen = 1).
 SPEC_TABLE = [
     ('{"原因":"他说"好"\n回答1更好","更好的回答": 1}', 1, 1.0),
     (' {"原因": "…", "更好的回答": 2}', 2, 0.0),
@@ -235,6 +236,17 @@ def test_strict_reads_english_keys_only_without_the_chinese_one() -> None:
     assert parse_verdict('{"better_answer": 2}', "strict").verdict == 2
 
 
+def test_full_width_digit_before_an_ascii_one_reads_as_each_original_parser() -> None:
+    # Training parser (construct_dpo_dataset_for_critic_model, docs/method.md#verdict-parsing): the regex
+    # "更好的回答":(.*?)([12]) skips the full-width ２ and reads the ASCII 1.
+    text = '{"原因": "x", "更好的回答": ２ 或 1}'
+    assert parse_verdict(text, "strict").verdict == 1
+    # Evaluation parser (evaluate_utils.meta_evaluate, docs/method.md#verdict-parsing): "KEY":(.*?)([12１２]) reads ２.
+    assert parse_verdict(text, "lenient").verdict == 2
+    # A full-width digit alone: the training parser finds nothing; here it is read (documented).
+    assert parse_verdict('{"原因": "x", "更好的回答": ２}', "strict").verdict == 2
+
+
 def test_full_width_quoted_key_parses_where_the_original_finds_nothing() -> None:
     # The original's always-on replacement leaves no ASCII "更好的回答": and yields no verdict.
     assert parse_verdict("{“原因”：“回答1更好”，“更好的回答”：1}", "strict").verdict == 1
@@ -254,3 +266,23 @@ def test_verdict_position_finds_the_digit_after_the_key() -> None:
     text = '"更好的回答": 1, then better_answer: 2'
     assert text[verdict_position(text, 2)] == "2" and verdict_position(text, 1) == 9
     assert verdict_position('reason: x, "better": 1', 1, ["better"]) == 21
+
+
+@pytest.mark.parametrize(("text", "rewardbench", "lenient"), [
+    # RewardBench's con_j_evaluate (rewardbench/generative.py) on each: value read as str(value), so a
+    # JSON string "1" counts and 1.0 ("1.0") does not; the lenient parser takes the integers only.
+    ('{"原因": "x", "更好的回答": "1"}', 1, None),
+    ('{"原因": "x", "更好的回答": 1.0}', None, 1),
+    ('{"原因": "x", "更好的回答": "２"}', 2, None),
+    # No object: its last fallback ([12１２]).*?KEY is the FIRST digit before the key; the original
+    # evaluator's look-ahead (lenient) the last of 1 2 | ^ before it.
+    ("1 and 2 are close, so the 回答 is unclear", 1, 2),
+    # The same in both: first fenced block, the quoted key then the first digit of either kind.
+    ('```json {"更好的回答": 1} ``` and ```json {"更好的回答": 2} ```', 1, 1),
+    ('{"原因": "x", "更好的回答": ２ 或 1}', 2, 2),
+    ("我认为回答2更好", 2, 2),
+    ("no verdict here", None, None),
+])
+def test_rewardbench_parser_reads_as_con_j_evaluate(text: str, rewardbench: int | None, lenient: int | None) -> None:
+    assert parse_verdict(text, "rewardbench").verdict == rewardbench
+    assert parse_verdict(text, "lenient").verdict == lenient

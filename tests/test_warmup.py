@@ -48,8 +48,10 @@ def test_verdict_seed_changes_the_draws(toy_data: Path) -> None:
         rows, _ = warmup_rows(WarmupConfig(model_name_or_path="m", dataset_name=str(toy_data), output_dir="o", verdict_seed=seed))
         return [r["completion"][0]["content"] for r in rows]
 
-    assert verdicts(0) == verdicts(0)
-    assert verdicts(0) != verdicts(1)
+    # Pinned: the target verdicts of the first 24 toy pairs (write_demo_splits seed 3) under seeds 0 and
+    # 1, computed once; a change in the draw (or in the toy data's ids) would change a cached warm-up.
+    digits = {seed: "".join(t.split('": ')[-1][0] for t in verdicts(seed)[:24]) for seed in (0, 1)}
+    assert digits == {0: "111122222121211211111221", 1: "212121211111221121221212"}
 
 
 def test_english_template_and_custom_rationale() -> None:

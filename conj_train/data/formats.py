@@ -91,7 +91,24 @@ def _last_message(conv: Any) -> Any:
         return conv  # non-text: the shared checks report it
     if not conv:
         raise Skip("missing_field", "empty message list")
+    if not isinstance(conv[-1], dict):
+        # A list of plain answers (RewardBench 2, RM-Bench) is several answers, not a conversation:
+        # its last item is no more "the" answer than any other.
+        raise Skip("non_text_content", "a list of plain answers where a message list is needed")
     return conv[-1]
+
+
+# Formats that read lists of plain-string answers; any other format would have to guess which one.
+ANSWER_LIST_FORMATS = ("rewardbench2", "rmbench")
+
+
+def _answer_list_field(sample: list[dict]) -> str | None:
+    """``chosen`` / ``rejected`` when its first value is a list holding a plain string, else None."""
+    for key in ("chosen", "rejected"):
+        value = _first(sample, key)
+        if isinstance(value, list) and any(isinstance(v, str) for v in value):
+            return key
+    return None
 
 
 # --- pairwise judge-benchmark formats -------------------------------------------------------------
@@ -163,6 +180,36 @@ def autoj(row: dict, opts: Options) -> Draft:
     chosen, rejected = _pick(2 if label == 1 else 1, row["response 1"], row["response 2"])
     return Draft(row["prompt"], chosen, rejected, source=row.get("scenario"), meta={"label": label},
                  tie=label == 2)
+
+
+def _rewardbench2_detect(keys: set[str], sample: list[dict]) -> bool:
+    return {"prompt", "chosen", "rejected", "num_correct"} <= keys and isinstance(_first(sample, "chosen"), list)
+
+
+@register("rewardbench2", _rewardbench2_detect)
+def rewardbench2(row: dict, opts: Options) -> list[Draft]:
+    """RewardBench 2 (allenai/reward-bench-2, split ``test``): ``chosen`` holds the ``num_correct``
+    correct answers (one, except in Ties), ``rejected`` the wrong ones (three, except in Ties).
+
+    One pair per (correct answer i, wrong answer j), ``cell`` = [i, j]; the official best-of-4 metric
+    (:func:`conj_train.official_metrics.rewardbench2_metrics`) regroups a row's pairs by its ``id``
+    (``original_id``) and needs all ``row_pairs`` of them. The source is the row's ``subset``.
+    """
+    _need(row, "prompt", "chosen", "rejected", "num_correct")
+    chosen, rejected = row["chosen"], row["rejected"]
+    if not isinstance(chosen, list) or not isinstance(rejected, list):
+        raise Skip("non_text_content", "chosen/rejected are not lists of answers")
+    if not chosen or not rejected:
+        raise Skip("missing_field", f"{len(chosen)} correct / {len(rejected)} wrong answers")
+    if _label(row["num_correct"], tuple(range(1, len(chosen) + 1))) != len(chosen):
+        raise Skip("invalid_label", f"num_correct {row['num_correct']!r} but {len(chosen)} chosen answers")
+    subset = row.get("subset")
+    meta = {"subset": subset, "original_id": str(row.get("id")), "row_pairs": len(chosen) * len(rejected)}
+    return [
+        Draft(row["prompt"], c, r, source=subset, meta={**meta, "cell": [i, j]})
+        for i, c in enumerate(chosen)
+        for j, r in enumerate(rejected)
+    ]
 
 
 RMBENCH_STYLES = ("concise", "detailed_plain", "detailed_markdown")
@@ -374,6 +421,13 @@ def detect_format(rows: list[Any], where: str) -> Format:
     keys = set().union(*(r.keys() for r in sample)) if sample else set()
     for fmt in FORMATS.values():
         if fmt.detect and sample and fmt.detect(keys, sample):
+            listed = _answer_list_field(sample) if fmt.name not in ANSWER_LIST_FORMATS else None
+            if listed:
+                raise ConjError(
+                    f"{where}: '{listed}' holds a list of answers, a shape the '{fmt.name}' format can only "
+                    "guess at (it would keep one answer); pass --format rewardbench2 (rows with num_correct) "
+                    "or rmbench (3 + 3 styles), or convert the file to one pair per row"
+                )
             return fmt
     shown = ", ".join(sorted(map(str, keys))[:12]) or "none"
     raise ConjError(

@@ -16,7 +16,7 @@ FinishReason = Literal["stop", "length"]
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Decoding settings. Defaults are Con-J's repeated-sampling values (conj-spec section 3)."""
+    """Decoding settings. Defaults are Con-J's repeated-sampling values (docs/method.md#repeated-sampling)."""
 
     temperature: float = 1.2
     top_p: float = 0.95

@@ -3,8 +3,9 @@ the run, and every model's judgment records (one row per pair and order, with th
 dataset card holding the comparison table and how the judges were run.
 
 One config per model (``load_dataset("<repo>", "<model>")`` reads its judgments); the top-level result
-files (``metrics.json``, ``summary.md``, the charts, any results file written beside them) are uploaded
-as they are.
+files (``metrics.json``, ``summary.md``, the charts) and RewardBench's own result files
+(``rewardbench*/<data set>/eval-set*/<model>.json``, :mod:`conj_train.evaluate.rewardbench_results`)
+are uploaded as they are.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from conj_train.evaluate.rewardbench_results import FOLDERS
 from conj_train.hub import CITATION, dataset_card, push_folder, stage_file, staging_folder
 
 _RESULT_SUFFIXES = (".json", ".md", ".png")
@@ -54,6 +56,9 @@ def push_results(out: Path, metrics: dict[str, Any], *, repo_id: str, private: b
             if f.is_file() and f.suffix in _RESULT_SUFFIXES and not f.name.startswith(".") \
                     and f.name != "README.md":
                 stage_file(f, stage / f.name)
+        for folder in FOLDERS.values():  # RewardBench's own result files, where the run wrote them
+            for f in sorted((out / folder).rglob("*.json")):
+                stage_file(f, stage / f.relative_to(out))
         configs = []
         for name in metrics["models"]:
             for f in sorted((out / "models" / name / "judgments").glob("shard-*.jsonl")):

@@ -38,6 +38,7 @@ def base_record(it: dict) -> dict:
         "format": it.get("format", ""),
         "tie": it.get("tie", False),
         "cell": it.get("cell"),
+        **{k: it[k] for k in ("row", "row_pairs") if k in it},
     }
 
 

@@ -28,11 +28,29 @@ def official_headline(entry: dict[str, Any]) -> dict[str, Any] | None:
     """The benchmark's own headline numbers for one data set entry of ``metrics.json``, or None."""
     off = entry.get("official")
     if off:
-        return {"benchmark": off["benchmark"], **{k: off.get(k) for k in off["headline"]}}
+        head = {"benchmark": off["benchmark"], **{k: off.get(k) for k in off["headline"] if k in off}}
+        if off.get("complete") is False:  # e.g. RM-Bench without its math domain
+            head["incomplete"] = ", ".join(off.get("missing") or []) + " missing"
+        return head
     rb = (entry.get("rewardbench") or {}).get("official")
     if rb:
-        return {"benchmark": "RewardBench", "overall": rb["overall"]}
+        head = {"benchmark": "RewardBench", "overall": rb["overall"]}
+        if not rb.get("complete"):
+            head["incomplete"] = ", ".join(s for s, v in rb["sections"].items() if v["missing"]) + " not complete"
+        return head
     return None
+
+
+def _incomplete(off: dict[str, Any]) -> str:
+    """`` (INCOMPLETE: ...)`` for an official result that misses part of its benchmark, else ''.
+
+    Printed beside the numbers, not only in ``metrics.json``: an overall of three RM-Bench domains
+    is not the overall the paper reports."""
+    if off.get("incomplete"):
+        return f" (INCOMPLETE: {off['incomplete']})"
+    if off.get("complete") is False:
+        return f" (INCOMPLETE: {', '.join(off.get('missing') or [])} missing)"
+    return ""
 
 
 def comparison_table(per_model: dict[str, Any]) -> list[dict[str, Any]]:
@@ -43,6 +61,8 @@ def comparison_table(per_model: dict[str, Any]) -> list[dict[str, Any]]:
             o = entry["overall"]
             row = {"model": name, "kind": m["kind"], "dataset": ds, "pairs": o["pairs"]}
             row.update({k: _get(o, k) for k, _ in _COMPARE_COLUMNS})
+            if o.get("ci95"):
+                row["ci95"] = o["ci95"]
             head = official_headline(entry)
             if head:
                 row["official"] = head
@@ -97,8 +117,8 @@ _HEADER = (
 def _official_cells(head: dict[str, Any] | None) -> str:
     if not head:
         return "–"
-    return f"{head['benchmark']}: " + ", ".join(
-        f"{k} {_fmt(v)}" for k, v in head.items() if k != "benchmark")
+    return f"{head['benchmark']}{_incomplete(head)}: " + ", ".join(
+        f"{k} {_fmt(v)}" for k, v in head.items() if k not in ("benchmark", "incomplete"))
 
 
 def _rows_section(datasets: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
@@ -196,9 +216,9 @@ def summary_markdown(metrics: dict[str, Any]) -> str:
             o = entry["overall"]
             off = entry.get("official")
             if off:
-                lines += ["", f"{off['benchmark']} (official): " + ", ".join(
+                lines += ["", f"{off['benchmark']} (official){_incomplete(off)}: " + ", ".join(
                     f"{k} {_fmt(v)}" for k, v in off.items() if isinstance(v, float))]
-                for group in ("domains", "categories", "groups"):
+                for group in ("domains", "categories", "groups", "subsets"):
                     for g, gv in (off.get(group) or {}).items():
                         lines.append(f"- {g}: " + ", ".join(
                             f"{k} {_fmt(v) if isinstance(v, float) else v}" for k, v in gv.items()))

@@ -15,13 +15,17 @@ Layout of ``output_dir``::
                      the project's metrics, the benchmark's official ones (``official``,
                      :mod:`conj_train.benchmarks`), RewardBench sections; the comparison table
     summary.md       the tables; accuracy.png, reliability.png the charts
+    rewardbench/<data set>/eval-set/<model>.json (and eval-set-scores/; rewardbench-2/ for
+                     RewardBench 2)  the results in RewardBench's own format
+                     (:mod:`conj_train.evaluate.rewardbench_results`)
     manifest.json    written last, when every shard of every model is complete
 
 Data sets are read in ingestion mode ``eval`` (the benchmark's own row set, ties included) unless
 ``ingest_mode`` says ``train``.
 
 A record holds the pair id, data set, subset, ``format``, ``tie`` (tie-labelled row), ``cell`` (RM-Bench
-style pair), ``swapped``, ``label`` (slot of the chosen answer), the
+style pair; RewardBench 2's correct / wrong answer), ``row`` and ``row_pairs`` (RewardBench 2: the row's
+id and how many pairs it has), ``swapped``, ``label`` (slot of the chosen answer), the
 judge's text (prefill included, as parsed), verdict, ``correct`` (1 / 0 / 0.5; None on a tie row), ``probability``
 (P(slot 1 better)), ``p_chosen``, and the rationale-transfer verdict. Metrics are computed from the
 records alone (:mod:`conj_train.metrics`), so a merged run can be re-scored without a model.
@@ -33,6 +37,7 @@ by :mod:`conj_train.evaluate.report`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -60,6 +65,7 @@ from conj_train.evaluate.report import (
     tracker_metrics,
     write_charts,
 )
+from conj_train.evaluate.rewardbench_results import rewardbench_result_files
 from conj_train.evaluate.scoring import row_accounting, score_records
 from conj_train.io import (
     JsonlAppender,
@@ -126,6 +132,11 @@ def _load_items(cfg: EvalConfig) -> tuple[list[dict], dict[str, Any]]:
             it["chosen_chars"], it["rejected_chars"] = len(rec["chosen"]), len(rec["rejected"])
             it["tie"] = bool(meta.get("tie"))
             it["cell"] = meta.get("cell")
+            if meta.get("original_id") not in (None, "None"):  # the benchmark's own row id (RewardBench's results)
+                it["row"] = meta["original_id"]
+            if "row_pairs" in meta:  # one of several pairs of a benchmark row (RewardBench 2)
+                it["row_pairs"] = meta["row_pairs"]
+                it.setdefault("row", f"row-{meta['row']}")  # a file without ids: its row number
             items.append(it)
         info[name] = {"path": path, "pairs": len(records), "format": report.format,
                       "ingest": report.to_dict(), **selection}
@@ -291,6 +302,7 @@ def merge_eval(cfg: EvalConfig, models: list[tuple[str, str, str]] | None = None
     first_manifest = shard_manifest_path(out / "models" / models[0][0], 0, world)
     accounting = row_accounting(read_json(first_manifest).get("input") or {})
     per_model: dict[str, Any] = {}
+    leaderboard_files: dict[str, dict[str, Any]] = {}
     for name, path, model_kind in models:
         records = read_shard_records(out / "models" / name, "judgments", world, record_key)
         per_model[name] = {
@@ -299,6 +311,7 @@ def merge_eval(cfg: EvalConfig, models: list[tuple[str, str, str]] | None = None
             "records": len(records),
             "datasets": score_records(records, model_kind, both, cfg.reliability_bins),
         }
+        leaderboard_files.update(rewardbench_result_files(name, path, model_kind, records, both))
     metrics = {
         "orders": cfg.orders,
         "random_order": {
@@ -315,6 +328,9 @@ def merge_eval(cfg: EvalConfig, models: list[tuple[str, str, str]] | None = None
         "comparison": comparison_table(per_model),
     }
     atomic_write_json(out / "metrics.json", metrics)
+    for rel, content in leaderboard_files.items():  # RewardBench's own format, as save_to_hub writes it
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / rel, json.dumps(content, indent=4, sort_keys=True))
     text = summary_markdown(metrics)
     atomic_write_text(out / "summary.md", text)
     charts = write_charts(out, metrics)

@@ -1,5 +1,6 @@
 """Re-scoring evaluation records: per-pair results, the project's metrics, the benchmarks' official
-ones, RewardBench sections, and the row accounting of each data set.
+ones (RewardBench 2 regroups its rows' pairs by ``row``; LLMBar adds its table's subset means),
+RewardBench sections, and the row accounting of each data set.
 
 Apart from :mod:`conj_train.evaluate.run` (which runs models and writes records) because scoring needs
 no model: these are pure functions of the records and shard manifests, so a merged run can be
@@ -55,10 +56,16 @@ def pairs_from_records(
                 else OrderResult(s["label"], s["verdict"], s.get("probability"), s.get("transfer_verdict"))
             )
         cell = first.get("cell")
+        rewards = None
+        if model_kind == "rm" and first.get("reward_1") is not None and first.get("reward_2") is not None:
+            r1, r2 = float(first["reward_1"]), float(first["reward_2"])
+            rewards = (r1, r2) if first["label"] == 1 else (r2, r1)
+        row = first.get("row")
         pairs.append(PairResult(
             pid, a, b, first.get("chosen_chars", 0), first.get("rejected_chars", 0),
             gold_tie=bool(first.get("tie")), scalar=model_kind == "rm", subset=str(first.get("subset") or ""),
             cell=None if cell is None else (int(cell[0]), int(cell[1])),
+            row=None if row is None else str(row), row_pairs=int(first.get("row_pairs") or 0), rewards=rewards,
         ))
     return pairs
 
@@ -123,6 +130,9 @@ def score_records(records: list[dict], model_kind: str, both_orders: bool, bins:
                     sub_official = _official(fmt, ps)
                     if sub_official is not None:
                         entry["subsets"][s]["official"] = sub_official
+                if bench.table is not None and "official" in entry:
+                    entry["official"].update(bench.table(
+                        {s: m["official"] for s, m in entry["subsets"].items() if "official" in m}))
             rb = _rewardbench(dict(subsets), entry["subsets"], prior)
             if rb is not None:
                 entry["rewardbench"] = rb

@@ -45,6 +45,7 @@ from conj_train.filter.report import (
     tracker_metrics,
     write_report_png,
 )
+from conj_train.filter.swap import swapped_row
 from conj_train.io import (
     atomic_write_json,
     atomic_write_text,
@@ -89,6 +90,9 @@ class FilterConfig(PublishOptions):
     balance: bool = False  # beyond the original: downsample the majority label (seeded by ``seed``)
     # Ablation "no rationale": each parsed judgment becomes {"<verdict key>": v}; unparseable ones stay.
     verdict_only: bool = False
+    # Beyond the original: every pair also with its answers swapped (filter/swap.py), so DPO sees each
+    # contrast in both slot orders and cannot learn a position prior from it.
+    swap_orders: bool = False
     validation_share: float = 0.05
     overwrite: bool = False
 
@@ -105,8 +109,9 @@ class FilterConfig(PublishOptions):
             raise ConjError(f"filter: validation_share must be in [0, 1), got {share!r}")
 
     def output_hash(self) -> str:
-        """Hash of every setting that changes the output."""
-        return settings_hash(self, exclude=_RUNTIME_FIELDS)
+        """Hash of every setting that changes the output (``swap_orders`` only when on, so the folders
+        written before the option existed keep their hash)."""
+        return settings_hash(self, exclude=_RUNTIME_FIELDS | ({"swap_orders"} if not self.swap_orders else set()))
 
 
 @dataclass
@@ -202,7 +207,28 @@ def _check_output(out: Path, cfg: FilterConfig, in_hash: str) -> dict | None:
     return done
 
 
+def add_swapped_rows(rows: list[dict], pairs: list[Pair], prompts: dict[str, dict], template: Any) -> dict[str, int]:
+    """Append each row again with its answers swapped (``swap_orders``); counts of swapped and
+    unswappable rows (a prompt the template does not reproduce byte for byte is left as it is)."""
+    counts = {"swapped": 0, "unswappable": 0}
+    for row, pair in zip(list(rows), pairs, strict=True):
+        verdicts = (pair.chosen.verdict, pair.rejected.verdict)
+        swapped = swapped_row(row, prompts[pair.pair_id], template, verdicts)
+        if swapped is None:
+            counts["unswappable"] += 1
+        else:
+            rows.append(swapped)
+            counts["swapped"] += 1
+    return counts
+
+
 # --- the stage ---------------------------------------------------------------------------------
+
+
+def _rationale_key(sample_cfg: dict) -> str:
+    """The rationale key of the template the judgments were sampled with (the length rule reads only
+    it, as the original reads only ``原因``); a user template file is read again for it."""
+    return get_template(sample_cfg.get("template") or "conj-zh").rationale_key
 
 
 def run_filter(cfg: FilterConfig) -> FilterResult:
@@ -232,7 +258,8 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
             raise ConjError(f"{sample_dir}: {len(prompts)} prompts on disk but the sampling manifest lists "
                             f"{expected['pairs']} pairs; the prompts files changed after sampling")
         grouped = read_judgments(sample_dir, prompts, tokenizer=tokenizer, length_rule=cfg.length,
-                                 counts=judgment_counts, expected=expected.get("judgments"))
+                                 counts=judgment_counts, expected=expected.get("judgments"),
+                                 rationale_key=_rationale_key(sample_cfg))
         outcomes = [build_pairs(pid, prompts[pid]["label"], grouped.get(pid, []), rules)
                     for pid in sorted(prompts)]
     by_split: dict[str, list[Pair]] = {s: [] for s in SPLITS}
@@ -242,11 +269,14 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
     if cfg.balance:
         by_split = {s: balance_by_label(ps, cfg.rules.seed)[0] for s, ps in by_split.items()}
 
-    verdict_key = get_template(sample_cfg.get("template") or "conj-zh").verdict_key if cfg.verdict_only else None
+    template = get_template(sample_cfg.get("template") or "conj-zh")
+    verdict_key = template.verdict_key if cfg.verdict_only else None
     # The DPO prompt is what the judge was sampled from, as sampling wrote it (system turn included).
     rows = {s: [pair_row(p, prompts[p.pair_id]["messages"], verdict_key) for p in ps]
             for s, ps in by_split.items()}
     report = build_report(prompts, outcomes, judgment_counts, before, by_split)
+    if cfg.swap_orders:
+        report["swap_orders"] = {s: add_swapped_rows(rows[s], ps, prompts, template) for s, ps in by_split.items()}
     out.mkdir(parents=True, exist_ok=True)
     _save_dataset(out, rows)
     for split, split_rows in rows.items():
@@ -256,7 +286,8 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
     write_report_png(report, out / "report.png")
     counts = {"input_pairs": report["input_pairs"], "judgments": report["judgments_read"],
               "pairs": report["pairs_total"], "train": len(rows["train"]),
-              "validation": len(rows["validation"]), "lost": report["lost"]}
+              "validation": len(rows["validation"]), "lost": report["lost"],
+              **({"swap_orders": report["swap_orders"]} if cfg.swap_orders else {})}
     atomic_write_json(out / "manifest.json", {
         "stage": "filter",
         "config_hash": cfg.output_hash(),

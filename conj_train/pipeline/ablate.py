@@ -107,7 +107,8 @@ def _table(runs: dict[str, Path], descriptions: dict[str, str]) -> dict[str, Any
         for row in metrics["comparison"]:
             rows.append({"ablation": name, "description": descriptions.get(name, "the base recipe"),
                          "model": row["model"], "dataset": row["dataset"], "pairs": row["pairs"],
-                         **{k: row.get(k) for k, _ in COLUMNS}})
+                         **{k: row.get(k) for k, _ in COLUMNS},
+                         "accuracy_avg_ci95": (row.get("ci95") or {}).get("accuracy_avg")})
     return {"columns": [k for k, _ in COLUMNS], "rows": rows}
 
 
@@ -116,10 +117,13 @@ def _pct(v: Any) -> str:
 
 
 def _markdown(table: dict[str, Any]) -> str:
-    head = "| ablation | model | data set | pairs | " + " | ".join(t for _, t in COLUMNS) + " |"
-    lines = ["# Ablations", "", head, "|" + "---|" * (4 + len(COLUMNS))]
+    head = ("| ablation | model | data set | pairs | " + " | ".join(t for _, t in COLUMNS)
+            + " | acc (avg) 95% interval |")
+    lines = ["# Ablations", "", head, "|" + "---|" * (5 + len(COLUMNS))]
     for r in table["rows"]:
-        cells = [r["ablation"], r["model"], r["dataset"], str(r["pairs"]), *(_pct(r[k]) for k, _ in COLUMNS)]
+        ci = r.get("accuracy_avg_ci95")
+        cells = [r["ablation"], r["model"], r["dataset"], str(r["pairs"]), *(_pct(r[k]) for k, _ in COLUMNS),
+                 f"{_pct(ci[0])}-{_pct(ci[1])}" if ci else "–"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", *(f"- **{name}**: {desc}" for name, desc in
                     dict.fromkeys((r["ablation"], r["description"]) for r in table["rows"]))]

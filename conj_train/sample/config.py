@@ -51,14 +51,14 @@ class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishO
     model_name_or_path: str = ""  # the judge that writes the judgments
     dataset_name: str = ""  # the preference source: file, folder or Hub id
     output_dir: str = ""
-    # Repeated sampling (conj-spec section 3).
+    # Repeated sampling (docs/method.md#repeated-sampling).
     n: int = 8
     temperature: float = 1.2
     top_p: float = 0.95
     top_k: int = 50
     repetition_penalty: float = 1.2
     max_new_tokens: int = 512
-    # Hint-driven sampling (conj-spec section 4).
+    # Hint-driven sampling (docs/method.md#hint-driven-sampling).
     hint_samples: int = 1
     hint_reading: str = "paper"
     hint_when: str = "always"

@@ -16,7 +16,13 @@ from typing import Any
 
 from conj_train.errors import ConjError
 from conj_train.io import iter_jsonl, read_json
-from conj_train.pairs import JUDGMENT_KINDS, LengthRule, SampledJudgment, classify_judgments
+from conj_train.pairs import (
+    JUDGMENT_KINDS,
+    ZH_RATIONALE_KEY,
+    LengthRule,
+    SampledJudgment,
+    classify_judgments,
+)
 from conj_train.runs import shard_files
 
 _JUDGMENT_FIELDS = ("judgment_id", "pair_id", "kind", "index", "text")
@@ -83,9 +89,10 @@ def _check_messages(path: Path, i: int, messages: Any) -> None:
 
 
 def read_judgments(sample_dir: Path, prompts: dict[str, dict], *, tokenizer: Any,
-                   length_rule: LengthRule, counts: Counter, expected: int | None = None
-                   ) -> dict[str, list[SampledJudgment]]:
-    """Classify every judgment as it is read (texts are kept only in classified form).
+                   length_rule: LengthRule, counts: Counter, expected: int | None = None,
+                   rationale_key: str = ZH_RATIONALE_KEY) -> dict[str, list[SampledJudgment]]:
+    """Classify every judgment as it is read (texts are kept only in classified form); the length
+    rule reads the rationale under ``rationale_key`` (the sampling template's).
 
     ``counts`` collects ``(kind, category)``, ``reason:<r>``, ``length_rule:<o>`` and
     ``finish_length`` tallies. ``expected``: the sampling manifest's judgment count; any other number
@@ -96,7 +103,8 @@ def read_judgments(sample_dir: Path, prompts: dict[str, dict], *, tokenizer: Any
     batch: list[tuple[dict, int]] = []
 
     def flush() -> None:
-        judgments = classify_judgments(batch, tokenizer=tokenizer, length_rule=length_rule)
+        judgments = classify_judgments(batch, tokenizer=tokenizer, length_rule=length_rule,
+                                       rationale_key=rationale_key)
         for (row, _), j in zip(batch, judgments, strict=True):
             grouped.setdefault(row["pair_id"], []).append(j)
             counts[(j.kind, j.category)] += 1

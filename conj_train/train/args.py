@@ -23,8 +23,8 @@ from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser
 
 from conj_train.config_values import read_yaml, reject_leftover_args, unknown_key_error
 from conj_train.errors import ConjError
-from conj_train.train.logging import is_secret, redact
 from conj_train.train.machine import adapt_to_machine
+from conj_train.train.tracking import is_secret, redact
 
 OVERLONG_MODES = ("drop", "truncate")
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_text, library_versions
-from conj_train.train.logging import DPO_PANELS
 from conj_train.train.pair_data import SplitCounts
+from conj_train.train.tracking import DPO_PANELS
 
 
 def objective(training_args: Any) -> str:

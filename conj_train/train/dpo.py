@@ -12,8 +12,8 @@
             ConjDPOTrainer                        # this module
         finish_run                                # lifecycle.py train, evaluate, save, card.py, reports
 
-Objective (conj-spec 7.1): ``L = L_DPO(sigmoid, beta) + alpha * L_SFT``, written in TRL 1.x as
-``loss_type: [sigmoid, sft]`` and ``loss_weights: [1.0, alpha]`` (``rpo_alpha`` no longer exists).
+Objective (docs/method.md#training-objective): ``L = L_DPO(sigmoid, beta) + alpha * L_SFT``, written
+in TRL 1.x as ``loss_type: [sigmoid, sft]`` and ``loss_weights: [1.0, alpha]`` (``rpo_alpha`` no longer exists).
 TRL sums the per-token log-probabilities of each completion (``ld_alpha`` unset), as Con-J does
 (``average_log_prob=False``); the SFT term is TRL's token-mean NLL of the chosen judgments of the
 micro-batch. ``tests/test_train.py`` recomputes both terms from the policy's and reference's
@@ -48,11 +48,11 @@ from conj_train.train.args import ConjDPOConfig, TrainScriptArguments
 from conj_train.train.batches import LabelBalancedSampler
 from conj_train.train.card import ConjCardMixin
 from conj_train.train.lifecycle import TrainResult, begin_run, finish_run
-from conj_train.train.logging import DPO_PANELS, MetricsRecorder
 from conj_train.train.model import load_pretrained, load_tokenizer, model_kwargs
 from conj_train.train.pair_data import CACHE_DIR, SplitCounts, load_pair_splits, resolve_dataset
 from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
 from conj_train.train.run_dir import claim_train_dir, resume_point
+from conj_train.train.tracking import DPO_PANELS, MetricsRecorder
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from conj_train.io import atomic_write_json, atomic_write_text, library_versions
 from conj_train.runs import check_output_dir
 from conj_train.train.args import resolved_config
 from conj_train.train.card import card_info, filter_summary
-from conj_train.train.logging import setup_wandb
 from conj_train.train.pair_data import SplitCounts
+from conj_train.train.tracking import setup_wandb
 
 logger = logging.getLogger(__name__)
 

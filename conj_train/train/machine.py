@@ -6,7 +6,7 @@ Two steps, kept apart so that building the arguments changes nothing outside the
   ``scripts/train_rm.py``, ``conj train``) **before** the arguments are built, because building a
   ``TrainingArguments`` creates the distributed state (and under DeepSpeed runs its
   ``init_distributed``). Without CUDA it prepares DeepSpeed's CPU backend (``DS_ACCELERATOR=cpu``,
-  the shared-memory op build skipped: ``../shared/docs/cpu-notes.md`` sections 3-4) and, when several
+  the shared-memory op build skipped: :func:`skip_deepspeed_shm_build`) and, when several
   processes share the cores, one torch thread per process.
 * :func:`adapt_to_machine` only adjusts argument *values* (gradient accumulation for the process
   count, fp32 or bf16, ``use_cpu``, gloo); the training configs call it from ``__post_init__``,

@@ -29,11 +29,11 @@ from conj_train.errors import ConjError
 from conj_train.train.args import CardArguments, check_train_values, parse_args
 from conj_train.train.card import ConjCardMixin
 from conj_train.train.lifecycle import TrainResult, begin_run, finish_run
-from conj_train.train.logging import RM_PANELS, MetricsRecorder
 from conj_train.train.machine import adapt_to_machine
 from conj_train.train.model import load_pretrained, load_tokenizer, model_kwargs
 from conj_train.train.pair_data import SplitCounts, resolve_dataset
 from conj_train.train.run_dir import claim_train_dir, resume_point
+from conj_train.train.tracking import RM_PANELS, MetricsRecorder
 
 logger = logging.getLogger(__name__)
 

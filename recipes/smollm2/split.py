@@ -1,6 +1,6 @@
 """Split hh-rlhf harmless (test file, 2,308 usable pairs) by pair id into train and held-out JSONL.
 
-    python recipes/smollm2/split.py /work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz runs/smollm2/data
+    python recipes/smollm2/split.py data/hh-rlhf-harmless-base-test.jsonl.gz runs/smollm2/data
 
 A pair goes to held-out when sha256(id) mod 100 < --heldout-percent (default 30), so the split does not
 depend on file order and the same ids land on the same side on every machine. ``--max-chars`` keeps
