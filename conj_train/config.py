@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from conj_train.errors import ConjError
@@ -119,9 +119,57 @@ def select_by_length(records: list[dict], longer: str | None, ratio: float, *, s
     return kept
 
 
+TRACKERS = ("none", "wandb", "all")
+
+
+@dataclass
+class PublishOptions:
+    """Where a stage's results go besides its folder: a tracker (wandb) and the Hugging Face Hub.
+
+    None of them changes the stage's output, so they stay out of its config hash (and out of
+    ``conj run``'s stage keys): a finished run can be rerun with them to log or push it.
+    """
+
+    report_to: str | list[str] = field(
+        default="none",
+        metadata={"help": "Trackers to log the stage's headline numbers to: 'none' (default, as training's "
+                  "report_to), 'wandb' or 'all'. wandb runs offline unless WANDB_API_KEY or WANDB_MODE is set "
+                  "(sync later with `wandb sync`); runs are written under output_dir/_wandb, project "
+                  "WANDB_PROJECT (default conj-train)."},
+    )
+    push_to_hub: bool = field(
+        default=False,
+        metadata={"help": "Upload the stage's result to the Hugging Face Hub as a dataset repo (hub_repo_id) "
+                  "with a dataset card. The token is read from the HF_TOKEN environment variable only."},
+    )
+    hub_repo_id: str | None = field(
+        default=None, metadata={"help": "The Hub dataset repo to push to, e.g. 'user/conj-pairs' (created "
+                                "if missing). Required with push_to_hub."})
+    hub_private: bool | None = field(
+        default=None, metadata={"help": "Create the Hub repo private (true) or public (false); null: the "
+                                "Hub's default for new repos. An existing repo keeps its visibility."})
+
+    def check_publish(self, stage: str) -> None:
+        """Refuse a tracker or push setting that would only fail after the stage's work is done."""
+        import os
+
+        targets = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
+        bad = [t for t in targets if t not in TRACKERS]
+        if bad:
+            raise ConjError(f"{stage}: report_to must be among {', '.join(TRACKERS)}, not {bad[0]!r}")
+        if self.push_to_hub:
+            if not self.hub_repo_id or "/" not in self.hub_repo_id:
+                raise ConjError(f"{stage}: push_to_hub needs hub_repo_id as 'owner/name', got {self.hub_repo_id!r}")
+            if not os.environ.get("HF_TOKEN"):
+                raise ConjError(f"{stage}: push_to_hub needs a Hub token in the HF_TOKEN environment variable "
+                                "(never in a recipe or file)")
+
+
+PUBLISH_FIELDS = frozenset(f.name for f in dataclasses.fields(PublishOptions))
+
 # Settings of the engine stages that do not change what is generated (out of their config hash).
 RUNTIME_FIELDS = frozenset({f.name for f in dataclasses.fields(ShardedRunOptions)}
-                           | {"threads", "gpu_memory_utilization"})
+                           | {"threads", "gpu_memory_utilization"} | PUBLISH_FIELDS)
 
 # The old names of the input fields in the config hashes of sample and warm-up run folders.
 INPUT_OLD_NAMES = {"model_name_or_path": "model", "dataset_name": "dataset"}

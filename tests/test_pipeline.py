@@ -23,6 +23,13 @@ def test_cache_and_invalidation(tiny_pipeline, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert (out / "train" / "model.safetensors").exists()
     metrics = read_json(out / "eval" / "metrics.json")
+    # conj run writes the evaluation into the trained judge's card as model-index entries.
+    from huggingface_hub import ModelCard
+
+    results = ModelCard.load(out / "train" / "README.md").data.eval_results
+    accuracy = metrics["models"]["conj"]["datasets"]["pairs"]["overall"]["accuracy"]
+    assert [(r.dataset_name, r.metric_value) for r in results if "one random" in r.metric_name] == [
+        ("pairs", accuracy)]
 
     again = run_pipeline(recipe)
     assert set(_statuses(again).values()) == {"cached"}
@@ -65,14 +72,17 @@ def test_two_rounds_sample_with_the_previous_judge(tiny_pipeline, tmp_path: Path
     ({"bogus": 1}, "unknown pipeline key 'bogus'"),
     ({"rounds": 0}, "rounds must be >= 1"),
     ({"dataset_name": ""}, "'dataset_name' is required"),
+    ({"eval": {"push_to_hub": True, "hub_repo_id": "me/results"}}, "eval: push_to_hub needs a Hub token"),  # before any stage
 ])
 def test_bad_recipes_are_one_line_errors(tiny_pipeline, tmp_path: Path, change: dict,
-                                         needle: str) -> None:
+                                         needle: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
     recipe = tiny_pipeline(tmp_path)
     spec = {**yaml.safe_load(recipe.read_text()), **change}
     recipe.write_text(yaml.safe_dump(spec))
     with pytest.raises(ConjError, match=needle):
         run_pipeline(recipe)
+    assert not (tmp_path / "run" / "sample").exists()  # refused before any stage ran
 
 
 def test_killed_pipeline_resumes_to_the_metrics_of_an_uninterrupted_run(tiny_pipeline, tmp_path: Path) -> None:

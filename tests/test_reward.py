@@ -33,6 +33,7 @@ def test_reward_model_trains_and_scores(tiny_model_dir: Path, tmp_path: Path) ->
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert result.metrics["eval_accuracy"] >= 0.75
     assert "Bradley-Terry" in (out / "README.md").read_text()
+    _card_snippet_runs(out, tmp_path)
 
     scorer = RewardModel.from_pretrained(out, threads=1)
     records = load_preferences(str(data)).records
@@ -77,3 +78,22 @@ def test_overlong_reward_pairs_are_counted(tiny_model_dir: Path) -> None:
     assert (counts.read, counts.over_cap, counts.used) == (9, 1, 2)
     assert counts.dropped == {"prompt_too_long": 0, "chosen_too_long": 3, "rejected_too_long": 3}
     assert [r["pair_id"] for r in rows] == ["2", "5"]
+
+
+def _card_snippet_runs(out: Path, cwd: Path) -> None:
+    """The reward model's card validates with huggingface_hub and its usage snippet runs as written."""
+    import os
+    import subprocess
+    import sys
+
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")
+    assert card.data.pipeline_tag == "text-classification" and "reward-model" in card.data.tags
+    code = card.text.split("## Usage", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rewards = proc.stdout.split()
+    assert len(rewards) == 2 and all(float(r) == float(r) for r in rewards)  # two numbers, not NaN

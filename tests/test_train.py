@@ -105,7 +105,7 @@ def trained(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> S
     data = write_pairs(tmp / "filter")
     argv = train_argv(tiny_model_dir, data, tmp / "out", max_steps=16, logging_steps=4,
                       learning_rate=2e-3, eval_strategy="steps", eval_steps=8, eval_on_start=True,
-                      report_to="wandb")
+                      report_to="wandb", card_license="apache-2.0")
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("WANDB_MODE", raising=False)
         mp.delenv("WANDB_API_KEY", raising=False)
@@ -185,6 +185,135 @@ def test_run_writes_card_reports_curves_and_offline_wandb(trained: SimpleNamespa
     assert trained.wandb_mode == "offline" and list((out / "_wandb").rglob("*.wandb"))
     saved = {p.name for p in out.iterdir()}
     assert {"chat_template.jinja", "generation_config.json", "tokenizer.json"} <= saved
+
+
+def _usage_snippet(card_text: str) -> str:
+    """The Python block of a model card's usage section."""
+    return card_text.split("## Usage", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_card_metadata_loads_back_with_huggingface_hub(trained: SimpleNamespace) -> None:
+    from huggingface_hub import ModelCard, ModelCardData
+
+    card = ModelCard.load(trained.out / "README.md")
+    data = card.data
+    assert data.license == "apache-2.0" and data.language == ["zh"]  # the recipe's; conj-zh's language
+    assert data.pipeline_tag == "text-generation" and data.library_name == "transformers"
+    assert "con-j" in data.tags and data.base_model is None  # a local base model is no Hub id
+    assert ModelCardData(**data.to_dict()).to_dict() == data.to_dict()
+    assert "@misc{ye2024beyondscalarrewardmodel" in card.text and "eprint={2410.03742}" in card.text
+    assert "Not evaluated yet" in card.text
+
+
+def test_card_usage_snippet_runs_as_written(trained: SimpleNamespace, tmp_path: Path) -> None:
+    import os
+
+    code = _usage_snippet((trained.out / "README.md").read_text())
+    assert repr(str(trained.out.resolve())) in code  # the snippet loads this very folder
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    better, probability = proc.stdout.splitlines()[:2]
+    assert better in ("1", "2", "None")
+    assert probability == "None" or 0.0 <= float(probability) <= 1.0
+
+
+def _metrics(accuracy: float) -> dict:
+    overall = {"accuracy": accuracy, "accuracy_avg": accuracy - 0.05, "consistency": 0.9, "pairs": 40}
+    return {
+        "datasets": {"hh": {"path": "Anthropic/hh-rlhf", "split": "test"},
+                     "llmbar": {"path": "/data/llmbar", "split": None}},
+        "models": {"conj": {"datasets": {
+            "hh": {"overall": overall},
+            "llmbar": {"overall": {**overall, "consistency": None},
+                       "official": {"benchmark": "LLMBar", "headline": ["natural"], "natural": 0.625}},
+        }}},
+    }
+
+
+def test_eval_results_enter_the_card_as_model_index(trained: SimpleNamespace, tmp_path: Path) -> None:
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    from conj_train.train.card import add_eval_results
+
+    model, first, second = tmp_path / "judge", tmp_path / "eval1", tmp_path / "eval2"
+    for d in (model, first, second):
+        d.mkdir()
+    shutil.copy(trained.out / "README.md", model / "README.md")
+    (first / "metrics.json").write_text(json.dumps(_metrics(0.75)))
+    add_eval_results(model, first, "conj")
+    card = ModelCard.load(model / "README.md")
+    got = [(r.dataset_name, r.dataset_type, r.dataset_split, r.metric_name, r.metric_value)
+           for r in card.data.eval_results]
+    assert got == [
+        ("hh", "Anthropic/hh-rlhf", "test", "Accuracy (one random order)", 0.75),
+        ("hh", "Anthropic/hh-rlhf", "test", "Accuracy (mean of both orders)", 0.7),
+        ("hh", "Anthropic/hh-rlhf", "test", "Consistency across orders", 0.9),
+        ("llmbar", "llmbar", None, "Accuracy (one random order)", 0.75),  # a local path: its name
+        ("llmbar", "llmbar", None, "Accuracy (mean of both orders)", 0.7),
+        ("llmbar", "llmbar", None, "LLMBar natural (official)", 0.625),
+    ]
+    assert "model-index:" in (model / "README.md").read_text()
+    assert "| hh | test | Accuracy (one random order) | 75.00 |" in card.text
+    assert "Not evaluated yet" not in card.text and card.text.count("## Evaluation") == 1
+    assert "|\n\n## Training" in card.text  # the table ends before the next section
+    assert "## Training" in card.text and "32 pairs used of 32 read" in card.text  # the rest is kept
+
+    # A later evaluation of one data set replaces that data set's entries and keeps the others.
+    metrics = _metrics(0.5)
+    del metrics["models"]["conj"]["datasets"]["llmbar"]
+    (second / "metrics.json").write_text(json.dumps(metrics))
+    add_eval_results(model, second, "conj")
+    results = ModelCard.load(model / "README.md").data.eval_results
+    assert [(r.dataset_name, r.metric_value) for r in results if "one random" in r.metric_name] == [
+        ("llmbar", 0.75), ("hh", 0.5)]
+    with pytest.raises(ConjError, match="no model 'other'"):
+        add_eval_results(model, second, "other")
+
+
+def test_conj_card_finds_the_model_by_its_path(trained: SimpleNamespace, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from huggingface_hub import ModelCard
+
+    from conj_train.cli import main as conj_main
+
+    model, run = tmp_path / "judge", tmp_path / "eval"
+    model.mkdir()
+    run.mkdir()
+    shutil.copy(trained.out / "README.md", model / "README.md")
+    metrics = _metrics(0.8)
+    metrics["models"] = {"base": {"path": "/elsewhere", "datasets": {}},
+                         "mine": {**metrics["models"]["conj"], "path": str(model)}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    assert conj_main(["card", str(model), "--eval", str(run)]) == 0
+    assert "6 evaluation results (mine)" in capsys.readouterr().out
+    assert ModelCard.load(model / "README.md").data.eval_results[0].metric_value == 0.8
+    assert conj_main(["card", str(tmp_path), "--eval", str(run)]) != 0  # no model of that path
+
+
+def test_card_metadata_names_the_source_and_pushed_pairs(tmp_path: Path) -> None:
+    from conj_train.train.card import card_data, judge_setup, usage_snippet
+
+    sample, filt = tmp_path / "sample", tmp_path / "filter"
+    sample.mkdir()
+    filt.mkdir()
+    (sample / "manifest.json").write_text(json.dumps({"config": {
+        "template": "conj-en", "system_prompt": "Be fair.", "dataset_name": "Anthropic/hh-rlhf"}}))
+    (filt / "manifest.json").write_text(json.dumps({
+        "config": {"push_to_hub": True, "hub_repo_id": "someone/pairs"}, "input": {"sample_dir": str(sample)}}))
+    setup = judge_setup(str(filt))
+    assert setup == {"template": "conj-en", "system_prompt": "Be fair.", "source": "Anthropic/hh-rlhf",
+                     "pairs_repo": "someone/pairs"}
+    card = {"kind": "judge", "base_model": "Qwen/Qwen2-7B-Instruct", "setup": setup, "model_id": "me/judge",
+            "license": None, "language": ["en"]}
+    data = card_data(card)
+    assert data.datasets == ["someone/pairs", "Anthropic/hh-rlhf"] and data.base_model == "Qwen/Qwen2-7B-Instruct"
+    code = usage_snippet(card)
+    assert "Judge.from_pretrained('me/judge', template='conj-en', system_prompt='Be fair.')" in code
 
 
 def test_saved_judge_reloads_in_a_fresh_process_and_generates(trained: SimpleNamespace) -> None:

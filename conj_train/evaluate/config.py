@@ -15,6 +15,7 @@ from conj_train.config import (
     RUNTIME_FIELDS,
     EngineOptions,
     JudgeInputOptions,
+    PublishOptions,
     ShardedRunOptions,
     select_by_length,
     settings_hash,
@@ -31,8 +32,12 @@ _RUNTIME_FIELDS = RUNTIME_FIELDS | {
 
 
 @dataclass
-class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions):
-    """Configuration of the evaluation stage (one or several models, one or several data sets)."""
+class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOptions):
+    """Configuration of the evaluation stage (one or several models, one or several data sets).
+
+    ``report_to`` logs the comparison table once the run is merged; ``push_to_hub`` uploads the
+    metrics, summary and every model's judgments with a card (:mod:`conj_train.evaluate.hub`).
+    """
 
     # "path" or "name=path", or a list of them (``conj eval --model [NAME=]PATH``, repeatable).
     model_name_or_path: str | list[str] | None = None
@@ -93,6 +98,7 @@ class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions):
         if self.shard is not None:
             parse_shard(self.shard)
         self._check_dataset_options()
+        self.check_publish("eval")
 
     def _check_dataset_options(self) -> None:
         opts = self.dataset_options or {}

@@ -309,3 +309,19 @@ def write_charts(out: Path, metrics: dict[str, Any]) -> list[str]:
     fig.savefig(out / "reliability.png", dpi=110)
     plt.close(fig)
     return ["accuracy.png", "reliability.png"]
+
+
+def tracker_metrics(metrics: dict[str, Any]) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """The comparison table for a tracker: flat ``eval/<model>/<dataset>/<metric>`` scalars (the
+    project's headline metrics and the benchmark's official ones) and the table's rows."""
+    flat: dict[str, float] = {}
+    rows = []
+    for row in metrics["comparison"]:
+        prefix = f"eval/{row['model']}/{row['dataset']}"
+        values = {k: row.get(k) for k in ("pairs", *(k for k, _ in _COMPARE_COLUMNS))}
+        for k, v in (row.get("official") or {}).items():
+            if k != "benchmark":
+                values[f"official/{k}"] = v
+        flat.update({f"{prefix}/{k}": v for k, v in values.items() if isinstance(v, int | float)})
+        rows.append({"model": row["model"], "kind": row["kind"], "dataset": row["dataset"], **values})
+    return flat, rows

@@ -58,7 +58,13 @@ from conj_train.evaluate.records import (
     record_key,
     rm_batches,
 )
-from conj_train.evaluate.report import comparison_table, console_summary, summary_markdown, write_charts
+from conj_train.evaluate.report import (
+    comparison_table,
+    console_summary,
+    summary_markdown,
+    tracker_metrics,
+    write_charts,
+)
 from conj_train.evaluate.rewardbench_results import rewardbench_result_files
 from conj_train.evaluate.scoring import row_accounting, score_records
 from conj_train.io import (
@@ -84,6 +90,7 @@ from conj_train.runs import (
     shard_name,
     shard_of,
 )
+from conj_train.trackers import log_stage
 
 
 @dataclass
@@ -347,10 +354,19 @@ def merge_eval(cfg: EvalConfig, models: list[tuple[str, str, str]] | None = None
             "versions": library_versions(),
         },
     )
+    summary = console_summary(metrics)
+    flat, rows = tracker_metrics(metrics)
+    log_stage(cfg.report_to, stage="eval", output_dir=out, config=config_to_dict(cfg), metrics=flat,
+              tables={"eval/comparison": rows})
+    if cfg.push_to_hub:
+        from conj_train.evaluate.hub import push_results
+
+        url = push_results(out, metrics, repo_id=str(cfg.hub_repo_id), private=cfg.hub_private)
+        summary += f"\npushed the results to {url}"
     return EvalResult(
         out,
         {n: {"records": m["records"]} for n, m in per_model.items()},
         metrics,
         merged=True,
-        summary=console_summary(metrics),
+        summary=summary,
     )

@@ -171,3 +171,22 @@ def format_summary(report: dict[str, Any], out: Path) -> str:
         f"lost input pairs: {report['lost']} ({report['lost_share']:.1%})" + (f": {top}" if top else ""),
         f"dataset: {out / 'dataset'}; report: {out / 'report.md'}",
     ])
+
+
+def tracker_metrics(report: dict[str, Any]) -> dict[str, float | int]:
+    """The report's headline numbers as flat tracker keys: pairs by type, the label balance per split
+    (after balancing: the rows the judge trains on), judgments by class, what was lost."""
+    out: dict[str, float | int] = {
+        "filter/input_pairs": report["input_pairs"], "filter/judgments": report["judgments_read"],
+        "filter/pairs_total": report["pairs_total"], "filter/lost": report["lost"],
+        "filter/lost_share": report["lost_share"],
+        "filter/mean_pairs_per_input_pair": report["mean_pairs_per_input_pair"],
+    }
+    out.update({f"filter/pairs/{t}": n for t, n in report["pairs_by_type"].items()})
+    out.update({f"filter/judgments/{c}": n for c, n in report["judgments_by_class"].items()})
+    for split, labels in report["label_balance"]["after"].items():
+        n = labels["label_1"] + labels["label_2"]
+        out[f"filter/balance/{split}/label_1"] = labels["label_1"]
+        out[f"filter/balance/{split}/label_2"] = labels["label_2"]
+        out[f"filter/balance/{split}/label_1_share"] = _share(labels["label_1"], n)
+    return out

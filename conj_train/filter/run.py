@@ -36,15 +36,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.config import config_to_dict, settings_hash
+from conj_train.config import PUBLISH_FIELDS, PublishOptions, config_to_dict, settings_hash
 from conj_train.errors import ConjError
-from conj_train.filter.report import build_report, format_summary, report_markdown, write_report_png
+from conj_train.filter.report import (
+    build_report,
+    format_summary,
+    report_markdown,
+    tracker_metrics,
+    write_report_png,
+)
 from conj_train.filter.swap import swapped_row
 from conj_train.io import (
     atomic_write_json,
     atomic_write_text,
     file_hash,
     library_versions,
+    read_json,
     write_jsonl,
 )
 from conj_train.pair_building import Pair, balance_by_label, build_pairs, split_of
@@ -53,23 +60,25 @@ from conj_train.prompt_templates import get_template
 from conj_train.runs import check_output_dir, finished_output, remove_outputs, run_fingerprint
 from conj_train.sample.files import read_judgments, read_prompts, read_sample_manifest
 from conj_train.tokens import LazyTokenizer
+from conj_train.trackers import log_stage
 
 SPLITS = ("train", "validation")
 # Fields that do not change the output: excluded from the config hash (the input is hashed by content).
-_RUNTIME_FIELDS = {"dataset_name", "output_dir", "overwrite"}
+_RUNTIME_FIELDS = {"dataset_name", "output_dir", "overwrite", *PUBLISH_FIELDS}
 _OUTPUTS = ("manifest.json", "dataset", "train.jsonl", "validation.jsonl", "report.json", "report.md",
             "report.png")
 
 
 @dataclass
-class FilterConfig:
+class FilterConfig(PublishOptions):
     """Configuration of the filter stage; defaults reproduce the released code (``code`` preset).
 
     Its pair-building and length rules are the core's own dataclasses (:class:`PairRules`,
     :class:`LengthRule`), nested here and parsed from the same flat recipe keys (``preset``,
     ``max_best_of_n``, ..., ``seed``; ``length_rule``, ``cut_tokens``, ...). The input is a finished
     ``conj sample`` folder, named ``dataset_name`` like every stage's input (the data set the
-    judgments are filtered from).
+    judgments are filtered from). ``report_to`` logs the pairs by type and the label balance;
+    ``push_to_hub`` uploads the pair dataset with its card (:mod:`conj_train.filter.hub`).
     """
 
     dataset_name: str = ""  # the `conj sample` output folder
@@ -94,6 +103,7 @@ class FilterConfig:
                 raise ConjError(f"filter: '{name}' is required")
         self.rules.validate()
         self.length.validate()
+        self.check_publish("filter")
         share = self.validation_share
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
             raise ConjError(f"filter: validation_share must be in [0, 1), got {share!r}")
@@ -230,8 +240,10 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
     in_hash = run_fingerprint(sample_dir, ("prompts", "judgments"))  # manifest + both record sets
     done = _check_output(out, cfg, in_hash)
     if done is not None:
-        return FilterResult(out, done.get("counts", {}), skipped=True,
-                            summary=f"{out}: already filtered with this config and input; nothing to do")
+        summary = f"{out}: already filtered with this config and input; nothing to do"
+        if cfg.push_to_hub:  # a finished run can be pushed by rerunning it with push_to_hub
+            summary += "\n" + _push(cfg, out, read_json(out / "report.json"), sample_manifest)
+        return FilterResult(out, done.get("counts", {}), skipped=True, summary=summary)
 
     sample_cfg = sample_manifest.get("config", {})
     tok_name = cfg.tokenizer or sample_cfg.get("model_name_or_path") or sample_cfg.get("model", "")
@@ -289,4 +301,19 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
         "complete": True,
         "versions": library_versions(),
     })
-    return FilterResult(out, counts, summary=format_summary(report, out))
+    summary = format_summary(report, out)
+    log_stage(cfg.report_to, stage="filter", output_dir=out, config=config_to_dict(cfg),
+              metrics=tracker_metrics(report),
+              tables={"filter/pairs_by_type": [{"pair_type": t, "pairs": n}
+                                               for t, n in report["pairs_by_type"].items()]})
+    if cfg.push_to_hub:
+        summary += "\n" + _push(cfg, out, report, sample_manifest)
+    return FilterResult(out, counts, summary=summary)
+
+
+def _push(cfg: FilterConfig, out: Path, report: dict[str, Any], sample_manifest: dict[str, Any]) -> str:
+    from conj_train.filter.hub import push_pairs
+
+    url = push_pairs(out, report, config_to_dict(cfg), sample_manifest.get("config", {}),
+                     repo_id=str(cfg.hub_repo_id), private=cfg.hub_private)
+    return f"pushed the pair dataset to {url}"

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from conj_train.config import PUBLISH_FIELDS
 from conj_train.config_parser import build_config
 from conj_train.config_values import did_you_mean, read_yaml
 from conj_train.errors import ConjError
@@ -179,6 +180,8 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         # Sampling and evaluation give the same records for any process count: how they are launched
         # stays out of their key (training keeps it: without global_batch_size it changes the batch).
         keyed = {k: v for k, v in cfg.items() if k != "_launch"} if name in ("sample", "eval") else cfg
+        if name in ("sample", "filter", "eval"):  # logging or pushing a result does not change it
+            keyed = {k: v for k, v in keyed.items() if k not in PUBLISH_FIELDS}
         key = stable_hash({"stage": name, "config": _portable(keyed, out), "inputs": inputs})
         prev = state.get(label)
         force = forced and STAGES.index(name) >= force_from
@@ -253,9 +256,20 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
         e_cfg["_launch"] = launch.get("eval")
         stage("eval", f"eval{tag}", e_cfg, [str(k) for k in keys], run_eval_stage, rdir / "eval",
               _eval_sources(e_cfg))
+        _cards_with_results(rdir / "eval", {"conj": rdir / "train", "rm": out / "reward"}, models)
         result.eval_dirs.append(rdir / "eval")
         sampler, sampler_key = str(rdir / "train"), str(t_key)
     return result
+
+
+def _cards_with_results(eval_dir: Path, folders: dict[str, Path], models: list[str]) -> None:
+    """Write the evaluation's results into the model card of each model this pipeline trained."""
+    from conj_train.train.card import add_eval_results
+
+    evaluated = {m.split("=", 1)[0] for m in models}
+    for name, folder in folders.items():
+        if name in evaluated and (folder / "README.md").is_file() and (eval_dir / "metrics.json").is_file():
+            add_eval_results(folder, eval_dir, name)
 
 
 def _eval_section(spec: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from conj_train.config import (
     RUNTIME_FIELDS,
     EngineOptions,
     JudgeInputOptions,
+    PublishOptions,
     ShardedRunOptions,
     settings_hash,
 )
@@ -37,12 +38,14 @@ _RUNTIME_FIELDS = RUNTIME_FIELDS | {"output_dir", "min_parseable"}
 
 
 @dataclass
-class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions):
+class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOptions):
     """Configuration of the sampling stage; defaults are Con-J's released values.
 
     ``hint_reading`` (``paper`` / ``code``) says how a hint is given to the judge; it is not the
     filter's ``preset`` (``code`` / ``paper``: which pair-building algorithm), though they share the
-    names of the two sources (the paper, the released code) each follows.
+    names of the two sources (the paper, the released code) each follows. ``report_to`` logs the parse
+    rate by judgment kind once the run is merged; ``push_to_hub`` uploads the judgments with a card
+    (:mod:`conj_train.sample.hub`).
     """
 
     model_name_or_path: str = ""  # the judge that writes the judgments
@@ -91,6 +94,7 @@ class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions):
             raise ConjError(f"sample: min_parseable must be in [0, 1], not {self.min_parseable}")
         if self.shard is not None:
             parse_shard(self.shard)
+        self.check_publish("sample")
 
     def prefill_text(self) -> str:
         """The text forced at the start of each judgment (``prefill``; None = the template's)."""

@@ -56,8 +56,9 @@ from conj_train.runs import (
     shard_of,
 )
 from conj_train.sample.config import SampleConfig, _template
-from conj_train.sample.summary import format_summary, merged_counts, shard_counts, warn_now
+from conj_train.sample.summary import format_summary, merged_counts, shard_counts, tracker_metrics, warn_now
 from conj_train.tokens import load_tokenizer
+from conj_train.trackers import log_stage
 
 KINDS = ("repeated", "hint_correct", "hint_wrong")
 
@@ -336,11 +337,22 @@ def merge_shards(out: Path, cfg: SampleConfig) -> SampleResult:
     shards = shard_manifests(out)
     world = check_mergeable(out, shards, config_hash=cfg.output_hash())
     counts = merged_counts(out, world, shards, fallback=cfg.hint_when == "fallback")
-    atomic_write_json(out / "manifest.json", {
+    manifest = {
         "stage": "sample", "config_hash": cfg.output_hash(), "data_hash": shards[0].get("data_hash"),
         "config": config_to_dict(cfg), "input": shards[0].get("input", {}), "shards": world,
         "counts": counts, "complete": True, "versions": library_versions(),
-    })
+    }
+    atomic_write_json(out / "manifest.json", manifest)
     warn_now(counts, cfg.min_parseable)
-    return SampleResult(out, counts, complete=True, merged=True,
-                        summary=format_summary(counts, cfg.min_parseable))
+    summary = format_summary(counts, cfg.min_parseable)
+    log_stage(cfg.report_to, stage="sample", output_dir=out, config=manifest["config"],
+              metrics=tracker_metrics(counts),
+              tables={"sample/parse_rate_by_kind": [
+                  {"kind": k, "judgments": counts["by_kind"].get(k, 0), "parse_rate": v}
+                  for k, v in counts.get("share_parseable_by_kind", {}).items()]})
+    if cfg.push_to_hub:
+        from conj_train.sample.hub import push_judgments
+
+        url = push_judgments(out, manifest, repo_id=str(cfg.hub_repo_id), private=cfg.hub_private)
+        summary += f"\npushed the judgments to {url}"
+    return SampleResult(out, counts, complete=True, merged=True, summary=summary)

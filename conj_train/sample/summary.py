@@ -134,3 +134,16 @@ def format_summary(counts: dict, min_parseable: float = 0.5) -> str:
     if "fallback_pairs" in counts:
         lines.append(f"pairs given hint samples (fallback): {counts['fallback_pairs']}")
     return "\n".join(lines)
+
+
+def tracker_metrics(counts: dict) -> dict[str, float | int]:
+    """A run's counts as flat tracker keys: the parse rate overall and by judgment kind (strict parser,
+    as the filter reads them), judgments by kind, the share that ended by length."""
+    out: dict[str, float | int] = {
+        "sample/pairs": counts["pairs"], "sample/judgments": counts["judgments"],
+        "sample/parse_rate/all": counts.get("share_parseable", 0.0),
+        "sample/finish_length_share": counts.get("share_length", 0.0),
+    }
+    out.update({f"sample/parse_rate/{k}": v for k, v in counts.get("share_parseable_by_kind", {}).items()})
+    out.update({f"sample/judgments/{k}": v for k, v in counts.get("by_kind", {}).items()})
+    return out

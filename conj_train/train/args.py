@@ -30,7 +30,23 @@ OVERLONG_MODES = ("drop", "truncate")
 
 
 @dataclass
-class TrainScriptArguments(ScriptArguments):
+class CardArguments:
+    """What the model card (README.md, :mod:`conj_train.train.card`) says that the run cannot know."""
+
+    card_license: str | None = field(
+        default=None,
+        metadata={"help": "License in the model card's metadata (a Hub license id, e.g. apache-2.0). Default: "
+                  "the base model's, when its folder holds a card that names one; else none."},
+    )
+    card_language: list[str] | None = field(
+        default=None,
+        metadata={"help": "Languages in the model card's metadata. Default: the judge prompt template's "
+                  "language (zh for conj-zh, en for conj-en)."},
+    )
+
+
+@dataclass
+class TrainScriptArguments(ScriptArguments, CardArguments):
     """Where the judge's pairs come from and how they are prepared (TRL's ScriptArguments + Con-J)."""
 
     dataset_name: str | None = field(

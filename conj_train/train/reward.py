@@ -26,7 +26,7 @@ from trl import ModelConfig, RewardConfig, RewardTrainer, ScriptArguments
 
 from conj_train.data.report import percentiles
 from conj_train.errors import ConjError
-from conj_train.train.args import check_train_values, parse_args
+from conj_train.train.args import CardArguments, check_train_values, parse_args
 from conj_train.train.card import ConjCardMixin
 from conj_train.train.lifecycle import TrainResult, begin_run, finish_run
 from conj_train.train.machine import adapt_to_machine
@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class RewardScriptArguments(ScriptArguments):
+class RewardScriptArguments(ScriptArguments, CardArguments):
     """Where the scalar model's pairs come from (TRL's ScriptArguments + conj-train's reading options)."""
 
     dataset_name: str | None = field(

@@ -41,6 +41,7 @@ _TRAIN_RUNTIME = frozenset({
     "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision", "hub_token",
     "dataloader_num_workers", "dataset_num_proc", "log_level", "log_level_replica", "local_rank",
     "eval_steps", "eval_strategy", "per_device_eval_batch_size", "eval_on_start", "max_eval_pairs",
+    "card_license", "card_language",
     # Set from the launch by adapt_to_machine (the launch is compared on its own, see claim_train_dir).
     "use_cpu", "ddp_backend", "gradient_accumulation_steps", "bf16", "fp16", "deepspeed",
 })

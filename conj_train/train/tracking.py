@@ -1,4 +1,4 @@
-"""Training metrics on disk (JSONL, CSV, PNG) and wandb set-up that never needs or leaks a key.
+"""Training metrics on disk (JSONL, CSV, PNG); the wandb set-up is in :mod:`conj_train.trackers`.
 
 Every log the Trainer emits is appended to ``metrics.jsonl`` in the output directory (main process
 only, fsynced, so a killed run keeps its curve); at the end of training the rows are also written as
@@ -18,6 +18,9 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from conj_train.io import JsonlAppender, iter_jsonl, write_jsonl
 
+# The wandb set-up and secret redaction are shared with the other stages' trackers.
+from conj_train.trackers import is_secret, redact, setup_wandb  # noqa: F401
+
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 CURVES_PNG = "training_curves.png"
@@ -33,41 +36,6 @@ RM_PANELS = (
     ("reward margin", "margin", "eval_margin"),
     ("accuracy", "accuracy", "eval_accuracy"),
 )
-
-# Token *names* of a tokenizer are not credentials; every other string field ending in "token"
-# (hub_token...) or naming a key/secret/password is.
-_NOT_SECRET = {"pad_token", "eos_token", "bos_token", "unk_token"}
-
-
-def is_secret(key: str, value: Any) -> bool:
-    """Whether a config field holds a credential (a set ``*token``, api key, secret or password)."""
-    k = key.lower()
-    if not isinstance(value, str) or not value or k in _NOT_SECRET:
-        return False
-    return k.endswith("token") or any(w in k for w in ("api_key", "apikey", "secret", "password"))
-
-
-def redact(values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a flat config dict with every set credential field replaced by ``"<redacted>"``."""
-    return {k: "<redacted>" if is_secret(k, v) else v for k, v in values.items()}
-
-
-def setup_wandb(report_to: Sequence[str] | str | None, output_dir: str | Path) -> str | None:
-    """Prepare wandb when it is asked for; returns its mode (``"offline"``/``"online"``) or None.
-
-    Without ``WANDB_API_KEY`` in the environment (and no explicit ``WANDB_MODE``) wandb runs offline,
-    so training never blocks on a login prompt or a network call; sync later with ``wandb sync``. The
-    key itself is never read into the config, printed or written anywhere by this package.
-    """
-    targets = [report_to] if isinstance(report_to, str) else list(report_to or [])
-    if "wandb" not in targets and "all" not in targets:
-        return None
-    if "WANDB_MODE" not in os.environ and not os.environ.get("WANDB_API_KEY"):
-        os.environ["WANDB_MODE"] = "offline"
-    os.environ.setdefault("WANDB_DIR", str(Path(output_dir)))
-    Path(os.environ["WANDB_DIR"]).mkdir(parents=True, exist_ok=True)
-    return "online" if os.environ["WANDB_MODE"] not in ("offline", "disabled", "dryrun") else "offline"
-
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a ``metrics.jsonl`` (empty when absent; a torn last line is skipped)."""
