@@ -37,6 +37,11 @@ from conj_train.errors import ConjError, loading_errors
 from conj_train.tokens import load_tokenizer
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
+# Structured decoding needs a grammar engine driving this loop's token choice step by step; the
+# maintained ones (xgrammar, llguidance, outlines) would be a new compiled dependency for an opt-in
+# evaluation feature, so it is offered where the server or vLLM already has one.
+STRUCTURED_NOT_OFFERED = ("structured decoding is not offered by the hf engine; use engine vllm, or engine "
+                          "openai with a vLLM server (docs/serving.md)")
 
 
 class HFEngine:
@@ -137,6 +142,8 @@ class HFEngine:
         import torch
 
         check_params(params)
+        if params.regex is not None:
+            raise ConjError(STRUCTURED_NOT_OFFERED)
         encoded = []
         for req in requests:
             ids = self.prompt_ids(req)
