@@ -231,6 +231,16 @@ def test_chat_api_sends_the_prefill_as_a_continued_assistant_turn(tiny_model_dir
     assert "top_k" not in sent and "repetition_penalty" not in sent
 
 
+def test_structured_decoding_is_sent_as_vllms_structured_outputs(tiny_model_dir: Path) -> None:
+    req = GenerationRequest(key="0", prompt="hi", seeds=[1], prefill=' {"reason":')
+    with _flaky_server(fail=0) as url:
+        eng = _engine(tiny_model_dir, url)
+        eng.generate([req], SamplingParams(greedy=True, max_new_tokens=8, regex="[12]"))
+        eng.generate([req], SamplingParams(greedy=True, max_new_tokens=8))
+    constrained, plain = (b["body"] for b in _Flaky.bodies)
+    assert constrained["structured_outputs"] == {"regex": "[12]"} and "structured_outputs" not in plain
+
+
 def test_engine_openai_needs_a_base_url(tiny_model_dir: Path) -> None:
     with pytest.raises(ConjError, match="base_url"):
         Judge.from_pretrained(str(tiny_model_dir), "openai")
