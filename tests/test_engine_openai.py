@@ -149,6 +149,8 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
 
     fail = 2
     bodies: ClassVar[list[dict]] = []
+    answer: ClassVar[dict] = {"choices": [{"text": ' "ok", "better_answer": 1}', "finish_reason": "stop"}],
+                              "usage": {"prompt_tokens": 3, "completion_tokens": 5}}
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -160,8 +162,7 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b'{"error": {"message": "busy"}}')
             return
-        payload = json.dumps({"choices": [{"text": ' "ok", "better_answer": 1}', "finish_reason": "stop"}],
-                              "usage": {"prompt_tokens": 3, "completion_tokens": 5}}).encode()
+        payload = json.dumps(type(self).answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -173,8 +174,10 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def _flaky_server(fail: int) -> Iterator[str]:
+def _flaky_server(fail: int, answer: dict | None = None) -> Iterator[str]:
     _Flaky.fail, _Flaky.bodies = fail, []
+    _Flaky.answer = answer or {"choices": [{"text": ' "ok", "better_answer": 1}', "finish_reason": "stop"}],
+                               "usage": {"prompt_tokens": 3, "completion_tokens": 5}}
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -187,7 +190,8 @@ def _flaky_server(fail: int) -> Iterator[str]:
 
 def _engine(tiny_model_dir: Path, url: str, **kw: object) -> OpenAIEngine:
     tok = load_tokenizer(str(tiny_model_dir))
-    return OpenAIEngine(url, "judge", tokenizer=tok, server="generic", max_context=4096, backoff=0.0, **kw)
+    kw = {"server": "generic", "max_context": 4096, "backoff": 0.0, **kw}
+    return OpenAIEngine(url, "judge", tokenizer=tok, **kw)  # type: ignore[arg-type]
 
 
 def test_busy_server_is_retried_and_the_key_goes_only_in_the_header(
@@ -246,3 +250,51 @@ def test_engine_openai_needs_a_base_url(tiny_model_dir: Path) -> None:
         Judge.from_pretrained(str(tiny_model_dir), "openai")
     with pytest.raises(ConjError, match="base_url"):
         EvalConfig(model_name_or_path="m", dataset_name="d", output_dir="o", engine="openai").validate()
+
+
+def _logprob_answer(top: dict[str, float]) -> dict:
+    return {"choices": [{"text": "1", "finish_reason": "length", "logprobs": {"top_logprobs": [top]}}]}
+
+
+def test_a_vllm_server_is_asked_for_the_digits_and_read_by_token_id(tiny_model_dir: Path) -> None:
+    """The [vllm] floor (0.32, logprob_token_ids) binds the in-process engine only: a served judge on any
+    vLLM is read from its top log-probabilities keyed by token id, exactly when the digits are there."""
+    tok = load_tokenizer(str(tiny_model_dir))
+    one, two = (tok("1", add_special_tokens=False)["input_ids"][0], tok("2", add_special_tokens=False)["input_ids"][0])
+    with _flaky_server(fail=0, answer=_logprob_answer({f"token_id:{one}": -0.25, f"token_id:{two}": -1.5})) as url:
+        eng = _engine(tiny_model_dir, url, server="vllm")
+        (read,) = eng.token_logprobs([[5, 6, 7]], [[one, two]])
+    assert read == [-0.25, -1.5]
+    sent = _Flaky.bodies[0]["body"]
+    assert sent["logprob_token_ids"] == [one, two] and sent["return_tokens_as_token_ids"] is True
+    assert sent["max_tokens"] == 1 and sent["temperature"] == 0.0 and sent["logprobs"] >= 2
+    # An older vLLM ignores logprob_token_ids: a digit outside its top log-probabilities gives no read.
+    with _flaky_server(fail=0, answer=_logprob_answer({f"token_id:{one}": -0.25})) as url:
+        assert _engine(tiny_model_dir, url, server="vllm").token_logprobs([[5, 6, 7]], [[one, two]]) == [None]
+
+
+def test_a_server_without_log_probabilities_gives_no_probability(tiny_model_dir: Path) -> None:
+    from conj_train.probability import EngineVerdictScorer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    with _flaky_server(fail=0) as url:  # answers without logprobs, as transformers serve does
+        reads = EngineVerdictScorer(_engine(tiny_model_dir, url), tok).read([' {"reason": "x", "better_answer": '])
+    assert reads == [None]
+    assert "logprob_token_ids" not in _Flaky.bodies[0]["body"]  # a generic server gets only OpenAI fields
+
+
+def test_the_vllm_extra_floor_is_the_first_with_logprob_token_ids_and_outside_trls_vllm_range() -> None:
+    """docs/serving.md: conj-train[vllm] (>= 0.32) and trl[vllm] cannot share an environment, so a TRL
+    run that uses vLLM calls a judge served in its own process. When TRL's range reaches 0.32 this fails:
+    revisit that section (one environment may then work)."""
+    import importlib.metadata
+    import re
+
+    from packaging.requirements import Requirement
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    ours = re.search(r'^vllm = \["vllm>=([0-9.]+)"\]', pyproject, re.M)
+    assert ours and ours.group(1) == "0.32"
+    trl = [Requirement(r) for r in importlib.metadata.requires("trl") or [] if r.startswith("vllm")]
+    assert trl, "trl declares no vllm extra any more: revisit docs/serving.md"
+    assert not any(r.specifier.contains("0.32.0") for r in trl), trl

@@ -28,6 +28,8 @@ Choices, and why:
   ``repetition_penalty`` are not OpenAI fields: they are sent only when they change the decoding
   (``top_k > 0``, penalty ``!= 1``), so a plain OpenAI server refuses what it cannot do instead of
   silently ignoring it.
+* **Texts.** From a vLLM server, the completion's token ids (``return_token_ids``) decoded with
+  ``skip_special_tokens=True``, as the vllm engine does; from other servers, their text.
 * **Log-probabilities** (verdict probabilities, :class:`conj_train.probability.EngineVerdictScorer`):
   :meth:`OpenAIEngine.token_logprobs` asks for one greedy token after the prefix with ``logprobs``.
   A vLLM server (found from ``GET /models``, whose cards vLLM marks ``owned_by: vllm``) also gets
@@ -229,6 +231,10 @@ class OpenAIEngine:
         body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_new_tokens, "n": 1}
         if self.api == "completions":
             body["prompt"] = self._prompt_field(text=req.prompt + req.prefill)
+            if self.vllm:
+                # The text is decoded here from the ids, as the vllm engine does (vLLM's own text of a
+                # generation cut inside a multi-byte character loses its last characters).
+                body["return_token_ids"] = True
         else:
             if req.messages is None:
                 raise ConjError(f"request {req.key}: the chat API needs the request's chat messages")
@@ -262,6 +268,9 @@ class OpenAIEngine:
             # Anything but a natural stop is recorded as cut off, with the server's reason kept.
             extra["server_finish_reason"] = raw
         usage = answer.get("usage") or {}
+        ids = choice.get("token_ids")
+        if isinstance(ids, list):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         text = text or ""
         return Generation(
             key=req.key,
@@ -270,7 +279,7 @@ class OpenAIEngine:
             text=text,
             finish_reason=reason,
             prompt_tokens=int(usage.get("prompt_tokens") or self.count_tokens(req.prompt + req.prefill)),
-            completion_tokens=int(usage.get("completion_tokens") or len(self._encode(text))),
+            completion_tokens=len(ids) if isinstance(ids, list) else int(usage.get("completion_tokens") or 0),
             extra=extra,
         )
 
