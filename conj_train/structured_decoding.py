@@ -10,15 +10,23 @@ engine generates the continuation of ``' {"原因":'``, which is not a JSON docu
 vLLM's ``structured_outputs`` (``regex``) constrains exactly the generated text. The expression is
 the judgment's token sequence with what the prefill already wrote removed.
 
-Offered by the ``vllm`` engine and the ``openai`` engine on a vLLM server; the ``hf`` engine refuses
-it (:data:`conj_train.engines.hf.STRUCTURED_NOT_OFFERED`).
+Enforced by vLLM's structured outputs (engines ``vllm``, and ``openai`` on a vLLM server) and, for the
+``hf`` engine, by :class:`TokenGuide` on llguidance (``pip install 'conj-train[structured]'``): the
+grammar library vLLM itself uses as a backend, maintained, and a self-contained wheel without
+dependencies (xgrammar, vLLM's other backend, pulls triton on Linux). The hf engine's sampling loop is
+its own, so the guide masks its logits step by step: the same regular expression, the same tokens
+allowed as vLLM's guidance backend allows.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import Any
 
 from conj_train.errors import ConjError
+
+INSTALL_HINT = "structured decoding with the hf engine needs llguidance: pip install 'conj-train[structured]'"
 
 # A JSON string's body: no raw quote, backslash or control character; escapes as JSON allows them.
 JSON_STRING_BODY = r'(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*'
@@ -70,3 +78,42 @@ def judgment_regex(rationale_key: str = "原因", verdict_key: str = "更好的�
     for kind, text in pieces[i:]:
         out.append(_GAP if kind == "gap" else re.escape(text) if kind == "lit" else text)
     return "".join(out)
+
+
+class TokenGuide:
+    """Per-row llguidance matchers that keep a decode loop's tokens inside ``regex``.
+
+    ``tokenizer``: the model's (fast) tokenizer; ``vocab``: the logits' width; ``stop_ids``: the tokens
+    that end a row (allowed once the pattern is complete); ``rows``: how many rows are decoded.
+    """
+
+    def __init__(self, tokenizer: Any, vocab: int, stop_ids: Sequence[int], regex: str, rows: int) -> None:
+        try:
+            import llguidance
+            import llguidance.hf
+        except ImportError:
+            raise ConjError(INSTALL_HINT) from None
+        info = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab, eos_token=sorted(stop_ids))
+        grammar = llguidance.LLMatcher.grammar_from_regex(regex)
+        self.matchers = [llguidance.LLMatcher(info, grammar, log_level=0) for _ in range(rows)]
+        if self.matchers and self.matchers[0].is_error():
+            raise ConjError(f"structured decoding: bad pattern: {self.matchers[0].get_error()}")
+        self.vocab = vocab
+
+    def mask(self, logits: Any, rows: Sequence[int]) -> Any:
+        """``logits`` (one line per row of ``rows``) with every token the pattern forbids at -inf."""
+        import torch
+
+        packed = bytearray(b"".join(self.matchers[row].compute_bitmask() for row in rows))
+        bits = torch.frombuffer(packed, dtype=torch.uint8).view(len(rows), -1)
+        # Little-endian 32-bit words: bit j of byte k is token 8k + j.
+        shifts = torch.arange(8, dtype=torch.uint8)
+        allowed = ((bits.unsqueeze(-1) >> shifts) & 1).view(len(rows), -1)[:, : self.vocab].bool()
+        return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+
+    def consume(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
+        """Advance each row's matcher by the token it drew."""
+        for row, tok in zip(rows, tokens, strict=True):
+            matcher = self.matchers[row]
+            if not matcher.is_stopped() and not matcher.consume_token(int(tok)):
+                raise ConjError(f"structured decoding: token {tok} refused: {matcher.get_error()}")

@@ -1,12 +1,14 @@
 """Structured decoding (opt-in at evaluation): the judgment pattern, and which engine enforces it.
 
 The pattern is checked against the verdict parser: every continuation it accepts makes a judgment the
-parser reads, and what it refuses is what makes unparseable or wrong judgments. Enforcement by real
-vLLM is checked in tests/test_vllm_real.py; the fake vLLM and the openai engine tests check what is sent.
+parser reads, and what it refuses is what makes unparseable or wrong judgments. The hf engine enforces
+it with llguidance (here); real vLLM in tests/test_vllm_real.py; the fake vLLM and the openai engine
+tests check what is sent.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -70,18 +72,42 @@ def test_judge_constrains_only_when_asked(tiny_model_dir: Path) -> None:
     assert judge.params.regex == judgment_regex(prefill=ZH_PREFILL)
 
 
-def test_hf_engine_refuses_structured_decoding_rather_than_ignoring_it(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("greedy", [True, False])
+def test_hf_engine_keeps_every_token_inside_the_pattern(tiny_model_dir: Path, greedy: bool) -> None:
+    """A random model left alone writes anything; constrained, it can only write '1}' or '2}', then stop."""
     from conj_train.engines.hf import HFEngine
 
     engine = HFEngine(str(tiny_model_dir), threads=1)
-    req = GenerationRequest(key="0", prompt="hi", seeds=[1], prefill=ZH_PREFILL)
-    with pytest.raises(ConjError, match="not offered by the hf engine"):
-        engine.generate([req], SamplingParams(greedy=True, max_new_tokens=4, regex=judgment_regex(prefill=ZH_PREFILL)))
+    req = GenerationRequest(key="0", prompt="<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+                            seeds=[1, 2, 3, 4], prefill=' {"better_answer": ')
+    params = SamplingParams(greedy=greedy, temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0,
+                            max_new_tokens=6)
+    free = engine.generate([req], params)
+    constrained = engine.generate([req], dataclasses.replace(params, regex=r"[12]\}"))
+    assert not all(g.text in ("1}", "2}") for g in free)
+    assert all(g.text in ("1}", "2}") and g.finish_reason == "stop" for g in constrained), constrained
 
 
-def test_eval_refuses_structured_output_on_the_hf_engine() -> None:
-    from conj_train.evaluate.config import EvalConfig
+def test_constrained_smollm2_judgments_parse_when_finished(real_model_dir: Path) -> None:
+    from conj_train.engines.hf import HFEngine
 
-    cfg = EvalConfig(model_name_or_path="m", dataset_name="d", output_dir="o", structured_output=True)
-    with pytest.raises(ConjError, match="not offered by the hf engine"):
-        cfg.validate()
+    engine = HFEngine(str(real_model_dir), dtype="float32", threads=1)
+    judge = Judge(engine, engine.tokenizer, template="conj-en", max_new_tokens=96, structured=True)
+    judged = judge.judge([judge.prompt_text("What is 2 + 2?", "4", "5"),
+                          judge.prompt_text("Name a fruit.", "A hammer.", "An apple.")])
+    finished = [(j.texts[0], j.verdicts[0]) for j in judged if j.finish_reasons[0] == "stop"]
+    assert finished, [j.texts for j in judged]
+    for text, verdict in finished:
+        assert re.fullmatch(judge.params.regex, text[len(judge.prefill):]) and verdict in (1, 2), text
+
+
+def test_missing_llguidance_gives_the_install_hint(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from conj_train.engines.hf import HFEngine
+
+    monkeypatch.setitem(sys.modules, "llguidance", None)  # import fails as if not installed
+    engine = HFEngine(str(tiny_model_dir), threads=1)
+    req = GenerationRequest(key="0", prompt="hi", seeds=[1])
+    with pytest.raises(ConjError, match=r"conj-train\[structured\]"):
+        engine.generate([req], SamplingParams(greedy=True, max_new_tokens=2, regex="[12]"))

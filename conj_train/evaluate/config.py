@@ -90,8 +90,8 @@ class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions):
                 "(exponential backoff)"})
     request_timeout: float = field(default=600.0, metadata={"help": "engine openai: seconds per request"})
     structured_output: bool = field(default=False, metadata={
-        "help": "constrain each judgment to {rationale, verdict} JSON (structured decoding; engines vllm "
-                "and openai on a vLLM server; off by default)"})
+        "help": "constrain each judgment to {rationale, verdict} JSON (structured decoding: vLLM's structured "
+                "outputs, or llguidance with engine hf; off by default, never when sampling)"})
 
     def validate(self) -> None:
         """Check values that would otherwise fail deep inside a run."""
@@ -121,10 +121,6 @@ class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions):
             parse_shard(self.shard)
         if self.engine == "openai" and not self.base_url:
             raise ConjError("eval: engine openai needs base_url (e.g. --base_url http://127.0.0.1:8000/v1)")
-        if self.structured_output and self.engine == "hf":
-            from conj_train.engines.hf import STRUCTURED_NOT_OFFERED
-
-            raise ConjError(f"eval: {STRUCTURED_NOT_OFFERED}")
         if self.max_concurrency < 1 or self.request_retries < 0 or not self.request_timeout > 0:
             raise ConjError("eval: max_concurrency >= 1, request_retries >= 0 and request_timeout > 0 are required")
         self._check_dataset_options()
