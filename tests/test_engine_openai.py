@@ -298,3 +298,9 @@ def test_the_vllm_extra_floor_is_the_first_with_logprob_token_ids_and_outside_tr
     trl = [Requirement(r) for r in importlib.metadata.requires("trl") or [] if r.startswith("vllm")]
     assert trl, "trl declares no vllm extra any more: revisit docs/serving.md"
     assert not any(r.specifier.contains("0.32.0") for r in trl), trl
+
+
+def test_an_unreachable_server_stops_before_any_judging(tiny_model_dir: Path) -> None:
+    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    with pytest.raises(ConjError, match="after 1 tries"):
+        OpenAIEngine(url, "judge", tokenizer=load_tokenizer(str(tiny_model_dir)), max_retries=0)

@@ -302,10 +302,10 @@ class OpenAIEngine:
 
     def _model_card(self) -> dict | None:
         """This model's entry in ``GET /models`` (None when the server has no such list)."""
-        try:
-            listing = self._request("GET", "/models", None)
-        except ConjError as err:
-            log.info("%s/models: %s", self.base_url, err)
+        # A server without the list answers with an error status: not vLLM. One that cannot be reached
+        # stops here, before any judging.
+        listing = self._request("GET", "/models", None, missing_ok=True)
+        if not isinstance(listing, Mapping):
             return None
         for card in listing.get("data") or []:
             if isinstance(card, Mapping) and card.get("id") == self.model:
@@ -321,7 +321,8 @@ class OpenAIEngine:
         with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(bodies))) as pool:
             return list(pool.map(lambda b: self._request("POST", path, b), bodies))
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None) -> dict:
+    def _request(self, method: str, path: str, body: dict[str, Any] | None, *, missing_ok: bool = False) -> Any:
+        """The JSON answer; ``missing_ok``: None instead of an error for a final non-retried status."""
         url = self.base_url + path
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
         for attempt in range(self.max_retries + 1):
@@ -332,6 +333,9 @@ class OpenAIEngine:
                     return json.loads(resp.read().decode("utf-8"))
             except urllib.error.HTTPError as err:
                 detail = _error_detail(err)
+                if err.code not in _RETRY_STATUS and missing_ok:
+                    log.info("%s %s: HTTP %d (%s)", method, url, err.code, detail[:200])
+                    return None
                 if err.code not in _RETRY_STATUS or attempt == self.max_retries:
                     raise ConjError(f"{method} {url}: HTTP {err.code}: {detail}") from None
                 wait = _retry_after(err, wait)
