@@ -194,7 +194,8 @@ class OpenAIEngine:
         for ids, wanted in zip(prompts, tokens, strict=True):
             body: dict[str, Any] = {
                 "model": self.model,
-                "prompt": self._prompt_field([int(t) for t in ids]),
+                # vLLM takes token prompts: the exact ids the other readers read after.
+                "prompt": [int(t) for t in ids] if self.vllm else self._prompt_field([int(t) for t in ids]),
                 "max_tokens": 1,
                 "temperature": 0.0,
                 "logprobs": self.top_logprobs,
