@@ -118,8 +118,9 @@ class Judge:
     ``prefill``: the start of the assistant's answer (default: the template's, ``' {"原因":'``).
     ``scorer``: reads verdict probabilities (None: none are read). ``transfer_reader``: the model that
     reads back rationales in :meth:`transfer` (None: ``scorer``, i.e. the judge itself).
-    ``structured``: constrain the output to a parseable judgment (structured decoding; engines
-    ``vllm`` and ``openai`` on a vLLM server only; off by default).
+    ``structured``: constrain the output to a parseable judgment (structured decoding: vLLM's
+    structured outputs for engines ``vllm`` and ``openai`` on a vLLM server, llguidance for ``hf``;
+    off by default, and never for sampling training judgments).
     """
 
     def __init__(
