@@ -111,3 +111,14 @@ def test_missing_llguidance_gives_the_install_hint(tiny_model_dir: Path, monkeyp
     req = GenerationRequest(key="0", prompt="hi", seeds=[1])
     with pytest.raises(ConjError, match=r"conj-train\[structured\]"):
         engine.generate([req], SamplingParams(greedy=True, max_new_tokens=2, regex="[12]"))
+
+
+def test_sampling_training_judgments_is_never_constrained() -> None:
+    """Unparseable judgments are a Con-J negative: the sampling stage has no such setting at all."""
+    import dataclasses as dc
+
+    from conj_train.sample.config import SampleConfig
+
+    assert not {f.name for f in dc.fields(SampleConfig)} & {"structured_output", "structured", "regex"}
+    cfg = SampleConfig()
+    assert cfg.repeated_params().regex is None and cfg.hint_params().regex is None
