@@ -60,7 +60,8 @@ test: lint
 test-min: $(MIN_VENV)/.installed
 	$(MIN_VENV)/bin/python -m pytest -q
 
-# The vLLM engine against real vLLM (CPU build) on SmolLM2-135M-Instruct, plus the fake-vLLM tests.
+# The vLLM engine against real vLLM (CPU build) on SmolLM2-135M-Instruct, `vllm serve` of it judged
+# through engine openai (tests/test_vllm_real.py), plus the fake-vLLM tests.
 # VLLM_CPU_KVCACHE_SPACE: the KV cache in GiB (vLLM's CPU default takes a large share of memory).
 test-vllm: $(VLLM_VENV)/.installed
 	VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(VLLM_VENV)/bin/python -m pytest -q \

@@ -174,16 +174,19 @@ RUNTIME_FIELDS = frozenset({f.name for f in dataclasses.fields(ShardedRunOptions
 # The old names of the input fields in the config hashes of sample and warm-up run folders.
 INPUT_OLD_NAMES = {"model_name_or_path": "model", "dataset_name": "dataset"}
 def settings_hash(cfg: Any, *, exclude: Iterable[str], old_names: dict[str, str] | None = None,
-                  **extra: Any) -> str:
+                  added: dict[str, Any] | None = None, **extra: Any) -> str:
     """Hash of ``cfg``'s settings not in ``exclude`` (plus ``extra``): a run folder's config claim.
 
     ``old_names`` maps renamed fields to the names they were hashed under before, so a run folder
-    written before a rename still resumes under the same settings.
+    written before a rename still resumes under the same settings. ``added`` maps fields added later
+    to their defaults: such a field is hashed only when it differs from its default, so folders
+    written before it existed keep their hash.
     """
     from conj_train.io import stable_hash
 
-    skip, old = set(exclude), old_names or {}
-    d = {old.get(k, k): v for k, v in config_to_dict(cfg).items() if k not in skip}
+    skip, old, new = set(exclude), old_names or {}, added or {}
+    d = {old.get(k, k): v for k, v in config_to_dict(cfg).items()
+         if k not in skip and not (k in new and v == new[k])}
     return stable_hash({**d, **extra})
 
 

@@ -2,7 +2,7 @@
 
     from conj_train.judge import Judge
 
-    judge = Judge.from_pretrained("path/or/hub-id")            # engine="hf" (default) or "vllm"
+    judge = Judge.from_pretrained("path/or/hub-id")            # engine="hf" (default), "vllm" or "openai"
     v = judge.compare("What is 2+2?", "4", "5")                  # Verdict(better=1, rationale=..., ...)
     v = judge.compare(q, a1, a2, both_orders=True)               # judged twice, answers swapped
     vs = judge.compare_many([(q, a1, a2), ...])                  # batched
@@ -13,7 +13,10 @@ template, with the assistant turn pre-filled with ``' {"原因":'`` as Con-J eva
 parsing. ``Verdict.probability`` is
 P(answer 1 better) read from the logits at the verdict digit (:mod:`conj_train.probability`), usable as
 a reward signal; the ``hf`` engine reads it from its model's logits, the ``vllm`` engine from vLLM's
-log-probabilities of the two digit tokens (:class:`conj_train.probability.EngineVerdictScorer`).
+log-probabilities of the two digit tokens (:class:`conj_train.probability.EngineVerdictScorer`), the
+``openai`` engine from a server's log-probabilities when it returns them
+(:mod:`conj_train.engines.openai`; ``docs/serving.md``). ``structured=True`` constrains the judge's
+output to a parseable judgment where the engine can (:mod:`conj_train.structured_decoding`).
 :class:`conj_train.reward_model.RewardModel` gives a sequence-classification reward model (TRL
 ``RewardTrainer``) the same ``compare`` call.
 
@@ -116,6 +119,9 @@ class Judge:
     ``prefill``: the start of the assistant's answer (default: the template's, ``' {"原因":'``).
     ``scorer``: reads verdict probabilities (None: none are read). ``transfer_reader``: the model that
     reads back rationales in :meth:`transfer` (None: ``scorer``, i.e. the judge itself).
+    ``structured``: constrain the output to a parseable judgment (structured decoding: vLLM's
+    structured outputs for engines ``vllm`` and ``openai`` on a vLLM server, llguidance for ``hf``;
+    off by default, and never for sampling training judgments).
     """
 
     def __init__(
@@ -137,8 +143,10 @@ class Judge:
         prefill: str | None = None,
         scorer: VerdictScorer | EngineVerdictScorer | None = None,
         transfer_reader: VerdictScorer | EngineVerdictScorer | None = None,
+        structured: bool = False,
     ) -> None:
         from conj_train.prompt_templates import get_template
+        from conj_train.structured_decoding import judgment_regex
         from conj_train.verdicts import MODES
 
         if decoding not in DECODINGS:
@@ -164,6 +172,9 @@ class Judge:
             repetition_penalty=repetition_penalty,
             max_new_tokens=max_new_tokens,
             greedy=decoding == "greedy",
+            regex=judgment_regex(self.template.rationale_key, self.template.verdict_key, self.prefill)
+            if structured
+            else None,
         )
         self.scorer = scorer
         self.transfer_reader = transfer_reader
@@ -186,8 +197,12 @@ class Judge:
     ) -> Judge:
         """Load a judge; ``options`` are :class:`Judge`'s keyword arguments (template, parser, ...).
 
-        ``engine``: ``hf`` (transformers) or ``vllm`` (fast generation); both read verdict
-        probabilities unless ``probability=False``. ``transfer_model``: another causal LM that reads rationales back in
+        ``engine``: ``hf`` (transformers), ``vllm`` (fast generation) or ``openai`` (a server:
+        ``engine_options`` then needs ``base_url``, and takes the other
+        :class:`~conj_train.engines.openai.OpenAIEngine` arguments; ``path_or_hub_id`` is the judge's
+        folder or Hub id, for its tokenizer and chat template, and the served model's name unless
+        ``engine_options["model"]`` gives another); all read verdict probabilities unless
+        ``probability=False`` (the openai engine where the server returns log-probabilities). ``transfer_model``: another causal LM that reads rationales back in
         :meth:`transfer` (default: the judge itself). ``engine_options`` go to the engine constructor.
         """
         extra = dict(engine_options or {})
@@ -214,8 +229,17 @@ class Judge:
             eng = VLLMEngine(path_or_hub_id, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
             tokenizer = load_tokenizer(path_or_hub_id, trust_remote_code)
             scorer = EngineVerdictScorer(eng, tokenizer) if probability else None
+        elif engine == "openai":
+            from conj_train.engines.openai import OpenAIEngine
+
+            if not extra.get("base_url"):
+                raise ConjError("engine openai needs engine_options['base_url'] (e.g. http://127.0.0.1:8000/v1)")
+            tokenizer = load_tokenizer(path_or_hub_id, trust_remote_code)
+            extra.setdefault("model", str(path_or_hub_id))
+            eng = OpenAIEngine(tokenizer=tokenizer, **extra)
+            scorer = EngineVerdictScorer(eng, tokenizer) if probability else None
         else:
-            raise ConjError(f"engine must be 'hf' or 'vllm', not {engine!r}")
+            raise ConjError(f"engine must be 'hf', 'vllm' or 'openai', not {engine!r}")
         reader = None
         if transfer_model:
             reader = VerdictScorer.from_pretrained(
@@ -252,6 +276,7 @@ class Judge:
         ``skipped="prompt_too_long"`` and no verdict. ``transfer`` also runs the rationale-transfer
         probe on each judgment's first sample.
         """
+        from conj_train.chat import chat_messages
         from conj_train.verdicts import parse_verdict
 
         prefill = self.prefill
@@ -267,7 +292,8 @@ class Judge:
                 out[i].skipped = PROMPT_TOO_LONG
             else:
                 requests.append(
-                    GenerationRequest(key=str(i), prompt=text, seeds=list(seeds[i]), prefill=prefill)
+                    GenerationRequest(key=str(i), prompt=text, seeds=list(seeds[i]), prefill=prefill,
+                                      messages=chat_messages(prompts[i], system=self.system_prompt))
                 )
         for gen in self.engine.generate(requests, self.params) if requests else []:
             j = out[int(gen.key)]

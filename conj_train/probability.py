@@ -19,7 +19,8 @@ Verdict probability
     Two readers share that encoding: :class:`VerdictScorer` runs a transformers model's forward
     (engine ``hf``, or a separate transfer-probe model), and :class:`EngineVerdictScorer` asks an
     engine for the two tokens' log-probabilities (engine ``vllm``:
-    :meth:`conj_train.engines.vllm.VLLMEngine.token_logprobs`). Both read the full-vocabulary softmax
+    :meth:`conj_train.engines.vllm.VLLMEngine.token_logprobs`; engine ``openai``:
+    :meth:`conj_train.engines.openai.OpenAIEngine.token_logprobs`). Both read the full-vocabulary softmax
     of the raw logits, so they agree up to the engines' numerics (``tests/test_vllm_real.py``
     compares them on SmolLM2-135M-Instruct).
 
@@ -108,7 +109,10 @@ class _DigitReader:
 
 
 class EngineVerdictScorer(_DigitReader):
-    """Verdict probabilities from an engine's ``token_logprobs`` (the vLLM engine's; no HF model)."""
+    """Verdict probabilities from an engine's ``token_logprobs`` (the vLLM and openai engines'; no HF model).
+
+    An engine may answer ``None`` for a prefix whose log-probabilities it could not get (a server that
+    returns none): that read is then ``None``, as for a prefix without two digit tokens."""
 
     def __init__(self, engine: Any, tokenizer: Any) -> None:
         self.engine = engine
@@ -124,8 +128,9 @@ class EngineVerdictScorer(_DigitReader):
         if not todo:
             return out
         logprobs = self.engine.token_logprobs([e[0] for _, e in todo], [(e[1], e[2]) for _, e in todo])
-        for (i, _), (la, lb) in zip(todo, logprobs, strict=True):
-            out[i] = read_from_logprobs(la, lb)
+        for (i, _), pair in zip(todo, logprobs, strict=True):
+            # An engine may have no log-probabilities for a prefix (a server that returns none).
+            out[i] = None if pair is None else read_from_logprobs(*pair)
         return out
 
 

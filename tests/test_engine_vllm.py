@@ -27,9 +27,12 @@ def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.syspath_prepend(str(FAKE_ROOT))
     monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    monkeypatch.delitem(sys.modules, "vllm.sampling_params", raising=False)
     module = importlib.import_module("vllm")
     assert module.__version__.endswith("+fake")
     monkeypatch.setitem(sys.modules, "vllm", module)  # undone after the test: the fake never leaks
+    # The engine imports the submodule by name (structured outputs): the fake's, also undone after.
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", importlib.import_module("vllm.sampling_params"))
     return module
 
 
@@ -413,3 +416,13 @@ def test_pin_local_devices_leaves_a_machine_without_gpus_alone(monkeypatch: pyte
     env = {"LOCAL_WORLD_SIZE": "2", "LOCAL_RANK": "1"}
     assert pin_local_devices(1, env) is None
     assert "CUDA_VISIBLE_DEVICES" not in env
+
+
+def test_structured_decoding_sends_vllms_structured_outputs_regex(make_engine) -> None:
+    engine = make_engine()
+    pattern = r' ?"[^"]*" ?, ?"better_answer" ?: ?[12] ?\}'
+    engine.generate(_requests(), dataclasses.replace(SAMPLING, greedy=True, regex=pattern))
+    engine.generate(_requests(), dataclasses.replace(SAMPLING, greedy=True))
+    constrained, plain = _llm(engine).calls
+    assert [p.structured_outputs.regex for p in constrained["params"]] == [pattern, pattern]
+    assert [p.structured_outputs for p in plain["params"]] == [None, None]

@@ -616,3 +616,34 @@ def test_a_hub_token_is_never_saved(tiny_model_dir: Path, tmp_path: Path, monkey
     for f in (tmp_path / "t").rglob("*"):
         if f.is_file() and f.suffix in (".json", ".yaml", ".md", ".jsonl", ".csv"):
             assert secret not in f.read_text(errors="replace"), f
+
+
+def test_saved_judge_decodes_like_conj_eval_when_served(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A base model that samples by default (Qwen2 instruct's generation config) gives a judge folder
+    whose generation config is conj eval's greedy decoding, which vllm serve takes as its default."""
+    import dataclasses
+    import shutil
+
+    from transformers import GenerationConfig
+
+    from conj_train.evaluate.config import EvalConfig
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
+    from conj_train.train.lifecycle import EVAL_DECODING
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    sampling = {**read_json(base / "generation_config.json"), "do_sample": True, "temperature": 0.7,
+                "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
+    (base / "generation_config.json").write_text(json.dumps(sampling))
+    out = tmp_path / "judge"
+    run_train(*parse_train_args(train_argv(base, write_pairs(tmp_path / "filter", 8, 0), out, max_steps=1)))
+    saved = read_json(out / "generation_config.json")
+    assert {k: saved.get(k) for k in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")} == {
+        "do_sample": False, "temperature": 0.0, "top_p": None, "top_k": None, "repetition_penalty": None}
+    assert saved["eos_token_id"] == sampling["eos_token_id"]
+    # The same decoding as conj eval's defaults, and transformers still loads it.
+    defaults = {f.name: f.default for f in dataclasses.fields(EvalConfig)}
+    assert defaults["decoding"] == "greedy" and defaults["repetition_penalty"] == 1.0
+    assert EVAL_DECODING["max_new_tokens"] == defaults["max_new_tokens"]
+    assert GenerationConfig.from_pretrained(out).do_sample is False

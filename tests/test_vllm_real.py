@@ -208,3 +208,86 @@ def test_sharded_evaluation_under_accelerate_matches_the_hf_engine(real_model_di
         assert (g["probability"] is None) == (w["probability"] is None)
         if w["probability"] is not None:
             assert abs(g["probability"] - w["probability"]) <= P_TOLERANCE
+
+
+# ---------------------------------------------------------------------------------------------
+# `vllm serve` of the judge on loopback, judged through engine openai (docs/serving.md).
+
+SERVED_ITEMS = [("法国的首都是哪里？", "巴黎。", "罗马。"), ("1+1=?", "3", "2"), ("Name a fruit.", "An apple.", "A hammer.")]
+
+
+@pytest.fixture(scope="module")
+def served(real_model_dir: Path):
+    """``vllm serve`` of SmolLM2 on 127.0.0.1 (float32, as the in-process engines); yields the API root."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(real_model_dir), "--host", "127.0.0.1",
+         "--port", str(port), "--dtype", "float32", "--max-model-len", "2048"],
+        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 900
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vllm serve exited: {proc.stderr.read()[-4000:] if proc.stderr else ''}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("vllm serve did not come up in 900 s")
+                time.sleep(1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_vllm_serve_judges_with_the_in_process_verdicts_and_probabilities(served: str, real_model_dir: Path,
+                                                                          hf) -> None:
+    from conj_train.judge import Judge
+
+    on_server = Judge.from_pretrained(str(real_model_dir), "openai", max_new_tokens=48,
+                                      engine_options={"base_url": served})
+    assert on_server.engine.vllm  # found from GET /models: exact log-probs through logprob_token_ids
+    on_hf = Judge(hf, hf.tokenizer, max_new_tokens=48, scorer=VerdictScorer(hf.model, hf.tokenizer))
+    got = on_server.compare_many(SERVED_ITEMS, both_orders=True)
+    want = on_hf.compare_many(SERVED_ITEMS, both_orders=True)
+    assert [(v.raw, v.better, v.consistent) for v in got] == [(w.raw, w.better, w.consistent) for w in want]
+    for v, w in zip(got, want, strict=True):
+        assert (v.probability is None) == (w.probability is None)
+        if w.probability is not None:
+            assert abs(v.probability - w.probability) <= P_TOLERANCE
+    assert any(w.probability is not None for w in want)
+
+
+@pytest.mark.parametrize("where", ["in-process", "served"])
+def test_structured_output_makes_every_finished_judgment_parse(where: str, engine: VLLMEngine, served: str,
+                                                                real_model_dir: Path, hf) -> None:
+    import re
+
+    from conj_train.judge import Judge
+    from conj_train.verdicts import parse_verdict
+
+    opts = {"template": "conj-en", "max_new_tokens": 160, "structured": True}
+    if where == "served":
+        judge = Judge.from_pretrained(str(real_model_dir), "openai", probability=False,
+                                      engine_options={"base_url": served}, **opts)
+    else:
+        judge = Judge(engine, hf.tokenizer, **opts)
+    judged = judge.judge([judge.prompt_text(*it) for it in SERVED_ITEMS])
+    finished = [(j.texts[0], j.verdicts[0]) for j in judged if j.finish_reasons[0] == "stop"]
+    assert finished, [j.texts for j in judged]
+    for text, verdict in finished:
+        assert re.fullmatch(judge.params.regex, text[len(judge.prefill):]), text
+        assert verdict in (1, 2) and parse_verdict(text, "strict").verdict == verdict

@@ -7,7 +7,7 @@ generations each, one seed per generation, and reports token counts and why each
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -25,6 +25,10 @@ class SamplingParams:
     max_new_tokens: int = 512
     # Greedy decoding ignores temperature/top-p/top-k and the seeds.
     greedy: bool = False
+    # Structured decoding: the generated text (after the prefill) must match this regular expression.
+    # Opt-in at evaluation and serving only (never when sampling training judgments, where an
+    # unparseable judgment is a Con-J negative); an engine that cannot enforce it refuses it.
+    regex: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,9 @@ class GenerationRequest:
     # Optional text forced at the start of the assistant turn (e.g. ' {"原因":'); it is part of the
     # model input, not of the returned text.
     prefill: str = ""
+    # The chat turns ``prompt`` was rendered from, for engines that send turns rather than text (the
+    # openai engine's chat API); None when only the rendered text is known.
+    messages: Sequence[Mapping[str, str]] | None = None
 
 
 @dataclass

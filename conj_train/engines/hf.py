@@ -6,7 +6,9 @@ to the n samples (``batch_repeat_interleave`` on the cache), then feeds one toke
 through the model's own forward; finished rows leave the batch. Full-attention cache layers write into
 a preallocated buffer instead of ``DynamicLayer``'s per-step ``torch.cat``. The logits pipeline is
 ``generate``'s (repetition penalty, then temperature, top-k, top-p, with transformers' semantics);
-greedy is the penalized argmax. ``bench/sample.py`` measures this loop against ``generate``. The
+greedy is the penalized argmax. Structured decoding (``SamplingParams.regex``, opt-in) masks each
+row's logits to the tokens its llguidance matcher allows before that pipeline
+(:class:`conj_train.structured_decoding.TokenGuide`). ``bench/sample.py`` measures this loop against ``generate``. The
 logits pipeline lives in :mod:`conj_train.engines.sampling`, the cached decoder in
 :mod:`conj_train.engines.kv_decoder`; this module holds the engine (requests, packing, seeds, texts).
 
@@ -218,11 +220,20 @@ class HFEngine:
         ])
         stop = torch.tensor(sorted(self.stop_token_ids), dtype=torch.long, device=device)
         live = list(range(len(owner)))
+        guide = None
+        if params.regex is not None:
+            from conj_train.structured_decoding import TokenGuide
+
+            guide = TokenGuide(self.tokenizer, vocab, sorted(self.stop_token_ids), params.regex, len(owner))
         out_tokens: list[list[int]] = [[] for _ in owner]
         stopped = [False] * len(owner)
         logits = dec.logits
         for step in range(params.max_new_tokens):
+            if guide is not None:
+                logits = guide.mask(logits, live)
             tokens = next_tokens(logits, seen, params, None if uniforms is None else uniforms[:, step])
+            if guide is not None:
+                guide.consume(live, tokens.tolist())
             seen[torch.arange(len(live), device=device), tokens] = True
             hits = torch.isin(tokens, stop).tolist()
             for row, tok, hit in zip(live, tokens.tolist(), hits, strict=True):

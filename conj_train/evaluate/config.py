@@ -6,7 +6,7 @@ trainer: a recipe can be checked, and a run's hash computed, without the stage's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from conj_train.benchmarks import default_split
@@ -28,7 +28,13 @@ from conj_train.runs import parse_shard
 ORDERS = ("both", "random")
 # Settings that do not change any record: left out of the hash so a rerun can change them and resume.
 _RUNTIME_FIELDS = RUNTIME_FIELDS | {
-    "model_name_or_path", "output_dir", "reliability_bins", "probability_batch_tokens", "rm_batch_size"}
+    "model_name_or_path", "output_dir", "reliability_bins", "probability_batch_tokens", "rm_batch_size",
+    # Where a server listens and how it is called do not change what it writes; the key's variable
+    # name is not the key, which is never in a config.
+    "base_url", "api_key_env", "max_concurrency", "request_retries", "request_timeout"}
+# Settings added after run folders existed: hashed only away from their defaults, so the folders
+# written before them keep their config hash and resume.
+_ADDED_FIELDS = {"served_model_name": None, "openai_api": "completions", "structured_output": False}
 
 
 @dataclass
@@ -71,6 +77,26 @@ class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOpt
     reliability_bins: int = 10
     probability_batch_tokens: int = 16384
     rm_batch_size: int = 8
+    # Engine openai (docs/serving.md).
+    base_url: str | None = field(default=None, metadata={
+        "help": "engine openai: the server's API root, e.g. http://127.0.0.1:8000/v1 (not hashed)"})
+    served_model_name: str | None = field(default=None, metadata={
+        "help": "engine openai: the model's name on the server (default: the model's path, as `vllm serve "
+                "PATH` names it); the path still gives the tokenizer and chat template"})
+    openai_api: str = field(default="completions", metadata={
+        "help": "engine openai: 'completions' (the rendered prompt + prefill; default) or 'chat' (turns, "
+                "the prefill as a continued assistant turn)"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={
+        "help": "engine openai: the environment variable holding the API key (the key itself is never "
+                "written anywhere)"})
+    max_concurrency: int = field(default=8, metadata={"help": "engine openai: requests in flight at once"})
+    request_retries: int = field(default=4, metadata={
+        "help": "engine openai: retries of a request after a connection error, 408/409/429 or 5xx "
+                "(exponential backoff)"})
+    request_timeout: float = field(default=600.0, metadata={"help": "engine openai: seconds per request"})
+    structured_output: bool = field(default=False, metadata={
+        "help": "constrain each judgment to {rationale, verdict} JSON (structured decoding: vLLM's structured "
+                "outputs, or llguidance with engine hf; off by default, never when sampling)"})
 
     def validate(self) -> None:
         """Check values that would otherwise fail deep inside a run."""
@@ -83,7 +109,8 @@ class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOpt
         checks = [
             ("orders", self.orders, ORDERS),
             ("decoding", self.decoding, ("greedy", "sample")),
-            ("engine", self.engine, ("hf", "vllm")),
+            ("engine", self.engine, ("hf", "vllm", "openai")),
+            ("openai_api", self.openai_api, ("completions", "chat")),
             ("parser", self.parser, MODES),
             ("model_kind", self.model_kind, ("auto", *MODEL_KINDS)),
             ("ingest_mode", self.ingest_mode, INGEST_MODES),
@@ -97,6 +124,10 @@ class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOpt
             raise ConjError("eval: max_new_tokens and batch_pairs must be >= 1")
         if self.shard is not None:
             parse_shard(self.shard)
+        if self.engine == "openai" and not self.base_url:
+            raise ConjError("eval: engine openai needs base_url (e.g. --base_url http://127.0.0.1:8000/v1)")
+        if self.max_concurrency < 1 or self.request_retries < 0 or not self.request_timeout > 0:
+            raise ConjError("eval: max_concurrency >= 1, request_retries >= 0 and request_timeout > 0 are required")
         self._check_dataset_options()
         self.check_publish("eval")
 
@@ -145,7 +176,7 @@ class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOpt
     def output_hash(self, model_path: str, kind: str) -> str:
         """Hash of every setting that changes one model's records."""
         return settings_hash(self, exclude=_RUNTIME_FIELDS, old_names={**INPUT_OLD_NAMES, "n": "samples"},
-                             model_path=model_path, kind=kind)
+                             added=_ADDED_FIELDS, model_path=model_path, kind=kind)
 
 
 def _named_specs(value: Any, what: str) -> list[tuple[str, str]]:

@@ -112,7 +112,30 @@ def make_judge(cfg: EvalConfig, path: str) -> Judge:
         "repetition_penalty": cfg.repetition_penalty,
         "seed": cfg.seed,
         "prefill": cfg.prefill,
+        "structured": cfg.structured_output,
     }
+    if cfg.engine == "openai":
+        # The key stays in the environment: only the variable's name is passed.
+        engine_options = {
+            "base_url": cfg.base_url,
+            "model": cfg.served_model_name or path,
+            "api": cfg.openai_api,
+            "api_key_env": cfg.api_key_env,
+            "max_concurrency": cfg.max_concurrency,
+            "max_retries": cfg.request_retries,
+            "timeout": cfg.request_timeout,
+            "max_context": cfg.max_model_len,
+        }
+        return Judge.from_pretrained(
+            path,
+            "openai",
+            trust_remote_code=cfg.trust_remote_code,
+            probability=cfg.probability,
+            transfer_model=cfg.transfer_model,
+            probability_batch_tokens=cfg.probability_batch_tokens,
+            engine_options=engine_options,
+            **opts,
+        )
     if cfg.engine == "vllm":
         engine_options = {
             "tensor_parallel_size": cfg.tensor_parallel_size,

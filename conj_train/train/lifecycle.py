@@ -2,7 +2,8 @@
 if asked), evaluate, save, and the reports.
 
 Output folder, besides the checkpoints (:mod:`conj_train.train.run_dir`): the final model (weights or
-LoRA adapter, tokenizer with chat template, generation config), ``README.md`` (model card),
+LoRA adapter, tokenizer with chat template, generation config: a judge's set to the evaluation
+decoding, :func:`set_eval_decoding`), ``README.md`` (model card),
 ``report.json`` (data counts, metrics), ``manifest.json`` (config, input, versions; written last),
 ``recipe.yaml`` (the resolved arguments), ``metrics.jsonl``/``.csv`` and ``training_curves.png``.
 """
@@ -102,6 +103,7 @@ def finish_run(trainer: Any, kind: str, all_args: tuple[Any, Any, Any], *, count
         _save_generation_config(trainer, out)
         if kind == "judge":  # a reward model's adapter stays as saved: its score head is not in the base
             _merge_adapter(out)
+            set_eval_decoding(out)
         report = {"stage": "train" if kind == "judge" else "train-rm", "objective": trainer.card["objective"],
                   "data": {s: asdict(c) for s, c in counts.items()},
                   "filter_report": filter_summary(filter_report), "metrics": metrics,
@@ -139,6 +141,32 @@ def _save_generation_config(trainer: Any, out: Path) -> None:
     gen = getattr(model, "generation_config", None)
     if gen is not None and not (out / "generation_config.json").is_file():
         gen.save_pretrained(str(out))
+
+
+# What a served judge decodes with by default: `conj eval`'s decoding (EvalConfig: greedy, no
+# repetition penalty, max_new_tokens 512; tests/test_train.py checks the two agree).
+EVAL_DECODING = {"do_sample": False, "temperature": 0.0, "max_new_tokens": 512}
+_SAMPLING_KEYS = ("top_p", "top_k", "min_p", "typical_p", "repetition_penalty", "num_beams")
+
+
+def set_eval_decoding(out: Path) -> None:
+    """Make the judge folder's ``generation_config.json`` the evaluation decoding (greedy).
+
+    The saved one is the base model's (a Qwen2 instruct model's samples with T 0.7, top-p 0.8 and
+    repetition penalty 1.05), and ``vllm serve`` takes its default sampling settings from it, so a
+    served judge would sample where ``conj eval`` decodes greedily. vLLM reads ``temperature``, not
+    ``do_sample``, hence ``temperature: 0`` beside ``do_sample: false``; transformers refuses to save
+    that pair through ``GenerationConfig.save_pretrained`` (it only loads it, with a notice that the
+    temperature is unused), so the file is written directly. Token ids (EOS, PAD) stay as they were.
+    """
+    import json
+
+    path = out / "generation_config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    for key in _SAMPLING_KEYS:
+        config.pop(key, None)
+    config.update(EVAL_DECODING)
+    atomic_write_json(path, config)
 
 
 def _merge_adapter(out: Path) -> None:

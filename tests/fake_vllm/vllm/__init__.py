@@ -69,8 +69,11 @@ class SamplingParams:
         max_tokens: int | None = 16,
         logprobs: int | None = None,
         logprob_token_ids: list[int] | None = None,
+        structured_outputs: Any = None,
     ) -> None:
         self.n = n
+        # Recorded, not enforced: tests/test_vllm_real.py checks real vLLM's constraint.
+        self.structured_outputs = structured_outputs
         self.logprobs = logprobs
         self.logprob_token_ids = logprob_token_ids
         self.repetition_penalty = repetition_penalty
