@@ -93,7 +93,7 @@ def test_constrained_smollm2_judgments_parse_when_finished(real_model_dir: Path)
 
     engine = HFEngine(str(real_model_dir), dtype="float32", threads=1)
     judge = Judge(engine, engine.tokenizer, template="conj-en", max_new_tokens=96, structured=True)
-    judged = judge.judge([judge.prompt_text("What is 2 + 2?", "4", "5"),
+    judged = judge.judge_prompts([judge.prompt_text("What is 2 + 2?", "4", "5"),
                           judge.prompt_text("Name a fruit.", "A hammer.", "An apple.")])
     finished = [(j.texts[0], j.verdicts[0]) for j in judged if j.finish_reasons[0] == "stop"]
     assert finished, [j.texts for j in judged]

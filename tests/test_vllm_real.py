@@ -285,7 +285,7 @@ def test_structured_output_makes_every_finished_judgment_parse(where: str, engin
                                       engine_options={"base_url": served}, **opts)
     else:
         judge = Judge(engine, hf.tokenizer, **opts)
-    judged = judge.judge([judge.prompt_text(*it) for it in SERVED_ITEMS])
+    judged = judge.judge_prompts([judge.prompt_text(*it) for it in SERVED_ITEMS])
     finished = [(j.texts[0], j.verdicts[0]) for j in judged if j.finish_reasons[0] == "stop"]
     assert finished, [j.texts for j in judged]
     for text, verdict in finished:
