@@ -25,8 +25,10 @@ id (:func:`shard_of`) and every sample's seed a hash of (run seed, pair id, stre
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +40,7 @@ from conj_train.io import atomic_write_json, file_hash, iter_jsonl, read_json, s
 
 LOCKS = "locks"
 MANIFESTS = "manifests"
+_SHARD_STEM = re.compile(r"shard-\d{5,}-of-\d{5,}")
 
 
 # --- shards and seeds ----------------------------------------------------------------------------
@@ -189,20 +192,40 @@ def check_output_dir(path: str | Path, *, what: str = "output_dir") -> Path:
 
 
 def check_output_file(path: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
-    """``path`` as a file this process can write, and none of ``inputs`` (writing it would lose them)."""
+    """``path`` as a file this process can write, neither one of ``inputs`` nor inside an input folder
+    (writing it would lose the input, or add the output to what is read)."""
     p = Path(path).expanduser()
     if p.is_dir():
         raise ConjError(f"output {p} is a folder; give a file path")
-    for src in inputs:
-        s = Path(src).expanduser()
-        if s.exists() and p.exists() and s.resolve() == p.resolve():
-            raise ConjError(f"output {p} is the input file; writing it would overwrite the input")
+    check_separate(p, inputs, what="output")  # the input itself, or a file inside an input folder
     if p.exists():
         if not os.access(p, os.W_OK):
             raise ConjError(f"output {p} is not writable")
     else:
         _writable_parent(p)
     return p
+
+
+def check_separate(output: str | Path, inputs: Iterable[str | Path | None], *, what: str = "output_dir") -> None:
+    """Refuse (one line) an output that is, lies inside or contains one of ``inputs``.
+
+    A stage that writes where it reads would destroy its input (``--overwrite``), read its own
+    records back as data, or leave a data folder unreadable; an input that is not a local path (a
+    Hub id) cannot meet a local output and is skipped."""
+    out = Path(output).expanduser().resolve()
+    for src in inputs:
+        if src is None or str(src) == "":
+            continue
+        path = Path(src).expanduser()
+        if not path.exists():
+            continue
+        s = path.resolve()
+        if out == s:
+            raise ConjError(f"{what} {output} is the input {src}; choose another {what}")
+        if s in out.parents:
+            raise ConjError(f"{what} {output} is inside the input {src}; choose a {what} outside it")
+        if out in s.parents:
+            raise ConjError(f"{what} {output} contains the input {src}; choose a {what} that does not")
 
 
 # --- input fingerprints --------------------------------------------------------------------------
@@ -271,16 +294,36 @@ def remove_outputs(out: Path, names: Iterable[str]) -> None:
             path.unlink()
 
 
+def remove_layout(out: Path, patterns: Iterable[str], *, keep: Iterable[str] = ()) -> list[str]:
+    """Remove the entries of ``out`` whose names match one of ``patterns`` (shell-style: a stage's
+    known layout), except the names in ``keep`` (what was there before the stage claimed ``out``).
+    Anything else, a user's file above all, stays. Returns the names removed."""
+    kept, pats, removed = set(keep), list(patterns), []
+    if not out.is_dir():
+        return removed
+    for child in sorted(out.iterdir()):
+        if child.name in kept or not any(fnmatch.fnmatchcase(child.name, p) for p in pats):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+        removed.append(child.name)
+    return removed
+
+
 # --- claims and locks ----------------------------------------------------------------------------
 
 
 def claim_shard(run_dir: Path, manifest: Path, *, config_hash: str, data_hash: str, overwrite: bool,
-                stage: str, extra: dict[str, Any] | None = None, records: Sequence[Path] = ()) -> dict | None:
+                stage: str, extra: dict[str, Any] | None = None, records: Sequence[Path] = (),
+                subs: Sequence[str] = ()) -> dict | None:
     """Make ``manifest`` (one shard's) claim ``run_dir`` for this config and data before any record.
 
     Returns the shard's manifest when this exact run already holds it (finished or not). A shard of
     another config or data, or records with no claim (an older layout, a foreign folder), are refused
-    unless ``overwrite``, which clears them first (see :func:`_clear_for`).
+    unless ``overwrite``, which clears them first (see :func:`_clear_for`): only the shard files of
+    ``subs`` (the stage's record folders; the folders of ``records`` too) and ``manifests/``.
     """
     merged = run_dir / "manifest.json"
     claims = [read_json(p) for p in (manifest, merged) if p.exists()]
@@ -294,7 +337,7 @@ def claim_shard(run_dir: Path, manifest: Path, *, config_hash: str, data_hash: s
                    else "records without a manifest (claim)")
             raise ConjError(f"{run_dir} holds a {stage} run with {why}; pass --overwrite true to replace "
                             "it or choose a new output_dir")
-        _clear_for(run_dir, manifest.stem)
+        _clear_for(run_dir, manifest.stem, (*subs, *(r.parent.name for r in records)))
     if manifest.exists() and not stale:
         own = read_json(manifest)
         if "data_hash" not in own:  # written before data hashes: adopt it for this data
@@ -306,20 +349,25 @@ def claim_shard(run_dir: Path, manifest: Path, *, config_hash: str, data_hash: s
     return None
 
 
-def _clear_for(run_dir: Path, name: str) -> None:
+def _clear_for(run_dir: Path, name: str, subs: Sequence[str]) -> None:
     """Remove what a fresh shard ``name`` (``shard-i-of-K``) must not meet: its own files, the merged
-    manifest and every file of another shard count. Other shards of the same count are left to their
-    own processes (under a launcher they run at the same time, and each checks and clears its own)."""
+    manifest and every shard file of another shard count, in the stage's own subfolders ``subs`` (and
+    ``manifests/``) only: a file the stage did not write (a user's, an input) is never touched. Other
+    shards of the same count are left to their own processes (under a launcher they run at the same
+    time, and each checks and clears its own)."""
     suffix = name[name.rfind("-of-"):]
     (run_dir / "manifest.json").unlink(missing_ok=True)
-    for sub in run_dir.iterdir():
-        if not sub.is_dir() or sub.name == LOCKS:  # locks/: this process holds one of them
-            continue
-        for f in sub.iterdir():
+    for sub in dict.fromkeys((*subs, MANIFESTS)):
+        folder = run_dir / sub
+        if sub == LOCKS or folder.is_symlink() or not folder.is_dir():
+            continue  # locks/: this process holds one of them
+        for f in folder.iterdir():
             stem = f.name.split(".", 1)[0]
-            if stem.startswith("shard-") and stem != name and stem.endswith(suffix):
+            if not _SHARD_STEM.fullmatch(stem) or f.is_symlink() or not f.is_file():
+                continue  # not a shard file this stage writes
+            if stem != name and stem.endswith(suffix):
                 continue  # a sibling shard of this count: its own process decides
-            shutil.rmtree(f) if f.is_dir() else f.unlink()
+            f.unlink()
 
 
 @contextmanager

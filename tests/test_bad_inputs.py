@@ -30,6 +30,15 @@ class Ctx:
         self.data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
         self.a_file = tmp / "a_file.txt"
         self.a_file.write_text("x")
+        self.data_dir = tmp / "dd"  # a data folder (one file of pairs)
+        self.data_dir.mkdir()
+        (self.data_dir / "pairs.jsonl").write_text(self.data.read_text())
+
+    def filter_dir(self) -> str:
+        """A filter-stage output folder (the pairs training reads)."""
+        from test_train import write_pairs
+
+        return str(write_pairs(self.tmp / "f", 4, 0))
 
     def recipe(self, name: str, values: dict | str | bytes) -> str:
         """Write a recipe (a mapping as YAML, or raw text/bytes) and return its path."""
@@ -88,6 +97,25 @@ CASES: dict[str, Case] = {
     "convert-to-folder": (lambda c: ["data", "convert", str(c.data), "-o", str(c.tmp)], "is a folder"),
     "convert-under-file": (lambda c: ["data", "convert", str(c.data), "-o", str(c.a_file / "x.jsonl")],
                            "not a folder"),
+    "convert-into-input-folder": (lambda c: ["data", "convert", str(c.data_dir), "-o",
+                                             str(c.data_dir / "c.jsonl")], "inside the input"),
+    # no stage writes where it reads: output equal to, inside or around an input
+    "sample-output-is-data-folder": (lambda c: c.sample(dataset_name=str(c.data_dir), output_dir=str(c.data_dir)),
+                                     "is the input"),
+    "sample-output-contains-data": (lambda c: c.sample(output_dir=str(c.tmp)), "contains the input"),
+    "sample-output-inside-model": (lambda c: c.sample(output_dir=str(c.model / "s")), "inside the input"),
+    "filter-output-is-input": (lambda c: ["filter", "--dataset_name", str(c.data_dir), "--output_dir",
+                                          str(c.data_dir)], "is the input"),
+    "filter-output-inside-input": (lambda c: ["filter", "--dataset_name", str(c.data_dir), "--output_dir",
+                                              str(c.data_dir / "f")], "inside the input"),
+    "train-output-is-pairs": (lambda c: [*c.train(), "--dataset_name", c.filter_dir(), "--output_dir",
+                                         str(c.tmp / "f")], "is the input"),
+    "train-output-inside-pairs": (lambda c: [*c.train(), "--dataset_name", c.filter_dir(), "--output_dir",
+                                             str(c.tmp / "f" / "t")], "inside the input"),
+    "train-rm-output-contains-data": (lambda c: [*c.train(kind="train-rm"), "--dataset_name", str(c.data),
+                                                 "--output_dir", str(c.tmp)], "contains the input"),
+    "eval-output-is-data-folder": (lambda c: ["eval", "--model", str(c.model), "--dataset", str(c.data_dir),
+                                              "--output", str(c.data_dir), "--progress", "false"], "is the input"),
     # sample: value types and bounds (one parser for every stage config)
     "sample-n-word": (lambda c: [*c.sample(), "--n", "four"], "n must be an integer"),
     "sample-old-key": (lambda c: c.sample(model="m"), "did you mean 'model_name_or_path'"),

@@ -130,3 +130,66 @@ def test_filter_checks_judgments_against_the_sample_manifest(tiny_model_dir: Pat
     shard.write_text("".join(lines[:-1]) + lines[-1][:10] if damage == "torn_last_line" else "")
     with pytest.raises(ConjError, match="judgments on disk but the sampling manifest lists 6"):
         run_filter(FilterConfig(dataset_name=str(out), output_dir=str(tmp_path / "f")))
+
+
+# --- --overwrite removes only what the stage wrote ------------------------------------------------
+
+
+def test_sample_overwrite_keeps_files_it_did_not_write(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data, out = _pairs(tmp_path / "d.jsonl", 3), tmp_path / "u"
+    mine = {out / "mydata" / "pairs.jsonl": "user data\n", out / "notes.txt": "x",
+            out / "judgments" / "my-notes.jsonl": "{}\n", out / "prompts" / "keep.txt": "y"}
+    for path, text in mine.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    run_sample(_cfg(tiny_model_dir, data, out))
+    run_sample(_cfg(tiny_model_dir, data, out, n=1, overwrite=True))
+    assert {p: p.read_text() for p in mine} == mine
+    assert len([r for r in _records(out) if "pair_id" in r]) == 3  # only the new config's records
+
+
+def test_train_overwrite_keeps_files_it_did_not_write(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from test_train import train_argv, write_pairs
+
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
+
+    data, out = write_pairs(tmp_path / "filter", 8, 0), tmp_path / "t"
+    out.mkdir()
+    (out / "before.txt").write_text("mine")
+    run_train(*parse_train_args(train_argv(tiny_model_dir, data, out, max_steps=2, save_steps=1)))
+    (out / "my-eval").mkdir()
+    (out / "my-eval" / "after.txt").write_text("mine too")
+    assert (out / "checkpoint-1").is_dir()
+    run_train(*parse_train_args(train_argv(tiny_model_dir, data, out, max_steps=1, learning_rate=5e-3,
+                                           save_strategy="no", overwrite=True)))
+    assert (out / "before.txt").read_text() == "mine" and (out / "my-eval" / "after.txt").read_text() == "mine too"
+    assert not (out / "checkpoint-1").exists() and (out / "model.safetensors").is_file()
+
+
+# --- training keys its resume on the pairs' content ----------------------------------------------
+
+
+def test_train_refuses_to_resume_on_changed_pairs(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from test_train import train_argv, write_pairs
+    from transformers import TrainerCallback
+
+    from conj_train.train.args import parse_train_args
+    from conj_train.train.dpo import run_train
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            control.should_training_stop = state.global_step == 1
+
+    data, out = write_pairs(tmp_path / "filter", 8, 0), tmp_path / "t"
+    argv = train_argv(tiny_model_dir, data, out, max_steps=2, save_steps=1)
+    run_train(*parse_train_args(argv), callbacks=[StopAt()])
+    assert (out / "checkpoint-1").is_dir()
+    shutil.rmtree(data / "dataset")
+    write_pairs(data, 12, 0)  # same folder, other pairs
+    with pytest.raises(ConjError, match="other training pairs"):
+        run_train(*parse_train_args(argv))
+    fresh = run_train(*parse_train_args([*argv, "--overwrite", "true"]))
+    assert fresh.resumed_from is None and fresh.counts["train"].read == 12

@@ -67,6 +67,7 @@ from conj_train.runs import (
     all_shards_complete,
     check_mergeable,
     check_output_dir,
+    check_separate,
     claim_shard,
     read_done,
     read_shard_records,
@@ -239,6 +240,7 @@ def run_eval(
     model; with ``merge``, score and report once every shard of every model is complete."""
     rank, world = resolve_shard(cfg.shard, rank, world)
     out = check_output_dir(cfg.output_dir)
+    check_separate(out, [p for _, p in (*cfg.dataset_specs(), *cfg.model_specs())])
     models = _model_kinds(cfg)
     if cfg.merge_only:
         return merge_eval(cfg, models)

@@ -45,6 +45,7 @@ from conj_train.runs import (
     all_shards_complete,
     check_mergeable,
     check_output_dir,
+    check_separate,
     claim_shard,
     derive_seed,
     read_done,
@@ -208,6 +209,7 @@ def run_sample(cfg: SampleConfig, *, rank: int | None = None, world: int | None 
         return merge_shards(out, cfg)
     name = shard_name(rank, world)
     check_output_dir(out)
+    check_separate(out, [cfg.dataset_name, cfg.model_name_or_path])
     with shard_lock(out, name):
         return _run_shard(cfg, out, name, rank, world, engine, merge)
 
@@ -221,7 +223,7 @@ def _run_shard(cfg: SampleConfig, out: Path, name: str, rank: int, world: int, e
     jpath = out / "judgments" / f"{name}.jsonl"
     claim = claim_shard(out, manifest_path, config_hash=cfg.output_hash(), data_hash=data_hash,
                         overwrite=cfg.overwrite, stage="sample", extra={"shard": [rank, world]},
-                        records=[jpath])
+                        records=[jpath], subs=("prompts",))
     if claim is not None and claim.get("complete"):
         result = SampleResult(out, claim["counts"], complete=True,
                               summary=f"{out}: shard {rank}/{world} already complete; nothing to do")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from conj_train.io import atomic_write_json, atomic_write_text, library_versions
-from conj_train.runs import check_output_dir
+from conj_train.runs import check_output_dir, check_separate
 from conj_train.train.args import resolved_config
 from conj_train.train.card import card_info, filter_summary
 from conj_train.train.logging import setup_wandb
@@ -62,12 +62,14 @@ def _last_logged(history: list[dict[str, Any]], keys: Sequence[str]) -> dict[str
     return out
 
 
-def begin_run(training_args: Any) -> dict[str, Any]:
+def begin_run(training_args: Any, inputs: Sequence[str | None] = ()) -> dict[str, Any]:
     """Output folder check, logging, seed and wandb set-up shared by both trainers; returns what
-    finish_run reports."""
+    finish_run reports. An output that is, lies inside or contains one of ``inputs`` (the pairs, the
+    base model) is refused before anything is written."""
     from transformers import set_seed
 
     check_output_dir(training_args.output_dir)
+    check_separate(training_args.output_dir, inputs)
     _setup_logging(training_args)
     set_seed(training_args.seed)
     wandb_mode = setup_wandb(training_args.report_to, Path(training_args.output_dir) / "_wandb")

@@ -33,7 +33,7 @@ from conj_train.train.logging import RM_PANELS, MetricsRecorder
 from conj_train.train.machine import adapt_to_machine
 from conj_train.train.model import load_pretrained, load_tokenizer, model_kwargs
 from conj_train.train.pair_data import SplitCounts, resolve_dataset
-from conj_train.train.run_dir import claim_train_dir, resume_point
+from conj_train.train.run_dir import claim_train_dir, resume_point, train_data_hash
 
 logger = logging.getLogger(__name__)
 
@@ -214,8 +214,8 @@ def run_train_rm(script_args: RewardScriptArguments, training_args: ConjRewardCo
     """Train and save the scalar reward model; same outputs as :func:`conj_train.train.dpo.run_train`."""
     from transformers import AutoModelForSequenceClassification
 
-    start = begin_run(training_args)
-    claim_train_dir(script_args, training_args, model_args)
+    start = begin_run(training_args, (script_args.dataset_name, model_args.model_name_or_path))
+    claim_train_dir(script_args, training_args, model_args, data_hash=train_data_hash(script_args.dataset_name))
     resume = resume_point(script_args, training_args)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     train, eval_ds, counts, info = load_reward_splits(script_args, tokenizer, training_args.max_length)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from conj_train.config import (
 )
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, file_hash, library_versions
-from conj_train.runs import check_output_dir, finished_output
+from conj_train.runs import check_output_dir, check_separate, finished_output, remove_layout
 
 # The fixed rationale per template language; "{verdict}" is replaced by the drawn slot.
 DEFAULT_RATIONALES = {"zh": "回答{verdict}更好。", "en": "Answer {verdict} is better."}
@@ -183,6 +182,7 @@ def run_warmup(cfg: WarmupConfig) -> WarmupResult:
     """Fine-tune ``cfg.model_name_or_path`` on format-only judgments and save it to ``cfg.output_dir``."""
     cfg.validate()
     out = check_output_dir(cfg.output_dir)
+    check_separate(out, [cfg.dataset_name, cfg.model_name_or_path])
     config_hash, inputs = cfg.output_hash(), _input_info(cfg)
     done = _check_output(out, cfg, config_hash, inputs)
     if done is not None:
@@ -209,12 +209,13 @@ def _train(cfg: WarmupConfig, rows: list[dict[str, Any]], out: Path) -> dict[str
     from trl import SFTConfig, SFTTrainer
 
     from conj_train.tokens import load_tokenizer
+    from conj_train.train.run_dir import TRAIN_LAYOUT
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if out.exists():
-        shutil.rmtree(out)  # a different or unfinished warm-up (refused above unless overwrite)
-    out.mkdir(parents=True)
+    # A different or unfinished warm-up (refused above unless overwrite): only what a warm-up writes.
+    remove_layout(out, (*TRAIN_LAYOUT, _STARTED))
+    out.mkdir(parents=True, exist_ok=True)
     (out / _STARTED).touch()  # lets a rerun replace what a killed run left
     tokenizer = load_tokenizer(cfg.model_name_or_path)
     if tokenizer.pad_token is None:
