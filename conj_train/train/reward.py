@@ -164,8 +164,12 @@ def prepare_rows(rows: list[dict[str, Any]], tokenizer: Any, max_length: int | N
     if cap is not None and len(rows) > cap:
         counts.over_cap = len(rows) - cap
         rows = rows[:cap]
+    from conj_train.chat import plain_messages
+
     kept, lens = [], []
     for row in rows:
+        # Questions and answers are data: their special-token strings tokenize as text.
+        row = {**row, **{k: plain_messages(tokenizer, row[k]) for k in ("prompt", "chosen", "rejected")}}
         c, r = _sequence_lengths(tokenizer, row)
         reason = None
         if max_length is not None:
