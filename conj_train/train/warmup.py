@@ -230,6 +230,10 @@ def _train(cfg: WarmupConfig, rows: list[dict[str, Any]], out: Path) -> dict[str
         completion_only_loss=True, gradient_checkpointing=False, save_strategy="no", report_to="none",
         logging_steps=cfg.logging_steps, disable_tqdm=True, use_cpu=not cuda, bf16=cuda,
     )
+    from conj_train.chat import plain_messages
+
+    # The judge prompts are data: their special-token strings tokenize as text (chat.plain_text).
+    rows = [{**r, "prompt": plain_messages(tokenizer, r["prompt"])} for r in rows]
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer)
     train_result = trainer.train()
