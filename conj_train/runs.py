@@ -371,22 +371,23 @@ def _clear_for(run_dir: Path, name: str, subs: Sequence[str]) -> None:
 
 
 @contextmanager
-def shard_lock(run_dir: str | Path, name: str) -> Iterator[None]:
-    """Hold an exclusive lock on shard ``name`` of ``run_dir`` for the ``with`` block.
+def folder_lock(run_dir: str | Path, name: str, *, folder: str = LOCKS, what: str | None = None) -> Iterator[None]:
+    """Hold an exclusive lock ``run_dir/folder/name.lock`` for the ``with`` block.
 
-    A second process asking for the same shard gets a ConjError at once instead of writing every
-    record a second time. The lock dies with its process (kill -9 included).
+    A second process asking for the same lock gets a one-line ConjError at once instead of writing
+    into the same folder. The lock dies with its process (kill -9 included): an ``flock``, released
+    by the kernel. ``what`` names what is being written in the message (default ``name``).
     """
     import fcntl
 
-    path = Path(run_dir) / LOCKS / f"{name}.lock"
+    path = Path(run_dir) / folder / f"{name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "a+")  # noqa: SIM115 (held for the block)
     try:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConjError(f"{run_dir}: another run is writing {name} (lock {path}); wait for it to "
+            raise ConjError(f"{run_dir}: another run is writing {what or name} (lock {path}); wait for it to "
                             "finish or choose another output_dir") from None
         f.seek(0)
         f.truncate()
@@ -395,3 +396,46 @@ def shard_lock(run_dir: str | Path, name: str) -> Iterator[None]:
         yield
     finally:
         f.close()
+
+
+@contextmanager
+def _count_lock(run_dir: Path, world: str) -> Iterator[None]:
+    """Hold a shared lock for shard count ``world`` of ``run_dir``; refuse while a run of another
+    count holds its own (it would clear that run's files, or fail at merge)."""
+    import fcntl
+
+    locks = run_dir / LOCKS
+    locks.mkdir(parents=True, exist_ok=True)
+    f = open(locks / f"count-{world}.lock", "a+")  # noqa: SIM115 (held for the block)
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+        for other in locks.glob("count-*.lock"):
+            if other.name == f"count-{world}.lock":
+                continue
+            with open(other, "a+") as g:
+                try:
+                    fcntl.flock(g.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    k = other.stem.removeprefix("count-")
+                    raise ConjError(f"{run_dir}: a run with {int(k)} shards is writing here; use its shard count "
+                                    "or wait for it to finish") from None
+        yield
+    finally:
+        f.close()
+
+
+@contextmanager
+def shard_lock(run_dir: str | Path, name: str) -> Iterator[None]:
+    """Hold an exclusive lock on shard ``name`` (``shard-i-of-K``) of ``run_dir`` for the ``with``
+    block, and a shared one on its shard count K.
+
+    A second process asking for the same shard gets a ConjError at once instead of writing every
+    record a second time; a process of another shard count is refused while this one runs (it would
+    clear this run's shard files). The locks die with their process (kill -9 included).
+    """
+    with folder_lock(run_dir, name):
+        if _SHARD_STEM.fullmatch(name):
+            with _count_lock(Path(run_dir), name[name.rfind("-of-") + 4:]):
+                yield
+        else:
+            yield

@@ -86,6 +86,9 @@ class Ctx:
 
 
 NOT_UTF8 = b"n: 2\nsystem_prompt: \xff\xfe caf\xe9\n"
+# 9 levels of 9 aliases: under 400 bytes, a billion values once expanded.
+ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{k}: &{k} [{', '.join([f'*{p}'] * 9)}]\n" for p, k in zip("abcdefgh", "bcdefghi", strict=True))
 Case = tuple[Callable[[Ctx], list[str]], str]
 
 CASES: dict[str, Case] = {
@@ -130,6 +133,13 @@ CASES: dict[str, Case] = {
     "sample-recipe-not-utf8": (lambda c: ["sample", "--config", c.recipe("bad.yaml", NOT_UTF8)], "UTF-8"),
     "sample-recipe-bad-yaml": (lambda c: ["sample", "--config", c.recipe("bad.yaml", "n: [1,\n")],
                                "not valid YAML"),
+    "sample-recipe-alias-bomb": (lambda c: ["sample", "--config", c.recipe("bomb.yaml", ALIAS_BOMB + "n: *i\n")],
+                                 "aliases are expanded"),
+    "eval-recipe-alias-bomb": (lambda c: ["eval", "--config", c.recipe("bomb.yaml", ALIAS_BOMB + "dataset_options: *i\n")],
+                               "aliases are expanded"),
+    "sample-temperature-inf": (lambda c: [*c.sample(), "--temperature", ".inf"], "temperature must be a finite number"),
+    "sample-top-p-nan": (lambda c: c.sample(top_p=float("nan")), "top_p must be a finite number"),
+    "eval-temperature-inf": (lambda c: c.eval("--temperature", ".inf"), "temperature must be a finite number"),
     "sample-output-is-file": (lambda c: c.sample(output_dir=str(c.a_file)), "is a file"),
     "sample-truncated-weights": (lambda c: c.sample(model_name_or_path=c.bad_model("truncated")), "cannot load"),
     # eval
@@ -151,6 +161,11 @@ CASES: dict[str, Case] = {
     "train-report-to-bogus": (lambda c: c.train("--report_to", "bogus"), "report_to"),
     "train-recipe-bad-yaml": (lambda c: ["train", "--config", c.recipe("t.yaml", "beta: [1,\n")],
                               "not valid YAML"),
+    "train-lr-nan": (lambda c: c.train("--learning_rate", "nan"), "learning_rate must be a finite number"),
+    "train-beta-inf": (lambda c: c.train("--beta", "inf"), "beta must be a finite number"),
+    "train-rm-lr-inf": (lambda c: c.train("--learning_rate", "inf", kind="train-rm"), "finite"),
+    "train-recipe-alias-bomb": (lambda c: ["train", "--config", c.recipe("bomb.yaml", ALIAS_BOMB + "run_name: *i\n")],
+                                "aliases are expanded"),
     "train-recipe-not-utf8": (lambda c: ["train", "--config", c.recipe("t.yaml", NOT_UTF8)], "UTF-8"),
     "train-model-missing": (lambda c: c.train(model=str(c.tmp / "no-model")), "not found"),
     "train-model-empty": (lambda c: c.train(model=c.bad_model("empty")), "config.json"),
@@ -234,3 +249,18 @@ def test_lone_surrogate_row_is_skipped_by_sampling_too(tmp_path: Path, tiny_mode
     assert main(ctx.sample(max_new_tokens=2, threads=1)) == 0
     manifest = read_json(tmp_path / "s" / "manifest.json")
     assert manifest["counts"]["pairs"] == 2 and manifest["input"]["ingest"]["skipped"] == {"invalid_text": 1}
+
+
+def test_train_error_is_one_line_outside_pytest_too(tmp_path: Path) -> None:
+    """No library warning ahead of the error line (pytest's own warning capture hides them in-process):
+    a recipe with ``gradient_checkpointing`` (the shipped ones) used to print a two-line FutureWarning."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONWARNINGS": "default", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "conj_train", "train", "--model_name_or_path", str(tmp_path / "no-model"),
+           "--dataset_name", str(tmp_path / "f"), "--output_dir", str(tmp_path / "t"), "--report_to", "none",
+           "--gradient_checkpointing", "true"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("conj train: error:"), proc.stderr[-2000:]

@@ -52,7 +52,7 @@ from conj_train.pipeline.stages import (
     run_train_stage,
     run_warmup_stage,
 )
-from conj_train.runs import check_output_dir
+from conj_train.runs import check_output_dir, folder_lock
 
 STAGES = ("warmup", "sample", "filter", "train", "train_rm", "eval")
 ROUND_STAGES = ("sample", "filter", "train", "eval")
@@ -164,6 +164,15 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
     data = check_pipeline(spec, path)
     out = check_output_dir(spec["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
+    # One pipeline writes this folder at a time: a second `conj run` (changed config or not) would
+    # clear or redo the stage folders the first one is writing.
+    with folder_lock(out, "pipeline", what="a conj run pipeline"):
+        return _run_stages(spec, data, out, from_stage, until)
+
+
+def _run_stages(spec: dict[str, Any], data: dict[str, str], out: Path, from_stage: str | None,
+                until: str | None) -> PipelineResult:
+    """The stages of a checked pipeline recipe, under the pipeline's lock."""
     state = _State(out)
     result = PipelineResult(out)
     forced = from_stage is not None

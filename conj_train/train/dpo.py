@@ -52,7 +52,7 @@ from conj_train.train.logging import DPO_PANELS, MetricsRecorder
 from conj_train.train.model import load_pretrained, load_tokenizer, model_kwargs
 from conj_train.train.pair_data import CACHE_DIR, SplitCounts, load_pair_splits, resolve_dataset
 from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
-from conj_train.train.run_dir import claim_train_dir, resume_point, train_data_hash
+from conj_train.train.run_dir import claim_train_dir, resume_point, train_data_hash, train_lock
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +68,17 @@ def run_train(script_args: TrainScriptArguments, training_args: ConjDPOConfig, m
     """
     # Output folder check (apart from the pairs and the base model), logging, seed, wandb.
     start = begin_run(training_args, (script_args.dataset_name, model_args.model_name_or_path))
-    # This config's and these pairs' folder, before any checkpoint.
-    claim_train_dir(script_args, training_args, model_args, data_hash=_pairs_hash(script_args.dataset_name))
-    resume = resume_point(script_args, training_args)  # the last complete checkpoint, or None
-    trainer, counts, filter_report = build_trainer(script_args, training_args, model_args,
-                                                   callbacks=callbacks, trainer_cls=trainer_cls)
-    _, report_path = resolve_dataset(script_args.dataset_name)
-    # Train, evaluate, save the judge, write the card, report.json, recipe.yaml and manifest.json.
-    return finish_run(trainer, "judge", (script_args, training_args, model_args), counts=counts,
-                      filter_report=filter_report, input_info=_input_info(script_args, report_path),
-                      resume=resume, start=start)
+    with train_lock(training_args):  # one training run writes this folder at a time
+        # This config's and these pairs' folder, before any checkpoint.
+        claim_train_dir(script_args, training_args, model_args, data_hash=_pairs_hash(script_args.dataset_name))
+        resume = resume_point(script_args, training_args)  # the last complete checkpoint, or None
+        trainer, counts, filter_report = build_trainer(script_args, training_args, model_args,
+                                                       callbacks=callbacks, trainer_cls=trainer_cls)
+        _, report_path = resolve_dataset(script_args.dataset_name)
+        # Train, evaluate, save the judge, write the card, report.json, recipe.yaml and manifest.json.
+        return finish_run(trainer, "judge", (script_args, training_args, model_args), counts=counts,
+                          filter_report=filter_report, input_info=_input_info(script_args, report_path),
+                          resume=resume, start=start)
 
 
 def build_trainer(script_args: TrainScriptArguments, training_args: ConjDPOConfig, model_args: ModelConfig,

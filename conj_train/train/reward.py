@@ -33,7 +33,7 @@ from conj_train.train.logging import RM_PANELS, MetricsRecorder
 from conj_train.train.machine import adapt_to_machine
 from conj_train.train.model import load_pretrained, load_tokenizer, model_kwargs
 from conj_train.train.pair_data import SplitCounts, resolve_dataset
-from conj_train.train.run_dir import claim_train_dir, resume_point, train_data_hash
+from conj_train.train.run_dir import claim_train_dir, resume_point, train_data_hash, train_lock
 
 logger = logging.getLogger(__name__)
 
@@ -216,9 +216,15 @@ def load_reward_splits(script_args: RewardScriptArguments, tokenizer: Any, max_l
 def run_train_rm(script_args: RewardScriptArguments, training_args: ConjRewardConfig,
                  model_args: ModelConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Train and save the scalar reward model; same outputs as :func:`conj_train.train.dpo.run_train`."""
+    start = begin_run(training_args, (script_args.dataset_name, model_args.model_name_or_path))
+    with train_lock(training_args):  # one training run writes this folder at a time
+        return _train_rm(script_args, training_args, model_args, callbacks, start)
+
+
+def _train_rm(script_args: RewardScriptArguments, training_args: ConjRewardConfig, model_args: ModelConfig,
+              callbacks: Sequence[Any], start: dict[str, Any]) -> TrainResult:
     from transformers import AutoModelForSequenceClassification
 
-    start = begin_run(training_args, (script_args.dataset_name, model_args.model_name_or_path))
     claim_train_dir(script_args, training_args, model_args, data_hash=train_data_hash(script_args.dataset_name))
     resume = resume_point(script_args, training_args)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)

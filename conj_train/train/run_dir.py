@@ -9,18 +9,31 @@ every ``save_steps``; the last complete one is resumed automatically (``auto_res
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, read_json, stable_hash
-from conj_train.runs import data_fingerprint, remove_layout
+from conj_train.runs import data_fingerprint, folder_lock, remove_layout
 from conj_train.train.args import resolved_config
 from conj_train.train.machine import main_process_first, uses_deepspeed, world_size
 
 
+def _complete_state(path: Path) -> bool:
+    """Whether ``path`` (a checkpoint's trainer_state.json, written last) is whole: a kill -9 during
+    the save can leave it empty or torn."""
+    import json
+
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")).get("global_step"), int)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest ``checkpoint-N`` in ``output_dir`` whose save completed (trainer_state.json is last)."""
+    """The newest ``checkpoint-N`` in ``output_dir`` whose save completed (trainer_state.json is last
+    and whole)."""
     from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     out = Path(output_dir)
@@ -29,7 +42,7 @@ def last_checkpoint(output_dir: str | Path) -> str | None:
     done = []
     for d in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
         step = d.name.rsplit("-", 1)[-1]
-        if step.isdigit() and (d / "trainer_state.json").is_file():
+        if step.isdigit() and _complete_state(d / "trainer_state.json"):
             done.append((int(step), d))
     return str(max(done)[1]) if done else None
 
@@ -121,6 +134,20 @@ def claim_train_dir(script_args: Any, training_args: Any, model_args: Any, *, da
         if main and (stale or old is None or old != claim):
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(out / RUN_CLAIM, claim)
+
+
+TRAIN_LOCKS = "_locks"  # "_"-prefixed: Trainer.push_to_hub skips it
+
+
+def train_lock(training_args: Any) -> AbstractContextManager[None]:
+    """The lock the main process holds on ``output_dir`` from its claim to the saved model: a second
+    training run into the same folder is refused with one line while this one runs (other processes
+    of this launch follow their main process)."""
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return nullcontext()
+    return folder_lock(training_args.output_dir, "train", folder=TRAIN_LOCKS, what="a training run")
 
 
 def _launch_clash(a: dict[str, Any], b: dict[str, Any]) -> bool:

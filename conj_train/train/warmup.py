@@ -39,13 +39,14 @@ from conj_train.config import (
 )
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, file_hash, library_versions
-from conj_train.runs import check_output_dir, check_separate, finished_output, remove_layout
+from conj_train.runs import check_output_dir, check_separate, finished_output, folder_lock, remove_layout
 
 # The fixed rationale per template language; "{verdict}" is replaced by the drawn slot.
 DEFAULT_RATIONALES = {"zh": "回答{verdict}更好。", "en": "Answer {verdict} is better."}
 # Fields that do not change the warmed model: left out of the config hash.
 _RUNTIME_FIELDS = {"output_dir", "overwrite", "threads", "logging_steps"}
 _STARTED = ".warmup-started"
+_LOCKS = "_locks"  # the warm-up's lock (a model folder: "_"-prefixed, as training's)
 
 
 @dataclass
@@ -163,7 +164,7 @@ def _check_output(out: Path, cfg: WarmupConfig, config_hash: str, inputs: dict[s
                            overwrite=cfg.overwrite, what="a warm-up")
     if done is not None:
         return done
-    foreign = not (out / "manifest.json").is_file() and out.is_dir() and any(out.iterdir())
+    foreign = not (out / "manifest.json").is_file() and out.is_dir() and any(c.name != _LOCKS for c in out.iterdir())
     if foreign and not (out / _STARTED).exists() and not cfg.overwrite:
         raise ConjError(f"{out} exists and is not a warm-up output; choose a new output_dir")
     return None
@@ -183,6 +184,11 @@ def run_warmup(cfg: WarmupConfig) -> WarmupResult:
     cfg.validate()
     out = check_output_dir(cfg.output_dir)
     check_separate(out, [cfg.dataset_name, cfg.model_name_or_path])
+    with folder_lock(out, "warmup", folder=_LOCKS, what="a warm-up"):  # one warm-up writes here at a time
+        return _warmup(cfg, out)
+
+
+def _warmup(cfg: WarmupConfig, out: Path) -> WarmupResult:
     config_hash, inputs = cfg.output_hash(), _input_info(cfg)
     done = _check_output(out, cfg, config_hash, inputs)
     if done is not None:
