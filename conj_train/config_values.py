@@ -192,6 +192,15 @@ def _has_type(value: Any, tp: Any) -> bool:
     return True  # a type this check does not know: the dataclass's own validate() decides
 
 
+def _is_text(value: str) -> bool:
+    """Whether ``value`` can be written as UTF-8 (a lone surrogate from ``"\\ud800"`` in YAML cannot)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_types(cls: type, values: dict[str, Any], *, where: str) -> None:
     """Raise a ConjError naming the first key whose value has the wrong type or is out of bounds."""
     hints = typing.get_type_hints(cls)
@@ -200,6 +209,8 @@ def check_types(cls: type, values: dict[str, Any], *, where: str) -> None:
         if not _has_type(value, tp):
             raise ConjError(f"{where}: {key} must be {_type_name(tp)}, got {value!r}"
                             + (" (quote it to pass a string)" if str in flat_args(tp) else ""))
+        if isinstance(value, str) and not _is_text(value):
+            raise ConjError(f"{where}: {key} is not valid text (a lone surrogate such as \\ud800)")
         if isinstance(value, float) and not math.isfinite(value):
             raise ConjError(f"{where}: {key} must be a finite number, got {value!r}")
         if key in BOUNDS and isinstance(value, int | float) and not isinstance(value, bool):

@@ -39,6 +39,7 @@ from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, file_hash, iter_jsonl, read_json, stable_hash
 
 LOCKS = "locks"
+MAX_SHARDS = 65_536  # far above any launch; a count beyond it is a typo that would cost a loop per shard
 MANIFESTS = "manifests"
 _SHARD_STEM = re.compile(r"shard-\d{5,}-of-\d{5,}")
 
@@ -55,6 +56,8 @@ def parse_shard(spec: str) -> tuple[int, int]:
         raise ConjError(f"shard must look like i/K (e.g. 0/4), not {spec!r}") from None
     if not 0 <= i < k:
         raise ConjError(f"shard {spec!r}: need 0 <= i < K")
+    if k > MAX_SHARDS:
+        raise ConjError(f"shard {spec!r}: at most {MAX_SHARDS:,} shards")
     return i, k
 
 
@@ -160,7 +163,8 @@ def check_mergeable(where: Path, manifests: Sequence[dict], *, config_hash: str,
     done = {int(m["shard"][0]) for m in manifests if m.get("complete")}
     missing = [i for i in range(world) if i not in done]
     if missing:
-        raise ConjError(f"{where}: shards{of} not finished yet: {missing}")
+        shown = ", ".join(map(str, missing[:10])) + (f" ... ({len(missing):,} in all)" if len(missing) > 10 else "")
+        raise ConjError(f"{where}: shards{of} not finished yet: [{shown}]")
     return world
 
 

@@ -140,6 +140,15 @@ CASES: dict[str, Case] = {
     "sample-temperature-inf": (lambda c: [*c.sample(), "--temperature", ".inf"], "temperature must be a finite number"),
     "sample-top-p-nan": (lambda c: c.sample(top_p=float("nan")), "top_p must be a finite number"),
     "eval-temperature-inf": (lambda c: c.eval("--temperature", ".inf"), "temperature must be a finite number"),
+    "sample-shard-huge": (lambda c: [*c.sample(), "--shard", "0/10000000"], "at most"),
+    "sample-no-usable-pairs": (lambda c: c.sample(dataset_name=c.recipe("none.jsonl", SURROGATE)), "no usable pairs"),
+    "data-path-too-long": (lambda c: ["data", "check", str(c.tmp.joinpath(*["d" * 200] * 40))], "too long"),
+    "sample-dtype-typo": (lambda c: [*c.sample(), "--dtype", "float99"], "dtype must be one of"),
+    "eval-dtype-typo": (lambda c: c.eval("--dtype", "float99"), "dtype must be one of"),
+    "sample-system-prompt-surrogate": (lambda c: ["sample", "--config", c.recipe("s.yaml", yaml.safe_dump(
+        {"model_name_or_path": str(c.model), "dataset_name": str(c.data), "output_dir": str(c.tmp / "s")})
+        + 'system_prompt: "\\ud800"\n')], "not valid text"),
+    "tiny-model-huge": (lambda c: ["tiny-model", str(c.tmp / "tm"), "--hidden", "1000000"], "at most"),
     "sample-output-is-file": (lambda c: c.sample(output_dir=str(c.a_file)), "is a file"),
     "sample-truncated-weights": (lambda c: c.sample(model_name_or_path=c.bad_model("truncated")), "cannot load"),
     # eval
@@ -185,6 +194,12 @@ CASES: dict[str, Case] = {
     "run-missing-dataset": (lambda c: ["run", "--config", c.recipe("p.yaml", {
         "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.tmp / "none.jsonl"),
         "heldout": str(c.data)})], "no such file"),
+    "run-launch-typo": (lambda c: ["run", "--config", c.recipe("p.yaml", {
+        "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data),
+        "heldout": str(c.data), "launch": {"train": {"num_proceses": 2}}})], "num_proceses"),
+    "run-launch-stage-typo": (lambda c: ["run", "--config", c.recipe("p.yaml", {
+        "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data),
+        "heldout": str(c.data), "launch": {"trian": {"num_processes": 2}}})], "trian"),
     "run-from-after-until": (lambda c: ["run", "--config", c.recipe("p.yaml", {
         "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data),
         "heldout": str(c.data)}), "--from", "eval", "--until", "sample"], "--from"),
@@ -264,3 +279,10 @@ def test_train_error_is_one_line_outside_pytest_too(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("conj train: error:"), proc.stderr[-2000:]
+
+
+def test_an_error_line_built_from_a_huge_input_stays_short(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    deep = tmp_path.joinpath(*["d" * 200] * 18) / "x.jsonl"  # a 3,600-character path
+    assert main(["data", "check", str(deep)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and len(err) <= 650 and "no such file" in err, err[:300]

@@ -416,3 +416,21 @@ def test_decontamination_exact_and_ngram(tmp_path: Path) -> None:
     ngram = load(tmp_path, rows, "n.jsonl", decontaminate_against=evals, ngram=6)
     assert [r["question"] for r in ngram.records] == [rows[2]["prompt"]]
     assert ngram.report.decontaminated == 2
+
+
+def test_whole_float_labels_are_labels(tmp_path: Path) -> None:
+    # pandas writes an integer column that has a missing value as floats: 1.0 / 2.0 are labels 1 / 2.
+    rows = [{"input": "I1", "output_1": "X", "output_2": "Y", "label": 1.0},
+            {"input": "I2", "output_1": "X", "output_2": "Y", "label": 2.0},
+            {"input": "I3", "output_1": "X", "output_2": "Y", "label": 1.5}]
+    res = load(tmp_path, rows, "natural.json")
+    assert triples(res) == [("I1", "X", "Y"), ("I2", "Y", "X")]
+    assert res.report.skipped == {"invalid_label": 1}
+
+
+def test_unicode_line_separators_inside_a_json_string_are_text(tmp_path: Path) -> None:
+    rows = [{"prompt": f"Q{i}\u2028line\u0085next", "chosen": "a\u2029b", "rejected": "c"} for i in range(2)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    res = load_preferences(str(path))
+    assert [r["chosen"] for r in res.records] == ["a\u2029b"] * 2 and res.report.skipped == {}

@@ -32,6 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_ERROR_CHARS = 600
+
+
+def short_line(message: str) -> str:
+    """An error message as one line of at most about :data:`MAX_ERROR_CHARS` characters: a message
+    built from user input (a path, a list of missing shards) must not flood the terminal. The middle
+    goes: the start says where, the end usually says what is wrong."""
+    line = " ".join(message.split())
+    if len(line) <= MAX_ERROR_CHARS:
+        return line
+    half = MAX_ERROR_CHARS // 2 - 20
+    return f"{line[:half]} ...({len(line) - 2 * half:,} chars)... {line[-half:]}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``conj`` console script; returns the exit code."""
     parser = build_parser()
@@ -45,8 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConjError as e:
-        print(f"conj {args.command}: error: {e}", file=sys.stderr)
+        print(f"conj {args.command}: error: {short_line(str(e))}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # the system refused a file operation (disk full, read-only, name too long...)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"conj {args.command}: error: {short_line(f'{e.strerror or e}{where}')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ from typing import Any
 
 from conj_train.benchmarks import default_split
 from conj_train.config import (
+    DTYPES,
     INPUT_OLD_NAMES,
     RUNTIME_FIELDS,
     EngineOptions,
@@ -79,6 +80,7 @@ class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions):
             ("orders", self.orders, ORDERS),
             ("decoding", self.decoding, ("greedy", "sample")),
             ("engine", self.engine, ("hf", "vllm")),
+            ("dtype", self.dtype, DTYPES),
             ("parser", self.parser, MODES),
             ("model_kind", self.model_kind, ("auto", *MODEL_KINDS)),
             ("ingest_mode", self.ingest_mode, INGEST_MODES),

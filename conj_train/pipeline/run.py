@@ -314,6 +314,7 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
     for name in ("train", "train_rm"):
         if spec.get(name) is not None:
             _check_train_section(spec[name], name, path)
+    _check_launch(spec.get("launch"), path)
     sources = [dataset, *_eval_sources(e_cfg)]
     if looks_local(base) and not Path(base).expanduser().is_dir():
         raise ConjError(f"{path}: model_name_or_path {base}: no such folder")
@@ -323,6 +324,30 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
             raise ConjError(f"{path}: data source {src}: no such file or folder")
         data[src] = data_fingerprint(src)
     return data
+
+
+def _check_launch(launch: Any, path: str | Path) -> None:
+    """The ``launch:`` section: stage names and launcher keys, checked before the first stage (a typo
+    in ``launch.train`` must not be found after sampling and filtering ran)."""
+    from conj_train.pipeline.stages import LAUNCH_KEYS
+
+    if launch is None:
+        return
+    launchable = ("sample", "train", "train_rm", "eval")
+    if not isinstance(launch, dict):
+        raise ConjError(f"{path}: launch must be a mapping of stage: settings ({', '.join(launchable)})")
+    for stage_name, settings in launch.items():
+        if stage_name not in launchable:
+            raise ConjError(f"{path}: launch: {stage_name!r} is not a stage that can be launched"
+                            f"{did_you_mean(str(stage_name), launchable)}")
+        if settings is None:
+            continue
+        if not isinstance(settings, dict):
+            raise ConjError(f"{path}: launch.{stage_name} must be a mapping ({', '.join(LAUNCH_KEYS)})")
+        for key in settings:
+            if key not in LAUNCH_KEYS:
+                raise ConjError(f"{path}: launch.{stage_name}: unknown key {key!r}"
+                                f"{did_you_mean(str(key), LAUNCH_KEYS)} ({', '.join(LAUNCH_KEYS)})")
 
 
 def _check_train_section(section: Any, name: str, path: str | Path) -> None:

@@ -40,6 +40,7 @@ from conj_train.engines.base import (
     GenerationRequest,
     prompt_too_long,
 )
+from conj_train.errors import ConjError
 from conj_train.io import JsonlAppender, atomic_write_json, library_versions, stable_hash, write_jsonl
 from conj_train.runs import (
     all_shards_complete,
@@ -103,6 +104,9 @@ def _load_items(cfg: SampleConfig) -> tuple[list[dict], dict]:
     from conj_train.prompts import build_judge_prompts, label_balance
 
     records, report = cfg.load_records(cfg.dataset_name)
+    if not records:  # nothing to sample: a run "done" with 0 pairs would look like success
+        skipped = ", ".join(f"{k} {v}" for k, v in report.skipped.items()) or "no rows"
+        raise ConjError(f"sample: {cfg.dataset_name} has no usable pairs (skipped: {skipped})")
     items = build_judge_prompts(records, template=cfg.template, seed=cfg.swap_seed)
     info = {"ingest": report.to_dict(), "pairs": len(items), "label_balance": label_balance(items)}
     return items, info
