@@ -96,6 +96,8 @@ CASES: dict[str, Case] = {
     "data-missing-file": (lambda c: ["data", "check", str(c.tmp / "nope.jsonl")], "no such file"),
     "data-bad-format": (lambda c: ["data", "check", str(c.data), "--format", "bogus"], "format"),
     "data-bad-field": (lambda c: ["data", "check", str(c.data), "--field", "prompt"], "KEY=NAME"),
+    "data-multi-turn-bogus": (lambda c: ["data", "check", str(c.data), "--multi-turn", "bogus"], "invalid choice"),
+    "data-no-source": (lambda c: ["data", "check"], "required"),
     "convert-onto-input": (lambda c: ["data", "convert", str(c.data), "-o", str(c.data)], "is the input"),
     "convert-to-folder": (lambda c: ["data", "convert", str(c.data), "-o", str(c.tmp)], "is a folder"),
     "convert-under-file": (lambda c: ["data", "convert", str(c.data), "-o", str(c.a_file / "x.jsonl")],

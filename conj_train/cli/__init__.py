@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from conj_train import __version__
 from conj_train.errors import ConjError
@@ -19,9 +20,17 @@ from conj_train.errors import ConjError
 COMMAND_MODULES = ("demo", "tiny_model", "real_model", "data", "sample", "filter", "train", "eval", "run", "ablate")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line (``conj CMD: error: ...``) instead of the usage block
+    and the error; ``--help`` still prints the usage. Subcommand parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {short_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="conj",
         description="Train generative LLM judges from preference data (Con-J).",
     )
@@ -49,9 +58,12 @@ def short_line(message: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``conj`` console script; returns the exit code."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_overrides", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:  # a usage error (one line, OneLineParser) or --help / --version: argparse's exit code
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "accepts_overrides", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     args.overrides = extra
     if not getattr(args, "func", None):
         parser.print_help()
