@@ -258,6 +258,7 @@ SKIP_CASES = {
     "tie": ([{"prompt": "P", "response 1": "X", "response 2": "Y", "label": 2}], {}),
     "non_text_content": ([{**OK, "chosen": True}], {"format": "trl-standard"}),
     "invalid_text": ([{**OK, "chosen": "a\ud800b"}], {"format": "trl-standard"}),
+    "oversized_text": ([{**OK, "chosen": "x" * 1_000_001}], {"format": "trl-standard"}),
     "unknown_role": ([{"chosen": [{"role": "human", "content": "Q"}, a("x")],
                        "rejected": [{"role": "human", "content": "Q"}, a("y")]}], {"format": "skywork"}),
     "empty_question": ([{**OK, "prompt": "  \n"}], {"format": "trl-standard"}),
