@@ -76,6 +76,11 @@ class Ctx:
             shutil.copytree(self.model, d)
             w = d / "model.safetensors"
             w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+        elif what == "huge-config":
+            shutil.copytree(self.model, d)
+            cfg = json.loads((d / "config.json").read_text())
+            cfg["num_hidden_layers"] = 10_000_000
+            (d / "config.json").write_text(json.dumps(cfg))
         elif what == "remote-code":
             shutil.copytree(self.model, d)
             cfg = json.loads((d / "config.json").read_text())
@@ -151,6 +156,8 @@ CASES: dict[str, Case] = {
         {"model_name_or_path": str(c.model), "dataset_name": str(c.data), "output_dir": str(c.tmp / "s")})
         + 'system_prompt: "\\ud800"\n')], "not valid text"),
     "tiny-model-huge": (lambda c: ["tiny-model", str(c.tmp / "tm"), "--hidden", "1000000"], "at most"),
+    "sample-model-huge-config": (lambda c: c.sample(model_name_or_path=c.bad_model("huge-config")), "num_hidden_layers"),
+    "eval-model-huge-config": (lambda c: [*c.eval(), "--model", c.bad_model("huge-config")], "num_hidden_layers"),
     "sample-output-is-file": (lambda c: c.sample(output_dir=str(c.a_file)), "is a file"),
     "sample-truncated-weights": (lambda c: c.sample(model_name_or_path=c.bad_model("truncated")), "cannot load"),
     # eval
@@ -181,6 +188,7 @@ CASES: dict[str, Case] = {
     "train-model-missing": (lambda c: c.train(model=str(c.tmp / "no-model")), "not found"),
     "train-model-empty": (lambda c: c.train(model=c.bad_model("empty")), "config.json"),
     "train-model-no-config": (lambda c: c.train(model=c.bad_model("no-config")), "config.json"),
+    "train-model-huge-config": (lambda c: c.train(model=c.bad_model("huge-config")), "num_hidden_layers"),
     "train-model-remote-code": (lambda c: c.train(model=c.bad_model("remote-code")), "trust_remote_code"),
     "train-rm-lr-word": (lambda c: c.train("--learning_rate", "fast", kind="train-rm"), "learning_rate"),
     "train-rm-model-missing": (lambda c: c.train(model=str(c.tmp / "no-model"), kind="train-rm"), "not found"),

@@ -62,6 +62,7 @@ from conj_train.io import (
     library_versions,
     read_json,
 )
+from conj_train.models import check_model_size
 from conj_train.reward_model import RewardModel, detect_model_kind
 from conj_train.runs import (
     all_shards_complete,
@@ -241,6 +242,8 @@ def run_eval(
     rank, world = resolve_shard(cfg.shard, rank, world)
     out = check_output_dir(cfg.output_dir)
     check_separate(out, [p for _, p in (*cfg.dataset_specs(), *cfg.model_specs())])
+    for _, model_path in cfg.model_specs():  # every model's sizes before the first one loads
+        check_model_size(model_path)
     models = _model_kinds(cfg)
     if cfg.merge_only:
         return merge_eval(cfg, models)
