@@ -182,9 +182,18 @@ def _writable_parent(path: Path) -> None:
         raise ConjError(f"{path}: {parent} is not writable")
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` with its links resolved; a symlink loop (or a name the system refuses) is a ConjError."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as e:  # RuntimeError: pathlib's "Symlink loop" (Python < 3.13)
+        raise ConjError(f"{path}: a symbolic link loop or an unusable path ({e})") from None
+
+
 def check_output_dir(path: str | Path, *, what: str = "output_dir") -> Path:
     """``path`` as a folder this process can create or write into; otherwise a one-line ConjError."""
     p = Path(path).expanduser()
+    _resolved(p)
     if p.exists() and not p.is_dir():
         raise ConjError(f"{what} {p} is a file, not a folder")
     if p.is_dir():
@@ -199,6 +208,7 @@ def check_output_file(path: str | Path, *, inputs: Sequence[str | Path] = ()) ->
     """``path`` as a file this process can write, neither one of ``inputs`` nor inside an input folder
     (writing it would lose the input, or add the output to what is read)."""
     p = Path(path).expanduser()
+    _resolved(p)
     if p.is_dir():
         raise ConjError(f"output {p} is a folder; give a file path")
     check_separate(p, inputs, what="output")  # the input itself, or a file inside an input folder
@@ -216,14 +226,14 @@ def check_separate(output: str | Path, inputs: Iterable[str | Path | None], *, w
     A stage that writes where it reads would destroy its input (``--overwrite``), read its own
     records back as data, or leave a data folder unreadable; an input that is not a local path (a
     Hub id) cannot meet a local output and is skipped."""
-    out = Path(output).expanduser().resolve()
+    out = _resolved(Path(output).expanduser())
     for src in inputs:
         if src is None or str(src) == "":
             continue
         path = Path(src).expanduser()
         if not path.exists():
             continue
-        s = path.resolve()
+        s = _resolved(path)
         if out == s:
             raise ConjError(f"{what} {output} is the input {src}; choose another {what}")
         if s in out.parents:

@@ -34,6 +34,12 @@ class Ctx:
         self.data_dir.mkdir()
         (self.data_dir / "pairs.jsonl").write_text(self.data.read_text())
 
+    def loop(self) -> Path:
+        """A symbolic link loop (a -> b -> a)."""
+        (self.tmp / "loop-b").symlink_to(self.tmp / "loop-a")
+        (self.tmp / "loop-a").symlink_to(self.tmp / "loop-b")
+        return self.tmp / "loop-a"
+
     def filter_dir(self) -> str:
         """A filter-stage output folder (the pairs training reads)."""
         from test_train import write_pairs
@@ -103,6 +109,9 @@ CASES: dict[str, Case] = {
     "data-bad-field": (lambda c: ["data", "check", str(c.data), "--field", "prompt"], "KEY=NAME"),
     "data-multi-turn-bogus": (lambda c: ["data", "check", str(c.data), "--multi-turn", "bogus"], "invalid choice"),
     "data-no-source": (lambda c: ["data", "check"], "required"),
+    "convert-into-symlink-loop": (lambda c: ["data", "convert", str(c.data), "-o", str(c.loop() / "x.jsonl")],
+                                  "symbolic link loop"),
+    "sample-output-symlink-loop": (lambda c: c.sample(output_dir=str(c.loop())), "symbolic link loop"),
     "convert-onto-input": (lambda c: ["data", "convert", str(c.data), "-o", str(c.data)], "is the input"),
     "convert-to-folder": (lambda c: ["data", "convert", str(c.data), "-o", str(c.tmp)], "is a folder"),
     "convert-under-file": (lambda c: ["data", "convert", str(c.data), "-o", str(c.a_file / "x.jsonl")],
