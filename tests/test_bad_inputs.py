@@ -34,6 +34,12 @@ class Ctx:
         self.data_dir.mkdir()
         (self.data_dir / "pairs.jsonl").write_text(self.data.read_text())
 
+    def stage_data(self) -> str:
+        """A copy of the data inside what a pipeline into ``tmp`` uses as its sample stage folder."""
+        (self.tmp / "sample").mkdir(exist_ok=True)
+        (self.tmp / "sample" / "d.jsonl").write_text(self.data.read_text())
+        return str(self.tmp / "sample" / "d.jsonl")
+
     def loop(self) -> Path:
         """A symbolic link loop (a -> b -> a)."""
         (self.tmp / "loop-b").symlink_to(self.tmp / "loop-a")
@@ -219,6 +225,9 @@ CASES: dict[str, Case] = {
     "run-launch-stage-typo": (lambda c: ["run", "--config", c.recipe("p.yaml", {
         "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data),
         "heldout": str(c.data), "launch": {"trian": {"num_processes": 2}}})], "trian"),
+    "run-data-in-a-stage-folder": (lambda c: ["run", "--config", c.recipe("p.yaml", {
+        "output_dir": str(c.tmp), "model_name_or_path": str(c.model), "dataset_name": c.stage_data(),
+        "heldout": str(c.data)})], "contains the input"),
     "run-from-after-until": (lambda c: ["run", "--config", c.recipe("p.yaml", {
         "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data),
         "heldout": str(c.data)}), "--from", "eval", "--until", "sample"], "--from"),

@@ -318,12 +318,26 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
     sources = [dataset, *_eval_sources(e_cfg)]
     if looks_local(base) and not Path(base).expanduser().is_dir():
         raise ConjError(f"{path}: model_name_or_path {base}: no such folder")
+    _check_inputs_outside_stage_folders(Path(spec["output_dir"]), [base, *sources], path)
     data: dict[str, str] = {}
     for src in sources:
         if looks_local(src) and not Path(src).expanduser().exists():
             raise ConjError(f"{path}: data source {src}: no such file or folder")
         data[src] = data_fingerprint(src)
     return data
+
+
+def _check_inputs_outside_stage_folders(out: Path, inputs: Sequence[str], path: str | Path) -> None:
+    """Refuse an input (data, base model) inside a stage folder of the pipeline: ``conj run`` clears
+    a stage's folder when the stage reruns, and would delete it."""
+    from conj_train.runs import check_separate
+
+    stage_dirs = [out / name for name in (*STAGES, "reward")] + sorted(out.glob("round-*"))
+    for folder in stage_dirs:
+        try:
+            check_separate(folder, inputs, what="stage folder")
+        except ConjError as e:
+            raise ConjError(f"{path}: {e} (conj run clears a stage folder when the stage reruns)") from None
 
 
 def _check_launch(launch: Any, path: str | Path) -> None:

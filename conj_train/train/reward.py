@@ -216,7 +216,8 @@ def load_reward_splits(script_args: RewardScriptArguments, tokenizer: Any, max_l
 def run_train_rm(script_args: RewardScriptArguments, training_args: ConjRewardConfig,
                  model_args: ModelConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Train and save the scalar reward model; same outputs as :func:`conj_train.train.dpo.run_train`."""
-    start = begin_run(training_args, (script_args.dataset_name, model_args.model_name_or_path))
+    start = begin_run(training_args, (script_args.dataset_name, model_args.model_name_or_path,
+                                      script_args.pairs_from))
     with train_lock(training_args):  # one training run writes this folder at a time
         return _train_rm(script_args, training_args, model_args, callbacks, start)
 
