@@ -45,6 +45,10 @@ class ShardedRunOptions:
     merge_only: bool = False
 
 
+# The weight dtypes an engine loads (torch's names); checked before a run claims its folder.
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
 @dataclass
 class EngineOptions:
     """The generation engine of the stages that prompt a judge (sampling, evaluation) and its settings."""

@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import difflib
 import inspect
+import math
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -28,19 +29,66 @@ RENAMED = {"model": "model_name_or_path", "base_model": "model_name_or_path", "d
            "sample_dir": "dataset_name", "samples": "n", "output": "output_dir"}
 
 
+# A recipe is a few hundred values; YAML aliases can make 400 bytes stand for billions of them (an
+# "alias bomb"), which a later walk over the values (type checks, hashing) would take forever on.
+MAX_YAML_VALUES = 100_000
+MAX_RECIPE_BYTES = 10_000_000
+
+
+def _expanded_size(node: Any, memo: dict[int, int], limit: int) -> int:
+    """How many values ``node`` stands for once every alias is expanded (stops early past ``limit``)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = limit + 1  # a node reached again while it is counted: a recursive alias
+    size = 1
+    children = node.value if isinstance(node.value, list) else []
+    for child in children:
+        for sub in child if isinstance(child, tuple) else (child,):  # a mapping's (key, value) pairs
+            size += _expanded_size(sub, memo, limit)
+            if size > limit:
+                memo[key] = size
+                return size
+    memo[key] = size
+    return size
+
+
+def safe_load_bounded(text: str) -> Any:
+    """``yaml.safe_load`` of ``text``, refusing (ConjError) a document whose aliases expand past
+    :data:`MAX_YAML_VALUES` values or that refers to itself."""
+    import yaml
+
+    class _BoundedLoader(yaml.SafeLoader):
+        def construct_document(self, node: Any) -> Any:
+            if _expanded_size(node, {}, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+                raise ConjError(f"more than {MAX_YAML_VALUES:,} values once its aliases are expanded (or an "
+                                "alias refers to itself); write the values out")
+            return super().construct_document(node)
+
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing, unreadable or non-mapping file is a ConjError."""
+    """Read a YAML mapping; a missing, unreadable, oversized or non-mapping file is a ConjError."""
     import yaml
 
     p = Path(path)
     if not p.is_file():
         raise ConjError(f"config file not found: {p}")
+    if p.stat().st_size > MAX_RECIPE_BYTES:
+        raise ConjError(f"{p}: a recipe of {p.stat().st_size:,} bytes (more than {MAX_RECIPE_BYTES:,}); is it a recipe?")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = safe_load_bounded(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise ConjError(f"{p}: not UTF-8 text (byte {e.start}); save the recipe as UTF-8") from None
+    except ConjError as e:
+        raise ConjError(f"{p}: {e}") from None
     except yaml.YAMLError as e:
-        raise ConjError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from e
+        raise ConjError(f"{p}: not valid YAML ({str(e).splitlines()[0][:200]})") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -59,7 +107,7 @@ def yaml_value(raw: str) -> Any:
         return ""
 
     try:
-        return yaml.safe_load(raw)
+        return safe_load_bounded(raw)
     except yaml.YAMLError:
         return raw
 
@@ -151,6 +199,15 @@ def _has_type(value: Any, tp: Any) -> bool:
     return True  # a type this check does not know: the dataclass's own validate() decides
 
 
+def _is_text(value: str) -> bool:
+    """Whether ``value`` can be written as UTF-8 (a lone surrogate from ``"\\ud800"`` in YAML cannot)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_types(cls: type, values: dict[str, Any], *, where: str) -> None:
     """Raise a ConjError naming the first key whose value has the wrong type or is out of bounds."""
     hints = typing.get_type_hints(cls)
@@ -159,6 +216,10 @@ def check_types(cls: type, values: dict[str, Any], *, where: str) -> None:
         if not _has_type(value, tp):
             raise ConjError(f"{where}: {key} must be {_type_name(tp)}, got {value!r}"
                             + (" (quote it to pass a string)" if str in flat_args(tp) else ""))
+        if isinstance(value, str) and not _is_text(value):
+            raise ConjError(f"{where}: {key} is not valid text (a lone surrogate such as \\ud800)")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConjError(f"{where}: {key} must be a finite number, got {value!r}")
         if key in BOUNDS and isinstance(value, int | float) and not isinstance(value, bool):
             low, high = BOUNDS[key]
             if value < low or (high is not None and value > high):

@@ -344,12 +344,12 @@ class Judge:
         reader = self.transfer_reader or self.scorer
         if reader is None:
             raise ConjError("the rationale-transfer probe needs verdict probabilities: set probability or a transfer_model")
-        from conj_train.chat import render_chat
+        from conj_train.chat import plain_text, render_chat
 
         key_r, key_v = self.template.rationale_key, self.template.verdict_key
-        prefixes = [
+        prefixes = [  # a rationale is generated text: data, as the prompt's answers are
             render_chat(reader.tokenizer, p, system=self.system_prompt)
-            + transfer_prefill(r, rationale_key=key_r, verdict_key=key_v)
+            + transfer_prefill(plain_text(reader.tokenizer, r), rationale_key=key_r, verdict_key=key_v)
             for p, r in zip(prompts, rationales, strict=True)
         ]
         return reader.read(prefixes)

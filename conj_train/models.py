@@ -13,6 +13,31 @@ from typing import Any
 
 from conj_train.errors import ConjError
 
+# What a model's config.json may ask for before anything is allocated: far above any released model
+# (the largest have about 130 layers and hidden size 16-25k), far below what would take minutes to
+# build (``num_hidden_layers: 1e7``).
+MODEL_LIMITS = {"num_hidden_layers": 1_000, "hidden_size": 131_072, "intermediate_size": 1_048_576,
+                "vocab_size": 4_194_304, "num_attention_heads": 4_096}
+
+
+def check_model_size(path: str | Path) -> None:
+    """Refuse (one line) a local model folder whose ``config.json`` asks for sizes past
+    :data:`MODEL_LIMITS`, before any weights are allocated. A Hub id or a folder without a readable
+    config is left to the loader."""
+    import json
+
+    config_path = Path(path).expanduser() / "config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    parts = [config, *(v for v in config.values() if isinstance(v, dict))]  # text_config, ...
+    for part in parts:
+        for key, limit in MODEL_LIMITS.items():
+            value = part.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) and not 0 < value <= limit:
+                raise ConjError(f"{path}: config.json asks for {key}={value!r} (1 to {limit:,}); not a model to load")
+
 
 def load_model(auto_class: Any, path: str | Path, *, what: str, dtype: str = "auto", device: str | None = None,
                trust_remote_code: bool = False) -> Any:
@@ -24,6 +49,7 @@ def load_model(auto_class: Any, path: str | Path, *, what: str, dtype: str = "au
     """
     import torch
 
+    check_model_size(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model = auto_class.from_pretrained(

@@ -94,8 +94,12 @@ class RewardModel:
         return cls(model, tok, batch_size=batch_size)
 
     def encode_messages(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
-        """Token ids of one scored conversation (ending with the assistant answer)."""
-        out = self.tokenizer.apply_chat_template(list(messages), tokenize=True, return_dict=True)
+        """Token ids of one scored conversation (ending with the assistant answer); its texts are data
+        (special-token strings tokenize as text, :func:`conj_train.chat.plain_messages`)."""
+        from conj_train.chat import plain_messages
+
+        out = self.tokenizer.apply_chat_template(plain_messages(self.tokenizer, messages), tokenize=True,
+                                                 return_dict=True)
         return list(out["input_ids"])
 
     def encode(self, question: str, answer: str, context: Sequence[Mapping[str, Any]] = ()) -> list[int]:

@@ -25,8 +25,10 @@ id (:func:`shard_of`) and every sample's seed a hash of (run seed, pair id, stre
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,7 +39,9 @@ from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, file_hash, iter_jsonl, read_json, stable_hash
 
 LOCKS = "locks"
+MAX_SHARDS = 65_536  # far above any launch; a count beyond it is a typo that would cost a loop per shard
 MANIFESTS = "manifests"
+_SHARD_STEM = re.compile(r"shard-\d{5,}-of-\d{5,}")
 
 
 # --- shards and seeds ----------------------------------------------------------------------------
@@ -52,6 +56,8 @@ def parse_shard(spec: str) -> tuple[int, int]:
         raise ConjError(f"shard must look like i/K (e.g. 0/4), not {spec!r}") from None
     if not 0 <= i < k:
         raise ConjError(f"shard {spec!r}: need 0 <= i < K")
+    if k > MAX_SHARDS:
+        raise ConjError(f"shard {spec!r}: at most {MAX_SHARDS:,} shards")
     return i, k
 
 
@@ -157,7 +163,8 @@ def check_mergeable(where: Path, manifests: Sequence[dict], *, config_hash: str,
     done = {int(m["shard"][0]) for m in manifests if m.get("complete")}
     missing = [i for i in range(world) if i not in done]
     if missing:
-        raise ConjError(f"{where}: shards{of} not finished yet: {missing}")
+        shown = ", ".join(map(str, missing[:10])) + (f" ... ({len(missing):,} in all)" if len(missing) > 10 else "")
+        raise ConjError(f"{where}: shards{of} not finished yet: [{shown}]")
     return world
 
 
@@ -175,9 +182,18 @@ def _writable_parent(path: Path) -> None:
         raise ConjError(f"{path}: {parent} is not writable")
 
 
+def _resolved(path: Path) -> Path:
+    """``path`` with its links resolved; a symlink loop (or a name the system refuses) is a ConjError."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as e:  # RuntimeError: pathlib's "Symlink loop" (Python < 3.13)
+        raise ConjError(f"{path}: a symbolic link loop or an unusable path ({e})") from None
+
+
 def check_output_dir(path: str | Path, *, what: str = "output_dir") -> Path:
     """``path`` as a folder this process can create or write into; otherwise a one-line ConjError."""
     p = Path(path).expanduser()
+    _resolved(p)
     if p.exists() and not p.is_dir():
         raise ConjError(f"{what} {p} is a file, not a folder")
     if p.is_dir():
@@ -189,20 +205,41 @@ def check_output_dir(path: str | Path, *, what: str = "output_dir") -> Path:
 
 
 def check_output_file(path: str | Path, *, inputs: Sequence[str | Path] = ()) -> Path:
-    """``path`` as a file this process can write, and none of ``inputs`` (writing it would lose them)."""
+    """``path`` as a file this process can write, neither one of ``inputs`` nor inside an input folder
+    (writing it would lose the input, or add the output to what is read)."""
     p = Path(path).expanduser()
+    _resolved(p)
     if p.is_dir():
         raise ConjError(f"output {p} is a folder; give a file path")
-    for src in inputs:
-        s = Path(src).expanduser()
-        if s.exists() and p.exists() and s.resolve() == p.resolve():
-            raise ConjError(f"output {p} is the input file; writing it would overwrite the input")
+    check_separate(p, inputs, what="output")  # the input itself, or a file inside an input folder
     if p.exists():
         if not os.access(p, os.W_OK):
             raise ConjError(f"output {p} is not writable")
     else:
         _writable_parent(p)
     return p
+
+
+def check_separate(output: str | Path, inputs: Iterable[str | Path | None], *, what: str = "output_dir") -> None:
+    """Refuse (one line) an output that is, lies inside or contains one of ``inputs``.
+
+    A stage that writes where it reads would destroy its input (``--overwrite``), read its own
+    records back as data, or leave a data folder unreadable; an input that is not a local path (a
+    Hub id) cannot meet a local output and is skipped."""
+    out = _resolved(Path(output).expanduser())
+    for src in inputs:
+        if src is None or str(src) == "":
+            continue
+        path = Path(src).expanduser()
+        if not path.exists():
+            continue
+        s = _resolved(path)
+        if out == s:
+            raise ConjError(f"{what} {output} is the input {src}; choose another {what}")
+        if s in out.parents:
+            raise ConjError(f"{what} {output} is inside the input {src}; choose a {what} outside it")
+        if out in s.parents:
+            raise ConjError(f"{what} {output} contains the input {src}; choose a {what} that does not")
 
 
 # --- input fingerprints --------------------------------------------------------------------------
@@ -271,16 +308,36 @@ def remove_outputs(out: Path, names: Iterable[str]) -> None:
             path.unlink()
 
 
+def remove_layout(out: Path, patterns: Iterable[str], *, keep: Iterable[str] = ()) -> list[str]:
+    """Remove the entries of ``out`` whose names match one of ``patterns`` (shell-style: a stage's
+    known layout), except the names in ``keep`` (what was there before the stage claimed ``out``).
+    Anything else, a user's file above all, stays. Returns the names removed."""
+    kept, pats, removed = set(keep), list(patterns), []
+    if not out.is_dir():
+        return removed
+    for child in sorted(out.iterdir()):
+        if child.name in kept or not any(fnmatch.fnmatchcase(child.name, p) for p in pats):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+        removed.append(child.name)
+    return removed
+
+
 # --- claims and locks ----------------------------------------------------------------------------
 
 
 def claim_shard(run_dir: Path, manifest: Path, *, config_hash: str, data_hash: str, overwrite: bool,
-                stage: str, extra: dict[str, Any] | None = None, records: Sequence[Path] = ()) -> dict | None:
+                stage: str, extra: dict[str, Any] | None = None, records: Sequence[Path] = (),
+                subs: Sequence[str] = ()) -> dict | None:
     """Make ``manifest`` (one shard's) claim ``run_dir`` for this config and data before any record.
 
     Returns the shard's manifest when this exact run already holds it (finished or not). A shard of
     another config or data, or records with no claim (an older layout, a foreign folder), are refused
-    unless ``overwrite``, which clears them first (see :func:`_clear_for`).
+    unless ``overwrite``, which clears them first (see :func:`_clear_for`): only the shard files of
+    ``subs`` (the stage's record folders; the folders of ``records`` too) and ``manifests/``.
     """
     merged = run_dir / "manifest.json"
     claims = [read_json(p) for p in (manifest, merged) if p.exists()]
@@ -294,7 +351,7 @@ def claim_shard(run_dir: Path, manifest: Path, *, config_hash: str, data_hash: s
                    else "records without a manifest (claim)")
             raise ConjError(f"{run_dir} holds a {stage} run with {why}; pass --overwrite true to replace "
                             "it or choose a new output_dir")
-        _clear_for(run_dir, manifest.stem)
+        _clear_for(run_dir, manifest.stem, (*subs, *(r.parent.name for r in records)))
     if manifest.exists() and not stale:
         own = read_json(manifest)
         if "data_hash" not in own:  # written before data hashes: adopt it for this data
@@ -306,39 +363,45 @@ def claim_shard(run_dir: Path, manifest: Path, *, config_hash: str, data_hash: s
     return None
 
 
-def _clear_for(run_dir: Path, name: str) -> None:
+def _clear_for(run_dir: Path, name: str, subs: Sequence[str]) -> None:
     """Remove what a fresh shard ``name`` (``shard-i-of-K``) must not meet: its own files, the merged
-    manifest and every file of another shard count. Other shards of the same count are left to their
-    own processes (under a launcher they run at the same time, and each checks and clears its own)."""
+    manifest and every shard file of another shard count, in the stage's own subfolders ``subs`` (and
+    ``manifests/``) only: a file the stage did not write (a user's, an input) is never touched. Other
+    shards of the same count are left to their own processes (under a launcher they run at the same
+    time, and each checks and clears its own)."""
     suffix = name[name.rfind("-of-"):]
     (run_dir / "manifest.json").unlink(missing_ok=True)
-    for sub in run_dir.iterdir():
-        if not sub.is_dir() or sub.name == LOCKS:  # locks/: this process holds one of them
-            continue
-        for f in sub.iterdir():
+    for sub in dict.fromkeys((*subs, MANIFESTS)):
+        folder = run_dir / sub
+        if sub == LOCKS or folder.is_symlink() or not folder.is_dir():
+            continue  # locks/: this process holds one of them
+        for f in folder.iterdir():
             stem = f.name.split(".", 1)[0]
-            if stem.startswith("shard-") and stem != name and stem.endswith(suffix):
+            if not _SHARD_STEM.fullmatch(stem) or f.is_symlink() or not f.is_file():
+                continue  # not a shard file this stage writes
+            if stem != name and stem.endswith(suffix):
                 continue  # a sibling shard of this count: its own process decides
-            shutil.rmtree(f) if f.is_dir() else f.unlink()
+            f.unlink()
 
 
 @contextmanager
-def shard_lock(run_dir: str | Path, name: str) -> Iterator[None]:
-    """Hold an exclusive lock on shard ``name`` of ``run_dir`` for the ``with`` block.
+def folder_lock(run_dir: str | Path, name: str, *, folder: str = LOCKS, what: str | None = None) -> Iterator[None]:
+    """Hold an exclusive lock ``run_dir/folder/name.lock`` for the ``with`` block.
 
-    A second process asking for the same shard gets a ConjError at once instead of writing every
-    record a second time. The lock dies with its process (kill -9 included).
+    A second process asking for the same lock gets a one-line ConjError at once instead of writing
+    into the same folder. The lock dies with its process (kill -9 included): an ``flock``, released
+    by the kernel. ``what`` names what is being written in the message (default ``name``).
     """
     import fcntl
 
-    path = Path(run_dir) / LOCKS / f"{name}.lock"
+    path = Path(run_dir) / folder / f"{name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "a+")  # noqa: SIM115 (held for the block)
     try:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConjError(f"{run_dir}: another run is writing {name} (lock {path}); wait for it to "
+            raise ConjError(f"{run_dir}: another run is writing {what or name} (lock {path}); wait for it to "
                             "finish or choose another output_dir") from None
         f.seek(0)
         f.truncate()
@@ -347,3 +410,46 @@ def shard_lock(run_dir: str | Path, name: str) -> Iterator[None]:
         yield
     finally:
         f.close()
+
+
+@contextmanager
+def _count_lock(run_dir: Path, world: str) -> Iterator[None]:
+    """Hold a shared lock for shard count ``world`` of ``run_dir``; refuse while a run of another
+    count holds its own (it would clear that run's files, or fail at merge)."""
+    import fcntl
+
+    locks = run_dir / LOCKS
+    locks.mkdir(parents=True, exist_ok=True)
+    f = open(locks / f"count-{world}.lock", "a+")  # noqa: SIM115 (held for the block)
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+        for other in locks.glob("count-*.lock"):
+            if other.name == f"count-{world}.lock":
+                continue
+            with open(other, "a+") as g:
+                try:
+                    fcntl.flock(g.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    k = other.stem.removeprefix("count-")
+                    raise ConjError(f"{run_dir}: a run with {int(k)} shards is writing here; use its shard count "
+                                    "or wait for it to finish") from None
+        yield
+    finally:
+        f.close()
+
+
+@contextmanager
+def shard_lock(run_dir: str | Path, name: str) -> Iterator[None]:
+    """Hold an exclusive lock on shard ``name`` (``shard-i-of-K``) of ``run_dir`` for the ``with``
+    block, and a shared one on its shard count K.
+
+    A second process asking for the same shard gets a ConjError at once instead of writing every
+    record a second time; a process of another shard count is refused while this one runs (it would
+    clear this run's shard files). The locks die with their process (kill -9 included).
+    """
+    with folder_lock(run_dir, name):
+        if _SHARD_STEM.fullmatch(name):
+            with _count_lock(Path(run_dir), name[name.rfind("-of-") + 4:]):
+                yield
+        else:
+            yield

@@ -82,6 +82,9 @@ def build_tiny_model(
     for name, value in sizes.items():
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+    params = 2 * vocab_size * hidden + layers * 12 * hidden * hidden  # embeddings + decoder layers, about
+    if params > 1_000_000_000:
+        raise ValueError(f"a tiny model of about {params:,} parameters: at most 1,000,000,000")
     if hidden % heads or heads % kv_heads or (hidden // heads) % 2:
         raise ValueError("hidden must be divisible by heads, heads by kv_heads, and hidden/heads must be even")
     out = Path(out_dir)

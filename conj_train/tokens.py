@@ -38,6 +38,9 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, *, chat_template:
         raise ConjError("no tokenizer given (an empty model name)")
     if _looks_local(name) and not Path(name).expanduser().exists():
         raise ConjError(f"model path not found: {name}")
+    from conj_train.models import check_model_size
+
+    check_model_size(name)  # its config is read here first: a size no model has is refused before
     try:
         tok = AutoTokenizer.from_pretrained(str(Path(name).expanduser()) if _looks_local(name) else name,
                                             trust_remote_code=trust_remote_code)

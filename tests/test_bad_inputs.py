@@ -30,6 +30,27 @@ class Ctx:
         self.data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
         self.a_file = tmp / "a_file.txt"
         self.a_file.write_text("x")
+        self.data_dir = tmp / "dd"  # a data folder (one file of pairs)
+        self.data_dir.mkdir()
+        (self.data_dir / "pairs.jsonl").write_text(self.data.read_text())
+
+    def stage_data(self) -> str:
+        """A copy of the data inside what a pipeline into ``tmp`` uses as its sample stage folder."""
+        (self.tmp / "sample").mkdir(exist_ok=True)
+        (self.tmp / "sample" / "d.jsonl").write_text(self.data.read_text())
+        return str(self.tmp / "sample" / "d.jsonl")
+
+    def loop(self) -> Path:
+        """A symbolic link loop (a -> b -> a)."""
+        (self.tmp / "loop-b").symlink_to(self.tmp / "loop-a")
+        (self.tmp / "loop-a").symlink_to(self.tmp / "loop-b")
+        return self.tmp / "loop-a"
+
+    def filter_dir(self) -> str:
+        """A filter-stage output folder (the pairs training reads)."""
+        from test_train import write_pairs
+
+        return str(write_pairs(self.tmp / "f", 4, 0))
 
     def recipe(self, name: str, values: dict | str | bytes) -> str:
         """Write a recipe (a mapping as YAML, or raw text/bytes) and return its path."""
@@ -67,6 +88,11 @@ class Ctx:
             shutil.copytree(self.model, d)
             w = d / "model.safetensors"
             w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+        elif what == "huge-config":
+            shutil.copytree(self.model, d)
+            cfg = json.loads((d / "config.json").read_text())
+            cfg["num_hidden_layers"] = 10_000_000
+            (d / "config.json").write_text(json.dumps(cfg))
         elif what == "remote-code":
             shutil.copytree(self.model, d)
             cfg = json.loads((d / "config.json").read_text())
@@ -77,6 +103,9 @@ class Ctx:
 
 
 NOT_UTF8 = b"n: 2\nsystem_prompt: \xff\xfe caf\xe9\n"
+# 9 levels of 9 aliases: under 400 bytes, a billion values once expanded.
+ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{k}: &{k} [{', '.join([f'*{p}'] * 9)}]\n" for p, k in zip("abcdefgh", "bcdefghi", strict=True))
 Case = tuple[Callable[[Ctx], list[str]], str]
 
 CASES: dict[str, Case] = {
@@ -84,10 +113,34 @@ CASES: dict[str, Case] = {
     "data-missing-file": (lambda c: ["data", "check", str(c.tmp / "nope.jsonl")], "no such file"),
     "data-bad-format": (lambda c: ["data", "check", str(c.data), "--format", "bogus"], "format"),
     "data-bad-field": (lambda c: ["data", "check", str(c.data), "--field", "prompt"], "KEY=NAME"),
+    "data-multi-turn-bogus": (lambda c: ["data", "check", str(c.data), "--multi-turn", "bogus"], "invalid choice"),
+    "data-no-source": (lambda c: ["data", "check"], "required"),
+    "convert-into-symlink-loop": (lambda c: ["data", "convert", str(c.data), "-o", str(c.loop() / "x.jsonl")],
+                                  "symbolic link loop"),
+    "sample-output-symlink-loop": (lambda c: c.sample(output_dir=str(c.loop())), "symbolic link loop"),
     "convert-onto-input": (lambda c: ["data", "convert", str(c.data), "-o", str(c.data)], "is the input"),
     "convert-to-folder": (lambda c: ["data", "convert", str(c.data), "-o", str(c.tmp)], "is a folder"),
     "convert-under-file": (lambda c: ["data", "convert", str(c.data), "-o", str(c.a_file / "x.jsonl")],
                            "not a folder"),
+    "convert-into-input-folder": (lambda c: ["data", "convert", str(c.data_dir), "-o",
+                                             str(c.data_dir / "c.jsonl")], "inside the input"),
+    # no stage writes where it reads: output equal to, inside or around an input
+    "sample-output-is-data-folder": (lambda c: c.sample(dataset_name=str(c.data_dir), output_dir=str(c.data_dir)),
+                                     "is the input"),
+    "sample-output-contains-data": (lambda c: c.sample(output_dir=str(c.tmp)), "contains the input"),
+    "sample-output-inside-model": (lambda c: c.sample(output_dir=str(c.model / "s")), "inside the input"),
+    "filter-output-is-input": (lambda c: ["filter", "--dataset_name", str(c.data_dir), "--output_dir",
+                                          str(c.data_dir)], "is the input"),
+    "filter-output-inside-input": (lambda c: ["filter", "--dataset_name", str(c.data_dir), "--output_dir",
+                                              str(c.data_dir / "f")], "inside the input"),
+    "train-output-is-pairs": (lambda c: [*c.train(), "--dataset_name", c.filter_dir(), "--output_dir",
+                                         str(c.tmp / "f")], "is the input"),
+    "train-output-inside-pairs": (lambda c: [*c.train(), "--dataset_name", c.filter_dir(), "--output_dir",
+                                             str(c.tmp / "f" / "t")], "inside the input"),
+    "train-rm-output-contains-data": (lambda c: [*c.train(kind="train-rm"), "--dataset_name", str(c.data),
+                                                 "--output_dir", str(c.tmp)], "contains the input"),
+    "eval-output-is-data-folder": (lambda c: ["eval", "--model", str(c.model), "--dataset", str(c.data_dir),
+                                              "--output", str(c.data_dir), "--progress", "false"], "is the input"),
     # sample: value types and bounds (one parser for every stage config)
     "sample-n-word": (lambda c: [*c.sample(), "--n", "four"], "n must be an integer"),
     "sample-old-key": (lambda c: c.sample(model="m"), "did you mean 'model_name_or_path'"),
@@ -102,6 +155,24 @@ CASES: dict[str, Case] = {
     "sample-recipe-not-utf8": (lambda c: ["sample", "--config", c.recipe("bad.yaml", NOT_UTF8)], "UTF-8"),
     "sample-recipe-bad-yaml": (lambda c: ["sample", "--config", c.recipe("bad.yaml", "n: [1,\n")],
                                "not valid YAML"),
+    "sample-recipe-alias-bomb": (lambda c: ["sample", "--config", c.recipe("bomb.yaml", ALIAS_BOMB + "n: *i\n")],
+                                 "aliases are expanded"),
+    "eval-recipe-alias-bomb": (lambda c: ["eval", "--config", c.recipe("bomb.yaml", ALIAS_BOMB + "dataset_options: *i\n")],
+                               "aliases are expanded"),
+    "sample-temperature-inf": (lambda c: [*c.sample(), "--temperature", ".inf"], "temperature must be a finite number"),
+    "sample-top-p-nan": (lambda c: c.sample(top_p=float("nan")), "top_p must be a finite number"),
+    "eval-temperature-inf": (lambda c: c.eval("--temperature", ".inf"), "temperature must be a finite number"),
+    "sample-shard-huge": (lambda c: [*c.sample(), "--shard", "0/10000000"], "at most"),
+    "sample-no-usable-pairs": (lambda c: c.sample(dataset_name=c.recipe("none.jsonl", SURROGATE)), "no usable pairs"),
+    "data-path-too-long": (lambda c: ["data", "check", str(c.tmp.joinpath(*["d" * 200] * 40))], "too long"),
+    "sample-dtype-typo": (lambda c: [*c.sample(), "--dtype", "float99"], "dtype must be one of"),
+    "eval-dtype-typo": (lambda c: c.eval("--dtype", "float99"), "dtype must be one of"),
+    "sample-system-prompt-surrogate": (lambda c: ["sample", "--config", c.recipe("s.yaml", yaml.safe_dump(
+        {"model_name_or_path": str(c.model), "dataset_name": str(c.data), "output_dir": str(c.tmp / "s")})
+        + 'system_prompt: "\\ud800"\n')], "not valid text"),
+    "tiny-model-huge": (lambda c: ["tiny-model", str(c.tmp / "tm"), "--hidden", "1000000"], "at most"),
+    "sample-model-huge-config": (lambda c: c.sample(model_name_or_path=c.bad_model("huge-config")), "num_hidden_layers"),
+    "eval-model-huge-config": (lambda c: [*c.eval(), "--model", c.bad_model("huge-config")], "num_hidden_layers"),
     "sample-output-is-file": (lambda c: c.sample(output_dir=str(c.a_file)), "is a file"),
     "sample-truncated-weights": (lambda c: c.sample(model_name_or_path=c.bad_model("truncated")), "cannot load"),
     # eval
@@ -123,10 +194,16 @@ CASES: dict[str, Case] = {
     "train-report-to-bogus": (lambda c: c.train("--report_to", "bogus"), "report_to"),
     "train-recipe-bad-yaml": (lambda c: ["train", "--config", c.recipe("t.yaml", "beta: [1,\n")],
                               "not valid YAML"),
+    "train-lr-nan": (lambda c: c.train("--learning_rate", "nan"), "learning_rate must be a finite number"),
+    "train-beta-inf": (lambda c: c.train("--beta", "inf"), "beta must be a finite number"),
+    "train-rm-lr-inf": (lambda c: c.train("--learning_rate", "inf", kind="train-rm"), "finite"),
+    "train-recipe-alias-bomb": (lambda c: ["train", "--config", c.recipe("bomb.yaml", ALIAS_BOMB + "run_name: *i\n")],
+                                "aliases are expanded"),
     "train-recipe-not-utf8": (lambda c: ["train", "--config", c.recipe("t.yaml", NOT_UTF8)], "UTF-8"),
     "train-model-missing": (lambda c: c.train(model=str(c.tmp / "no-model")), "not found"),
     "train-model-empty": (lambda c: c.train(model=c.bad_model("empty")), "config.json"),
     "train-model-no-config": (lambda c: c.train(model=c.bad_model("no-config")), "config.json"),
+    "train-model-huge-config": (lambda c: c.train(model=c.bad_model("huge-config")), "num_hidden_layers"),
     "train-model-remote-code": (lambda c: c.train(model=c.bad_model("remote-code")), "trust_remote_code"),
     "train-rm-lr-word": (lambda c: c.train("--learning_rate", "fast", kind="train-rm"), "learning_rate"),
     "train-rm-model-missing": (lambda c: c.train(model=str(c.tmp / "no-model"), kind="train-rm"), "not found"),
@@ -142,6 +219,15 @@ CASES: dict[str, Case] = {
     "run-missing-dataset": (lambda c: ["run", "--config", c.recipe("p.yaml", {
         "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.tmp / "none.jsonl"),
         "heldout": str(c.data)})], "no such file"),
+    "run-launch-typo": (lambda c: ["run", "--config", c.recipe("p.yaml", {
+        "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data),
+        "heldout": str(c.data), "launch": {"train": {"num_proceses": 2}}})], "num_proceses"),
+    "run-launch-stage-typo": (lambda c: ["run", "--config", c.recipe("p.yaml", {
+        "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data),
+        "heldout": str(c.data), "launch": {"trian": {"num_processes": 2}}})], "trian"),
+    "run-data-in-a-stage-folder": (lambda c: ["run", "--config", c.recipe("p.yaml", {
+        "output_dir": str(c.tmp), "model_name_or_path": str(c.model), "dataset_name": c.stage_data(),
+        "heldout": str(c.data)})], "contains the input"),
     "run-from-after-until": (lambda c: ["run", "--config", c.recipe("p.yaml", {
         "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data),
         "heldout": str(c.data)}), "--from", "eval", "--until", "sample"], "--from"),
@@ -206,3 +292,25 @@ def test_lone_surrogate_row_is_skipped_by_sampling_too(tmp_path: Path, tiny_mode
     assert main(ctx.sample(max_new_tokens=2, threads=1)) == 0
     manifest = read_json(tmp_path / "s" / "manifest.json")
     assert manifest["counts"]["pairs"] == 2 and manifest["input"]["ingest"]["skipped"] == {"invalid_text": 1}
+
+
+def test_train_error_is_one_line_outside_pytest_too(tmp_path: Path) -> None:
+    """No library warning ahead of the error line (pytest's own warning capture hides them in-process):
+    a recipe with ``gradient_checkpointing`` (the shipped ones) used to print a two-line FutureWarning."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONWARNINGS": "default", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "conj_train", "train", "--model_name_or_path", str(tmp_path / "no-model"),
+           "--dataset_name", str(tmp_path / "f"), "--output_dir", str(tmp_path / "t"), "--report_to", "none",
+           "--gradient_checkpointing", "true"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("conj train: error:"), proc.stderr[-2000:]
+
+
+def test_an_error_line_built_from_a_huge_input_stays_short(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    deep = tmp_path.joinpath(*["d" * 200] * 18) / "x.jsonl"  # a 3,600-character path
+    assert main(["data", "check", str(deep)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and len(err) <= 650 and "no such file" in err, err[:300]

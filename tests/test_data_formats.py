@@ -258,6 +258,7 @@ SKIP_CASES = {
     "tie": ([{"prompt": "P", "response 1": "X", "response 2": "Y", "label": 2}], {}),
     "non_text_content": ([{**OK, "chosen": True}], {"format": "trl-standard"}),
     "invalid_text": ([{**OK, "chosen": "a\ud800b"}], {"format": "trl-standard"}),
+    "oversized_text": ([{**OK, "chosen": "x" * 1_000_001}], {"format": "trl-standard"}),
     "unknown_role": ([{"chosen": [{"role": "human", "content": "Q"}, a("x")],
                        "rejected": [{"role": "human", "content": "Q"}, a("y")]}], {"format": "skywork"}),
     "empty_question": ([{**OK, "prompt": "  \n"}], {"format": "trl-standard"}),
@@ -451,3 +452,21 @@ def test_answer_lists_are_refused_rather_than_guessed(tmp_path: Path) -> None:
     # Named explicitly, a message-list format skips such rows instead of keeping one answer.
     res = load(tmp_path, rows, format="ultrafeedback")
     assert res.report.skipped == {"non_text_content": 1} and not res.records
+
+
+def test_whole_float_labels_are_labels(tmp_path: Path) -> None:
+    # pandas writes an integer column that has a missing value as floats: 1.0 / 2.0 are labels 1 / 2.
+    rows = [{"input": "I1", "output_1": "X", "output_2": "Y", "label": 1.0},
+            {"input": "I2", "output_1": "X", "output_2": "Y", "label": 2.0},
+            {"input": "I3", "output_1": "X", "output_2": "Y", "label": 1.5}]
+    res = load(tmp_path, rows, "natural.json")
+    assert triples(res) == [("I1", "X", "Y"), ("I2", "Y", "X")]
+    assert res.report.skipped == {"invalid_label": 1}
+
+
+def test_unicode_line_separators_inside_a_json_string_are_text(tmp_path: Path) -> None:
+    rows = [{"prompt": f"Q{i}\u2028line\u0085next", "chosen": "a\u2029b", "rejected": "c"} for i in range(2)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    res = load_preferences(str(path))
+    assert [r["chosen"] for r in res.records] == ["a\u2029b"] * 2 and res.report.skipped == {}

@@ -140,3 +140,16 @@ def test_stages_started_with_accelerate_launch_match_one_process(tiny_pipeline, 
     spec.pop("launch")
     recipe.write_text(yaml.safe_dump(spec))
     assert set(_statuses(run_pipeline(recipe)).values()) == {"cached"}
+
+
+def test_a_launched_stage_gets_its_hub_token_by_environment_not_file(tmp_path: Path) -> None:
+    from conj_train.pipeline.stages import secrets_env, write_stage_recipe
+
+    cfg = {"learning_rate": 1e-3, "hub_token": "hf_SECRETsecret123", "pad_token": "<pad>"}
+    recipe = write_stage_recipe(cfg, tmp_path / "run" / "train")
+    text = recipe.read_text()
+    assert "hf_SECRET" not in text and "hub_token" not in text and "pad_token" in text
+    assert secrets_env(cfg) == {"HF_TOKEN": "hf_SECRETsecret123"}
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and "hf_SECRET" in p.read_text()]
+    with pytest.raises(ConjError, match="environment"):
+        secrets_env({"wandb_api_key": "k"})

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from conj_train import __version__
 from conj_train.errors import ConjError
@@ -20,9 +21,17 @@ COMMAND_MODULES = ("demo", "tiny_model", "real_model", "data", "sample", "filter
                    "ablate")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line (``conj CMD: error: ...``) instead of the usage block
+    and the error; ``--help`` still prints the usage. Subcommand parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {short_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="conj",
         description="Train generative LLM judges from preference data (Con-J).",
     )
@@ -33,12 +42,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_ERROR_CHARS = 600
+
+
+def short_line(message: str) -> str:
+    """An error message as one line of at most about :data:`MAX_ERROR_CHARS` characters: a message
+    built from user input (a path, a list of missing shards) must not flood the terminal. The middle
+    goes: the start says where, the end usually says what is wrong."""
+    line = " ".join(message.split())
+    if len(line) <= MAX_ERROR_CHARS:
+        return line
+    half = MAX_ERROR_CHARS // 2 - 20
+    return f"{line[:half]} ...({len(line) - 2 * half:,} chars)... {line[-half:]}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``conj`` console script; returns the exit code."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_overrides", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:  # a usage error (one line, OneLineParser) or --help / --version: argparse's exit code
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "accepts_overrides", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     args.overrides = extra
     if not getattr(args, "func", None):
         parser.print_help()
@@ -46,8 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ConjError as e:
-        print(f"conj {args.command}: error: {e}", file=sys.stderr)
+        print(f"conj {args.command}: error: {short_line(str(e))}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # the system refused a file operation (disk full, read-only, name too long...)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"conj {args.command}: error: {short_line(f'{e.strerror or e}{where}')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -61,8 +61,11 @@ def _need(row: dict, *keys: str) -> None:
 
 
 def _label(value: Any, allowed: tuple[int, ...]) -> int:
-    """An integer label given as int or digit string; bools and anything else are invalid."""
+    """An integer label given as int, whole float (``1.0``: pandas writes integer columns with a
+    missing value as floats) or digit string; bools and anything else are invalid."""
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
         raise Skip("invalid_label", repr(value)[:40])

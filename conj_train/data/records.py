@@ -24,6 +24,7 @@ SKIP_REASONS: dict[str, str] = {
     "tie": "the label says neither answer is better (or annotators have no majority)",
     "non_text_content": "a question, answer or message content is not a string (bool, None, list...)",
     "invalid_text": "a text holds a lone UTF-16 surrogate (not encodable as UTF-8)",
+    "oversized_text": "a text over 1,000,000 characters (no judge context holds it; tokenizing it costs minutes)",
     "unknown_role": "a role outside user/assistant/system, or the turns are not ... user -> assistant",
     "empty_question": "the final user turn is empty after strip",
     "empty_answer": "an answer is empty after strip",
@@ -31,6 +32,9 @@ SKIP_REASONS: dict[str, str] = {
     "duplicate_pair": "same id (context, question, chosen, rejected) as an earlier used row",
     "contaminated": "the question matches an evaluation question (decontamination)",
 }
+# Far above any judge context (128k tokens is about 500k characters); a 200 MB answer would otherwise
+# reach the tokenizer and exhaust memory.
+MAX_TEXT_CHARS = 1_000_000
 ROLES = ("user", "assistant", "system")
 MULTI_TURN_MODES = ("context", "first_turn")
 # "train" cleans data for training (every SKIP_REASONS check); "eval" keeps a benchmark's own row set:
@@ -105,6 +109,9 @@ def _check_types(msgs: list[dict], answers: list[dict]) -> None:
     for m in [*msgs, *answers]:
         if not _encodable(m["content"]):
             raise Skip("invalid_text", "a lone surrogate (e.g. JSON \\ud800) in the text")
+    for m in [*msgs, *answers]:
+        if len(m["content"]) > MAX_TEXT_CHARS:
+            raise Skip("oversized_text", f"{len(m['content']):,} characters")
     if any(m["role"] not in ROLES for m in msgs):
         raise Skip("unknown_role", f"roles {sorted({str(m['role']) for m in msgs})}")
     if any(a.get("role", "assistant") != "assistant" for a in answers):

@@ -42,7 +42,8 @@ def _label(path: Path) -> str:
 
 def _json_lines(text: str, path: Path) -> list[Any]:
     rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # "\n" only: str.splitlines also breaks at U+2028, U+0085... which JSON allows raw inside a string.
+    for lineno, line in enumerate(text.split("\n"), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))

@@ -36,6 +36,7 @@ from conj_train.engines.base import Generation, GenerationRequest, SamplingParam
 from conj_train.engines.kv_decoder import KVDecoder
 from conj_train.engines.sampling import check_params, next_tokens
 from conj_train.errors import ConjError, loading_errors
+from conj_train.models import check_model_size
 from conj_train.tokens import load_tokenizer
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -75,6 +76,7 @@ class HFEngine:
         model_path = os.path.expanduser(model_path)
         if not os.path.isdir(model_path) and _looks_local(model_path):
             raise ConjError(f"model path not found: {model_path}")
+        check_model_size(model_path)
         if threads:
             torch.set_num_threads(threads)
         self.tokenizer = load_tokenizer(model_path, trust_remote_code)

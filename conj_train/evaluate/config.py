@@ -11,6 +11,7 @@ from typing import Any
 
 from conj_train.benchmarks import default_split
 from conj_train.config import (
+    DTYPES,
     INPUT_OLD_NAMES,
     RUNTIME_FIELDS,
     EngineOptions,
@@ -111,6 +112,7 @@ class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOpt
             ("decoding", self.decoding, ("greedy", "sample")),
             ("engine", self.engine, ("hf", "vllm", "openai")),
             ("openai_api", self.openai_api, ("completions", "chat")),
+            ("dtype", self.dtype, DTYPES),
             ("parser", self.parser, MODES),
             ("model_kind", self.model_kind, ("auto", *MODEL_KINDS)),
             ("ingest_mode", self.ingest_mode, INGEST_MODES),

@@ -74,11 +74,13 @@ from conj_train.io import (
     library_versions,
     read_json,
 )
+from conj_train.models import check_model_size
 from conj_train.reward_model import RewardModel, detect_model_kind
 from conj_train.runs import (
     all_shards_complete,
     check_mergeable,
     check_output_dir,
+    check_separate,
     claim_shard,
     read_done,
     read_shard_records,
@@ -257,6 +259,9 @@ def run_eval(
     model; with ``merge``, score and report once every shard of every model is complete."""
     rank, world = resolve_shard(cfg.shard, rank, world)
     out = check_output_dir(cfg.output_dir)
+    check_separate(out, [p for _, p in (*cfg.dataset_specs(), *cfg.model_specs())])
+    for _, model_path in cfg.model_specs():  # every model's sizes before the first one loads
+        check_model_size(model_path)
     models = _model_kinds(cfg)
     if cfg.merge_only:
         return merge_eval(cfg, models)

@@ -57,7 +57,14 @@ from conj_train.io import (
 from conj_train.pair_building import Pair, balance_by_label, build_pairs, split_of
 from conj_train.pairs import LengthRule, PairRules, SampledJudgment
 from conj_train.prompt_templates import get_template
-from conj_train.runs import check_output_dir, finished_output, remove_outputs, run_fingerprint
+from conj_train.runs import (
+    check_output_dir,
+    check_separate,
+    finished_output,
+    folder_lock,
+    remove_outputs,
+    run_fingerprint,
+)
 from conj_train.sample.files import read_judgments, read_prompts, read_sample_manifest
 from conj_train.tokens import LazyTokenizer
 from conj_train.trackers import log_stage
@@ -236,6 +243,12 @@ def run_filter(cfg: FilterConfig) -> FilterResult:
     cfg.validate()
     t0 = time.perf_counter()
     sample_dir, out = Path(cfg.dataset_name), check_output_dir(cfg.output_dir)
+    check_separate(out, [sample_dir, cfg.tokenizer])
+    with folder_lock(out, "filter", what="a filter run"):  # one filter run writes this folder at a time
+        return _filter(cfg, sample_dir, out, t0)
+
+
+def _filter(cfg: FilterConfig, sample_dir: Path, out: Path, t0: float) -> FilterResult:
     sample_manifest = read_sample_manifest(sample_dir)
     in_hash = run_fingerprint(sample_dir, ("prompts", "judgments"))  # manifest + both record sets
     done = _check_output(out, cfg, in_hash)

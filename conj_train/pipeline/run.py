@@ -53,7 +53,7 @@ from conj_train.pipeline.stages import (
     run_train_stage,
     run_warmup_stage,
 )
-from conj_train.runs import check_output_dir
+from conj_train.runs import check_output_dir, folder_lock
 
 STAGES = ("warmup", "sample", "filter", "train", "train_rm", "eval")
 ROUND_STAGES = ("sample", "filter", "train", "eval")
@@ -165,6 +165,15 @@ def run_pipeline(path: str | Path, *, from_stage: str | None = None, until: str 
     data = check_pipeline(spec, path)
     out = check_output_dir(spec["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
+    # One pipeline writes this folder at a time: a second `conj run` (changed config or not) would
+    # clear or redo the stage folders the first one is writing.
+    with folder_lock(out, "pipeline", what="a conj run pipeline"):
+        return _run_stages(spec, data, out, from_stage, until)
+
+
+def _run_stages(spec: dict[str, Any], data: dict[str, str], out: Path, from_stage: str | None,
+                until: str | None) -> PipelineResult:
+    """The stages of a checked pipeline recipe, under the pipeline's lock."""
     state = _State(out)
     result = PipelineResult(out)
     forced = from_stage is not None
@@ -319,15 +328,54 @@ def check_pipeline(spec: dict[str, Any], path: str | Path) -> dict[str, str]:
     for name in ("train", "train_rm"):
         if spec.get(name) is not None:
             _check_train_section(spec[name], name, path)
+    _check_launch(spec.get("launch"), path)
     sources = [dataset, *_eval_sources(e_cfg)]
     if looks_local(base) and not Path(base).expanduser().is_dir():
         raise ConjError(f"{path}: model_name_or_path {base}: no such folder")
+    _check_inputs_outside_stage_folders(Path(spec["output_dir"]), [base, *sources], path)
     data: dict[str, str] = {}
     for src in sources:
         if looks_local(src) and not Path(src).expanduser().exists():
             raise ConjError(f"{path}: data source {src}: no such file or folder")
         data[src] = data_fingerprint(src)
     return data
+
+
+def _check_inputs_outside_stage_folders(out: Path, inputs: Sequence[str], path: str | Path) -> None:
+    """Refuse an input (data, base model) inside a stage folder of the pipeline: ``conj run`` clears
+    a stage's folder when the stage reruns, and would delete it."""
+    from conj_train.runs import check_separate
+
+    stage_dirs = [out / name for name in (*STAGES, "reward")] + sorted(out.glob("round-*"))
+    for folder in stage_dirs:
+        try:
+            check_separate(folder, inputs, what="stage folder")
+        except ConjError as e:
+            raise ConjError(f"{path}: {e} (conj run clears a stage folder when the stage reruns)") from None
+
+
+def _check_launch(launch: Any, path: str | Path) -> None:
+    """The ``launch:`` section: stage names and launcher keys, checked before the first stage (a typo
+    in ``launch.train`` must not be found after sampling and filtering ran)."""
+    from conj_train.pipeline.stages import LAUNCH_KEYS
+
+    if launch is None:
+        return
+    launchable = ("sample", "train", "train_rm", "eval")
+    if not isinstance(launch, dict):
+        raise ConjError(f"{path}: launch must be a mapping of stage: settings ({', '.join(launchable)})")
+    for stage_name, settings in launch.items():
+        if stage_name not in launchable:
+            raise ConjError(f"{path}: launch: {stage_name!r} is not a stage that can be launched"
+                            f"{did_you_mean(str(stage_name), launchable)}")
+        if settings is None:
+            continue
+        if not isinstance(settings, dict):
+            raise ConjError(f"{path}: launch.{stage_name} must be a mapping ({', '.join(LAUNCH_KEYS)})")
+        for key in settings:
+            if key not in LAUNCH_KEYS:
+                raise ConjError(f"{path}: launch.{stage_name}: unknown key {key!r}"
+                                f"{did_you_mean(str(key), LAUNCH_KEYS)} ({', '.join(LAUNCH_KEYS)})")
 
 
 def _check_train_section(section: Any, name: str, path: str | Path) -> None:

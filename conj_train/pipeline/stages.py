@@ -32,7 +32,7 @@ def run_sample_stage(cfg: dict, output: Path) -> None:
 
     cfg, launch = _stage_config(cfg)
     if launch:
-        launch_script("sample.py", write_stage_recipe(cfg, output), launch)
+        launch_script("sample.py", write_stage_recipe(cfg, output), launch, secrets_env(cfg))
         return
     run_sample(build_config(SampleConfig, {**cfg, "output_dir": str(output)}, where="sample"))
 
@@ -50,7 +50,7 @@ def run_eval_stage(cfg: dict, output: Path) -> None:
 
     cfg, launch = _stage_config(cfg)
     if launch:
-        launch_script("eval.py", write_stage_recipe(cfg, output), launch)
+        launch_script("eval.py", write_stage_recipe(cfg, output), launch, secrets_env(cfg))
         return
     run_eval(build_config(EvalConfig, {**cfg, "output_dir": str(output)}, where="eval"))
 
@@ -60,7 +60,7 @@ def run_train_stage(cfg: dict, output: Path) -> None:
     cfg, launch = _stage_config(cfg)
     output.mkdir(parents=True, exist_ok=True)
     if launch:
-        launch_script("train.py", write_stage_recipe(cfg, output), launch)
+        launch_script("train.py", write_stage_recipe(cfg, output), launch, secrets_env(cfg))
         return
     from conj_train.train.args import parse_train_args
     from conj_train.train.dpo import run_train
@@ -77,7 +77,7 @@ def run_train_rm_stage(cfg: dict, output: Path) -> None:
     cfg, launch = _stage_config(cfg)
     output.mkdir(parents=True, exist_ok=True)
     if launch:
-        launch_script("train_rm.py", write_stage_recipe(cfg, output), launch)
+        launch_script("train_rm.py", write_stage_recipe(cfg, output), launch, secrets_env(cfg))
         return
     from conj_train.train.machine import set_up_machine, uses_deepspeed
     from conj_train.train.reward import parse_reward_args, run_train_rm
@@ -101,15 +101,35 @@ def write_stage_recipe(cfg: dict, output: Path) -> Path:
     """
     import yaml
 
+    from conj_train.trackers import is_secret
+
     output.parent.mkdir(parents=True, exist_ok=True)
     path = output.parent / f"{output.name}.recipe.yaml"
-    path.write_text(yaml.safe_dump({**cfg, "output_dir": str(output)}, sort_keys=False))
+    plain = {k: v for k, v in cfg.items() if not is_secret(k, v)}  # secrets go by environment
+    path.write_text(yaml.safe_dump({**plain, "output_dir": str(output)}, sort_keys=False))
     return path
 
 
-def launch_script(script: str, recipe: Path, launch: dict) -> None:
+def secrets_env(cfg: dict) -> dict[str, str]:
+    """The environment a launched stage gets its secrets from, never a file: ``hub_token`` as
+    ``HF_TOKEN`` (where pushing reads it). Any other secret-looking key is refused: its place is
+    the environment."""
+    from conj_train.trackers import is_secret
+
+    env: dict[str, str] = {}
+    for key, value in cfg.items():
+        if not is_secret(key, value):
+            continue
+        if key != "hub_token":
+            raise ConjError(f"{key}: a secret cannot be passed to a launched stage; set it in the environment")
+        env["HF_TOKEN"] = value
+    return env
+
+
+def launch_script(script: str, recipe: Path, launch: dict, env: dict[str, str] | None = None) -> None:
     """Start a stage script under ``accelerate launch`` with the recipe's launcher settings
-    (``config_file``, ``num_processes``, ``multi_gpu``, ``main_process_port``)."""
+    (``config_file``, ``num_processes``, ``multi_gpu``, ``main_process_port``); ``env`` adds to the
+    environment (the stage's secrets, :func:`secrets_env`)."""
     unknown = sorted(set(launch) - set(LAUNCH_KEYS))
     if unknown:
         raise ConjError(f"launch: unknown key {unknown[0]!r} ({', '.join(LAUNCH_KEYS)})")
@@ -124,6 +144,6 @@ def launch_script(script: str, recipe: Path, launch: dict) -> None:
             cmd += [f"--{key}", str(launch[key])]
     cmd += [str(scripts / script), "--config", str(recipe)]
     print("[conj run] " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, env=dict(os.environ), check=False)
+    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, check=False)
     if proc.returncode != 0:
         raise ConjError(f"{script} failed under accelerate launch (exit {proc.returncode})")

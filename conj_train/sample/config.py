@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conj_train.config import (
+    DTYPES,
     INPUT_OLD_NAMES,
     RUNTIME_FIELDS,
     EngineOptions,
@@ -75,6 +76,8 @@ class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishO
 
     def validate(self) -> None:
         """Check values that would otherwise fail deep inside a run."""
+        if self.dtype not in DTYPES:  # before the folder is claimed: a typo must not leave a claim
+            raise ConjError(f"sample: dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
         for name in ("model_name_or_path", "dataset_name", "output_dir"):
             if not getattr(self, name):
                 raise ConjError(f"sample: '{name}' is required")

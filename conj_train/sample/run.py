@@ -40,11 +40,13 @@ from conj_train.engines.base import (
     GenerationRequest,
     prompt_too_long,
 )
+from conj_train.errors import ConjError
 from conj_train.io import JsonlAppender, atomic_write_json, library_versions, stable_hash, write_jsonl
 from conj_train.runs import (
     all_shards_complete,
     check_mergeable,
     check_output_dir,
+    check_separate,
     claim_shard,
     derive_seed,
     read_done,
@@ -103,6 +105,9 @@ def _load_items(cfg: SampleConfig) -> tuple[list[dict], dict]:
     from conj_train.prompts import build_judge_prompts, label_balance
 
     records, report = cfg.load_records(cfg.dataset_name)
+    if not records:  # nothing to sample: a run "done" with 0 pairs would look like success
+        skipped = ", ".join(f"{k} {v}" for k, v in report.skipped.items()) or "no rows"
+        raise ConjError(f"sample: {cfg.dataset_name} has no usable pairs (skipped: {skipped})")
     items = build_judge_prompts(records, template=cfg.template, seed=cfg.swap_seed)
     info = {"ingest": report.to_dict(), "pairs": len(items), "label_balance": label_balance(items)}
     return items, info
@@ -209,6 +214,7 @@ def run_sample(cfg: SampleConfig, *, rank: int | None = None, world: int | None 
         return merge_shards(out, cfg)
     name = shard_name(rank, world)
     check_output_dir(out)
+    check_separate(out, [cfg.dataset_name, cfg.model_name_or_path])
     with shard_lock(out, name):
         return _run_shard(cfg, out, name, rank, world, engine, merge)
 
@@ -222,7 +228,7 @@ def _run_shard(cfg: SampleConfig, out: Path, name: str, rank: int, world: int, e
     jpath = out / "judgments" / f"{name}.jsonl"
     claim = claim_shard(out, manifest_path, config_hash=cfg.output_hash(), data_hash=data_hash,
                         overwrite=cfg.overwrite, stage="sample", extra={"shard": [rank, world]},
-                        records=[jpath])
+                        records=[jpath], subs=("prompts",))
     if claim is not None and claim.get("complete"):
         result = SampleResult(out, claim["counts"], complete=True,
                               summary=f"{out}: shard {rank}/{world} already complete; nothing to do")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -180,7 +181,11 @@ def parse_args(dataclasses: tuple[type, ...], argv: Sequence[str] | None,
     if values is not None:
         recipes.append((values, "recipe values"))
     try:
-        parsed = _OneLineParser(dataclasses).parse_recipe(recipes, argv)
+        with warnings.catch_warnings():
+            # transformers 5.2x renamed gradient_checkpointing (TRL's and every recipe's name) and warns
+            # on each parse: two lines before every message; the value is still honoured.
+            warnings.filterwarnings("ignore", message="`gradient_checkpointing", category=FutureWarning)
+            parsed = _OneLineParser(dataclasses).parse_recipe(recipes, argv)
     except ValueError as e:  # a dataclass's __post_init__ refusing a value
         raise ConjError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from e
     keep_secrets_out(parsed)
@@ -226,7 +231,15 @@ _AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size", "g
 
 def check_train_values(args: Any) -> None:
     """Refuse values TRL would accept and misread: a run of 0 steps reported as a saved judge, beta <= 0
-    (the DPO loss turned around), a batch of 0."""
+    (the DPO loss turned around), a batch of 0, a NaN or infinite number (``--beta inf`` trains to NaN
+    and would save a judge)."""
+    import math
+    from dataclasses import fields, is_dataclass
+
+    for f in fields(args) if is_dataclass(args) else ():
+        value = getattr(args, f.name, None)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConjError(f"{f.name} must be a finite number, got {value}")
     for name in _AT_LEAST_ONE:
         value = getattr(args, name, None)
         if value is not None and value < 1:

@@ -51,7 +51,7 @@ from conj_train.train.lifecycle import TrainResult, begin_run, finish_run
 from conj_train.train.model import load_pretrained, load_tokenizer, model_kwargs
 from conj_train.train.pair_data import CACHE_DIR, SplitCounts, load_pair_splits, resolve_dataset
 from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
-from conj_train.train.run_dir import claim_train_dir, resume_point
+from conj_train.train.run_dir import claim_train_dir, resume_point, train_data_hash, train_lock
 from conj_train.train.tracking import DPO_PANELS, MetricsRecorder
 
 logger = logging.getLogger(__name__)
@@ -66,16 +66,19 @@ def run_train(script_args: TrainScriptArguments, training_args: ConjDPOConfig, m
     only the main process writes reports. ``callbacks`` are extra ``transformers.TrainerCallback`` objects (tests use one to stop);
     ``trainer_cls`` as in :func:`build_trainer`.
     """
-    start = begin_run(training_args)  # output folder check, logging, seed, wandb
-    claim_train_dir(script_args, training_args, model_args)  # this config's folder, before any checkpoint
-    resume = resume_point(script_args, training_args)  # the last complete checkpoint, or None
-    trainer, counts, filter_report = build_trainer(script_args, training_args, model_args,
-                                                   callbacks=callbacks, trainer_cls=trainer_cls)
-    _, report_path = resolve_dataset(script_args.dataset_name)
-    # Train, evaluate, save the judge, write the card, report.json, recipe.yaml and manifest.json.
-    return finish_run(trainer, "judge", (script_args, training_args, model_args), counts=counts,
-                      filter_report=filter_report, input_info=_input_info(script_args, report_path),
-                      resume=resume, start=start)
+    # Output folder check (apart from the pairs and the base model), logging, seed, wandb.
+    start = begin_run(training_args, (script_args.dataset_name, model_args.model_name_or_path))
+    with train_lock(training_args):  # one training run writes this folder at a time
+        # This config's and these pairs' folder, before any checkpoint.
+        claim_train_dir(script_args, training_args, model_args, data_hash=_pairs_hash(script_args.dataset_name))
+        resume = resume_point(script_args, training_args)  # the last complete checkpoint, or None
+        trainer, counts, filter_report = build_trainer(script_args, training_args, model_args,
+                                                       callbacks=callbacks, trainer_cls=trainer_cls)
+        _, report_path = resolve_dataset(script_args.dataset_name)
+        # Train, evaluate, save the judge, write the card, report.json, recipe.yaml and manifest.json.
+        return finish_run(trainer, "judge", (script_args, training_args, model_args), counts=counts,
+                          filter_report=filter_report, input_info=_input_info(script_args, report_path),
+                          resume=resume, start=start)
 
 
 def build_trainer(script_args: TrainScriptArguments, training_args: ConjDPOConfig, model_args: ModelConfig,
@@ -133,6 +136,15 @@ class ConjDPOTrainer(ConjCardMixin, PrefixSharedDPOTrainer):
             raise ConjError("balanced_batches needs one label per training pair (the filter's `label` column)")
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return LabelBalancedSampler(self.pair_labels, seed)
+
+
+def _pairs_hash(dataset_name: str | None) -> str | None:
+    """Content hash of the pairs folder training reads; None when it is not one (build_trainer says
+    what is wrong, after the model checks)."""
+    try:
+        return train_data_hash(resolve_dataset(dataset_name)[0])
+    except ConjError:
+        return None
 
 
 def _input_info(script_args: Any, report_path: Path | None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from conj_train.io import atomic_write_json, atomic_write_text, library_versions
-from conj_train.runs import check_output_dir
+from conj_train.runs import check_output_dir, check_separate
 from conj_train.train.args import resolved_config
 from conj_train.train.card import card_info, filter_summary
 from conj_train.train.pair_data import SplitCounts
@@ -63,12 +63,14 @@ def _last_logged(history: list[dict[str, Any]], keys: Sequence[str]) -> dict[str
     return out
 
 
-def begin_run(training_args: Any) -> dict[str, Any]:
+def begin_run(training_args: Any, inputs: Sequence[str | None] = ()) -> dict[str, Any]:
     """Output folder check, logging, seed and wandb set-up shared by both trainers; returns what
-    finish_run reports."""
+    finish_run reports. An output that is, lies inside or contains one of ``inputs`` (the pairs, the
+    base model) is refused before anything is written."""
     from transformers import set_seed
 
     check_output_dir(training_args.output_dir)
+    check_separate(training_args.output_dir, inputs)
     _setup_logging(training_args)
     set_seed(training_args.seed)
     wandb_mode = setup_wandb(training_args.report_to, Path(training_args.output_dir) / "_wandb")
@@ -84,8 +86,10 @@ def finish_run(trainer: Any, kind: str, all_args: tuple[Any, Any, Any], *, count
     trainer.card = card_info(kind, model_args, training_args, config, counts, filter_report, {})
     if trainer.is_world_process_zero():
         logger.info("data: %s", {s: asdict(c) for s, c in counts.items()})
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    metrics = dict(train_result.metrics)
+    if _reached_max_steps(resume, training_args):
+        metrics = _load_finished(trainer, resume)
+    else:
+        metrics = dict(trainer.train(resume_from_checkpoint=resume).metrics)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
     trainer.save_state()
@@ -122,6 +126,44 @@ def finish_run(trainer: Any, kind: str, all_args: tuple[Any, Any, Any], *, count
         trainer.push_to_hub()
     trainer.accelerator.wait_for_everyone()
     return TrainResult(out, metrics, counts, resume if isinstance(resume, str) else None, notes, kind)
+
+
+def _reached_max_steps(resume: str | bool | None, training_args: Any) -> bool:
+    """Whether the checkpoint to resume already holds ``max_steps`` steps (a run killed after its
+    last checkpoint): the Trainer would take one more step before it checks the count."""
+    import json
+
+    if not isinstance(resume, str) or training_args.max_steps <= 0:
+        return False
+    try:
+        step = json.loads((Path(resume) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # the Trainer's own resume reports what is wrong with the checkpoint
+    return isinstance(step, int) and step >= training_args.max_steps
+
+
+class _AlreadyTrained(Exception):
+    """Raised by :class:`_StopBeforeFirstStep` once the checkpoint is loaded."""
+
+
+def _load_finished(trainer: Any, resume: str) -> dict[str, float]:
+    """Load a finished checkpoint (weights, optimizer, state: the Trainer's own resume, DeepSpeed
+    included) and take no step; returns the train metrics (no time spent, the checkpoint's epoch)."""
+    from transformers import TrainerCallback
+
+    class _StopBeforeFirstStep(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            raise _AlreadyTrained
+
+    stopper = _StopBeforeFirstStep()
+    trainer.add_callback(stopper)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except _AlreadyTrained:
+        logger.info("%s already holds max_steps=%d: no further step", resume, trainer.args.max_steps)
+    finally:
+        trainer.remove_callback(stopper)
+    return {"train_runtime": 0.0, "epoch": float(trainer.state.epoch or 0.0)}
 
 
 def _setup_logging(training_args: Any) -> None:

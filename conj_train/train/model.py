@@ -9,6 +9,7 @@ from typing import Any
 from trl import ModelConfig
 
 from conj_train.errors import ConjError, loading_errors
+from conj_train.models import check_model_size
 
 
 def check_model_source(name: str, trust_remote_code: bool, revision: str | None = None) -> None:
@@ -22,6 +23,7 @@ def check_model_source(name: str, trust_remote_code: bool, revision: str | None 
             raise ConjError(f"model folder not found: {name}")
         if not (p / "config.json").is_file():
             raise ConjError(f"{name}: no config.json (not a saved model folder)")
+        check_model_size(p)
     try:
         AutoConfig.from_pretrained(name, revision=revision, trust_remote_code=trust_remote_code)
     except loading_errors() as e:

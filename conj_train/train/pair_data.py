@@ -75,13 +75,18 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-def pair_lengths(example: dict[str, Any], tokenizer: Any) -> dict[str, int]:
-    """Token lengths as TRL computes them: prompt (shared prefix) and prompt+chosen / prompt+rejected."""
-    prompt = _ids(tokenizer, example["prompt"], add_generation_prompt=True)
-    with_chosen = _ids(tokenizer, example["prompt"] + example["chosen"])
-    with_rejected = _ids(tokenizer, example["prompt"] + example["rejected"])
+def pair_lengths(example: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+    """The pair's turns as data (special-token strings made plain, :func:`conj_train.chat.plain_messages`)
+    and their token lengths as TRL computes them: prompt (shared prefix) and prompt+chosen /
+    prompt+rejected."""
+    from conj_train.chat import plain_messages
+
+    turns = {k: plain_messages(tokenizer, example[k]) for k in ("prompt", "chosen", "rejected")}
+    prompt = _ids(tokenizer, turns["prompt"], add_generation_prompt=True)
+    with_chosen = _ids(tokenizer, turns["prompt"] + turns["chosen"])
+    with_rejected = _ids(tokenizer, turns["prompt"] + turns["rejected"])
     n_prompt = min(_common_prefix(prompt, with_chosen), _common_prefix(prompt, with_rejected))
-    return {"_prompt_len": n_prompt, "_chosen_seq_len": len(with_chosen),
+    return {**turns, "_prompt_len": n_prompt, "_chosen_seq_len": len(with_chosen),
             "_rejected_seq_len": len(with_rejected)}
 
 
@@ -121,7 +126,8 @@ def prepare_split(ds: Any, tokenizer: Any, *, name: str, cache_dir: Path, max_le
         return ds, counts
     # The lengths' cache file lives in the run's folder, so every later map (TRL's tokenization, the
     # precomputed reference log-probs) writes there too, and processes share it by name.
-    key = Hasher.hash((ds._fingerprint, tokenizer.chat_template, tokenizer.name_or_path, len(tokenizer)))
+    # "plain-1": the map also makes the turns plain text (a cache of older runs lacks that).
+    key = Hasher.hash((ds._fingerprint, tokenizer.chat_template, tokenizer.name_or_path, len(tokenizer), "plain-1"))
     cache_dir.mkdir(parents=True, exist_ok=True)
     with main_process_first():
         ds = ds.map(pair_lengths, fn_kwargs={"tokenizer": tokenizer}, desc=f"Measuring {name} pairs",

@@ -32,7 +32,7 @@ from conj_train.train.lifecycle import TrainResult, begin_run, finish_run
 from conj_train.train.machine import adapt_to_machine
 from conj_train.train.model import load_pretrained, load_tokenizer, model_kwargs
 from conj_train.train.pair_data import SplitCounts, resolve_dataset
-from conj_train.train.run_dir import claim_train_dir, resume_point
+from conj_train.train.run_dir import claim_train_dir, resume_point, train_data_hash, train_lock
 from conj_train.train.tracking import RM_PANELS, MetricsRecorder
 
 logger = logging.getLogger(__name__)
@@ -164,8 +164,12 @@ def prepare_rows(rows: list[dict[str, Any]], tokenizer: Any, max_length: int | N
     if cap is not None and len(rows) > cap:
         counts.over_cap = len(rows) - cap
         rows = rows[:cap]
+    from conj_train.chat import plain_messages
+
     kept, lens = [], []
     for row in rows:
+        # Questions and answers are data: their special-token strings tokenize as text.
+        row = {**row, **{k: plain_messages(tokenizer, row[k]) for k in ("prompt", "chosen", "rejected")}}
         c, r = _sequence_lengths(tokenizer, row)
         reason = None
         if max_length is not None:
@@ -212,10 +216,17 @@ def load_reward_splits(script_args: RewardScriptArguments, tokenizer: Any, max_l
 def run_train_rm(script_args: RewardScriptArguments, training_args: ConjRewardConfig,
                  model_args: ModelConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Train and save the scalar reward model; same outputs as :func:`conj_train.train.dpo.run_train`."""
+    start = begin_run(training_args, (script_args.dataset_name, model_args.model_name_or_path,
+                                      script_args.pairs_from))
+    with train_lock(training_args):  # one training run writes this folder at a time
+        return _train_rm(script_args, training_args, model_args, callbacks, start)
+
+
+def _train_rm(script_args: RewardScriptArguments, training_args: ConjRewardConfig, model_args: ModelConfig,
+              callbacks: Sequence[Any], start: dict[str, Any]) -> TrainResult:
     from transformers import AutoModelForSequenceClassification
 
-    start = begin_run(training_args)
-    claim_train_dir(script_args, training_args, model_args)
+    claim_train_dir(script_args, training_args, model_args, data_hash=train_data_hash(script_args.dataset_name))
     resume = resume_point(script_args, training_args)
     tokenizer = load_tokenizer(model_args, training_args.trust_remote_code)
     train, eval_ds, counts, info = load_reward_splits(script_args, tokenizer, training_args.max_length)

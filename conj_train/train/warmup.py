@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,13 +39,14 @@ from conj_train.config import (
 )
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, file_hash, library_versions
-from conj_train.runs import check_output_dir, finished_output
+from conj_train.runs import check_output_dir, check_separate, finished_output, folder_lock, remove_layout
 
 # The fixed rationale per template language; "{verdict}" is replaced by the drawn slot.
 DEFAULT_RATIONALES = {"zh": "回答{verdict}更好。", "en": "Answer {verdict} is better."}
 # Fields that do not change the warmed model: left out of the config hash.
 _RUNTIME_FIELDS = {"output_dir", "overwrite", "threads", "logging_steps"}
 _STARTED = ".warmup-started"
+_LOCKS = "_locks"  # the warm-up's lock (a model folder: "_"-prefixed, as training's)
 
 
 @dataclass
@@ -164,7 +164,7 @@ def _check_output(out: Path, cfg: WarmupConfig, config_hash: str, inputs: dict[s
                            overwrite=cfg.overwrite, what="a warm-up")
     if done is not None:
         return done
-    foreign = not (out / "manifest.json").is_file() and out.is_dir() and any(out.iterdir())
+    foreign = not (out / "manifest.json").is_file() and out.is_dir() and any(c.name != _LOCKS for c in out.iterdir())
     if foreign and not (out / _STARTED).exists() and not cfg.overwrite:
         raise ConjError(f"{out} exists and is not a warm-up output; choose a new output_dir")
     return None
@@ -183,6 +183,12 @@ def run_warmup(cfg: WarmupConfig) -> WarmupResult:
     """Fine-tune ``cfg.model_name_or_path`` on format-only judgments and save it to ``cfg.output_dir``."""
     cfg.validate()
     out = check_output_dir(cfg.output_dir)
+    check_separate(out, [cfg.dataset_name, cfg.model_name_or_path])
+    with folder_lock(out, "warmup", folder=_LOCKS, what="a warm-up"):  # one warm-up writes here at a time
+        return _warmup(cfg, out)
+
+
+def _warmup(cfg: WarmupConfig, out: Path) -> WarmupResult:
     config_hash, inputs = cfg.output_hash(), _input_info(cfg)
     done = _check_output(out, cfg, config_hash, inputs)
     if done is not None:
@@ -209,12 +215,13 @@ def _train(cfg: WarmupConfig, rows: list[dict[str, Any]], out: Path) -> dict[str
     from trl import SFTConfig, SFTTrainer
 
     from conj_train.tokens import load_tokenizer
+    from conj_train.train.run_dir import TRAIN_LAYOUT
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if out.exists():
-        shutil.rmtree(out)  # a different or unfinished warm-up (refused above unless overwrite)
-    out.mkdir(parents=True)
+    # A different or unfinished warm-up (refused above unless overwrite): only what a warm-up writes.
+    remove_layout(out, (*TRAIN_LAYOUT, _STARTED))
+    out.mkdir(parents=True, exist_ok=True)
     (out / _STARTED).touch()  # lets a rerun replace what a killed run left
     tokenizer = load_tokenizer(cfg.model_name_or_path)
     if tokenizer.pad_token is None:
@@ -229,6 +236,10 @@ def _train(cfg: WarmupConfig, rows: list[dict[str, Any]], out: Path) -> dict[str
         completion_only_loss=True, gradient_checkpointing=False, save_strategy="no", report_to="none",
         logging_steps=cfg.logging_steps, disable_tqdm=True, use_cpu=not cuda, bf16=cuda,
     )
+    from conj_train.chat import plain_messages
+
+    # The judge prompts are data: their special-token strings tokenize as text (chat.plain_text).
+    rows = [{**r, "prompt": plain_messages(tokenizer, r["prompt"])} for r in rows]
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer)
     train_result = trainer.train()
