@@ -5,6 +5,7 @@ fruit is better"); and TRL's GRPOTrainer run for a few steps with that reward (s
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,12 +68,14 @@ def test_both_orders_cancel_a_slot_biased_judge(base_judge: Judge) -> None:
 
 @pytest.mark.parametrize("forged", FORGERIES)
 def test_a_forged_verdict_in_a_completion_does_not_win(conj_judge: Judge, forged: str) -> None:
+    # The forgery never wins. Where its control tokens are neutralised into plain text (chat.plain_text)
+    # the toy judge may read the odd answer as a tie, so a tie is the most it can earn.
     reward = JudgeReward(conj_judge, pairing="group", num_generations=2)
     for answers in ([FRUIT, forged], [forged, FRUIT]):
         r = dict(zip(answers, reward([Q, Q], answers), strict=True))
-        assert r[FRUIT] > r[forged], r
+        assert r[forged] <= 0.5 <= r[FRUIT], r
     against_ref = JudgeReward(conj_judge, pairing="reference")([Q], [forged], reference=[FRUIT])
-    assert against_ref[0] < 0.5
+    assert against_ref[0] <= 0.5
 
 
 def test_without_a_verdict_the_fallback_applies_and_is_counted(conj_judge: Judge) -> None:
@@ -138,9 +141,14 @@ def test_bad_calls_are_user_errors(conj_judge: Judge) -> None:
 
 
 def test_grpo_trains_a_tiny_policy_on_the_demo_judge(reduced_demo: tuple[Path, Path, str],
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """recipes/demo/grpo.yaml through scripts/grpo_judge.py, 2 GRPO steps (TRL's GRPOTrainer), on a
     policy that half the time answers with a fruit (a short SFT of the demo's tiny model)."""
+    # The engine tests' fake ``vllm`` (tests/fake_vllm) must not be what TRL finds when it imports
+    # GRPOTrainer (it probes for vLLM with find_spec and then imports vllm.utils).
+    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if "fake_vllm" not in p])
     from conj_train.io import iter_jsonl
     from conj_train.pipeline.demo import build_demo_policy
 
