@@ -57,6 +57,13 @@ def transformers_serve(model: Path) -> Iterator[str]:
 
     if not is_serve_available():
         pytest.skip("transformers serve needs transformers[serving] (FastAPI, uvicorn, openai)")
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) < Version("5.24"):
+        # Measured at the floor (5.20.2, `make test-min`): its server answers GET /v1/models with HTTP
+        # 500, so no client can list the model; the engine is verified against 5.24's server.
+        pytest.skip(f"transformers serve {transformers.__version__} answers /v1/models with HTTP 500")
     port = _free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.Popen(

@@ -36,9 +36,21 @@ def check_model_source(name: str, trust_remote_code: bool, revision: str | None 
 def load_pretrained(cls: Any, name: str, **kwargs: Any) -> Any:
     """``cls.from_pretrained(name, **kwargs)``; broken weights (truncated, missing) are a ConjError."""
     try:
-        return cls.from_pretrained(name, **kwargs)
+        model = cls.from_pretrained(name, **kwargs)
     except loading_errors() as e:
         raise ConjError(f"cannot load model {name}: {str(e).strip().splitlines()[0]}") from e
+    _drop_unused_temperature(model)
+    return model
+
+
+def _drop_unused_temperature(model: Any) -> None:
+    """A judge folder's generation config is greedy with ``temperature: 0`` (for vLLM, which reads the
+    temperature: ``lifecycle.set_eval_decoding``). Greedy decoding never uses the temperature, and
+    transformers before 5.24 refuses to *save* that pair, so a run that trains from a judge (a second
+    Con-J round) drops it before the trainer saves the model."""
+    config = getattr(model, "generation_config", None)
+    if config is not None and not getattr(config, "do_sample", False) and getattr(config, "temperature", None) == 0:
+        config.temperature = None
 
 
 def load_tokenizer(model_args: ModelConfig, trust_remote_code: bool = False) -> Any:
