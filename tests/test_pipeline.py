@@ -45,6 +45,29 @@ def test_cache_and_invalidation(tiny_pipeline, tmp_path: Path) -> None:
     assert read_json(out / "sample" / "manifest.json")["config"]["temperature"] == 0.9
 
 
+def test_a_changed_judge_keeps_the_base_judges_evaluation(tiny_pipeline, tmp_path: Path) -> None:
+    recipe = tiny_pipeline(tmp_path)
+    run_pipeline(recipe)
+    models = tmp_path / "run" / "eval" / "models"
+    base_records = models / "base" / "judgments" / "shard-00000-of-00001.jsonl"
+    conj_records = models / "conj" / "judgments" / "shard-00000-of-00001.jsonl"
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (base_records, conj_records)}
+    base_metrics = read_json(tmp_path / "run" / "eval" / "metrics.json")["models"]["base"]
+
+    changed = run_pipeline(recipe, overrides={"train.learning_rate": 5e-4})
+    assert _statuses(changed)["train"] == "ran" and _statuses(changed)["eval"] == "ran"
+    assert "kept: models/base" in next(s.why for s in changed.stages if s.name == "eval")
+    # The base judge did not change: its records are the same file, untouched; the new judge's are new.
+    assert (base_records.stat().st_ino, base_records.stat().st_mtime_ns) == before[base_records]
+    assert (conj_records.stat().st_ino, conj_records.stat().st_mtime_ns) != before[conj_records]
+    assert read_json(tmp_path / "run" / "eval" / "metrics.json")["models"]["base"] == base_metrics
+
+    # An evaluation setting changes every model's records: nothing is kept.
+    again = run_pipeline(recipe, overrides={"train.learning_rate": 5e-4, "eval.max_pairs": 2})
+    assert "kept" not in next(s.why for s in again.stages if s.name == "eval")
+    assert base_records.stat().st_mtime_ns != before[base_records][1]
+
+
 def test_from_and_until(tiny_pipeline, tmp_path: Path) -> None:
     recipe = tiny_pipeline(tmp_path)
     partial = run_pipeline(recipe, until="filter")

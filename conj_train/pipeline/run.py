@@ -180,10 +180,13 @@ def _run_stages(spec: dict[str, Any], data: dict[str, str], out: Path, from_stag
     force_from = STAGES.index(from_stage) if from_stage else len(STAGES)
 
     def stage(name: str, label: str, cfg: dict, inputs: list[str], runner: Any, output: Path,
-              sources: Sequence[str] = ()) -> str | None:
+              sources: Sequence[str] = (), parts: dict[str, str] | None = None) -> str | None:
         """Run one stage unless cached; returns its key, or None once past ``until``.
 
         ``sources`` are the data sources the stage reads: their content (not their path) is in the key.
+        ``parts`` maps sub-folders of ``output`` to their own keys: when the stage's key changes, a
+        sub-folder whose key did not change is kept (an evaluation keeps the records of the models
+        that did not change, e.g. the base judge in every ablation).
         """
         inputs = [*inputs, *(data[src] for src in sources)]
         # Sampling and evaluation give the same records for any process count: how they are launched
@@ -195,6 +198,8 @@ def _run_stages(spec: dict[str, Any], data: dict[str, str], out: Path, from_stag
         prev = state.get(label)
         force = forced and STAGES.index(name) >= force_from
         if prev.get("key") == key and prev.get("complete") and output.exists() and not force:
+            if parts is not None and prev.get("parts") != parts:  # written before parts were kept
+                state.set(label, {**prev, "parts": parts})
             result.stages.append(StageRun(label, "cached", "config and inputs unchanged", output))
             return key
         if prev.get("key") == key and not force and output.exists():
@@ -204,11 +209,15 @@ def _run_stages(spec: dict[str, Any], data: dict[str, str], out: Path, from_stag
             why = ("forced by --from" if force else "first run" if not prev
                    else "config or an input changed")
             if output.exists():
-                shutil.rmtree(output)
-        state.set(label, {"key": key, "complete": False})
+                kept = [] if force else _unchanged_parts(prev.get("parts") or {}, parts or {})
+                _clear_stage_folder(output, kept)
+                if kept:
+                    why += f" (kept: {', '.join(kept)})"
+        kept_parts = {"parts": parts} if parts is not None else {}
+        state.set(label, {"key": key, "complete": False, **kept_parts})
         print(f"[conj run] {label}: {why}", flush=True)
         runner(cfg, output)
-        state.set(label, {"key": key, "complete": True})
+        state.set(label, {"key": key, "complete": True, **kept_parts})
         result.stages.append(StageRun(label, status, why, output))
         return key
 
@@ -248,6 +257,7 @@ def _run_stages(spec: dict[str, Any], data: dict[str, str], out: Path, from_stag
         t_key = stage("train", f"train{tag}", t_cfg, [f_key, init_key], run_train_stage, rdir / "train")
         models = [f"base={judge0}", f"conj={rdir / 'train'}"]
         keys = [judge0_key, t_key]
+        model_keys = {"base": judge0_key, "conj": t_key}
         if spec.get("train_rm") is not None and r == 1 and not past_until("train_rm"):
             rm_cfg = {**spec["train_rm"], "model_name_or_path": base, "dataset_name": spec["dataset_name"],
                       "pairs_from": str(rdir / "filter"), "_launch": launch.get("train_rm")}
@@ -255,16 +265,18 @@ def _run_stages(spec: dict[str, Any], data: dict[str, str], out: Path, from_stag
                            [spec["dataset_name"]])
             models.insert(1, f"rm={out / 'reward'}")
             keys.append(rm_key)
+            model_keys["rm"] = rm_key
         elif spec.get("train_rm") is not None and (out / "reward").exists():
             models.insert(1, f"rm={out / 'reward'}")
             keys.append(state.get("train_rm").get("key"))
+            model_keys["rm"] = keys[-1]
         if past_until("eval"):
             break
         e_cfg = _eval_section(spec)
         e_cfg["model_name_or_path"] = models
         e_cfg["_launch"] = launch.get("eval")
         stage("eval", f"eval{tag}", e_cfg, [str(k) for k in keys], run_eval_stage, rdir / "eval",
-              _eval_sources(e_cfg))
+              _eval_sources(e_cfg), _eval_parts(e_cfg, models, model_keys, data))
         _cards_with_results(rdir / "eval", {"conj": rdir / "train", "rm": out / "reward"}, models)
         result.eval_dirs.append(rdir / "eval")
         sampler, sampler_key = str(rdir / "train"), str(t_key)
@@ -285,6 +297,53 @@ def _eval_section(spec: dict[str, Any]) -> dict[str, Any]:
     e_cfg = dict(spec.get("eval") or {})
     e_cfg.setdefault("dataset_name", spec.get("heldout"))
     return e_cfg
+
+
+def _eval_parts(e_cfg: dict[str, Any], models: list[str], model_keys: dict[str, Any],
+                data: dict[str, str]) -> dict[str, str]:
+    """The key of each model's records folder: the evaluation settings, data, model path and model key.
+
+    The model's real path (not the run-relative one) is in the key: the records' own claim names it,
+    so a copied run re-evaluates the models that live inside it.
+    """
+    settings = {k: v for k, v in e_cfg.items() if k not in ("model_name_or_path", "_launch", *PUBLISH_FIELDS)}
+    common = stable_hash({"config": settings, "data": [data[src] for src in _eval_sources(e_cfg)]})
+    parts = {}
+    for spec in models:
+        name, _, path = spec.partition("=")
+        parts[f"models/{name}"] = stable_hash({"eval": common, "path": path, "model": str(model_keys.get(name))})
+    return parts
+
+
+def _unchanged_parts(before: dict[str, str], now: dict[str, str]) -> list[str]:
+    """The sub-folders whose key is the same before and now."""
+    return sorted(sub for sub, key in now.items() if before.get(sub) == key)
+
+
+def _clear_stage_folder(output: Path, keep: Sequence[str]) -> None:
+    """Remove a stage folder (the pipeline wrote all of it) except the sub-folders in ``keep``.
+
+    Nothing is moved, so a clear killed half-way leaves the kept parts intact for the next run.
+    """
+    kept = {Path(sub) for sub in keep}
+    ancestors = {parent for sub in kept for parent in sub.parents if parent != Path(".")}
+
+    def clear(folder: Path) -> None:
+        for child in sorted(folder.iterdir()):
+            rel = child.relative_to(output)
+            if rel in kept:
+                continue
+            if rel in ancestors and child.is_dir() and not child.is_symlink():
+                clear(child)
+            elif child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+    if kept:
+        clear(output)
+    else:
+        shutil.rmtree(output)
 
 
 def _eval_sources(e_cfg: dict[str, Any]) -> list[str]:
