@@ -108,7 +108,7 @@ def test_cli_refuses_output_inside_the_source(tmp_path: Path) -> None:
     write_rows(src / "prefs.jsonl", [{"prompt": "P", "chosen": "C", "rejected": "R"}])
     proc = conj("data", "relevance", str(src), "-o", str(src / "rel"))
     assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "overlaps the source" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "is inside the input" in proc.stderr
 
 
 def test_cli_bad_value_is_one_line(tmp_path: Path) -> None:

@@ -163,19 +163,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _relevance(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from conj_train.data.relevance import RelevanceOptions, build_relevance_pairs
-    from conj_train.errors import ConjError
     from conj_train.io import atomic_write_json, write_jsonl
-    from conj_train.runs import check_output_dir
+    from conj_train.runs import check_output_dir, check_separate
 
     out = check_output_dir(args.output_dir)
-    src = Path(args.source).expanduser()
-    if src.exists():
-        a, b = out.resolve(), src.resolve()
-        if a == b or b in a.parents or a in b.parents:
-            raise ConjError(f"output_dir {out} overlaps the source {src}; choose a folder outside it")
+    check_separate(out, [args.source])
     opts = RelevanceOptions(heldout_percent=args.heldout_percent, negative=args.negative, seed=args.seed,
                             min_answer_words=args.min_answer_words,
                             drop_shared_answers=not args.keep_shared_answers, max_chars=args.max_chars)
