@@ -14,17 +14,14 @@ import contextlib
 import http.server
 import json
 import os
-import socket
-import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from servers import free_port, openai_server
 
 from conj_train.engines.base import GenerationRequest, SamplingParams
 from conj_train.engines.openai import OpenAIEngine
@@ -44,14 +41,8 @@ ITEMS = [
 VERDICT_PREFILL = ' {"reason": "One answer is correct and the other is not.", "better_answer": '
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
-def transformers_serve(model: Path) -> Iterator[str]:
+def transformers_serve(model: Path, log_dir: Path) -> Iterator[str]:
     """``transformers serve MODEL`` on 127.0.0.1 (float32, CPU); yields the API root."""
     from transformers.utils.import_utils import is_serve_available
 
@@ -64,39 +55,19 @@ def transformers_serve(model: Path) -> Iterator[str]:
         # Measured at the floor (5.20.2, `make test-min`): its server answers GET /v1/models with HTTP
         # 500, so no client can list the model; the engine is verified against 5.24's server.
         pytest.skip(f"transformers serve {transformers.__version__} answers /v1/models with HTTP 500")
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model), "--host", "127.0.0.1",
-         "--port", str(port), "--device", "cpu", "--dtype", "float32"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited: {proc.stderr.read()[-3000:] if proc.stderr else ''}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("transformers serve did not come up")
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model), "--host", "127.0.0.1",
+               "--port", str(port), "--device", "cpu", "--dtype", "float32"]
+    with openai_server(command, port=port, log=log_dir / "server.log", env=env, name="transformers serve",
+                       ready_within_s=300) as url:
+        yield url
 
 
-def test_served_smollm2_judges_with_the_in_process_verdicts(real_model_dir: Path) -> None:
+def test_served_smollm2_judges_with_the_in_process_verdicts(real_model_dir: Path, tmp_path: Path) -> None:
     opts = {"template": "conj-en", "prefill": VERDICT_PREFILL, "max_new_tokens": 8}
     on_hf = Judge.from_pretrained(str(real_model_dir), "hf", dtype="float32", threads=1, **opts)
-    with transformers_serve(real_model_dir) as url:
+    with transformers_serve(real_model_dir, tmp_path) as url:
         served = Judge.from_pretrained(str(real_model_dir), "openai", engine_options={"base_url": url}, **opts)
         got = served.compare_many(ITEMS, both_orders=True)
     want = on_hf.compare_many(ITEMS, both_orders=True)
@@ -130,7 +101,7 @@ def test_conj_eval_engine_openai_writes_the_hf_engines_records_and_never_the_key
     monkeypatch.setenv("CONJ_TEST_API_KEY", secret)
     data = _pairs(tmp_path / "pairs.jsonl")
     want = _eval(tiny_model_dir, data, tmp_path / "hf", probability=False)
-    with transformers_serve(tiny_model_dir) as url:
+    with transformers_serve(tiny_model_dir, tmp_path) as url:
         got = _eval(tiny_model_dir, data, tmp_path / "openai", probability=False, engine="openai", base_url=url,
                     api_key_env="CONJ_TEST_API_KEY")
     key = ["pair_id", "swapped", "text", "verdict", "finish_reason", "completion_tokens"]
@@ -308,6 +279,6 @@ def test_the_vllm_extra_floor_is_the_first_with_logprob_token_ids_and_outside_tr
 
 
 def test_an_unreachable_server_stops_before_any_judging(tiny_model_dir: Path) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     with pytest.raises(ConjError, match="after 1 tries"):
         OpenAIEngine(url, "judge", tokenizer=load_tokenizer(str(tiny_model_dir)), max_retries=0)

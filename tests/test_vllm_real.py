@@ -27,6 +27,7 @@ if importlib.util.find_spec("vllm") is None:
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 import vllm
+from servers import free_port, openai_server
 
 from conj_train.engines.base import GenerationRequest, SamplingParams
 from conj_train.engines.vllm import VLLMEngine
@@ -224,42 +225,14 @@ def served(real_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     Started as ``python -m vllm.entrypoints.openai.api_server`` (what ``vllm serve`` runs): the CPU
     build installs as the distribution ``vllm-cpu``, and the ``vllm`` CLI's ``--version`` lookup of a
     ``vllm`` distribution fails before it parses anything. The server's log goes to a file: a pipe
-    nobody reads would fill and stall the server."""
-    import socket
-    import time
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    nobody reads would fill and stall the server (tests/servers.py)."""
+    port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-W", "ignore::DeprecationWarning", "-m", "vllm.entrypoints.openai.api_server",
-             "--model", str(real_model_dir), "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-             "--max-model-len", "2048"],
-            env=_env(), stdout=sink, stderr=subprocess.STDOUT, text=True,
-        )
-    try:
-        deadline = time.monotonic() + 900
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited: {log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("vllm serve did not come up in 900 s")
-                time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    command = [sys.executable, "-W", "ignore::DeprecationWarning", "-m", "vllm.entrypoints.openai.api_server",
+               "--model", str(real_model_dir), "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+               "--max-model-len", "2048"]
+    with openai_server(command, port=port, log=log, env=_env(), name="vllm serve", ready_within_s=900) as url:
+        yield url
 
 
 def test_vllm_serve_judges_with_the_in_process_verdicts_and_probabilities(served: str, real_model_dir: Path,
