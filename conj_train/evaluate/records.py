@@ -114,58 +114,26 @@ def make_judge(cfg: EvalConfig, path: str) -> Judge:
         "prefill": cfg.prefill,
         "structured": cfg.structured_output,
     }
+    common = {"trust_remote_code": cfg.trust_remote_code, "probability": cfg.probability,
+              "transfer_model": cfg.transfer_model}
+    return Judge.from_pretrained(path, cfg.engine, **common, **_engine_loading(cfg, path), **opts)
+
+
+def _engine_loading(cfg: EvalConfig, path: str) -> dict[str, Any]:
+    """The loading arguments and ``engine_options`` that only ``cfg.engine`` takes."""
     if cfg.engine == "openai":
         # The key stays in the environment: only the variable's name is passed.
-        engine_options = {
-            "base_url": cfg.base_url,
-            "model": cfg.served_model_name or path,
-            "api": cfg.openai_api,
-            "api_key_env": cfg.api_key_env,
-            "max_concurrency": cfg.max_concurrency,
-            "max_retries": cfg.request_retries,
-            "timeout": cfg.request_timeout,
-            "max_context": cfg.max_model_len,
-        }
-        return Judge.from_pretrained(
-            path,
-            "openai",
-            trust_remote_code=cfg.trust_remote_code,
-            probability=cfg.probability,
-            transfer_model=cfg.transfer_model,
-            probability_batch_tokens=cfg.probability_batch_tokens,
-            engine_options=engine_options,
-            **opts,
-        )
+        return {"probability_batch_tokens": cfg.probability_batch_tokens, "engine_options": {
+            "base_url": cfg.base_url, "model": cfg.served_model_name or path, "api": cfg.openai_api,
+            "api_key_env": cfg.api_key_env, "max_concurrency": cfg.max_concurrency,
+            "max_retries": cfg.request_retries, "timeout": cfg.request_timeout, "max_context": cfg.max_model_len}}
     if cfg.engine == "vllm":
-        engine_options = {
-            "tensor_parallel_size": cfg.tensor_parallel_size,
-            "seed": cfg.seed,
-            "gpu_memory_utilization": cfg.gpu_memory_utilization,
-            "max_model_len": cfg.max_model_len,
-        }
-        return Judge.from_pretrained(
-            path,
-            "vllm",
-            dtype=cfg.dtype,
-            trust_remote_code=cfg.trust_remote_code,
-            probability=cfg.probability,
-            transfer_model=cfg.transfer_model,
-            engine_options=engine_options,
-            **opts,
-        )
-    return Judge.from_pretrained(
-        path,
-        "hf",
-        dtype=cfg.dtype,
-        device=device_for(cfg),
-        threads=cfg.threads,
-        trust_remote_code=cfg.trust_remote_code,
-        probability=cfg.probability,
-        transfer_model=cfg.transfer_model,
-        probability_batch_tokens=cfg.probability_batch_tokens,
-        engine_options={"batch_tokens": cfg.hf_batch_tokens},
-        **opts,
-    )
+        return {"dtype": cfg.dtype, "engine_options": {
+            "tensor_parallel_size": cfg.tensor_parallel_size, "seed": cfg.seed,
+            "gpu_memory_utilization": cfg.gpu_memory_utilization, "max_model_len": cfg.max_model_len}}
+    return {"dtype": cfg.dtype, "device": device_for(cfg), "threads": cfg.threads,
+            "probability_batch_tokens": cfg.probability_batch_tokens,
+            "engine_options": {"batch_tokens": cfg.hf_batch_tokens}}
 
 
 def judge_batches(cfg: EvalConfig, judge: Judge, todo: list[dict], sink: JsonlAppender, bar: Any) -> int:
