@@ -6,15 +6,29 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_text(obj: Any, **options: Any) -> str:
+    """``json.dumps(obj, ensure_ascii=False, **options)``, always encodable as UTF-8.
+
+    A file name that is not valid UTF-8 reaches Python as lone surrogates, which UTF-8 cannot
+    encode; such a value is written with ``\\u`` escapes instead (valid JSON, read back as the same
+    string). Every other value keeps its readable form, and its hash.
+    """
+    text = json.dumps(obj, ensure_ascii=False, **options)
+    return json.dumps(obj, **options) if _SURROGATE.search(text) else text
+
 
 def stable_hash(obj: Any, length: int = 16) -> str:
     """Hex SHA-256 of ``obj`` serialised as canonical JSON (sorted keys, no whitespace)."""
-    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    blob = json_text(obj, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
 
 
@@ -45,7 +59,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented UTF-8 JSON."""
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    atomic_write_text(path, json_text(obj, indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -88,7 +102,7 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.write(json_text(row) + "\n")
                 n += 1
             f.flush()
             os.fsync(f.fileno())
@@ -115,7 +129,7 @@ class JsonlAppender:
     def write_batch(self, rows: Iterable[dict]) -> None:
         """Append ``rows`` and fsync them."""
         for row in rows:
-            self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._f.write(json_text(row) + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())
 

@@ -170,6 +170,8 @@ CASES: dict[str, Case] = {
     "sample-system-prompt-surrogate": (lambda c: ["sample", "--config", c.recipe("s.yaml", yaml.safe_dump(
         {"model_name_or_path": str(c.model), "dataset_name": str(c.data), "output_dir": str(c.tmp / "s")})
         + 'system_prompt: "\\ud800"\n')], "not valid text"),
+    "sample-data-name-not-utf8": (lambda c: c.sample(dataset_name=c.recipe("d\udcff.jsonl", c.data.read_text())),
+                                  "not valid text"),
     "tiny-model-huge": (lambda c: ["tiny-model", str(c.tmp / "tm"), "--hidden", "1000000"], "at most"),
     "sample-model-huge-config": (lambda c: c.sample(model_name_or_path=c.bad_model("huge-config")), "num_hidden_layers"),
     "eval-model-huge-config": (lambda c: [*c.eval(), "--model", c.bad_model("huge-config")], "num_hidden_layers"),
@@ -282,6 +284,21 @@ def test_lone_surrogate_row_is_skipped_as_invalid_text(tmp_path: Path, capsys: p
     out = tmp_path / "out.jsonl"
     assert main(["data", "convert", str(data), "-o", str(out)]) == 0
     assert len(out.read_text().splitlines()) == len(ROWS)
+
+
+def test_a_data_file_name_that_is_not_utf8_converts_and_reads_back(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Python keeps such a name's bytes as lone surrogates; the records name the file and must still be
+    written (JSON escapes) and read back."""
+    data = tmp_path / "d\udcff.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    out = tmp_path / "o\udcfe.jsonl"
+    assert main(["data", "convert", str(data), "-o", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == len(ROWS) and records[0]["meta"]["dataset"] == str(data)
+    capsys.readouterr()
+    assert main(["data", "check", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rows_used"] == len(ROWS)
 
 
 def test_lone_surrogate_row_is_skipped_by_sampling_too(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -8,6 +8,7 @@ trl, datasets): ``conj --help`` and ``conj CMD --help`` must answer in well unde
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -56,8 +57,20 @@ def short_line(message: str) -> str:
     return f"{line[:half]} ...({len(line) - 2 * half:,} chars)... {line[-half:]}"
 
 
+def _printable_output() -> None:
+    """Print any path: a file name that is not valid UTF-8 (lone surrogates in Python) is shown with
+    backslash escapes instead of stopping the command with an encoding error."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        # A stream that cannot change (closed, or not a text file) is left as it is.
+        if reconfigure is not None:
+            with contextlib.suppress(OSError, ValueError):
+                reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``conj`` console script; returns the exit code."""
+    _printable_output()
     parser = build_parser()
     try:  # a usage error (one line, OneLineParser) or --help / --version: argparse's exit code
         args, extra = parser.parse_known_args(argv)
