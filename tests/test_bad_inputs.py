@@ -275,6 +275,35 @@ def test_unwritable_output_is_one_line(tmp_path: Path, tiny_model_dir: Path,
 SURROGATE = '{"prompt": "Q \\ud800", "chosen": "a", "rejected": "b"}\n'
 
 
+def test_disk_full_mid_sample_is_one_line_and_the_rerun_completes(tmp_path: Path, tiny_model_dir: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A real full disk: a 16 KiB tmpfs (needs root and a kernel that lets the test mount one)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        data = tmp_path / "d.jsonl"
+        data.write_text("".join(json.dumps({"prompt": f"Question {i}: " + "x" * 200, "chosen": "yes " * 20,
+                                            "rejected": "no " * 20}) + "\n" for i in range(40)))
+        argv = ["sample", "--model", str(tiny_model_dir), "--dataset", str(data), "--output", str(disk / "s"),
+                "--n", "1", "--max_new_tokens", "2", "--hint_samples", "0", "--threads", "1", "--progress", "false"]
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "No space left on device" in err[0]
+        subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
+        assert main(argv) == 0  # the same command, once there is room, finishes the run
+        from conj_train.io import read_json
+
+        assert read_json(disk / "s" / "manifest.json")["counts"]["pairs"] == 40
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
 def test_lone_surrogate_row_is_skipped_as_invalid_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "d.jsonl"
     data.write_text(SURROGATE + "".join(json.dumps(r) + "\n" for r in ROWS))
