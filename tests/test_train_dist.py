@@ -76,3 +76,20 @@ def test_zero3_two_processes_match_one_process(reference: SimpleNamespace) -> No
     assert (report["world_size"], report["distributed_type"]) == (2, "DEEPSPEED")
     assert _losses(out) == pytest.approx(reference.losses, abs=1e-4)
     assert_same_weights(reference.out, out, 1e-4)
+
+
+def test_zero3_resume_after_the_final_checkpoint_takes_no_further_step(reference: SimpleNamespace) -> None:
+    """Killed right after the last checkpoint under DeepSpeed: the rerun loads it (DeepSpeed's own
+    resume) and saves the same weights, at max_steps, rather than taking one step more."""
+    out = reference.tmp / "zero3-resume"
+    argv = train_argv(reference.model, reference.data, out, **{**reference.common, "save_steps": 2, "max_steps": 2,
+                                                               "lr_scheduler_type": "constant"})
+    launcher = ["--config_file", str(REPO / "accelerate_configs" / "zero3.yaml")]
+    launch(launcher, argv)
+    finished = (out / "model.safetensors").read_bytes()
+    for name in ("manifest.json", "model.safetensors", "trainer_state.json"):  # as if killed before the final save
+        (out / name).unlink()
+    launch(launcher, argv)
+    assert read_json(out / "report.json")["resumed_from"].endswith("checkpoint-2")
+    assert read_json(out / "trainer_state.json")["global_step"] == 2
+    assert (out / "model.safetensors").read_bytes() == finished
