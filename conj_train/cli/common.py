@@ -1,4 +1,4 @@
-"""Helpers shared by CLI subcommands and ``scripts/*.py`` (light imports only)."""
+"""Helpers shared by the CLI subcommands, which are the stages' entries (light imports only)."""
 
 from __future__ import annotations
 
