@@ -227,6 +227,9 @@ CASES: dict[str, Case] = {
     "run-launch-stage-typo": (lambda c: ["run", "--config", c.recipe("p.yaml", {
         "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data),
         "heldout": str(c.data), "launch": {"trian": {"num_processes": 2}}})], "trian"),
+    "run-launch-config-name-typo": (lambda c: ["run", "--config", c.recipe("p.yaml", {
+        "output_dir": str(c.tmp / "r"), "model_name_or_path": str(c.model), "dataset_name": str(c.data),
+        "heldout": str(c.data), "launch": {"train": {"config_file": "zero4"}}})], "zero4"),
     "run-data-in-a-stage-folder": (lambda c: ["run", "--config", c.recipe("p.yaml", {
         "output_dir": str(c.tmp), "model_name_or_path": str(c.model), "dataset_name": c.stage_data(),
         "heldout": str(c.data)})], "contains the input"),
@@ -237,6 +240,7 @@ CASES: dict[str, Case] = {
     "tiny-model-hidden-0": (lambda c: ["tiny-model", str(c.tmp / "tm"), "--hidden", "0"], "hidden"),
     "tiny-model-under-file": (lambda c: ["tiny-model", str(c.a_file / "tm")], "not a folder"),
     "real-model-under-file": (lambda c: ["real-model", str(c.a_file / "rm")], "not a folder"),
+    "recipe-copy-unknown": (lambda c: ["recipe", "copy", "dmeo", str(c.tmp / "exp")], "did you mean 'demo'"),
     "ablate-missing-file": (lambda c: ["ablate", str(c.tmp / "none.yaml"), "--base", str(c.a_file)], "not found"),
 }
 

@@ -18,8 +18,8 @@ from conj_train import __version__
 from conj_train.errors import ConjError
 
 # Subcommand modules, in the order ``conj --help`` lists them.
-COMMAND_MODULES = ("demo", "tiny_model", "real_model", "data", "sample", "filter", "train", "eval", "card", "run",
-                   "ablate")
+COMMAND_MODULES = ("demo", "recipe", "tiny_model", "real_model", "data", "sample", "filter", "train", "train_rm",
+                   "eval", "card", "run", "ablate")
 
 
 class OneLineParser(argparse.ArgumentParser):

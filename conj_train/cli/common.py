@@ -1,4 +1,4 @@
-"""Helpers shared by CLI subcommands and ``scripts/*.py`` (light imports only)."""
+"""Helpers shared by the CLI subcommands, which are the stages' entries (light imports only)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,23 @@ def load_stage_config(cls: type[T], path: str | None, overrides: Sequence[str], 
     if path is not None and Path(path).is_file() and section in read_yaml(path):
         use_section = section
     return load_config(cls, path, overrides, section=use_section, fixed=fixed)
+
+
+def stage_main(command: str, argv: Sequence[str] | None = None) -> int:
+    """``conj COMMAND argv``: the one parser and run of a stage, for its module's ``main`` (what
+    ``accelerate launch -m conj_train.cli.<stage>``, ``conj run``'s launcher and ``scripts/*.py``
+    start). ``argv`` defaults to ``sys.argv[1:]``."""
+    import sys
+
+    from conj_train.cli import main
+
+    return main([command, *(sys.argv[1:] if argv is None else argv)])
+
+
+def print_rank_summary(text: str) -> None:
+    """Print a stage's summary; under a launcher every process prints its own, marked with its rank."""
+    rank, world = launcher_rank_world()
+    print(f"[rank {rank}] {text}" if world > 1 else text, flush=True)
 
 
 def launcher_rank_world() -> tuple[int, int]:

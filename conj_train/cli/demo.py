@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "judge vs scalar RM vs Con-J judge, both answer orders. Fails if Con-J does not beat the base "
         "judge by the recipe's min_gain. Stage keys can be overridden as --STAGE.KEY value.",
     )
-    p.add_argument("--config", default="recipes/demo/pipeline.yaml",
-                   help="demo pipeline recipe (default recipes/demo/pipeline.yaml)")
+    p.add_argument("--config", help="demo pipeline recipe (default: the shipped recipes/demo/pipeline.yaml; "
+                   "`conj recipe copy demo DIR` copies it to edit)")
     p.add_argument("--output", help="output folder (default: the recipe's output_dir, runs/demo)")
     p.add_argument("--seed", type=int, help="seed of the tiny model and the toy data (default: the recipe's)")
     p.set_defaults(func=run, accepts_overrides=True)

@@ -1,59 +1,75 @@
-"""``conj train`` and ``conj train-rm``: stage 3 in one process (the judge, or the scalar baseline)."""
+"""``conj train``: stage 3, the Con-J judge trained with DPO (+ SFT).
+
+The stage's one entry: ``conj train``, ``python -m conj_train.cli.train`` and
+``accelerate launch --config_file accelerate_configs/zero3.yaml -m conj_train.cli.train --config R.yaml``
+all parse here and run :func:`train`, which ``conj run`` calls too (with the recipe as a mapping).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-_LAUNCH = ("Several GPUs / nodes: accelerate launch --config_file accelerate_configs/<x>.yaml "
-           "scripts/{script} --config R.yaml [--key value ...]")
+LAUNCH = ("Several GPUs / nodes: accelerate launch --config_file accelerate_configs/<x>.yaml "
+          "-m conj_train.cli.{module} --config R.yaml [--key value ...] (or a launch: section in conj run)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``train`` and ``train-rm`` subcommands."""
+    """Add the ``train`` subcommand."""
     p = sub.add_parser(
         "train",
         help="train the judge with DPO (+SFT) on the filter stage's pairs",
         description="Train the Con-J judge with TRL's DPOTrainer. The recipe's keys are the fields of "
         "TRL's ScriptArguments, DPOConfig and ModelConfig (plus conj-train's: pair_types, overlong, "
         "max_train_pairs, global_batch_size, auto_resume); override any as --key value. "
-        + _LAUNCH.format(script="train.py"),
+        + LAUNCH.format(module="train"),
     )
     p.add_argument("--config", help="recipe YAML (e.g. recipes/demo/train.yaml)")
     p.set_defaults(func=run, accepts_overrides=True)
-    rm = sub.add_parser(
-        "train-rm",
-        help="train the scalar Bradley-Terry reward model baseline on the same pairs",
-        description="Train a sequence-classification reward model with TRL's RewardTrainer on the "
-        "preference source (question + one answer per side). " + _LAUNCH.format(script="train_rm.py"),
-    )
-    rm.add_argument("--config", help="recipe YAML (e.g. recipes/demo/train_rm.yaml)")
-    rm.set_defaults(func=run_rm, accepts_overrides=True)
 
 
-def _argv(args: argparse.Namespace) -> list[str]:
+def training_argv(args: argparse.Namespace) -> list[str]:
+    """The recipe and overrides of a training subcommand, as the argument list TRL's parser reads."""
     return (["--config", args.config] if args.config else []) + list(args.overrides)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train and save the judge in this process; print the summary."""
+def set_up_training(argv: Sequence[str], values: Mapping[str, Any] | None) -> None:
+    """This process's machine set-up (:func:`conj_train.train.machine.set_up_machine`), before the
+    arguments are built: building them starts the distributed state."""
+    from conj_train.train.machine import asks_for_deepspeed, set_up_machine, uses_deepspeed
+
+    deepspeed = uses_deepspeed() or asks_for_deepspeed(argv) or bool((values or {}).get("deepspeed"))
+    set_up_machine(argv, deepspeed=deepspeed)
+
+
+def train(argv: Sequence[str] = (), values: Mapping[str, Any] | None = None) -> Any:
+    """Set up this process, build the arguments (``--config`` recipe and overrides in ``argv``, or
+    the recipe as ``values``), train and save the judge; returns the run's result."""
     from conj_train.train.args import parse_train_args
     from conj_train.train.dpo import run_train
-    from conj_train.train.machine import set_up_machine
 
-    argv = _argv(args)
-    set_up_machine(argv)
-    result = run_train(*parse_train_args(argv))
-    print(result.summary)
+    set_up_training(argv, values)
+    return run_train(*parse_train_args(list(argv), values=values))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and save the judge; the main process prints the summary."""
+    from conj_train.cli.common import launcher_rank_world
+
+    result = train(training_argv(args))
+    if launcher_rank_world()[0] == 0:
+        print(result.summary)
     return 0
 
 
-def run_rm(args: argparse.Namespace) -> int:
-    """Train and save the scalar reward model in this process; print the summary."""
-    from conj_train.train.machine import set_up_machine
-    from conj_train.train.reward import parse_reward_args, run_train_rm
+def main(argv: Sequence[str] | None = None) -> int:
+    """``conj train`` with ``argv`` (default: the command line); returns the exit code."""
+    from conj_train.cli.common import stage_main
 
-    argv = _argv(args)
-    set_up_machine(argv)
-    result = run_train_rm(*parse_reward_args(argv))
-    print(result.summary)
-    return 0
+    return stage_main("train", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -134,9 +134,12 @@ def build_demo_policy(path: str | Path, base_model: str | Path, rows: list[dict]
     return out
 
 
-def run_demo(output: str | Path | None = None, *, config: str | Path = "recipes/demo/pipeline.yaml",
+def run_demo(output: str | Path | None = None, *, config: str | Path | None = None,
              seed: int | None = None, overrides: dict[str, Any] | None = None) -> str:
     """Build the tiny model and toy data, run the demo pipeline, check that Con-J learned.
+
+    ``config``: the demo's pipeline recipe; by default the shipped ``recipes/demo/pipeline.yaml``
+    (found in a wheel as in a clone).
 
     The recipe's ``demo:`` section sizes the toy data (``train_pairs``, ``test_pairs``) and sets
     ``min_gain``: the demo fails (ConjError) when the Con-J judge is not at least that far above the
@@ -145,9 +148,11 @@ def run_demo(output: str | Path | None = None, *, config: str | Path = "recipes/
     from conj_train.config_values import read_yaml
     from conj_train.errors import ConjError
     from conj_train.io import read_json
+    from conj_train.pipeline.recipes import shipped_dir
     from conj_train.pipeline.run import run_pipeline
     from conj_train.tiny import build_tiny_model
 
+    config = config or shipped_dir("recipes") / "demo" / "pipeline.yaml"
     spec = read_yaml(config)
     demo = spec.get("demo") or {}
     seed = int(spec.get("seed", 0) if seed is None else seed)

@@ -17,7 +17,7 @@ stage's recipe keys (the keys of ``recipes/<x>/{sample,filter,train,...}.yaml``)
     eval: {...}
     launch:                                # optional: stages started with accelerate launch
       sample: {multi_gpu: true, num_processes: 8}
-      train: {config_file: accelerate_configs/zero3.yaml, num_processes: 8}
+      train: {config_file: zero3, num_processes: 8}   # a shipped accelerate config, or a path
       eval: {multi_gpu: true, num_processes: 8}
 
 The runner fills in every stage's inputs (``model_name_or_path``, ``dataset_name``, ``output_dir``:
@@ -416,7 +416,7 @@ def _check_inputs_outside_stage_folders(out: Path, inputs: Sequence[str], path: 
 def _check_launch(launch: Any, path: str | Path) -> None:
     """The ``launch:`` section: stage names and launcher keys, checked before the first stage (a typo
     in ``launch.train`` must not be found after sampling and filtering ran)."""
-    from conj_train.pipeline.stages import LAUNCH_KEYS
+    from conj_train.pipeline.stages import LAUNCH_KEYS, check_launch_settings
 
     if launch is None:
         return
@@ -435,6 +435,10 @@ def _check_launch(launch: Any, path: str | Path) -> None:
             if key not in LAUNCH_KEYS:
                 raise ConjError(f"{path}: launch.{stage_name}: unknown key {key!r}"
                                 f"{did_you_mean(str(key), LAUNCH_KEYS)} ({', '.join(LAUNCH_KEYS)})")
+        try:  # config_file: a file, or a shipped accelerate config's name
+            check_launch_settings(settings)
+        except ConjError as e:
+            raise ConjError(f"{path}: launch.{stage_name}: {e}") from None
 
 
 def _check_train_section(section: Any, name: str, path: str | Path) -> None:

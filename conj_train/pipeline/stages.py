@@ -2,8 +2,10 @@
 
 :func:`conj_train.pipeline.run.run_pipeline` fills in each stage's inputs and decides what to run; these
 run it. Every stage runs in this process from its config mapping, except one whose recipe section
-has ``launch:`` settings: it is started with ``accelerate launch`` (other processes), which reads the
-config from a recipe file written next to the output folder (:func:`write_stage_recipe`).
+has ``launch:`` settings: it is started with ``accelerate launch -m conj_train.cli.<stage>`` (other
+processes; the stage's module in the package, so an installed wheel launches as a clone does), which
+reads the config from a recipe file written next to the output folder (:func:`write_stage_recipe`).
+Either way the stage runs through its one entry function (``conj_train.cli.sample: sample``, ...).
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ def run_warmup_stage(cfg: dict, output: Path) -> None:
 
 def run_sample_stage(cfg: dict, output: Path) -> None:
     """Sampling, in this process or under accelerate launch."""
-    from conj_train.sample.run import SampleConfig, run_sample
+    from conj_train.cli.sample import sample
+    from conj_train.sample.run import SampleConfig
 
     cfg, launch = _stage_config(cfg)
     if launch:
-        launch_script("sample.py", write_stage_recipe(cfg, output), launch, secrets_env(cfg))
+        launch_stage("sample", write_stage_recipe(cfg, output), launch, secrets_env(cfg))
         return
-    run_sample(build_config(SampleConfig, {**cfg, "output_dir": str(output)}, where="sample"))
+    sample(build_config(SampleConfig, {**cfg, "output_dir": str(output)}, where="sample"))
 
 
 def run_filter_stage(cfg: dict, output: Path) -> None:
@@ -46,13 +49,14 @@ def run_filter_stage(cfg: dict, output: Path) -> None:
 
 def run_eval_stage(cfg: dict, output: Path) -> None:
     """Evaluation, in this process or under accelerate launch."""
-    from conj_train.evaluate.run import EvalConfig, run_eval
+    from conj_train.cli.eval import evaluate
+    from conj_train.evaluate.config import EvalConfig
 
     cfg, launch = _stage_config(cfg)
     if launch:
-        launch_script("eval.py", write_stage_recipe(cfg, output), launch, secrets_env(cfg))
+        launch_stage("eval", write_stage_recipe(cfg, output), launch, secrets_env(cfg))
         return
-    run_eval(build_config(EvalConfig, {**cfg, "output_dir": str(output)}, where="eval"))
+    evaluate(build_config(EvalConfig, {**cfg, "output_dir": str(output)}, where="eval"))
 
 
 def run_train_stage(cfg: dict, output: Path) -> None:
@@ -60,16 +64,12 @@ def run_train_stage(cfg: dict, output: Path) -> None:
     cfg, launch = _stage_config(cfg)
     output.mkdir(parents=True, exist_ok=True)
     if launch:
-        launch_script("train.py", write_stage_recipe(cfg, output), launch, secrets_env(cfg))
+        launch_stage("train", write_stage_recipe(cfg, output), launch, secrets_env(cfg))
         return
-    from conj_train.train.args import parse_train_args
-    from conj_train.train.dpo import run_train
-    from conj_train.train.machine import set_up_machine, uses_deepspeed
+    from conj_train.cli.train import train
 
     # No recipe file in this process: the run writes its resolved arguments to output/recipe.yaml.
-    values = {**cfg, "output_dir": str(output)}
-    set_up_machine([], deepspeed=uses_deepspeed() or bool(values.get("deepspeed")))
-    run_train(*parse_train_args([], values=values))
+    train(values={**cfg, "output_dir": str(output)})
 
 
 def run_train_rm_stage(cfg: dict, output: Path) -> None:
@@ -77,14 +77,11 @@ def run_train_rm_stage(cfg: dict, output: Path) -> None:
     cfg, launch = _stage_config(cfg)
     output.mkdir(parents=True, exist_ok=True)
     if launch:
-        launch_script("train_rm.py", write_stage_recipe(cfg, output), launch, secrets_env(cfg))
+        launch_stage("train_rm", write_stage_recipe(cfg, output), launch, secrets_env(cfg))
         return
-    from conj_train.train.machine import set_up_machine, uses_deepspeed
-    from conj_train.train.reward import parse_reward_args, run_train_rm
+    from conj_train.cli.train_rm import train_rm
 
-    values = {**cfg, "output_dir": str(output)}
-    set_up_machine([], deepspeed=uses_deepspeed() or bool(values.get("deepspeed")))
-    run_train_rm(*parse_reward_args([], values=values))
+    train_rm(values={**cfg, "output_dir": str(output)})
 
 
 def _stage_config(cfg: dict) -> tuple[dict, dict | None]:
@@ -126,24 +123,41 @@ def secrets_env(cfg: dict) -> dict[str, str]:
     return env
 
 
-def launch_script(script: str, recipe: Path, launch: dict, env: dict[str, str] | None = None) -> None:
-    """Start a stage script under ``accelerate launch`` with the recipe's launcher settings
-    (``config_file``, ``num_processes``, ``multi_gpu``, ``main_process_port``); ``env`` adds to the
-    environment (the stage's secrets, :func:`secrets_env`)."""
+def check_launch_settings(launch: dict) -> None:
+    """Refuse an unknown launcher key or a ``config_file`` that is neither a file nor a shipped
+    accelerate config's name, before any stage runs."""
     unknown = sorted(set(launch) - set(LAUNCH_KEYS))
     if unknown:
         raise ConjError(f"launch: unknown key {unknown[0]!r} ({', '.join(LAUNCH_KEYS)})")
-    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    if launch.get("config_file"):
+        from conj_train.pipeline.recipes import accelerate_config
+
+        accelerate_config(str(launch["config_file"]))
+
+
+def launch_command(stage: str, recipe: Path, launch: dict) -> list[str]:
+    """``accelerate launch [settings] -m conj_train.cli.<stage> --config recipe``: the launcher
+    settings (``config_file``: a path or a shipped config's name such as ``zero3``,
+    ``num_processes``, ``multi_gpu``, ``main_process_port``), then the stage's module."""
+    from conj_train.pipeline.recipes import accelerate_config
+
+    check_launch_settings(launch)
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if launch.get("config_file"):
-        cmd += ["--config_file", str(launch["config_file"])]
+        cmd += ["--config_file", str(accelerate_config(str(launch["config_file"])))]
     if launch.get("multi_gpu"):
         cmd.append("--multi_gpu")
     for key in ("num_processes", "main_process_port"):
         if launch.get(key):
             cmd += [f"--{key}", str(launch[key])]
-    cmd += [str(scripts / script), "--config", str(recipe)]
+    return [*cmd, "-m", f"conj_train.cli.{stage}", "--config", str(recipe)]
+
+
+def launch_stage(stage: str, recipe: Path, launch: dict, env: dict[str, str] | None = None) -> None:
+    """Start a stage's module under ``accelerate launch`` (:func:`launch_command`); ``env`` adds to
+    the environment (the stage's secrets, :func:`secrets_env`)."""
+    cmd = launch_command(stage, recipe, launch)
     print("[conj run] " + " ".join(cmd), flush=True)
     proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, check=False)
     if proc.returncode != 0:
-        raise ConjError(f"{script} failed under accelerate launch (exit {proc.returncode})")
+        raise ConjError(f"{stage} failed under accelerate launch (exit {proc.returncode})")

@@ -2,8 +2,8 @@
 
 Two steps, kept apart so that building the arguments changes nothing outside them:
 
-* :func:`set_up_machine` is called once per process by the entry points (``scripts/train.py``,
-  ``scripts/train_rm.py``, ``conj train``) **before** the arguments are built, because building a
+* :func:`set_up_machine` is called once per process by the stage entries
+  (``conj_train.cli.train`` / ``train_rm``: ``set_up_training``) **before** the arguments are built, because building a
   ``TrainingArguments`` creates the distributed state (and under DeepSpeed runs its
   ``init_distributed``). Without CUDA it prepares DeepSpeed's CPU backend (``DS_ACCELERATOR=cpu``,
   the shared-memory op build skipped: :func:`skip_deepspeed_shm_build`) and, when several
