@@ -176,3 +176,47 @@ def test_a_launched_stage_gets_its_hub_token_by_environment_not_file(tmp_path: P
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and "hf_SECRET" in p.read_text()]
     with pytest.raises(ConjError, match="environment"):
         secrets_env({"wandb_api_key": "k"})
+
+
+def test_a_launched_stages_refusal_is_its_one_line_without_the_launchers_report(
+    tiny_model_dir: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Two launched processes refuse a folder that a 1-process run is writing: the user sees the
+    stage's refusal once, not torch elastic's failure report around it."""
+    import fcntl
+    import json
+
+    from conj_train.pipeline.stages import launch_stage, write_stage_recipe
+    from conj_train.runs import LOCKS
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}?", "chosen": "yes", "rejected": "no"}) + "\n"
+                            for i in range(4)))
+    out = tmp_path / "s"
+    recipe = write_stage_recipe({"model_name_or_path": str(tiny_model_dir), "dataset_name": str(data), "n": 1,
+                                 "max_new_tokens": 2, "hint_samples": 0, "threads": 1, "progress": False}, out)
+    (out / LOCKS).mkdir(parents=True)
+    with open(out / LOCKS / "count-1.lock", "a+") as running:  # a 1-shard run is writing there
+        fcntl.flock(running.fileno(), fcntl.LOCK_EX)
+        capfd.readouterr()
+        with pytest.raises(ConjError, match="a run with 1 shards is writing here") as refused:
+            launch_stage("sample", recipe, {"multi_gpu": True, "num_processes": 2})
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ChildFailedError" not in err and ": error: " not in err, err
+    assert str(refused.value).startswith(f"{out}: a run with 1 shards is writing here")
+
+
+def test_a_progress_bar_reaches_the_terminal_before_its_newline(tmp_path: Path) -> None:
+    import io
+    import os
+
+    from conj_train.pipeline.stages import forward_until_stage_error
+
+    read, write = os.pipe()
+    os.write(write, "log line\n\rsample: 50%|█".encode() + b"\xe2\x96")  # a bar, cut inside a character
+    os.write(write, b"\x88\rsample: 100%\nconj sample: error: stop\nTraceback: launcher noise\n")
+    os.close(write)
+    sink = io.StringIO()
+    assert forward_until_stage_error(read, sink) == ["conj sample: error: stop"]
+    os.close(read)
+    assert sink.getvalue() == "log line\n\rsample: 50%|██\rsample: 100%\n"

@@ -10,14 +10,19 @@ Either way the stage runs through its one entry function (``conj_train.cli.sampl
 
 from __future__ import annotations
 
+import codecs
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from conj_train.config_parser import build_config
 from conj_train.errors import ConjError
 
+# The one line a stage prints when it refuses (conj_train.cli.main): "conj sample: error: ...".
+_STAGE_ERROR = re.compile(r"conj [\w-]+: error: ")
 LAUNCH_KEYS = ("config_file", "num_processes", "multi_gpu", "main_process_port")
 
 
@@ -158,6 +163,40 @@ def launch_stage(stage: str, recipe: Path, launch: dict, env: dict[str, str] | N
     the environment (the stage's secrets, :func:`secrets_env`)."""
     cmd = launch_command(stage, recipe, launch)
     print("[conj run] " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, check=False)
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    errors = forward_until_stage_error(proc.stderr.fileno(), sys.stderr)
+    proc.wait()
+    if errors:  # the stage's own one-line refusal, once, without the launcher's failure report
+        raise ConjError(errors[0].split(": error: ", 1)[1])
     if proc.returncode != 0:
         raise ConjError(f"{stage} failed under accelerate launch (exit {proc.returncode})")
+
+
+def forward_until_stage_error(fd: int, sink: TextIO) -> list[str]:
+    """Copy a launcher's stderr to ``sink`` as it comes (progress bars included) until a process of the
+    stage prints its ``conj STAGE: error: ...`` line; returns those lines, which are not copied.
+
+    What the launcher prints after a stage's refusal (torch elastic's failure report: tracebacks of
+    the launcher itself, one block per process, ~80 lines) says nothing the refusal did not, so it is
+    read and dropped. A crash without such a line is copied whole: its traceback is the diagnosis.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a chunk may end inside a character
+    errors: list[str] = []
+    pending = ""
+    while chunk := os.read(fd, 65536):
+        pending += decoder.decode(chunk)
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            if _STAGE_ERROR.match(line.rsplit("\r", 1)[-1]):  # after a progress bar's last redraw
+                errors.append(line)
+            elif not errors:
+                sink.write(line + "\n")
+        # A progress bar redraws with \r and no newline: show it now, unless it may be an error line.
+        if pending and not errors and not pending.startswith("conj"):
+            sink.write(pending)
+            pending = ""
+        sink.flush()
+    if pending and not errors:
+        sink.write(pending)
+    return errors
