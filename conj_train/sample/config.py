@@ -7,7 +7,7 @@ a recipe can be checked, and a run's hash computed, without the stage's run code
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from conj_train.config import (
@@ -49,30 +49,44 @@ class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishO
     (:mod:`conj_train.sample.hub`).
     """
 
-    model_name_or_path: str = ""  # the judge that writes the judgments
-    dataset_name: str = ""  # the preference source: file, folder or Hub id
-    output_dir: str = ""
+    model_name_or_path: str = field(default="", metadata={
+        "help": "The judge that writes the judgments: a model folder or Hub id (required)."})
+    dataset_name: str = field(default="", metadata={
+        "help": "The preference source: a file, a folder or a Hub data set id (required)."})
+    output_dir: str = field(default="", metadata={"help": "The run folder to write (required; not hashed)."})
     # Repeated sampling (docs/method.md#repeated-sampling).
-    n: int = 8
-    temperature: float = 1.2
-    top_p: float = 0.95
-    top_k: int = 50
-    repetition_penalty: float = 1.2
-    max_new_tokens: int = 512
+    n: int = field(default=8, metadata={"help": "Repeated judgments per pair (>= 0; Con-J: 8)."})
+    temperature: float = field(default=1.2, metadata={
+        "help": "Sampling temperature of the repeated pass (>= 0; Con-J: 1.2)."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus (top-p) mass of the repeated pass, (0, 1]."})
+    top_k: int = field(default=50, metadata={"help": "Top-k of both passes; 0: off."})
+    repetition_penalty: float = field(default=1.2, metadata={
+        "help": "Repetition penalty of both passes (> 0; 1.0: none; Con-J: 1.2)."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Token limit of each judgment (>= 1)."})
     # Hint-driven sampling (docs/method.md#hint-driven-sampling).
-    hint_samples: int = 1
-    hint_reading: str = "paper"
-    hint_when: str = "always"
-    hint_temperature: float = 1.0
-    hint_top_p: float = 0.9
+    hint_samples: int = field(default=1, metadata={
+        "help": "Judgments per pair with each hint, correct and wrong (>= 0; 0: no hint pass)."})
+    hint_reading: str = field(default="paper", metadata={
+        "help": "How a hint reaches the judge: 'paper' (in the prompt; the model writes the JSON) or "
+                "'code' (the released script: a neutral prompt, the verdict wrapped on afterwards)."})
+    hint_when: str = field(default="always", metadata={
+        "help": "'always' (the released code: every pair) or 'fallback' (the paper: only pairs whose "
+                "repeated judgments are one-sided)."})
+    hint_temperature: float = field(default=1.0, metadata={
+        "help": "Sampling temperature of the hint pass (the released code's 1.0)."})
+    hint_top_p: float = field(default=0.9, metadata={"help": "Top-p of the hint pass (the released code's 0.9)."})
     # Forced start of every judgment (repeated and ``paper`` hint passes), e.g. '{"reason":'; ``None`` =
     # the template's evaluation prefill (' {"原因":'), "" = none (Con-J). It is stored as part of the
     # judgment text, as the evaluator parses it. Small models need it to write the JSON at all
     # (README, "Small models"). ``code``-reading hint outputs are free text wrapped afterwards: no prefill.
-    prefill: str | None = ""
+    prefill: str | None = field(default="", metadata={
+        "help": "Forced start of every judgment, kept in its text; '': none (Con-J), null: the template's "
+                "(' {\"原因\":'), which small models need to write JSON at all."})
     # Below this share of parseable judgments (overall or in one kind) the run warns loudly.
-    min_parseable: float = 0.5
-    seed: int = 1688
+    min_parseable: float = field(default=0.5, metadata={
+        "help": "Warn when the share of parseable judgments (overall or of one kind) is below this, [0, 1]."})
+    seed: int = field(default=1688, metadata={
+        "help": "Run seed: each sample's seed is a hash of (seed, pair id, kind, index)."})
 
     def validate(self) -> None:
         """Check values that would otherwise fail deep inside a run."""
