@@ -5,8 +5,9 @@ A stage's settings are dataclass fields and a recipe is a flat YAML mapping of t
 dataclass made of parts, parsed together from the same flat keys, one name per setting:
 
 * mixed-in parts the stage reads setting by setting (:class:`JudgeInputOptions`, :class:`EngineOptions`,
-  :class:`ShardedRunOptions`; the warm-up mixes in :class:`PreferenceReadOptions` and
-  :class:`JudgePromptOptions`, the parts of :class:`JudgeInputOptions` it shares);
+  :class:`DecodingOptions` or a stage's :func:`decoding_part`, :class:`ShardedRunOptions`; the warm-up
+  mixes in :class:`PreferenceReadOptions` and :class:`JudgePromptOptions`, the parts of
+  :class:`JudgeInputOptions` it shares);
 * nested parts a core function takes whole (the filter's ``rules: PairRules`` and
   ``length: LengthRule``): their fields are recipe keys of their own, next to the stage's.
 
@@ -81,6 +82,45 @@ class EngineOptions:
     threads: int | None = field(default=None, metadata={
         "help": "CPU threads torch uses; null: torch's default (1 per process when several share a CPU). "
                 "Not hashed."})
+
+
+@dataclass
+class DecodingOptions:
+    """How the judge decodes: temperature, top-p, top-k, repetition penalty, token limit.
+
+    The defaults are evaluation's (Con-J's released eval script's T 1.0 and top-p 0.9, no top-k and no
+    repetition penalty); a stage with other defaults takes :func:`decoding_part` of its own, so each
+    setting and its help text is declared once.
+    """
+
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0 when sampling)."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus (top-p) probability mass, (0, 1]."})
+    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (>= 0); 0: off."})
+    repetition_penalty: float = field(default=1.0, metadata={
+        "help": "Repetition penalty (> 0); 1.0: none."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Token limit of each judgment (>= 1)."})
+
+    def decoding_settings(self) -> dict[str, Any]:
+        """The decoding settings by name (the keywords of ``Judge.from_pretrained`` and ``SamplingParams``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(DecodingOptions)}
+
+
+def decoding_part(name: str, module: str, doc: str, **defaults: Any) -> type[DecodingOptions]:
+    """:class:`DecodingOptions` with a stage's own ``defaults``: the same settings and help texts.
+
+    A subclass redeclaring the fields would declare each one again (and drop its help text);
+    ``name`` and ``module`` are where the part is assigned, so it pickles like a written class."""
+    import typing
+
+    own = {f.name: f for f in dataclasses.fields(DecodingOptions)}
+    unknown = sorted(set(defaults) - set(own))
+    if unknown:
+        raise TypeError(f"{name}: {unknown[0]!r} is not a decoding setting")
+    hints = typing.get_type_hints(DecodingOptions)
+    fields = [(n, hints[n], field(default=defaults.get(n, f.default), metadata=f.metadata))
+              for n, f in own.items()]
+    return dataclasses.make_dataclass(name, fields, bases=(DecodingOptions,),
+                                      namespace={"__module__": module, "__doc__": doc})
 
 
 @dataclass

@@ -14,6 +14,7 @@ from conj_train.config import (
     DTYPES,
     INPUT_OLD_NAMES,
     RUNTIME_FIELDS,
+    DecodingOptions,
     EngineOptions,
     JudgeInputOptions,
     PublishOptions,
@@ -39,7 +40,7 @@ _ADDED_FIELDS = {"served_model_name": None, "openai_api": "completions", "struct
 
 
 @dataclass
-class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOptions):
+class EvalConfig(JudgeInputOptions, EngineOptions, DecodingOptions, ShardedRunOptions, PublishOptions):
     """Configuration of the evaluation stage (one or several models, one or several data sets).
 
     ``report_to`` logs the comparison table once the run is merged; ``push_to_hub`` uploads the
@@ -58,16 +59,12 @@ class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOpt
         "help": "'both': every pair judged in both answer orders (consistency, position bias); 'random': "
                 "one seeded order (Con-J's and RewardBench's protocol)."})
     decoding: str = field(default="greedy", metadata={
-        "help": "'greedy' or 'sample' (with temperature, top_p, top_k, repetition_penalty, seed)."})
+        "help": "'greedy' or 'sample' (with temperature, top_p, top_k, repetition_penalty, seed); "
+                "repetition_penalty and max_new_tokens apply to both."})
     n: int = field(default=1, metadata={"help": "Judgments per pair and order (> 1 needs decoding: sample)."})
-    # Sampling settings (decoding: sample). Con-J's released eval script sampled with T 1.0, top-p 0.9
-    # and repetition penalty 1.2 (recipes/con-j-qwen2-7b/eval_paper.yaml); the default here applies no
-    # repetition penalty (1.0).
-    temperature: float = field(default=1.0, metadata={"help": "decoding sample: temperature (>= 0)."})
-    top_p: float = field(default=0.9, metadata={"help": "decoding sample: nucleus (top-p) mass, (0, 1]."})
-    top_k: int = field(default=0, metadata={"help": "decoding sample: top-k; 0: off."})
-    repetition_penalty: float = field(default=1.0, metadata={
-        "help": "Repetition penalty (> 0); 1.0: none (Con-J's eval script used 1.2)."})
+    # Sampling settings (decoding: sample): DecodingOptions. Con-J's released eval script sampled with
+    # T 1.0, top-p 0.9 and repetition penalty 1.2 (recipes/con-j-qwen2-7b/eval_paper.yaml); the default
+    # here applies no repetition penalty (1.0).
     seed: int = field(default=2021, metadata={
         "help": "decoding sample: run seed (each judgment's seed is a hash of seed, pair id, order, index)."})
     parser: str = field(default="lenient", metadata={
@@ -75,7 +72,6 @@ class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOpt
                 "'rewardbench' (RewardBench's reading)."})
     prefill: str | None = field(default=None, metadata={
         "help": "Forced start of each answer; null: the template's (' {\"原因\":'), '': none."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Token limit of each judgment (>= 1)."})
     probability: bool = field(default=True, metadata={
         "help": "Read P(slot 1 better) at the verdict digit (one more forward): Brier score, reliability."})
     transfer: bool = field(default=True, metadata={

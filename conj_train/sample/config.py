@@ -18,6 +18,7 @@ from conj_train.config import (
     JudgeInputOptions,
     PublishOptions,
     ShardedRunOptions,
+    decoding_part,
     settings_hash,
 )
 from conj_train.engines.base import SamplingParams
@@ -38,8 +39,15 @@ def _template(name: str) -> Any:
 _RUNTIME_FIELDS = RUNTIME_FIELDS | {"output_dir", "min_parseable"}
 
 
+# Con-J's released sampling values (docs/method.md#repeated-sampling): the repeated pass's decoding; the
+# hint pass shares its top-k, repetition penalty and token limit and has its own temperature and top-p.
+SampleDecoding = decoding_part(
+    "SampleDecoding", __name__, "Decoding of the sampled judgments; defaults are Con-J's sampling values.",
+    temperature=1.2, top_p=0.95, top_k=50, repetition_penalty=1.2)
+
+
 @dataclass
-class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOptions):
+class SampleConfig(JudgeInputOptions, EngineOptions, SampleDecoding, ShardedRunOptions, PublishOptions):
     """Configuration of the sampling stage; defaults are Con-J's released values.
 
     ``hint_reading`` (``paper`` / ``code``) says how a hint is given to the judge; it is not the
@@ -54,15 +62,8 @@ class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishO
     dataset_name: str = field(default="", metadata={
         "help": "The preference source: a file, a folder or a Hub data set id (required)."})
     output_dir: str = field(default="", metadata={"help": "The run folder to write (required; not hashed)."})
-    # Repeated sampling (docs/method.md#repeated-sampling).
+    # Repeated sampling (docs/method.md#repeated-sampling); its decoding: SampleDecoding.
     n: int = field(default=8, metadata={"help": "Repeated judgments per pair (>= 0; Con-J: 8)."})
-    temperature: float = field(default=1.2, metadata={
-        "help": "Sampling temperature of the repeated pass (>= 0; Con-J: 1.2)."})
-    top_p: float = field(default=0.95, metadata={"help": "Nucleus (top-p) mass of the repeated pass, (0, 1]."})
-    top_k: int = field(default=50, metadata={"help": "Top-k of both passes; 0: off."})
-    repetition_penalty: float = field(default=1.2, metadata={
-        "help": "Repetition penalty of both passes (> 0; 1.0: none; Con-J: 1.2)."})
-    max_new_tokens: int = field(default=512, metadata={"help": "Token limit of each judgment (>= 1)."})
     # Hint-driven sampling (docs/method.md#hint-driven-sampling).
     hint_samples: int = field(default=1, metadata={
         "help": "Judgments per pair with each hint, correct and wrong (>= 0; 0: no hint pass)."})
@@ -73,8 +74,10 @@ class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishO
         "help": "'always' (the released code: every pair) or 'fallback' (the paper: only pairs whose "
                 "repeated judgments are one-sided)."})
     hint_temperature: float = field(default=1.0, metadata={
-        "help": "Sampling temperature of the hint pass (the released code's 1.0)."})
-    hint_top_p: float = field(default=0.9, metadata={"help": "Top-p of the hint pass (the released code's 0.9)."})
+        "help": "Sampling temperature of the hint pass (the released code's 1.0; the repeated pass: "
+                "temperature)."})
+    hint_top_p: float = field(default=0.9, metadata={
+        "help": "Top-p of the hint pass (the released code's 0.9; the repeated pass: top_p)."})
     # Forced start of every judgment (repeated and ``paper`` hint passes), e.g. '{"reason":'; ``None`` =
     # the template's evaluation prefill (' {"原因":'), "" = none (Con-J). It is stored as part of the
     # judgment text, as the evaluator parses it. Small models need it to write the JSON at all
@@ -119,15 +122,12 @@ class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishO
 
     def repeated_params(self) -> SamplingParams:
         """Decoding settings of the repeated pass."""
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                              repetition_penalty=self.repetition_penalty,
-                              max_new_tokens=self.max_new_tokens)
+        return SamplingParams(**self.decoding_settings())
 
     def hint_params(self) -> SamplingParams:
         """Decoding settings of the hint pass (the released code's defaults: T 1.0, top-p 0.9)."""
-        return SamplingParams(temperature=self.hint_temperature, top_p=self.hint_top_p,
-                              top_k=self.top_k, repetition_penalty=self.repetition_penalty,
-                              max_new_tokens=self.max_new_tokens)
+        return SamplingParams(**{**self.decoding_settings(), "temperature": self.hint_temperature,
+                                 "top_p": self.hint_top_p})
 
     def output_hash(self) -> str:
         """Hash of every setting that changes what is generated."""
