@@ -5,8 +5,9 @@ A stage's settings are dataclass fields and a recipe is a flat YAML mapping of t
 dataclass made of parts, parsed together from the same flat keys, one name per setting:
 
 * mixed-in parts the stage reads setting by setting (:class:`JudgeInputOptions`, :class:`EngineOptions`,
-  :class:`ShardedRunOptions`; the warm-up mixes in :class:`PreferenceReadOptions` and
-  :class:`JudgePromptOptions`, the parts of :class:`JudgeInputOptions` it shares);
+  :class:`DecodingOptions` or a stage's :func:`decoding_part`, :class:`ShardedRunOptions`; the warm-up
+  mixes in :class:`PreferenceReadOptions` and :class:`JudgePromptOptions`, the parts of
+  :class:`JudgeInputOptions` it shares);
 * nested parts a core function takes whole (the filter's ``rules: PairRules`` and
   ``length: LengthRule``): their fields are recipe keys of their own, next to the stage's.
 
@@ -38,11 +39,17 @@ class ShardedRunOptions:
     size or shard count resumes the same run.
     """
 
-    batch_pairs: int = 8
-    shard: str | None = None
-    overwrite: bool = False
-    progress: bool = True
-    merge_only: bool = False
+    batch_pairs: int = field(default=8, metadata={
+        "help": "Pairs sent to the engine at once (>= 1); also how often finished records are written."})
+    shard: str | None = field(default=None, metadata={
+        "help": "This process's part as 'i/K' (0-based): it writes only shard i of K; null: one process, "
+                "or the launcher's rank/world size."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Replace an earlier run of another config or data in output_dir (its shard files only), "
+                "instead of refusing."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    merge_only: bool = field(default=False, metadata={
+        "help": "Generate nothing: merge the finished shards of a sharded run (after every --shard i/K job)."})
 
 
 # The weight dtypes an engine loads (torch's names); checked before a run claims its folder.
@@ -53,48 +60,110 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 class EngineOptions:
     """The generation engine of the stages that prompt a judge (sampling, evaluation) and its settings."""
 
-    engine: str = "hf"
-    dtype: str = "auto"
-    trust_remote_code: bool = False
+    engine: str = field(default="hf", metadata={
+        "help": "Generation engine: 'hf' (transformers, CPU or GPU) or 'vllm' (GPU); eval also 'openai' "
+                "(an OpenAI-compatible server)."})
+    dtype: str = field(default="auto", metadata={
+        "help": "Weight dtype: auto (the checkpoint's), float32, float16 or bfloat16."})
+    trust_remote_code: bool = field(default=False, metadata={
+        "help": "Run the model repo's own code (transformers' trust_remote_code); only for repos you trust."})
     # hf engine: 0 = one request per forward (a request's texts never depend on the others); above 0,
     # requests are packed up to this many rows x (prompt + new tokens): faster (bench/sample.py), and
     # texts then depend on the pack up to rounding, so it is part of the run's config.
-    hf_batch_tokens: int = 0
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.9
-    max_model_len: int | None = None
-    threads: int | None = None
+    hf_batch_tokens: int = field(default=0, metadata={
+        "help": "engine hf: token budget of one packed forward, rows x (prompt + new tokens); 0: one "
+                "request per forward, so no text depends on another request (hashed)."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "engine vllm: GPUs one model is split over."})
+    gpu_memory_utilization: float = field(default=0.9, metadata={
+        "help": "engine vllm: share of GPU memory (0-1] vLLM may take (not hashed)."})
+    max_model_len: int | None = field(default=None, metadata={
+        "help": "Context length in tokens (prompt + new tokens); null: the model's. A prompt that does not "
+                "fit is skipped and counted."})
+    threads: int | None = field(default=None, metadata={
+        "help": "CPU threads torch uses; null: torch's default (1 per process when several share a CPU). "
+                "Not hashed."})
+
+
+@dataclass
+class DecodingOptions:
+    """How the judge decodes: temperature, top-p, top-k, repetition penalty, token limit.
+
+    The defaults are evaluation's (Con-J's released eval script's T 1.0 and top-p 0.9, no top-k and no
+    repetition penalty); a stage with other defaults takes :func:`decoding_part` of its own, so each
+    setting and its help text is declared once.
+    """
+
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0 when sampling)."})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus (top-p) probability mass, (0, 1]."})
+    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (>= 0); 0: off."})
+    repetition_penalty: float = field(default=1.0, metadata={
+        "help": "Repetition penalty (> 0); 1.0: none."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Token limit of each judgment (>= 1)."})
+
+    def decoding_settings(self) -> dict[str, Any]:
+        """The decoding settings by name (the keywords of ``Judge.from_pretrained`` and ``SamplingParams``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(DecodingOptions)}
+
+
+def decoding_part(name: str, module: str, doc: str, **defaults: Any) -> type[DecodingOptions]:
+    """:class:`DecodingOptions` with a stage's own ``defaults``: the same settings and help texts.
+
+    A subclass redeclaring the fields would declare each one again (and drop its help text);
+    ``name`` and ``module`` are where the part is assigned, so it pickles like a written class."""
+    import typing
+
+    own = {f.name: f for f in dataclasses.fields(DecodingOptions)}
+    unknown = sorted(set(defaults) - set(own))
+    if unknown:
+        raise TypeError(f"{name}: {unknown[0]!r} is not a decoding setting")
+    hints = typing.get_type_hints(DecodingOptions)
+    fields = [(n, hints[n], field(default=defaults.get(n, f.default), metadata=f.metadata))
+              for n, f in own.items()]
+    return dataclasses.make_dataclass(name, fields, bases=(DecodingOptions,),
+                                      namespace={"__module__": module, "__doc__": doc})
 
 
 @dataclass
 class JudgePromptOptions:
     """How a judge prompt is rendered from a pair: the template, a system prompt, the slot-order seed."""
 
-    template: str = "conj-zh"
-    system_prompt: str | None = None
-    swap_seed: int = 2021
+    template: str = field(default="conj-zh", metadata={
+        "help": "Judge template: 'conj-zh' (Con-J's Chinese prompt), 'conj-en', or a template file's path."})
+    system_prompt: str | None = field(default=None, metadata={
+        "help": "System turn of the judge's chat; null: the chat template's default, '': no system turn."})
+    swap_seed: int = field(default=2021, metadata={
+        "help": "Seed of each pair's slot order (a hash of seed and pair id; 2021 as the original)."})
 
 
 @dataclass
 class PreferenceReadOptions:
     """How preference records are read from a source (format, field names, turns) and how many."""
 
-    dataset_format: str | None = None
-    field_map: dict[str, str] | None = None
-    multi_turn: str = "context"
-    max_pairs: int | None = None
+    dataset_format: str | None = field(default=None, metadata={
+        "help": "Format of the preference source (e.g. hh-rlhf, pandalm, llmbar, trl-standard, fields); "
+                "null: detected from its columns."})
+    field_map: dict[str, str] | None = field(default=None, metadata={
+        "help": "Column names of a user format: {prompt_field, chosen_field, rejected_field[, "
+                "context_field, source_field]}."})
+    multi_turn: str = field(default="context", metadata={
+        "help": "Earlier turns: 'context' (a transcript block in the prompt) or 'first_turn' (the "
+                "original: the first user turn only)."})
+    max_pairs: int | None = field(default=None, metadata={"help": "Use only the first N pairs (>= 1); null: all."})
 
 
 @dataclass
 class JudgeInputOptions(PreferenceReadOptions, JudgePromptOptions):
     """How the stages that prompt a judge (sampling, evaluation) read pairs and render prompts."""
 
-    dataset_config: str | None = None
-    dataset_split: str | None = None
+    dataset_config: str | None = field(default=None, metadata={"help": "Config name of a Hub data set."})
+    dataset_split: str | None = field(default=None, metadata={
+        "help": "Split of a Hub data set; null: 'train' (eval: a benchmark's official split)."})
     # Length-bias tests: keep only pairs whose `longer` answer ("chosen" or "rejected") has more than
     # `length_ratio` times the other's characters.
-    longer: str | None = None
-    length_ratio: float = 2.0
+    longer: str | None = field(default=None, metadata={
+        "help": "Length-bias test: keep only pairs whose 'chosen' or 'rejected' answer is over length_ratio "
+                "x longer (characters); null: all pairs."})
+    length_ratio: float = field(default=2.0, metadata={"help": "With longer: the length ratio (>= 1)."})
 
     def load_records(self, source: str) -> tuple[list[dict], Any]:
         """Canonical records of ``source`` (the first ``max_pairs`` used rows) and the ingest report."""

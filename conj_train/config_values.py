@@ -308,6 +308,15 @@ def add_settings(parser: argparse.ArgumentParser, cls: type, *, nested: str | No
             *(f"--{s}" for s in sorted(spellings, key=lambda s: (s != f.name, s))), dest=f.name,
             type=yaml_value, nargs="?", const=True, default=argparse.SUPPRESS, metavar="VALUE",
             action=_YamlList if _takes_list(tp) else "store",  # a scalar given twice: the last wins
-            help=f.metadata.get("help", f"(default {f.default!r})" if f.default is not dataclasses.MISSING
-                                else None))
+            help=setting_help(f))
     return settings
+
+
+def setting_help(f: dataclasses.Field) -> str | None:
+    """A setting's ``--help`` line: its ``metadata["help"]`` text, then its default.
+
+    ``%`` is doubled: argparse formats help strings with ``%`` (``5%`` would break ``--help``)."""
+    text = f.metadata.get("help", "")
+    if f.default is not dataclasses.MISSING:
+        text = f"{text} (default {f.default!r})".strip()
+    return text.replace("%", "%%") or None

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from conj_train.errors import ConjError
@@ -61,11 +61,17 @@ class LengthRule:
     The field names are the filter recipe's keys (one name per setting, see conj_train.config_parser).
     """
 
-    length_rule: bool = True  # the rule is on
-    cut_tokens: int = 400
-    cut_trigger_chars: int = 600
-    forced_negative_tokens: int = 512
-    cut_keep_period: bool = False
+    length_rule: bool = field(default=True, metadata={
+        "help": "Apply the length rule to hint outputs (the original does)."})
+    cut_tokens: int = field(default=400, metadata={
+        "help": "Rationale tokens kept by the cut (>= 1), up to the last period in them."})
+    cut_trigger_chars: int = field(default=600, metadata={
+        "help": "The rule applies to judgment texts longer than this many characters (>= 1)."})
+    forced_negative_tokens: int = field(default=512, metadata={
+        "help": "With no period to cut at: the judgment becomes negative, its text the first this many "
+                "rationale tokens (>= 1)."})
+    cut_keep_period: bool = field(default=False, metadata={
+        "help": "Keep the period the cut ends at (the original drops it)."})
 
     def validate(self) -> None:
         """Raise ConjError for token / character limits below 1."""
@@ -84,17 +90,25 @@ class PairRules:
     follow. ``seed`` also seeds the filter's label balancing.
     """
 
-    preset: str = "code"
-    max_best_of_n: int = 3
-    max_pos_unknown: int = 1
-    max_hint: int = 1
-    pair_types: tuple[str, ...] = PAIR_TYPES
+    preset: str = field(default="code", metadata={
+        "help": "Pair-building algorithm: 'code' (the released script's) or 'paper' (hint pairs only for "
+                "one-sided prompts, unparseable chosen sides dropped)."})
+    max_best_of_n: int = field(default=3, metadata={
+        "help": "Best-of-n pairs per prompt (>= 0; the original's 3)."})
+    max_pos_unknown: int = field(default=1, metadata={
+        "help": "Right-vs-unparseable pairs per prompt (>= 0; the original's 1)."})
+    max_hint: int = field(default=1, metadata={"help": "Hint pairs per prompt (>= 0; the original's 1)."})
+    pair_types: tuple[str, ...] = field(default=PAIR_TYPES, metadata={
+        "help": "Pair types to keep, a list or 'a,b' (default: all of " + ", ".join(PAIR_TYPES) + ")."})
     # Off by default: with them on, the code preset builds 21-38% fewer best-of-n pairs than the
     # released script on the same judgments (issue 14); they stay options.
-    dedup_texts: bool = False
-    drop_identical: bool = False
-    allow_unparseable_chosen: bool | None = None  # None: True under preset "code" (the original), else False
-    seed: int = 2021
+    dedup_texts: bool = field(default=False, metadata={"help": "Count identical judgment texts once."})
+    drop_identical: bool = field(default=False, metadata={
+        "help": "Drop pairs whose chosen and rejected texts are equal."})
+    allow_unparseable_chosen: bool | None = field(default=None, metadata={
+        "help": "Keep pairs whose chosen judgment has no verdict; null: true under preset code (the "
+                "original), else false."})
+    seed: int = field(default=2021, metadata={"help": "Seed of pair selection and label balancing."})
 
     @property
     def keeps_unparseable_chosen(self) -> bool:

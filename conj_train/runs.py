@@ -20,7 +20,9 @@ relies on three promises, all kept here:
 Sharded layout (sample, evaluate): ``<run>/manifests/shard-i-of-K.json`` (the claim, then the counts
 with ``complete``) next to ``<run>/<records>/shard-i-of-K.jsonl``. A pair's shard is a hash of its
 id (:func:`shard_of`) and every sample's seed a hash of (run seed, pair id, stream, index)
-(:func:`derive_seed`), so outputs depend neither on the shard count nor on restarts.
+(:func:`derive_seed`), so outputs depend neither on the shard count nor on restarts. Both engine
+stages follow one protocol with it, :class:`ShardRun`: lock the shard, claim it, resume by done keys,
+mark it complete; the last shard to finish merges (:func:`all_shards_complete`, :func:`merge_world`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import re
 import shutil
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +169,16 @@ def check_mergeable(where: Path, manifests: Sequence[dict], *, config_hash: str,
         shown = ", ".join(map(str, missing[:10])) + (f" ... ({len(missing):,} in all)" if len(missing) > 10 else "")
         raise ConjError(f"{where}: shards{of} not finished yet: [{shown}]")
     return world
+
+
+def merge_world(where: Path, runs: Iterable[tuple[Path, str, str]]) -> int:
+    """The one shard count of the sharded runs ``(run_dir, config_hash, what)`` merged together (one
+    per model in evaluation), after :func:`check_mergeable` of each; runs of different counts are refused."""
+    worlds = {check_mergeable(where, shard_manifests(run_dir), config_hash=config_hash, what=what)
+              for run_dir, config_hash, what in runs}
+    if len(worlds) != 1:
+        raise ConjError(f"{where}: shards of different shard counts {sorted(worlds)}; rerun with one count")
+    return worlds.pop()
 
 
 # --- output paths --------------------------------------------------------------------------------
@@ -453,3 +466,71 @@ def shard_lock(run_dir: str | Path, name: str) -> Iterator[None]:
                 yield
         else:
             yield
+
+
+# --- one shard of an engine stage ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShardRun:
+    """Shard ``rank`` of ``world`` of a sharded run folder, as an engine stage (sample, evaluate) writes it.
+
+    The protocol, the same in both stages::
+
+        shard = ShardRun(run_dir, rank, world)
+        with shard.locked():                      # one process per shard (shard_lock)
+            finished = shard.claim(stage=..., config_hash=..., data_hash=..., overwrite=...)
+            if finished: ...                      # this run already completed the shard: nothing to do
+            done, _ = shard.done(key)             # resume: the keys of the records already written
+            ... append the records of shard.mine(items) whose key is not done to shard.records ...
+            shard.finish({... "complete": True})  # the shard's manifest, written last
+        if all_shards_complete([run_dir], world): merge (merge_world checks the shards first)
+    """
+
+    run_dir: Path
+    rank: int
+    world: int
+    records_dir: str = "judgments"
+
+    @property
+    def name(self) -> str:
+        """The shard's file stem (``shard-i-of-K``)."""
+        return shard_name(self.rank, self.world)
+
+    @property
+    def manifest(self) -> Path:
+        """The shard's manifest: its claim, then its counts with ``complete``."""
+        return shard_manifest_path(self.run_dir, self.rank, self.world)
+
+    @property
+    def records(self) -> Path:
+        """The shard's records file (JSONL, appended to)."""
+        return self.run_dir / self.records_dir / f"{self.name}.jsonl"
+
+    @contextmanager
+    def locked(self) -> Iterator[ShardRun]:
+        """Hold the shard's lock (and a shared one on its shard count) for the ``with`` block."""
+        with shard_lock(self.run_dir, self.name):
+            yield self
+
+    def claim(self, *, stage: str, config_hash: str, data_hash: str, overwrite: bool,
+              extra: dict[str, Any] | None = None, subs: Sequence[str] = ()) -> dict | None:
+        """Claim the folder for this config and data before any record (:func:`claim_shard`; ``extra``
+        goes into the claim, then the shard). Returns the shard's manifest when this exact run already
+        completed it, else None (a fresh or resumed shard)."""
+        own = claim_shard(self.run_dir, self.manifest, config_hash=config_hash, data_hash=data_hash,
+                          overwrite=overwrite, stage=stage, extra={**(extra or {}), "shard": [self.rank, self.world]},
+                          records=[self.records], subs=subs)
+        return own if own is not None and own.get("complete") else None
+
+    def mine(self, items: Iterable[dict]) -> list[dict]:
+        """The items (with a ``pair_id``) that belong to this shard, in their order."""
+        return [it for it in items if shard_of(it["pair_id"], self.world) == self.rank]
+
+    def done(self, key: Callable[[dict], Hashable]) -> tuple[set, list[dict]]:
+        """The keys of the records already written to this shard, and the records (:func:`read_done`)."""
+        return read_done(self.records, key)
+
+    def finish(self, manifest: dict[str, Any]) -> None:
+        """Write the shard's final manifest (its counts, ``complete``): the last file of the shard."""
+        atomic_write_json(self.manifest, manifest)

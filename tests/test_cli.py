@@ -76,3 +76,39 @@ def test_stage_help_sections_match_the_stage_parser() -> None:
     text = settings_help("conj_train.sample.config:SampleConfig")
     for name, (owner, _) in ConjParser(SampleConfig).settings.items():
         assert f"--{name} [VALUE]" in text and f"\n{owner.__name__}:\n" in f"\n{text}"
+
+
+def _settings(cls: type) -> list:
+    """Every setting (dataclass field) of a stage config, its nested parts' included."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        out.extend(_settings(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else [f])
+    return out
+
+
+@pytest.mark.parametrize("config", ["conj_train.sample.config:SampleConfig", "conj_train.filter.run:FilterConfig",
+                                    "conj_train.evaluate.config:EvalConfig", "conj_train.train.warmup:WarmupConfig"])
+def test_every_stage_setting_has_a_help_text(config: str) -> None:
+    import importlib
+
+    module, _, name = config.partition(":")
+    fields = _settings(getattr(importlib.import_module(module), name))
+    missing = [f.name for f in fields if not str(f.metadata.get("help", "")).strip()]
+    assert len(fields) > 10 and not missing, missing
+
+
+def test_sample_help_shows_a_settings_help_line_and_default() -> None:
+    import dataclasses
+
+    from conj_train.sample.config import SampleConfig
+
+    text = next(f.metadata["help"] for f in dataclasses.fields(SampleConfig) if f.name == "hint_when")
+    proc = subprocess.run([sys.executable, "-m", "conj_train", "sample", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shown = " ".join(proc.stdout.split())  # argparse wraps help lines at the terminal's width
+    assert f"--hint_when [VALUE], --hint-when [VALUE] {text} (default 'always')" in shown

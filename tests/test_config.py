@@ -126,3 +126,16 @@ def test_warmup_keeps_its_recipe_keys_and_hash_with_the_shared_parts() -> None:
                                          "template": "conj-en", "system_prompt": "x", "swap_seed": 4,
                                          "max_pairs": 3, "multi_turn": "first_turn", "longer": "chosen"})
     assert sample.output_hash() == "603669863ad57b01"
+
+
+def test_sample_and_eval_share_one_decoding_part_with_their_own_defaults() -> None:
+    """Decoding is declared once (DecodingOptions): same recipe keys and help, each stage's defaults kept."""
+    from conj_train.config import DecodingOptions
+
+    names = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
+    for cls, defaults in ((SampleConfig, (1.2, 0.95, 50, 1.2, 512)), (EvalConfig, (1.0, 0.9, 0, 1.0, 512))):
+        settings = ConjParser(cls).settings
+        assert all(issubclass(settings[n][0], DecodingOptions) for n in names)
+        assert tuple(getattr(cls(), n) for n in names) == defaults
+    assert build_config(SampleConfig, {"model_name_or_path": "m", "dataset_name": "d", "output_dir": "o",
+                                       "top_k": 7}).repeated_params().top_k == 7

@@ -10,10 +10,12 @@ import pytest
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, read_json
 from conj_train.runs import (
+    ShardRun,
     all_shards_complete,
     check_mergeable,
     derive_seed,
     finished_output,
+    merge_world,
     parse_shard,
     read_done,
     read_shard_records,
@@ -99,6 +101,36 @@ def test_merge_checks(tmp_path: Path) -> None:
     _shard(run, 0, 3)
     with pytest.raises(ConjError, match="different shard counts"):
         check_mergeable(run, shard_manifests(run), config_hash="c")
+
+
+def test_a_shard_run_is_claimed_resumed_then_finished(tmp_path: Path) -> None:
+    """The engine stages' protocol: claim before any record, resume by done keys, complete last."""
+    shard = ShardRun(tmp_path / "run", 1, 2)
+    claim = {"stage": "eval", "config_hash": "c", "data_hash": "d", "overwrite": False, "extra": {"model": "m"}}
+    with shard.locked():
+        assert shard.claim(**claim) is None  # a fresh shard: to do
+    assert read_json(shard.manifest) == {"stage": "eval", "model": "m", "shard": [1, 2], "config_hash": "c",
+                                         "data_hash": "d", "complete": False}
+    _write(shard.records, [{"pair_id": "a", "index": 0}], torn='{"pair_id": "b"')  # killed mid-write
+    assert shard.claim(**claim) is None and shard.done(_key)[0] == {("a", 0)}  # resumed, not redone
+    with pytest.raises(ConjError, match="different config"):
+        shard.claim(**{**claim, "config_hash": "other"})
+    shard.finish({"config_hash": "c", "data_hash": "d", "counts": {"records": 1}, "complete": True})
+    assert shard.claim(**claim)["counts"] == {"records": 1}  # finished: nothing to do
+    items = [{"pair_id": f"p{i}"} for i in range(20)]
+    assert shard.mine(items) == [it for it in items if shard_of(it["pair_id"], 2) == 1]
+
+
+def test_merge_world_refuses_runs_of_different_shard_counts(tmp_path: Path) -> None:
+    for i in range(2):
+        _shard(tmp_path / "m1", i, 2)
+        _shard(tmp_path / "m2", i, 2)
+    assert merge_world(tmp_path, [(tmp_path / "m1", "c", "model m1"), (tmp_path / "m2", "c", "model m2")]) == 2
+    (tmp_path / "m2" / "manifests").rename(tmp_path / "old")
+    for i in range(3):
+        _shard(tmp_path / "m2", i, 3)
+    with pytest.raises(ConjError, match=r"different shard counts \[2, 3\]"):
+        merge_world(tmp_path, [(tmp_path / "m1", "c", "model m1"), (tmp_path / "m2", "c", "model m2")])
 
 
 def test_finished_output_and_remove_outputs(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from conj_train.config import (
     DTYPES,
     INPUT_OLD_NAMES,
     RUNTIME_FIELDS,
+    DecodingOptions,
     EngineOptions,
     JudgeInputOptions,
     PublishOptions,
@@ -39,7 +40,7 @@ _ADDED_FIELDS = {"served_model_name": None, "openai_api": "completions", "struct
 
 
 @dataclass
-class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOptions):
+class EvalConfig(JudgeInputOptions, EngineOptions, DecodingOptions, ShardedRunOptions, PublishOptions):
     """Configuration of the evaluation stage (one or several models, one or several data sets).
 
     ``report_to`` logs the comparison table once the run is merged; ``push_to_hub`` uploads the
@@ -47,37 +48,53 @@ class EvalConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOpt
     """
 
     # "path" or "name=path", or a list of them (``conj eval --model [NAME=]PATH``, repeatable).
-    model_name_or_path: str | list[str] | None = None
-    dataset_name: str | list[str] | None = None  # same form (``--dataset [NAME=]SOURCE``)
-    output_dir: str = ""
-    model_kind: str = "auto"  # auto | judge | rm (applies to every model)
-    orders: str = "both"
-    decoding: str = "greedy"
-    n: int = 1  # judgments per order and pair (n > 1 needs decoding: sample)
-    # Sampling settings (decoding: sample). Con-J's released eval script sampled with T 1.0, top-p 0.9
-    # and repetition penalty 1.2 (recipes/con-j-qwen2-7b/eval_paper.yaml); the default here applies no
-    # repetition penalty (1.0).
-    temperature: float = 1.0
-    top_p: float = 0.9
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    seed: int = 2021
-    parser: str = "lenient"
-    prefill: str | None = None  # the answer's forced start; None = the template's (' {"原因":')
-    max_new_tokens: int = 512
-    probability: bool = True
-    transfer: bool = True
-    transfer_model: str | None = None
+    model_name_or_path: str | list[str] | None = field(default=None, metadata={
+        "help": "The models to evaluate: PATH or NAME=PATH, or a list of them (--model repeatable; required)."})
+    dataset_name: str | list[str] | None = field(default=None, metadata={
+        "help": "The held-out sets: SOURCE or NAME=SOURCE (file, folder or Hub id), or a list (required)."})
+    output_dir: str = field(default="", metadata={"help": "The run folder to write (required; not hashed)."})
+    model_kind: str = field(default="auto", metadata={
+        "help": "'judge', 'rm' (a scalar reward model) or 'auto' (from the model's config); applies to every model."})
+    orders: str = field(default="both", metadata={
+        "help": "'both': every pair judged in both answer orders (consistency, position bias); 'random': "
+                "one seeded order (Con-J's and RewardBench's protocol)."})
+    decoding: str = field(default="greedy", metadata={
+        "help": "'greedy' or 'sample' (with temperature, top_p, top_k, repetition_penalty, seed); "
+                "repetition_penalty and max_new_tokens apply to both."})
+    n: int = field(default=1, metadata={"help": "Judgments per pair and order (> 1 needs decoding: sample)."})
+    # Sampling settings (decoding: sample): DecodingOptions. Con-J's released eval script sampled with
+    # T 1.0, top-p 0.9 and repetition penalty 1.2 (recipes/con-j-qwen2-7b/eval_paper.yaml); the default
+    # here applies no repetition penalty (1.0).
+    seed: int = field(default=2021, metadata={
+        "help": "decoding sample: run seed (each judgment's seed is a hash of seed, pair id, order, index)."})
+    parser: str = field(default="lenient", metadata={
+        "help": "Verdict parser: 'lenient' (the original evaluator's), 'strict' (the filter's) or "
+                "'rewardbench' (RewardBench's reading)."})
+    prefill: str | None = field(default=None, metadata={
+        "help": "Forced start of each answer; null: the template's (' {\"原因\":'), '': none."})
+    probability: bool = field(default=True, metadata={
+        "help": "Read P(slot 1 better) at the verdict digit (one more forward): Brier score, reliability."})
+    transfer: bool = field(default=True, metadata={
+        "help": "Rationale transfer: feed each rationale back and let the model choose the digit (faithfulness)."})
+    transfer_model: str | None = field(default=None, metadata={
+        "help": "The model that reads the transferred rationales; null: the judged model itself."})
     # "eval": every row of the benchmark that has a question, two answers and a label is scored (ties,
     # identical or empty answers and repeated pairs included); "train": the training-data cleaning rules.
-    ingest_mode: str = "eval"
+    ingest_mode: str = field(default="eval", metadata={
+        "help": "'eval': every benchmark row with a question, two answers and a label (ties included); "
+                "'train': the training-data cleaning rules."})
     # Per data set (by name): {split, format, config} overriding dataset_split / dataset_format /
     # dataset_config; a benchmark's Hub id without a split gets its official one (benchmarks.py).
-    dataset_options: dict[str, dict[str, Any]] | None = None
+    dataset_options: dict[str, dict[str, Any]] | None = field(default=None, metadata={
+        "help": "Per data set name: {split, format, config} overriding dataset_split, dataset_format, "
+                "dataset_config."})
     # Runtime only.
-    reliability_bins: int = 10
-    probability_batch_tokens: int = 16384
-    rm_batch_size: int = 8
+    reliability_bins: int = field(default=10, metadata={
+        "help": "Bins of the reliability diagram (>= 1; not hashed)."})
+    probability_batch_tokens: int = field(default=16384, metadata={
+        "help": "Token budget of one verdict-probability forward (>= 1; memory vs speed, not hashed)."})
+    rm_batch_size: int = field(default=8, metadata={
+        "help": "Answers a reward model scores per forward (>= 1; not hashed)."})
     # Engine openai (docs/serving.md).
     base_url: str | None = field(default=None, metadata={
         "help": "engine openai: the server's API root, e.g. http://127.0.0.1:8000/v1 (not hashed)"})

@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,20 +76,15 @@ from conj_train.io import (
 from conj_train.models import check_model_size
 from conj_train.reward_model import RewardModel, detect_model_kind
 from conj_train.runs import (
+    ShardRun,
     all_shards_complete,
-    check_mergeable,
     check_output_dir,
     check_separate,
-    claim_shard,
-    read_done,
+    merge_world,
     read_shard_records,
     records_fingerprint,
     resolve_shard,
-    shard_lock,
     shard_manifest_path,
-    shard_manifests,
-    shard_name,
-    shard_of,
 )
 from conj_train.trackers import log_stage
 
@@ -153,33 +147,26 @@ def _run_model(
     cfg: EvalConfig, name: str, path: str, model_kind: str, items: list[dict], info: dict, rank: int,
     world: int,
 ) -> dict:
-    mdir = Path(cfg.output_dir) / "models" / name
-    sname = shard_name(rank, world)
-    with shard_lock(mdir, sname):
-        return _run_model_shard(cfg, name, path, model_kind, items, info, rank, world, mdir, sname)
+    shard = ShardRun(Path(cfg.output_dir) / "models" / name, rank, world)
+    with shard.locked():
+        return _run_model_shard(cfg, name, path, model_kind, items, info, shard)
 
 
 def _run_model_shard(
-    cfg: EvalConfig, name: str, path: str, model_kind: str, items: list[dict], info: dict, rank: int,
-    world: int, mdir: Path, sname: str,
+    cfg: EvalConfig, name: str, path: str, model_kind: str, items: list[dict], info: dict, shard: ShardRun,
 ) -> dict:
     from tqdm.auto import tqdm
 
     h = cfg.output_hash(path, model_kind)
     data_hash = records_fingerprint(f"{it['dataset']}\x1f{it['pair_id']}" for it in items)
-    manifest = mdir / "manifests" / f"{sname}.json"
-    jpath = mdir / "judgments" / f"{sname}.jsonl"
     # Claim the folder for this config and data first, so a killed run cannot be resumed under others.
-    claim = claim_shard(mdir, manifest, config_hash=h, data_hash=data_hash, overwrite=cfg.overwrite,
-                        stage="eval", extra={"model": name, "shard": [rank, world]}, records=[jpath])
-    if claim is not None and claim.get("complete"):
-        return claim["counts"]
-    done, existing = read_done(jpath, record_key)
+    finished = shard.claim(stage="eval", config_hash=h, data_hash=data_hash, overwrite=cfg.overwrite,
+                           extra={"model": name})
+    if finished is not None:
+        return finished["counts"]
+    done, existing = shard.done(record_key)
     # A reward model scores a pair once: its records are the first-order items only.
-    mine = [
-        it for it in items
-        if shard_of(it["pair_id"], world) == rank and not (model_kind == "rm" and it["swapped"])
-    ]
+    mine = [it for it in shard.mine(items) if not (model_kind == "rm" and it["swapped"])]
     todo = [it for it in mine if record_key(it) not in done]
     bar = tqdm(
         total=len(mine),
@@ -202,13 +189,13 @@ def _run_model_shard(
             )
         else:
             model = make_judge(cfg, path)
-        with JsonlAppender(jpath) as sink:
+        with JsonlAppender(shard.records) as sink:
             run = rm_batches if model_kind == "rm" else judge_batches
             tokens = run(cfg, model, todo, sink, bar)  # type: ignore[operator]
         del model
         free_memory()
     bar.close()
-    _, rows = read_done(jpath, record_key)
+    _, rows = shard.done(record_key)
     counts = {
         "records": len(rows),
         "parse_failures": sum(r["verdict"] is None for r in rows),
@@ -217,14 +204,13 @@ def _run_model_shard(
         "seconds": round(time.perf_counter() - t0, 2),
         "resumed_from": len(existing),
     }
-    atomic_write_json(
-        manifest,
+    shard.finish(
         {
             "stage": "eval",
             "model": name,
             "path": path,
             "kind": model_kind,
-            "shard": [rank, world],
+            "shard": [shard.rank, shard.world],
             "config_hash": h,
             "data_hash": data_hash,
             "config": config_to_dict(cfg),
@@ -276,15 +262,11 @@ def run_eval(
         summary=f"shard {rank}/{world} done: "
         + ", ".join(f"{n} {c['records']} records" for n, c in counts.items()),
     )
-    if merge and _all_complete(out, [m[0] for m in models], world):
+    if merge and all_shards_complete([out / "models" / m[0] for m in models], world):
         merged = merge_eval(cfg, models)
         merged.summary = result.summary + "\n" + merged.summary
         return merged
     return result
-
-
-def _all_complete(out: Path, names: Sequence[str], world: int) -> bool:
-    return all_shards_complete([out / "models" / n for n in names], world)
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,14 +277,8 @@ def merge_eval(cfg: EvalConfig, models: list[tuple[str, str, str]] | None = None
     """Check every shard, score all records, write ``metrics.json``, ``summary.md``, charts, manifest."""
     out = Path(cfg.output_dir)
     models = models or _model_kinds(cfg)
-    worlds = {
-        check_mergeable(out, shard_manifests(out / "models" / name),
-                        config_hash=cfg.output_hash(path, model_kind), what=f"model {name}")
-        for name, path, model_kind in models
-    }
-    if len(worlds) != 1:
-        raise ConjError(f"{out}: shards of different shard counts {sorted(worlds)}; rerun with one count")
-    world = worlds.pop()
+    world = merge_world(out, [(out / "models" / name, cfg.output_hash(path, model_kind), f"model {name}")
+                              for name, path, model_kind in models])
     both = cfg.orders == "both"
     first_manifest = shard_manifest_path(out / "models" / models[0][0], 0, world)
     accounting = row_accounting(read_json(first_manifest).get("input") or {})

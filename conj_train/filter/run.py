@@ -88,20 +88,30 @@ class FilterConfig(PublishOptions):
     ``push_to_hub`` uploads the pair dataset with its card (:mod:`conj_train.filter.hub`).
     """
 
-    dataset_name: str = ""  # the `conj sample` output folder
-    output_dir: str = ""
+    dataset_name: str = field(default="", metadata={
+        "help": "The finished `conj sample` folder to filter (required; hashed by content, not by name)."})
+    output_dir: str = field(default="", metadata={"help": "The folder to write (required; not hashed)."})
     rules: PairRules = field(default_factory=PairRules)
     length: LengthRule = field(default_factory=LengthRule)
-    tokenizer: str | None = None  # for the length rule; default: the sampling run's model
-    trust_remote_code: bool = False
-    balance: bool = False  # beyond the original: downsample the majority label (seeded by ``seed``)
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "Tokenizer of the length rule; null: the sampling run's model."})
+    trust_remote_code: bool = field(default=False, metadata={
+        "help": "Run the tokenizer repo's own code (transformers' trust_remote_code); only for repos you trust."})
+    balance: bool = field(default=False, metadata={
+        "help": "Beyond the original: downsample the majority label so chosen judgments say 1 and 2 "
+                "equally often (seeded by seed)."})
     # Ablation "no rationale": each parsed judgment becomes {"<verdict key>": v}; unparseable ones stay.
-    verdict_only: bool = False
+    verdict_only: bool = field(default=False, metadata={
+        "help": "Ablation 'no rationale': each parsed judgment reduced to its verdict object."})
     # Beyond the original: every pair also with its answers swapped (filter/swap.py), so DPO sees each
     # contrast in both slot orders and cannot learn a position prior from it.
-    swap_orders: bool = False
-    validation_share: float = 0.05
-    overwrite: bool = False
+    swap_orders: bool = field(default=False, metadata={
+        "help": "Beyond the original: every pair also with its answers swapped (verdicts remapped), "
+                "against a slot-order prior."})
+    validation_share: float = field(default=0.05, metadata={
+        "help": "Share of pair ids in the validation split, [0, 1) (by a hash of the pair id)."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Replace an earlier filter run of another config or input in output_dir, instead of refusing."})
 
     def validate(self) -> None:
         """Check values before any file is read."""

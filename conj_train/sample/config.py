@@ -7,7 +7,7 @@ a recipe can be checked, and a run's hash computed, without the stage's run code
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from conj_train.config import (
@@ -18,6 +18,7 @@ from conj_train.config import (
     JudgeInputOptions,
     PublishOptions,
     ShardedRunOptions,
+    decoding_part,
     settings_hash,
 )
 from conj_train.engines.base import SamplingParams
@@ -38,8 +39,15 @@ def _template(name: str) -> Any:
 _RUNTIME_FIELDS = RUNTIME_FIELDS | {"output_dir", "min_parseable"}
 
 
+# Con-J's released sampling values (docs/method.md#repeated-sampling): the repeated pass's decoding; the
+# hint pass shares its top-k, repetition penalty and token limit and has its own temperature and top-p.
+SampleDecoding = decoding_part(
+    "SampleDecoding", __name__, "Decoding of the sampled judgments; defaults are Con-J's sampling values.",
+    temperature=1.2, top_p=0.95, top_k=50, repetition_penalty=1.2)
+
+
 @dataclass
-class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishOptions):
+class SampleConfig(JudgeInputOptions, EngineOptions, SampleDecoding, ShardedRunOptions, PublishOptions):
     """Configuration of the sampling stage; defaults are Con-J's released values.
 
     ``hint_reading`` (``paper`` / ``code``) says how a hint is given to the judge; it is not the
@@ -49,30 +57,39 @@ class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishO
     (:mod:`conj_train.sample.hub`).
     """
 
-    model_name_or_path: str = ""  # the judge that writes the judgments
-    dataset_name: str = ""  # the preference source: file, folder or Hub id
-    output_dir: str = ""
-    # Repeated sampling (docs/method.md#repeated-sampling).
-    n: int = 8
-    temperature: float = 1.2
-    top_p: float = 0.95
-    top_k: int = 50
-    repetition_penalty: float = 1.2
-    max_new_tokens: int = 512
+    model_name_or_path: str = field(default="", metadata={
+        "help": "The judge that writes the judgments: a model folder or Hub id (required)."})
+    dataset_name: str = field(default="", metadata={
+        "help": "The preference source: a file, a folder or a Hub data set id (required)."})
+    output_dir: str = field(default="", metadata={"help": "The run folder to write (required; not hashed)."})
+    # Repeated sampling (docs/method.md#repeated-sampling); its decoding: SampleDecoding.
+    n: int = field(default=8, metadata={"help": "Repeated judgments per pair (>= 0; Con-J: 8)."})
     # Hint-driven sampling (docs/method.md#hint-driven-sampling).
-    hint_samples: int = 1
-    hint_reading: str = "paper"
-    hint_when: str = "always"
-    hint_temperature: float = 1.0
-    hint_top_p: float = 0.9
+    hint_samples: int = field(default=1, metadata={
+        "help": "Judgments per pair with each hint, correct and wrong (>= 0; 0: no hint pass)."})
+    hint_reading: str = field(default="paper", metadata={
+        "help": "How a hint reaches the judge: 'paper' (in the prompt; the model writes the JSON) or "
+                "'code' (the released script: a neutral prompt, the verdict wrapped on afterwards)."})
+    hint_when: str = field(default="always", metadata={
+        "help": "'always' (the released code: every pair) or 'fallback' (the paper: only pairs whose "
+                "repeated judgments are one-sided)."})
+    hint_temperature: float = field(default=1.0, metadata={
+        "help": "Sampling temperature of the hint pass (the released code's 1.0; the repeated pass: "
+                "temperature)."})
+    hint_top_p: float = field(default=0.9, metadata={
+        "help": "Top-p of the hint pass (the released code's 0.9; the repeated pass: top_p)."})
     # Forced start of every judgment (repeated and ``paper`` hint passes), e.g. '{"reason":'; ``None`` =
     # the template's evaluation prefill (' {"原因":'), "" = none (Con-J). It is stored as part of the
     # judgment text, as the evaluator parses it. Small models need it to write the JSON at all
     # (README, "Small models"). ``code``-reading hint outputs are free text wrapped afterwards: no prefill.
-    prefill: str | None = ""
+    prefill: str | None = field(default="", metadata={
+        "help": "Forced start of every judgment, kept in its text; '': none (Con-J), null: the template's "
+                "(' {\"原因\":'), which small models need to write JSON at all."})
     # Below this share of parseable judgments (overall or in one kind) the run warns loudly.
-    min_parseable: float = 0.5
-    seed: int = 1688
+    min_parseable: float = field(default=0.5, metadata={
+        "help": "Warn when the share of parseable judgments (overall or of one kind) is below this, [0, 1]."})
+    seed: int = field(default=1688, metadata={
+        "help": "Run seed: each sample's seed is a hash of (seed, pair id, kind, index)."})
 
     def validate(self) -> None:
         """Check values that would otherwise fail deep inside a run."""
@@ -105,15 +122,12 @@ class SampleConfig(JudgeInputOptions, EngineOptions, ShardedRunOptions, PublishO
 
     def repeated_params(self) -> SamplingParams:
         """Decoding settings of the repeated pass."""
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
-                              repetition_penalty=self.repetition_penalty,
-                              max_new_tokens=self.max_new_tokens)
+        return SamplingParams(**self.decoding_settings())
 
     def hint_params(self) -> SamplingParams:
         """Decoding settings of the hint pass (the released code's defaults: T 1.0, top-p 0.9)."""
-        return SamplingParams(temperature=self.hint_temperature, top_p=self.hint_top_p,
-                              top_k=self.top_k, repetition_penalty=self.repetition_penalty,
-                              max_new_tokens=self.max_new_tokens)
+        return SamplingParams(**{**self.decoding_settings(), "temperature": self.hint_temperature,
+                                 "top_p": self.hint_top_p})
 
     def output_hash(self) -> str:
         """Hash of every setting that changes what is generated."""

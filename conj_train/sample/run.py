@@ -43,19 +43,15 @@ from conj_train.engines.base import (
 from conj_train.errors import ConjError
 from conj_train.io import JsonlAppender, atomic_write_json, library_versions, stable_hash, write_jsonl
 from conj_train.runs import (
+    ShardRun,
     all_shards_complete,
     check_mergeable,
     check_output_dir,
     check_separate,
-    claim_shard,
     derive_seed,
-    read_done,
     records_fingerprint,
     resolve_shard,
-    shard_lock,
     shard_manifests,
-    shard_name,
-    shard_of,
 )
 from conj_train.sample.config import SampleConfig, _template
 from conj_train.sample.summary import format_summary, merged_counts, shard_counts, tracker_metrics, warn_now
@@ -212,25 +208,22 @@ def run_sample(cfg: SampleConfig, *, rank: int | None = None, world: int | None 
     out = Path(cfg.output_dir)
     if cfg.merge_only:
         return merge_shards(out, cfg)
-    name = shard_name(rank, world)
+    shard = ShardRun(out, rank, world)
     check_output_dir(out)
     check_separate(out, [cfg.dataset_name, cfg.model_name_or_path])
-    with shard_lock(out, name):
-        return _run_shard(cfg, out, name, rank, world, engine, merge)
+    with shard.locked():
+        return _run_shard(cfg, out, shard, engine, merge)
 
 
-def _run_shard(cfg: SampleConfig, out: Path, name: str, rank: int, world: int, engine: Any,
-               merge: bool) -> SampleResult:
+def _run_shard(cfg: SampleConfig, out: Path, shard: ShardRun, engine: Any, merge: bool) -> SampleResult:
     """One shard, under its lock: claim the folder for this config and data, resume, sample, merge."""
+    rank, world, name = shard.rank, shard.world, shard.name
     items, info = _load_items(cfg)
     data_hash = records_fingerprint(it["pair_id"] for it in items)
-    manifest_path = out / "manifests" / f"{name}.json"
-    jpath = out / "judgments" / f"{name}.jsonl"
-    claim = claim_shard(out, manifest_path, config_hash=cfg.output_hash(), data_hash=data_hash,
-                        overwrite=cfg.overwrite, stage="sample", extra={"shard": [rank, world]},
-                        records=[jpath], subs=("prompts",))
-    if claim is not None and claim.get("complete"):
-        result = SampleResult(out, claim["counts"], complete=True,
+    finished = shard.claim(stage="sample", config_hash=cfg.output_hash(), data_hash=data_hash,
+                           overwrite=cfg.overwrite, subs=("prompts",))
+    if finished is not None:
+        result = SampleResult(out, finished["counts"], complete=True,
                               summary=f"{out}: shard {rank}/{world} already complete; nothing to do")
         if merge and all_shards_complete([out], world):
             merged = merge_shards(out, cfg)
@@ -239,24 +232,24 @@ def _run_shard(cfg: SampleConfig, out: Path, name: str, rank: int, world: int, e
         return result
 
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
-    mine = [it for it in items if shard_of(it["pair_id"], world) == rank]
+    mine = shard.mine(items)
     write_jsonl(out / "prompts" / f"{name}.jsonl", (_prompt_row(it, cfg) for it in mine))
-    done, existing = read_done(jpath, _judgment_key)
+    done, existing = shard.done(_judgment_key)
     first_kinds = ["repeated"] if cfg.hint_when == "fallback" else [k for k in KINDS if _kind_count(cfg, k)]
     engine = engine or _make_engine(cfg)
     counts: Counter[str] = Counter()
     skipped: dict[str, set[str]] = {}
-    with JsonlAppender(jpath) as sink:
+    with JsonlAppender(shard.records) as sink:
         _sample_pass(cfg, engine, tokenizer, mine, first_kinds, done, sink, counts, skipped)
         if cfg.hint_when == "fallback" and cfg.hint_samples:
-            done, rows = read_done(jpath, _judgment_key)
+            done, rows = shard.done(_judgment_key)
             fallback = _fallback_items(mine, rows)
             counts["fallback_pairs"] = len(fallback)
             _sample_pass(cfg, engine, tokenizer, fallback, ["hint_correct", "hint_wrong"], done, sink,
                          counts, skipped)
-    _, rows = read_done(jpath, _judgment_key)
+    _, rows = shard.done(_judgment_key)
     counts_now = shard_counts(rows, len(mine), {k: len(v) for k, v in skipped.items()}, counts)
-    atomic_write_json(manifest_path, {
+    shard.finish({
         "stage": "sample", "shard": [rank, world], "config_hash": cfg.output_hash(), "data_hash": data_hash,
         "config": config_to_dict(cfg), "input": info, "counts": counts_now, "complete": True,
         "resumed_from": len(existing), "versions": library_versions(),

@@ -57,26 +57,38 @@ class WarmupConfig(PreferenceReadOptions, JudgePromptOptions):
     (:class:`~conj_train.config.PreferenceReadOptions`, :class:`~conj_train.config.JudgePromptOptions`).
     """
 
-    model_name_or_path: str = ""  # the model to warm up
-    dataset_name: str = ""  # the preference source whose questions it learns the format on
-    output_dir: str = ""
+    model_name_or_path: str = field(default="", metadata={"help": "The model to warm up (required)."})
+    dataset_name: str = field(default="", metadata={
+        "help": "The preference source whose questions it learns the format on (required)."})
+    output_dir: str = field(default="", metadata={
+        "help": "The folder of the warmed model (required; not hashed)."})
     # Targets.
-    rationale: str | None = None  # with "{verdict}"; default: DEFAULT_RATIONALES[template language]
-    verdict_seed: int = 0
+    rationale: str | None = field(default=None, metadata={
+        "help": "The fixed rationale of every target, with '{verdict}'; null: a short one in the "
+                "template's language."})
+    verdict_seed: int = field(default=0, metadata={
+        "help": "Seed of the target verdicts (a hash of seed and pair id, independent of the label)."})
     # Optimisation (TRL SFTConfig fields).
-    learning_rate: float = 3e-3
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 16
-    lr_scheduler_type: str = "cosine"
-    warmup_steps: float = 0.0
-    weight_decay: float = 0.0
-    max_length: int = 1024  # TRL keeps the start of longer rows; a row left without target is dropped
-    seed: int = 42
+    learning_rate: float = field(default=3e-3, metadata={"help": "SFT learning rate (> 0)."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "SFT epochs (used when max_steps <= 0)."})
+    max_steps: int = field(default=-1, metadata={"help": "SFT optimizer steps; -1: num_train_epochs decides."})
+    per_device_train_batch_size: int = field(default=16, metadata={
+        "help": "Rows per step and device (>= 1)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={
+        "help": "Learning-rate schedule (transformers' names)."})
+    warmup_steps: float = field(default=0.0, metadata={"help": "Learning-rate warm-up (TRL's warmup_steps)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay (>= 0)."})
+    max_length: int = field(default=1024, metadata={
+        "help": "Tokens per row (>= 1); TRL keeps the start of longer rows, and a row left without its "
+                "target is dropped."})
+    seed: int = field(default=42, metadata={"help": "Training seed."})
     # Runtime only.
-    logging_steps: int = 10
-    threads: int | None = None
-    overwrite: bool = False
+    logging_steps: int = field(default=10, metadata={
+        "help": "Log the loss every this many steps (not hashed)."})
+    threads: int | None = field(default=None, metadata={
+        "help": "CPU threads torch uses; null: torch's default (not hashed)."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Replace an earlier warm-up of another config or input in output_dir, instead of refusing."})
 
     def validate(self) -> None:
         """Check values before anything is loaded."""
