@@ -10,7 +10,8 @@
             load_pair_splits                      # pair_data.py filter output -> length-checked pairs
             load_pretrained(AutoModelForCausalLM) # model.py     policy (TRL adds the reference / LoRA)
             ConjDPOTrainer                        # this module
-        finish_run                                # lifecycle.py train, evaluate, save, card.py, reports
+        train_and_evaluate                        # lifecycle.py train (or resume), validation metrics
+        save_run                                  # lifecycle.py the judge, card.py, reports, manifest
 
 Objective (docs/method.md#training-objective): ``L = L_DPO(sigmoid, beta) + alpha * L_SFT``, written
 in TRL 1.x as ``loss_type: [sigmoid, sft]`` and ``loss_weights: [1.0, alpha]`` (``rpo_alpha`` no longer exists).
@@ -47,7 +48,7 @@ from conj_train.io import file_hash
 from conj_train.train.args import ConjDPOConfig, TrainScriptArguments
 from conj_train.train.batches import LabelBalancedSampler
 from conj_train.train.card import ConjCardMixin
-from conj_train.train.lifecycle import TrainResult, begin_run, finish_run
+from conj_train.train.lifecycle import TrainResult, begin_run, save_run, train_and_evaluate
 from conj_train.train.model import load_pretrained, load_tokenizer, model_kwargs
 from conj_train.train.pair_data import CACHE_DIR, SplitCounts, load_pair_splits, resolve_dataset
 from conj_train.train.prefix_trainer import PrefixSharedDPOTrainer
@@ -74,11 +75,12 @@ def run_train(script_args: TrainScriptArguments, training_args: ConjDPOConfig, m
         resume = resume_point(script_args, training_args)  # the last complete checkpoint, or None
         trainer, counts, filter_report = build_trainer(script_args, training_args, model_args,
                                                        callbacks=callbacks, trainer_cls=trainer_cls)
+        all_args = (script_args, training_args, model_args)
+        metrics = train_and_evaluate(trainer, "judge", all_args, counts=counts, filter_report=filter_report,
+                                     resume=resume)
         _, report_path = resolve_dataset(script_args.dataset_name)
-        # Train, evaluate, save the judge, write the card, report.json, recipe.yaml and manifest.json.
-        return finish_run(trainer, "judge", (script_args, training_args, model_args), counts=counts,
-                          filter_report=filter_report, input_info=_input_info(script_args, report_path),
-                          resume=resume, start=start)
+        return save_run(trainer, "judge", all_args, metrics, counts=counts, filter_report=filter_report,
+                        input_info=_input_info(script_args, report_path), resume=resume, start=start)
 
 
 def build_trainer(script_args: TrainScriptArguments, training_args: ConjDPOConfig, model_args: ModelConfig,

@@ -65,7 +65,7 @@ def _last_logged(history: list[dict[str, Any]], keys: Sequence[str]) -> dict[str
 
 def begin_run(training_args: Any, inputs: Sequence[str | None] = ()) -> dict[str, Any]:
     """Output folder check, logging, seed and wandb set-up shared by both trainers; returns what
-    finish_run reports. An output that is, lies inside or contains one of ``inputs`` (the pairs, the
+    save_run reports. An output that is, lies inside or contains one of ``inputs`` (the pairs, the
     base model) is refused before anything is written."""
     from transformers import set_seed
 
@@ -77,12 +77,14 @@ def begin_run(training_args: Any, inputs: Sequence[str | None] = ()) -> dict[str
     return {"t0": time.time(), "wandb": wandb_mode}
 
 
-def finish_run(trainer: Any, kind: str, all_args: tuple[Any, Any, Any], *, counts: dict[str, SplitCounts],
-               filter_report: dict | None, input_info: dict[str, Any], resume: str | bool | None,
-               start: dict[str, Any]) -> TrainResult:
-    """Train (resuming if asked), evaluate, save the model and write card, report and manifest."""
+def train_and_evaluate(trainer: Any, kind: str, all_args: tuple[Any, Any, Any], *,
+                       counts: dict[str, SplitCounts], filter_report: dict | None,
+                       resume: str | bool | None) -> dict[str, float]:
+    """Train (resuming from ``resume`` if given), then evaluate on the validation pairs; returns the
+    train and validation metrics with the last logged value of each panel."""
     _, training_args, model_args = all_args
     config = resolved_config(*all_args)
+    # The card as known before training: a checkpoint pushed mid-run carries it.
     trainer.card = card_info(kind, model_args, training_args, config, counts, filter_report, {})
     if trainer.is_world_process_zero():
         logger.info("data: %s", {s: asdict(c) for s, c in counts.items()})
@@ -99,6 +101,16 @@ def finish_run(trainer: Any, kind: str, all_args: tuple[Any, Any, Any], *, count
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
     metrics.update(_last_logged(trainer.state.log_history, [p[1] for p in trainer.panels]))
+    return metrics
+
+
+def save_run(trainer: Any, kind: str, all_args: tuple[Any, Any, Any], metrics: dict[str, float], *,
+             counts: dict[str, SplitCounts], filter_report: dict | None, input_info: dict[str, Any],
+             resume: str | bool | None, start: dict[str, Any]) -> TrainResult:
+    """Save the trained model with its card, report.json, recipe.yaml and manifest.json (written
+    last: the run is complete), and push it when asked."""
+    _, training_args, model_args = all_args
+    config = resolved_config(*all_args)
     trainer.card = card_info(kind, model_args, training_args, config, counts, filter_report, metrics)
     out = Path(training_args.output_dir)
     trainer.save_model(str(out))  # every process: ZeRO-3 gathers the shards

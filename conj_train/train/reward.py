@@ -28,7 +28,7 @@ from conj_train.data.report import percentiles
 from conj_train.errors import ConjError
 from conj_train.train.args import CardArguments, check_train_values, parse_args
 from conj_train.train.card import ConjCardMixin
-from conj_train.train.lifecycle import TrainResult, begin_run, finish_run
+from conj_train.train.lifecycle import TrainResult, begin_run, save_run, train_and_evaluate
 from conj_train.train.machine import adapt_to_machine
 from conj_train.train.model import load_pretrained, load_tokenizer, model_kwargs
 from conj_train.train.pair_data import SplitCounts, resolve_dataset
@@ -247,5 +247,7 @@ def _train_rm(script_args: RewardScriptArguments, training_args: ConjRewardConfi
         processing_class=tokenizer, peft_config=peft_config,
         callbacks=[MetricsRecorder(training_args.output_dir, RM_PANELS), *callbacks],
     )
-    return finish_run(trainer, "reward", (script_args, training_args, model_args), counts=counts,
-                      filter_report=None, input_info=info, resume=resume, start=start)
+    all_args = (script_args, training_args, model_args)
+    metrics = train_and_evaluate(trainer, "reward", all_args, counts=counts, filter_report=None, resume=resume)
+    return save_run(trainer, "reward", all_args, metrics, counts=counts, filter_report=None, input_info=info,
+                    resume=resume, start=start)
