@@ -42,7 +42,7 @@ from conj_train.probability import (
 )
 from conj_train.runs import derive_seed
 from conj_train.tokens import load_tokenizer
-from conj_train.verdict_position import verdict_position
+from conj_train.verdicts.position import verdict_position
 
 DECODINGS = ("greedy", "sample")
 MODEL_KINDS = ("judge", "rm")

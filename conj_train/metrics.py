@@ -42,6 +42,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from conj_train.verdicts import score as verdict_score
+
 CHOSEN, REJECTED = "chosen", "rejected"
 
 
@@ -68,8 +70,8 @@ class OrderResult:
 
     @property
     def score(self) -> float:
-        """1 right, 0 wrong, 0.5 no verdict."""
-        return {CHOSEN: 1.0, REJECTED: 0.0, None: 0.5}[self.pick]
+        """1 right, 0 wrong, 0.5 no verdict (the verdicts' score rule)."""
+        return verdict_score(self.verdict, self.label)
 
     @property
     def p_chosen(self) -> float:

@@ -33,10 +33,10 @@ from typing import Any, NamedTuple
 from conj_train.errors import ConjError
 from conj_train.tokens import decode_ids, encode_ids, encode_many
 from conj_train.verdicts import (
-    DEFAULT_RATIONALE_KEYS,
     NEGATIVE,
     POSITIVE,
     UNPARSEABLE,
+    ZH_RATIONALE_KEY,
     classify,
     parse_verdict,
     unparseable_reason,
@@ -50,8 +50,6 @@ JUDGMENT_KINDS = (REPEATED, HINT_CORRECT, HINT_WRONG)
 # Length-rule outcomes recorded on a judgment (None: the rule did not apply).
 CHECKED, CUT, FORCED_NEGATIVE = "checked", "cut", "forced_negative"
 _PERIODS = ("。", ".")
-# The length rule's rationale key under Con-J's template (the English template's is "reason").
-ZH_RATIONALE_KEY = DEFAULT_RATIONALE_KEYS[0]
 
 
 @dataclass(frozen=True)

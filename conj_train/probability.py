@@ -2,7 +2,7 @@
 
 Verdict probability
     A Con-J judgment is ``{"原因": "...", "更好的回答": 1}``: the rationale, the verdict key, then
-    one digit. :func:`conj_train.verdict_position.verdict_position` finds that digit in the parsed text (prefill + generation);
+    one digit. :func:`conj_train.verdicts.position.verdict_position` finds that digit in the parsed text (prefill + generation);
     :class:`VerdictScorer` runs one forward pass over ``prompt + text up to the digit`` and reads
     the next-token distribution there, normalised over the two verdict tokens:
     ``P(1) = p('1') / (p('1') + p('2'))``. Nothing is sampled; the pass only re-reads the positions

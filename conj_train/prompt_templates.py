@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from conj_train.errors import ConjError
+from conj_train.verdicts import EN_RATIONALE_KEY, EN_VERDICT_KEY, ZH_RATIONALE_KEY, ZH_VERDICT_KEY
 
 DEFAULT_TEMPLATE = "conj-zh"
 
@@ -98,8 +99,8 @@ CONJ_EN_ANALYSE_INTRO = (
 
 ZH = Language(
     code="zh",
-    rationale_key="原因",
-    verdict_key="更好的回答",
+    rationale_key=ZH_RATIONALE_KEY,
+    verdict_key=ZH_VERDICT_KEY,
     question_label="问题：",
     answer1_label="\n回答1：",
     answer2_label="\n回答2：",
@@ -112,8 +113,8 @@ ZH = Language(
 )
 EN = Language(
     code="en",
-    rationale_key="reason",
-    verdict_key="better_answer",
+    rationale_key=EN_RATIONALE_KEY,
+    verdict_key=EN_VERDICT_KEY,
     question_label="Question: ",
     answer1_label="\nAnswer 1: ",
     answer2_label="\nAnswer 2: ",

@@ -13,7 +13,7 @@ from conj_train.engines.base import Generation, GenerationRequest, SamplingParam
 from conj_train.errors import ConjError
 from conj_train.judge import Judge, Judgment
 from conj_train.probability import VerdictScorer, transfer_prefill
-from conj_train.verdict_position import verdict_position
+from conj_train.verdicts.position import verdict_position
 
 VERDICT_1 = ' {"原因": "回答1更好", "更好的回答": 1}'
 

@@ -15,6 +15,7 @@ from conj_train.io import JsonlAppender
 from conj_train.judge import Judge, Judgment
 from conj_train.reward_model import RewardModel, sigmoid
 from conj_train.runs import derive_seed
+from conj_train.verdicts import score as verdict_score
 
 if TYPE_CHECKING:
     from conj_train.evaluate.config import EvalConfig
@@ -46,7 +47,7 @@ def score_of(verdict: int | None, label: int, tie: bool = False) -> float | None
     """The project's per-order score; None on a tie-labelled row (no answer is the right one)."""
     if tie:
         return None
-    return 0.5 if verdict is None else float(verdict == label)
+    return verdict_score(verdict, label)
 
 
 def judge_record(it: dict, j: Judgment) -> dict:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conj_train.verdict_fallbacks import COLON_SET, DIGITS, QUOTE_SET, SPACES_RE
-from conj_train.verdicts import DEFAULT_VERDICT_KEYS, as_keys, dedup_keys
+from conj_train.verdicts.fallbacks import COLON_SET, DIGITS, QUOTE_SET, SPACES_RE
+from conj_train.verdicts.parse import DEFAULT_VERDICT_KEYS, as_keys, dedup_keys
 
 
 def verdict_position(text: str, verdict: int | None, verdict_keys: Sequence[str] | None = None) -> int | None:
