@@ -145,7 +145,7 @@ class Judge:
         transfer_reader: VerdictScorer | EngineVerdictScorer | None = None,
         structured: bool = False,
     ) -> None:
-        from conj_train.prompt_templates import get_template
+        from conj_train.prompts.templates import get_template
         from conj_train.structured_decoding import judgment_regex
         from conj_train.verdicts import MODES
 
@@ -262,7 +262,7 @@ class Judge:
 
     def render(self, prompt: str) -> str:
         """``prompt`` through the chat template, ready for the prefill."""
-        from conj_train.chat import render_chat
+        from conj_train.prompts.chat import render_chat
 
         return render_chat(self.tokenizer, prompt, system=self.system_prompt)
 
@@ -276,7 +276,7 @@ class Judge:
         ``skipped="prompt_too_long"`` and no verdict. ``transfer`` also runs the rationale-transfer
         probe on each judgment's first sample.
         """
-        from conj_train.chat import chat_messages
+        from conj_train.prompts.chat import chat_messages
         from conj_train.verdicts import parse_verdict
 
         prefill = self.prefill
@@ -344,7 +344,7 @@ class Judge:
         reader = self.transfer_reader or self.scorer
         if reader is None:
             raise ConjError("the rationale-transfer probe needs verdict probabilities: set probability or a transfer_model")
-        from conj_train.chat import plain_text, render_chat
+        from conj_train.prompts.chat import plain_text, render_chat
 
         key_r, key_v = self.template.rationale_key, self.template.verdict_key
         prefixes = [  # a rationale is generated text: data, as the prompt's answers are

@@ -49,7 +49,7 @@ all of its distinct prompts (the engine batches them).
 template; the verdict is parsed from the judge's own generation after its prefill, never from the
 prompt, so a completion that writes ``{"更好的回答": 1}`` or chat control tokens gains nothing by the
 text itself (tests/test_judge_reward.py). That the rendered prompt tokenizes such text as plain text is
-the prompt builder's guarantee (:mod:`conj_train.chat`).
+the prompt builder's guarantee (:mod:`conj_train.prompts.chat`).
 """
 
 from __future__ import annotations

@@ -95,8 +95,8 @@ class RewardModel:
 
     def encode_messages(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         """Token ids of one scored conversation (ending with the assistant answer); its texts are data
-        (special-token strings tokenize as text, :func:`conj_train.chat.plain_messages`)."""
-        from conj_train.chat import plain_messages
+        (special-token strings tokenize as text, :func:`conj_train.prompts.chat.plain_messages`)."""
+        from conj_train.prompts.chat import plain_messages
 
         out = self.tokenizer.apply_chat_template(plain_messages(self.tokenizer, messages), tokenize=True,
                                                  return_dict=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conj_train.evaluate.scoring import score_records
-from conj_train.prompts import chosen_slot
+from conj_train.prompts.build import chosen_slot
 from conj_train.verdicts import parse_verdict
 
 ALWAYS_ONE = '{"原因": "x", "更好的回答": 1}'

@@ -11,7 +11,7 @@ from conj_train.cli import main as conj_main
 from conj_train.errors import ConjError
 from conj_train.evaluate.run import EvalConfig, run_eval
 from conj_train.io import iter_jsonl, read_json
-from conj_train.prompts import chosen_slot
+from conj_train.prompts.build import chosen_slot
 from conj_train.verdicts import parse_verdict
 
 
@@ -369,7 +369,7 @@ def test_rewardbench_leaderboard_recipe_sets_its_protocol(tiny_model_dir: Path) 
     from conj_train.config_parser import build_config
     from conj_train.config_values import read_yaml
     from conj_train.evaluate.records import make_judge
-    from conj_train.prompt_templates import get_template
+    from conj_train.prompts.templates import get_template
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "con-j-qwen2-7b" / "eval_rewardbench.yaml"
     cfg = build_config(EvalConfig, read_yaml(recipe))

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conj_train.chat import render_chat
 from conj_train.engines.base import Generation, GenerationRequest, SamplingParams
 from conj_train.errors import ConjError
 from conj_train.judge import Judge, Judgment
 from conj_train.probability import VerdictScorer, transfer_prefill
+from conj_train.prompts.chat import render_chat
 from conj_train.verdicts.position import verdict_position
 
 VERDICT_1 = ' {"原因": "回答1更好", "更好的回答": 1}'

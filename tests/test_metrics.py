@@ -12,7 +12,7 @@ from conj_train.metrics import (
     pair_metrics,
     reliability_bins,
 )
-from conj_train.prompts import chosen_slot
+from conj_train.prompts.build import chosen_slot
 
 
 def _pair(

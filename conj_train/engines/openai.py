@@ -13,7 +13,7 @@ the engine needs. Concurrency is a thread pool, retries are a loop with exponent
 Choices, and why:
 
 * **The prefill continues.** ``api="completions"`` (default) sends the judge prompt rendered by the
-  judge's own chat template (:func:`conj_train.chat.render_chat`) followed by the prefill
+  judge's own chat template (:func:`conj_train.prompts.chat.render_chat`) followed by the prefill
   (``' {"原因":'``) as one completion prompt, so the server continues the judgment exactly as the
   in-process engines do, whatever chat template the server would apply. ``api="chat"`` sends the chat
   turns; with a prefill, it is sent as a final assistant turn with ``continue_final_message: true``

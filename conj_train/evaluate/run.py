@@ -112,7 +112,7 @@ class EvalResult:
 
 def _load_items(cfg: EvalConfig) -> tuple[list[dict], dict[str, Any]]:
     """Judge-prompt items of every data set, tagged with data set, subset and answer lengths."""
-    from conj_train.prompts import build_judge_prompts
+    from conj_train.prompts.build import build_judge_prompts
 
     items: list[dict] = []
     info: dict[str, Any] = {}

@@ -56,7 +56,7 @@ from conj_train.io import (
 )
 from conj_train.pair_building import Pair, balance_by_label, build_pairs, split_of
 from conj_train.pairs import LengthRule, PairRules, SampledJudgment
-from conj_train.prompt_templates import get_template
+from conj_train.prompts.templates import get_template
 from conj_train.runs import (
     check_output_dir,
     check_separate,

@@ -26,7 +26,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from conj_train.prompt_templates import JudgeTemplate
+from conj_train.prompts.templates import JudgeTemplate
 from conj_train.verdicts.fallbacks import DIGITS
 from conj_train.verdicts.position import verdict_position
 

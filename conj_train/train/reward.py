@@ -164,7 +164,7 @@ def prepare_rows(rows: list[dict[str, Any]], tokenizer: Any, max_length: int | N
     if cap is not None and len(rows) > cap:
         counts.over_cap = len(rows) - cap
         rows = rows[:cap]
-    from conj_train.chat import plain_messages
+    from conj_train.prompts.chat import plain_messages
 
     kept, lens = [], []
     for row in rows:

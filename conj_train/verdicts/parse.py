@@ -65,7 +65,7 @@ from conj_train.verdicts.json_stage import dict_rationale, json_stage, value_ver
 # its leaderboard protocol.
 MODES = ("strict", "lenient", "rewardbench")
 # The JSON keys Con-J's prompts ask for, Chinese and English; the prompt templates
-# (conj_train.prompt_templates) take their keys from here, so the parser and the prompts agree.
+# (conj_train.prompts.templates) take their keys from here, so the parser and the prompts agree.
 ZH_VERDICT_KEY, EN_VERDICT_KEY = "更好的回答", "better_answer"
 ZH_RATIONALE_KEY, EN_RATIONALE_KEY = "原因", "reason"
 DEFAULT_VERDICT_KEYS = (ZH_VERDICT_KEY, EN_VERDICT_KEY, "better answer", "betterAnswer")

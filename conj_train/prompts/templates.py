@@ -1,8 +1,8 @@
 """Judge prompt templates: the built-in Con-J strings, user template files and the transcript block.
 
 A template turns (question, answers, earlier turns) into the judge's user-message text; building the
-prompts of a data set from it is :mod:`conj_train.prompts`, rendering them through a chat template
-:mod:`conj_train.chat`.
+prompts of a data set from it is :mod:`conj_train.prompts.build`, rendering them through a chat template
+:mod:`conj_train.prompts.chat`.
 
 Templates
     ``conj-zh`` (default) is Con-J's judge prompt byte for byte (docs/method.md#judge-prompt), the
