@@ -117,7 +117,7 @@ class PairRules:
 
 class SampledJudgment(NamedTuple):
     """One classified judgment of a sampling run; ``text`` is after the length rule, ``reason`` only if
-    unparseable. (Not :class:`conj_train.judge.Judgment`, what the judge API returns per prompt.)"""
+    unparseable. (Not :class:`conj_train.inference.judge.Judgment`, what the judge API returns per prompt.)"""
 
     judgment_id: str
     kind: str

@@ -68,7 +68,7 @@ def test_sampling_prompt_keeps_its_turns(tok: Any) -> None:
 
 
 def test_judge_prompt_keeps_its_turns(tok: Any) -> None:
-    from conj_train.judge import Judge
+    from conj_train.inference.judge import Judge
 
     judge = Judge(None, tok)  # rendering needs no engine
     benign = _ids(tok, judge.render(judge.prompt_text(QUESTION, BENIGN, "6")) + judge.prefill)
@@ -97,7 +97,7 @@ def test_dpo_pair_keeps_its_turns(tok: Any) -> None:
 
 
 def test_reward_model_scoring_keeps_its_turns(tok: Any, tiny_rm_dir: Path) -> None:
-    from conj_train.reward_model import RewardModel
+    from conj_train.inference.reward_model import RewardModel
 
     rm = RewardModel(RewardModel.from_pretrained(tiny_rm_dir, threads=1).model, tok)
     assert _starts(tok, rm.encode(QUESTION, ATTACK)) == _starts(tok, rm.encode(QUESTION, BENIGN))

@@ -124,7 +124,7 @@ def test_a_changed_config_is_refused_without_overwrite(tiny_model_dir: Path, tmp
 
 
 def test_judge_and_reward_model_side_by_side(tiny_model_dir: Path, tiny_rm_dir: Path, tmp_path: Path) -> None:
-    from conj_train.reward_model import RewardModel
+    from conj_train.inference.reward_model import RewardModel
 
     data = _pairs(tmp_path / "pairs.jsonl", 3)
     out = tmp_path / "out"

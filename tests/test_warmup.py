@@ -63,7 +63,7 @@ def test_english_template_and_custom_rationale() -> None:
 
 
 def _parse_rate(model_dir: str, prompts: list[str]) -> float:
-    from conj_train.judge import Judge
+    from conj_train.inference.judge import Judge
 
     judge = Judge.from_pretrained(model_dir, probability=False, max_new_tokens=24, threads=1)
     judged = judge.judge_prompts(prompts)

@@ -30,7 +30,7 @@ Choices, and why:
   silently ignoring it.
 * **Texts.** From a vLLM server, the completion's token ids (``return_token_ids``) decoded with
   ``skip_special_tokens=True``, as the vllm engine does; from other servers, their text.
-* **Log-probabilities** (verdict probabilities, :class:`conj_train.probability.EngineVerdictScorer`):
+* **Log-probabilities** (verdict probabilities, :class:`conj_train.inference.probability.EngineVerdictScorer`):
   :meth:`OpenAIEngine.token_logprobs` asks for one greedy token after the prefix with ``logprobs``.
   A vLLM server (found from ``GET /models``, whose cards vLLM marks ``owned_by: vllm``) also gets
   ``logprob_token_ids`` (vLLM >= 0.32) and ``return_tokens_as_token_ids``: it then returns exactly the

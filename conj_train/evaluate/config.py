@@ -23,7 +23,7 @@ from conj_train.config import (
 )
 from conj_train.data.records import INGEST_MODES
 from conj_train.errors import ConjError
-from conj_train.judge import MODEL_KINDS
+from conj_train.inference.judge import MODEL_KINDS
 from conj_train.runs import parse_shard
 
 ORDERS = ("both", "random")

@@ -1,7 +1,7 @@
 """Stage 4: evaluate judges (and scalar reward models) on preference sets, resumable and data-parallel.
 
-Each model is a generative judge (run through :class:`conj_train.judge.Judge`: Con-J prompt,
-``' {"原因":'`` prefill, lenient parser) or a scalar reward model (:class:`conj_train.reward_model.RewardModel`),
+Each model is a generative judge (run through :class:`conj_train.inference.judge.Judge`: Con-J prompt,
+``' {"原因":'`` prefill, lenient parser) or a scalar reward model (:class:`conj_train.inference.reward_model.RewardModel`),
 detected from ``config.architectures`` unless ``model_kind`` says. Every pair is judged in its seeded
 random order (``chosen_slot(pair id, swap_seed)``, the one order RewardBench and Con-J run) and, with
 ``orders: both``, again with the answers swapped. A reward model scores each answer once; its swapped
@@ -67,6 +67,8 @@ from conj_train.evaluate.report import (
 )
 from conj_train.evaluate.rewardbench_results import rewardbench_result_files
 from conj_train.evaluate.scoring import row_accounting, score_records
+from conj_train.inference.loading import check_model_size
+from conj_train.inference.reward_model import RewardModel, detect_model_kind
 from conj_train.io import (
     JsonlAppender,
     atomic_write_json,
@@ -74,8 +76,6 @@ from conj_train.io import (
     library_versions,
     read_json,
 )
-from conj_train.models import check_model_size
-from conj_train.reward_model import RewardModel, detect_model_kind
 from conj_train.runs import (
     all_shards_complete,
     check_mergeable,

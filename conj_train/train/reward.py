@@ -11,7 +11,7 @@ validation by a hash of the pair id (``validation_share``, the filter stage's ru
 ``pairs_from`` set to a filter output folder, only the pair ids of its train split are trained on
 and those of its validation split are held out, so judge and scalar model see the same questions.
 
-A trained model scores answers with :class:`conj_train.reward_model.RewardModel` (the one scorer, also
+A trained model scores answers with :class:`conj_train.inference.reward_model.RewardModel` (the one scorer, also
 used by the evaluation stage to compare judge and scalar model on the same test sets).
 """
 

@@ -1,5 +1,5 @@
 """Where the verdict digit is in a judge output: the position verdict probabilities are read at
-(:mod:`conj_train.probability`).
+(:mod:`conj_train.inference.probability`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def verdict_position(text: str, verdict: int | None, verdict_keys: Sequence[str]
     opening quote, then the digit (ASCII or full-width); the first such digit equal to ``verdict``
     counts. ``None`` when the verdict is None or the text has no such place (e.g. a verdict the
     lenient parser found in free text). Verdict probabilities are read at this position
-    (:mod:`conj_train.probability`).
+    (:mod:`conj_train.inference.probability`).
     """
     if verdict not in (1, 2):
         return None

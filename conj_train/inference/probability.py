@@ -161,7 +161,7 @@ class VerdictScorer(_DigitReader):
         """Load a causal LM (e.g. a rationale-transfer reader) only for reading verdict probabilities."""
         from transformers import AutoModelForCausalLM
 
-        from conj_train.models import load_model
+        from conj_train.inference.loading import load_model
 
         tok = load_tokenizer(path, trust_remote_code, chat_template=False)
         model = load_model(AutoModelForCausalLM, path, what="a causal LM", dtype=dtype, device=device,
