@@ -23,7 +23,6 @@ the same config and input is a no-op; a different one is refused unless ``overwr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from conj_train.config import (
     settings_hash,
 )
 from conj_train.errors import ConjError
+from conj_train.ids import id_slot
 from conj_train.io import atomic_write_json, file_hash, library_versions
 from conj_train.runs import check_output_dir, check_separate, finished_output, folder_lock, remove_layout
 
@@ -108,7 +108,7 @@ class WarmupResult:
 
 def random_verdict(pair_id: str, seed: int) -> int:
     """The target verdict of one pair: 1 or 2 from SHA-256 of (seed, pair id), blind to the label."""
-    return 1 + (hashlib.sha256(f"warmup:{seed}:{pair_id}".encode()).digest()[0] & 1)
+    return id_slot("warmup", seed, pair_id)
 
 
 def target_text(verdict: int, *, template: Any = "conj-zh", rationale: str | None = None) -> str:
