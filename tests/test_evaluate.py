@@ -296,7 +296,7 @@ def test_eval_ingestion_keeps_position_swapped_copies_and_train_mode_drops_them(
 def test_dataset_options_choose_a_split_per_data_set(tmp_path: Path) -> None:
     import datasets
 
-    from conj_train.benchmarks import default_split
+    from conj_train.evaluate.benchmarks import default_split
 
     assert default_split("allenai/reward-bench") == "filtered" and default_split("ScalerLab/JudgeBench") == "gpt"
     assert default_split("some/other") is None

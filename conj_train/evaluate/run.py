@@ -13,7 +13,7 @@ Layout of ``output_dir``::
     models/<name>/manifests/shard-00000-of-00001.json    per-shard config hash and counts
     metrics.json     per data set the row accounting (``datasets``); per model, data set and subset
                      the project's metrics, the benchmark's official ones (``official``,
-                     :mod:`conj_train.benchmarks`), RewardBench sections; the comparison table
+                     :mod:`conj_train.evaluate.benchmarks`), RewardBench sections; the comparison table
     summary.md       the tables; accuracy.png, reliability.png the charts
     rewardbench/<data set>/eval-set/<model>.json (and eval-set-scores/; rewardbench-2/ for
                      RewardBench 2)  the results in RewardBench's own format
@@ -28,7 +28,7 @@ style pair; RewardBench 2's correct / wrong answer), ``row`` and ``row_pairs`` (
 id and how many pairs it has), ``swapped``, ``label`` (slot of the chosen answer), the
 judge's text (prefill included, as parsed), verdict, ``correct`` (1 / 0 / 0.5; None on a tie row), ``probability``
 (P(slot 1 better)), ``p_chosen``, and the rationale-transfer verdict. Metrics are computed from the
-records alone (:mod:`conj_train.metrics`), so a merged run can be re-scored without a model.
+records alone (:mod:`conj_train.evaluate.metrics`), so a merged run can be re-scored without a model.
 
 This module holds the config, the items, the shard runs and the merge; the records themselves are
 written by :mod:`conj_train.evaluate.records`, re-scored by :mod:`conj_train.evaluate.scoring` and reported

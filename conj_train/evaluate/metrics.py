@@ -33,7 +33,7 @@ The project's metrics, on the pairs whose label names a better answer (tie-label
 =======================  =====================================================================
 
 Each benchmark's official metric, computed from the same :class:`PairResult` tables, is in
-:mod:`conj_train.official_metrics`.
+:mod:`conj_train.evaluate.official_metrics`.
 """
 
 from __future__ import annotations
