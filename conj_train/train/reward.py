@@ -129,7 +129,7 @@ def _filter_ids(pairs_from: str) -> dict[str, set[str]]:
 def split_records(records: Sequence[Mapping[str, Any]], script_args: RewardScriptArguments
                   ) -> tuple[dict[str, list[Mapping[str, Any]]], int]:
     """Records per split (train / validation) and how many belong to neither (not in pairs_from)."""
-    from conj_train.pair_building import split_of
+    from conj_train.filter.pairs import split_of
 
     out: dict[str, list[Mapping[str, Any]]] = {"train": [], "validation": []}
     outside = 0

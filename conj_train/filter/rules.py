@@ -2,7 +2,7 @@
 (docs/method.md#pair-construction); pure functions, no I/O.
 
 :class:`PairRules` and :class:`LengthRule` are parsed directly from the filter recipe; the pairs
-they lead to are built by :mod:`conj_train.pair_building`.
+they lead to are built by :mod:`conj_train.filter.pairs`.
 
 Each judgment is classified against its pair's label with the strict parser
 (:func:`conj_train.verdicts.parse_verdict`): ``positive`` (verdict == label), ``negative`` (the other
@@ -97,7 +97,7 @@ class PairRules:
     @property
     def keeps_unparseable_chosen(self) -> bool:
         """Whether pairs whose chosen judgment has no verdict are kept (see
-        :mod:`conj_train.pair_building`)."""
+        :mod:`conj_train.filter.pairs`)."""
         if self.allow_unparseable_chosen is None:
             return self.preset == "code"
         return self.allow_unparseable_chosen

@@ -1,8 +1,8 @@
 """Contrastive pair building per pair id, label balancing and train/validation splits
 (docs/method.md#pair-construction, #splits); pure functions, no I/O.
 
-The judgments come classified by :mod:`conj_train.pairs` (label agreement, the length rule), which
-also holds the settings (:class:`~conj_train.pairs.PairRules`).
+The judgments come classified by :mod:`conj_train.filter.rules` (label agreement, the length rule), which
+also holds the settings (:class:`~conj_train.filter.rules.PairRules`).
 
 Pair building per pair id (the ``code`` preset)
     1. Repeated samples are split into positives, negatives and unparseables in sample-index order;
@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from conj_train.errors import ConjError
+from conj_train.filter.rules import HINT_CORRECT, HINT_WRONG, REPEATED, PairRules, SampledJudgment
 from conj_train.ids import SeededDraws, id_int
-from conj_train.pairs import HINT_CORRECT, HINT_WRONG, REPEATED, PairRules, SampledJudgment
 from conj_train.verdicts import NEGATIVE, POSITIVE
 
 # Profile of a pair id's repeated samples; "all_right"/"all_wrong" may include unparseables.
