@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conj_train.config import config_to_dict
-from conj_train.config_parser import ConjParser, build_config, load_config
+from conj_train.config.parser import ConjParser, build_config, load_config
 from conj_train.errors import ConjError
 from conj_train.evaluate.run import EvalConfig
 from conj_train.filter.rules import LengthRule, PairRules

@@ -315,8 +315,8 @@ def test_dataset_options_choose_a_split_per_data_set(tmp_path: Path) -> None:
 
 
 def test_con_j_paper_recipe_sets_its_protocol() -> None:
-    from conj_train.config_parser import build_config
-    from conj_train.config_values import read_yaml
+    from conj_train.config.parser import build_config
+    from conj_train.config.values import read_yaml
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "con-j-qwen2-7b" / "eval_paper.yaml"
     cfg = build_config(EvalConfig, read_yaml(recipe))
@@ -366,8 +366,8 @@ def test_rewardbench2_rows_scored_best_of_4_and_written_in_rewardbench_format(ti
 
 
 def test_rewardbench_leaderboard_recipe_sets_its_protocol(tiny_model_dir: Path) -> None:
-    from conj_train.config_parser import build_config
-    from conj_train.config_values import read_yaml
+    from conj_train.config.parser import build_config
+    from conj_train.config.values import read_yaml
     from conj_train.evaluate.records import make_judge
     from conj_train.prompts.templates import get_template
 
@@ -395,7 +395,7 @@ def test_rewardbench_leaderboard_recipe_sets_its_protocol(tiny_model_dir: Path) 
 
 
 def test_an_empty_system_prompt_and_prefill_on_the_command_line_stay_empty() -> None:
-    from conj_train.config_parser import load_config
+    from conj_train.config.parser import load_config
 
     cfg = load_config(EvalConfig, None, ["--system_prompt", "", "--prefill=", "--output", "o", "--model", "m",
                                          "--dataset", "d"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conj_train.config_parser import build_config
+from conj_train.config.parser import build_config
 from conj_train.errors import ConjError
 from conj_train.filter.run import FilterConfig, run_filter
 from conj_train.io import iter_jsonl, read_json

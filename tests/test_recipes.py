@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from conj_train.config_parser import build_config
-from conj_train.config_values import read_yaml
+from conj_train.config.parser import build_config
+from conj_train.config.values import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"

@@ -56,7 +56,7 @@ _PERIODS = ("。", ".")
 class LengthRule:
     """The 400-token rationale cut on hint outputs (the length rule above); defaults are the original's.
 
-    The field names are the filter recipe's keys (one name per setting, see conj_train.config_parser).
+    The field names are the filter recipe's keys (one name per setting, see conj_train.config.parser).
     """
 
     length_rule: bool = True  # the rule is on

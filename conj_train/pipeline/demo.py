@@ -142,7 +142,7 @@ def run_demo(output: str | Path | None = None, *, config: str | Path = "recipes/
     ``min_gain``: the demo fails (ConjError) when the Con-J judge is not at least that far above the
     base judge in accuracy averaged over both orders on the held-out pairs. Returns the table.
     """
-    from conj_train.config_values import read_yaml
+    from conj_train.config.values import read_yaml
     from conj_train.errors import ConjError
     from conj_train.io import read_json
     from conj_train.pipeline.run import run_pipeline

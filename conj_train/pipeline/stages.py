@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conj_train.config_parser import build_config
+from conj_train.config.parser import build_config
 from conj_train.errors import ConjError
 
 LAUNCH_KEYS = ("config_file", "num_processes", "multi_gpu", "main_process_port")
