@@ -238,7 +238,7 @@ def main() -> None:
     """Run the benchmark; the last line is the end-to-end filter rate."""
     from transformers import AutoTokenizer
 
-    from conj_train.tiny import build_tiny_model
+    from conj_train.model_builders.tiny import build_tiny_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=100_000, help="pair ids (x10 judgments)")

