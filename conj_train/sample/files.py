@@ -17,13 +17,13 @@ from typing import Any
 from conj_train.errors import ConjError
 from conj_train.filter.rules import (
     JUDGMENT_KINDS,
-    ZH_RATIONALE_KEY,
     LengthRule,
     SampledJudgment,
     classify_judgments,
 )
 from conj_train.io import iter_jsonl, read_json
 from conj_train.runs import shard_files
+from conj_train.verdicts import ZH_RATIONALE_KEY
 
 _JUDGMENT_FIELDS = ("judgment_id", "pair_id", "kind", "index", "text")
 CLASSIFY_BATCH = 2048  # judgments classified together (one tokenizer call for their long hint outputs)
