@@ -35,14 +35,14 @@ def random_qwen2(shapes: dict[str, Any], *, seed: int = 0, attn: str = "sdpa", d
 
 
 def save_random_model(out_dir: Path, shape: str, *, dtype: Any, device: str, seed: int = 0) -> Path:
-    """Save a random model of ``SHAPES[shape]`` with the tiny offline tokenizer (``conj_train.tiny``;
+    """Save a random model of ``SHAPES[shape]`` with the tiny offline tokenizer (``conj_train.model_builders.tiny``;
     its ids are below every shape's vocabulary) to ``out_dir``, for code that loads from a folder.
 
     The model is built on ``device`` in ``dtype`` (a 1.5B model never exists in fp32 on the host).
     """
     from transformers import AutoTokenizer, GenerationConfig
 
-    from conj_train.tiny import build_tiny_model
+    from conj_train.model_builders.tiny import build_tiny_model
 
     tok_dir = build_tiny_model(out_dir.parent / f"{out_dir.name}-tokenizer", seed=seed)
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)

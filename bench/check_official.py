@@ -1,11 +1,11 @@
 """Check: the official metrics recomputed from judgments the benchmarks' repositories store.
 
 - LLMBar (princeton-nlp/LLMBar): every ``Dataset/**/evaluators/*/*/result.json`` is turned into pairs and
-  scored with :func:`conj_train.official_metrics.llmbar_metrics`; the result must equal the ``correct_average``,
+  scored with :func:`conj_train.evaluate.official_metrics.llmbar_metrics`; the result must equal the ``correct_average``,
   ``correct_both`` and ``equal`` of the ``statistics.json`` beside it. The project's own
   ``accuracy_avg`` / ``consistency`` are printed against them to show how far they are.
 - Auto-J (GAIR-NLP/auto-j): the example predictions in ``data/outputs`` on ``data/test/testdata_pairwise.jsonl``
-  scored with :func:`conj_train.official_metrics.autoj_metrics` must give the README's Overall 54.96 / 83.41 and
+  scored with :func:`conj_train.evaluate.official_metrics.autoj_metrics` must give the README's Overall 54.96 / 83.41 and
   its eight group figures, and (the first order alone, ``--type single``) its 59.99 and eight group figures.
 
 Each repository is read from a bare git directory (``git --git-dir DIR show HEAD:path``), as the
@@ -21,8 +21,8 @@ import json
 import subprocess
 from typing import Any
 
-from conj_train.metrics import OrderResult, PairResult, pair_metrics
-from conj_train.official_metrics import autoj_metrics, llmbar_metrics, llmbar_table
+from conj_train.evaluate.metrics import OrderResult, PairResult, pair_metrics
+from conj_train.evaluate.official_metrics import autoj_metrics, llmbar_metrics, llmbar_table
 
 
 def _git(git_dir: str, *args: str) -> str:

@@ -37,10 +37,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _original import original_strict  # bench/ is on sys.path when run as a script
 
-import conj_train.pairs
+import conj_train.filter.rules
+from conj_train.filter.pairs import Pair, balance_by_label, build_pairs, split_of
+from conj_train.filter.rules import LengthRule, PairRules, classify_judgments
 from conj_train.filter.run import gc_paused
-from conj_train.pair_building import Pair, balance_by_label, build_pairs, split_of
-from conj_train.pairs import LengthRule, PairRules, classify_judgments
 from conj_train.sample.files import CLASSIFY_BATCH
 from conj_train.tokens import decode_ids, encode_ids, encode_many
 
@@ -112,7 +112,7 @@ def make_chunk(rng: random.Random, start: int, n_pairs: int,
 
 class TokenizerTimer:
     """Time spent in the length rule's tokenizer calls (``encode_many`` and ``decode_ids`` as
-    :mod:`conj_train.pairs` calls them), installed around those two names while it is active;
+    :mod:`conj_train.filter.rules` calls them), installed around those two names while it is active;
     ``calls`` counts the texts encoded."""
 
     def __init__(self) -> None:
@@ -129,12 +129,12 @@ class TokenizerTimer:
         return wrapper
 
     def __enter__(self) -> TokenizerTimer:
-        conj_train.pairs.encode_many = self._timed(encode_many, True)
-        conj_train.pairs.decode_ids = self._timed(decode_ids, False)
+        conj_train.filter.rules.encode_many = self._timed(encode_many, True)
+        conj_train.filter.rules.decode_ids = self._timed(decode_ids, False)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        conj_train.pairs.encode_many, conj_train.pairs.decode_ids = encode_many, decode_ids
+        conj_train.filter.rules.encode_many, conj_train.filter.rules.decode_ids = encode_many, decode_ids
 
 
 class TimedTokenizer:
@@ -238,7 +238,7 @@ def main() -> None:
     """Run the benchmark; the last line is the end-to-end filter rate."""
     from transformers import AutoTokenizer
 
-    from conj_train.tiny import build_tiny_model
+    from conj_train.model_builders.tiny import build_tiny_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=100_000, help="pair ids (x10 judgments)")

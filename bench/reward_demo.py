@@ -68,8 +68,8 @@ def main() -> None:
 
     import torch
 
-    from conj_train.judge import Judge
-    from conj_train.judge_reward import JudgeReward
+    from conj_train.inference.judge import Judge
+    from conj_train.inference.judge_reward import JudgeReward
     from conj_train.pipeline.demo import build_demo_policy
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))

@@ -4,7 +4,7 @@ Two engine modes: the default (one request per forward: a request's texts never 
 requests) and packed (``batch_tokens``: requests of different prompt lengths share a forward, their
 buffers holding masked holes; texts then depend on the pack up to rounding).
 
-Builds a tiny random Qwen2 (``conj_train.tiny``) in a temporary folder (or a random model of
+Builds a tiny random Qwen2 (``conj_train.model_builders.tiny``) in a temporary folder (or a random model of
 ``--shape``, bench/_models.py, with the tiny tokenizer; or loads ``--model``), renders Con-J-shaped
 prompts (about 4x the generation length, lengths spread so no two are equal) and draws ``n`` samples
 per prompt at Con-J's decoding settings. Both sides are forced to the full length (end-of-sequence
@@ -238,7 +238,7 @@ def main() -> None:
             model_dir = save_random_model(Path(tmp) / "model", args.shape, dtype=getattr(torch, args.dtype),
                                           device=args.device)
         else:
-            from conj_train.tiny import build_tiny_model
+            from conj_train.model_builders.tiny import build_tiny_model
 
             model_dir = build_tiny_model(Path(tmp) / "model", hidden=args.hidden, layers=args.layers, seed=0)
         names = list(METHODS)

@@ -274,7 +274,7 @@ def memory_child(variant: str, case: str, tokenizer: str, args: argparse.Namespa
 
 def tiny_tokenizer_dir(tmp: Path) -> Path:
     """A saved tokenizer (the tiny model's); only its pad id matters, batches are token ids."""
-    from conj_train.tiny import build_tiny_model
+    from conj_train.model_builders.tiny import build_tiny_model
 
     return build_tiny_model(tmp / "tiny", seed=0)
 

@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_model(tiny: bool, folder: Path) -> Path:
     """A random-weight Qwen2 model; head_dim 32 (tiny) or 64, as vLLM's CPU attention needs >= 32."""
-    from conj_train.tiny import build_tiny_model
+    from conj_train.model_builders.tiny import build_tiny_model
 
     if tiny:
         return build_tiny_model(folder, hidden=128, layers=2, heads=4, kv_heads=2, max_positions=4096)

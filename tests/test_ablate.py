@@ -68,7 +68,7 @@ def test_shipped_ablations_override_known_keys_of_the_demo_recipe() -> None:
     def names(*classes: type) -> set[str]:
         return {f.name for c in classes for f in dataclasses.fields(c)}
 
-    from conj_train.config_parser import ConjParser
+    from conj_train.config.parser import ConjParser
 
     def settings(cls: type) -> set[str]:  # flat recipe keys, nested rule dataclasses included
         return set(ConjParser(cls).settings)

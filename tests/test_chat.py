@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from conj_train.chat import chat_messages, prompt_token_lengths, render_chat
 from conj_train.errors import ConjError
-from conj_train.prompts import build_judge_prompts
+from conj_train.prompts.build import build_judge_prompts
+from conj_train.prompts.chat import chat_messages, prompt_token_lengths, render_chat
 
 
 @pytest.fixture(scope="module")

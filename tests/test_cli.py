@@ -70,7 +70,7 @@ def test_stage_help_lists_every_setting_by_part(cmd: str, part: str, setting: st
 def test_stage_help_sections_match_the_stage_parser() -> None:
     """The help declares the settings as the stage's parser does (one declaration, two users)."""
     from conj_train.cli.common import settings_help
-    from conj_train.config_parser import ConjParser
+    from conj_train.config.parser import ConjParser
     from conj_train.sample.config import SampleConfig
 
     text = settings_help("conj_train.sample.config:SampleConfig")

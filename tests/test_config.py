@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from conj_train.config import config_to_dict
-from conj_train.config_parser import ConjParser, build_config, load_config
+from conj_train.config.parser import ConjParser, build_config, load_config
 from conj_train.errors import ConjError
 from conj_train.evaluate.run import EvalConfig
+from conj_train.filter.rules import LengthRule, PairRules
 from conj_train.filter.run import FilterConfig
-from conj_train.pairs import LengthRule, PairRules
 from conj_train.sample.run import SampleConfig
 from conj_train.train.warmup import WarmupConfig
 

@@ -27,8 +27,8 @@ from conj_train.engines.base import GenerationRequest, SamplingParams
 from conj_train.engines.openai import OpenAIEngine
 from conj_train.errors import ConjError
 from conj_train.evaluate.run import EvalConfig, run_eval
+from conj_train.inference.judge import Judge
 from conj_train.io import iter_jsonl
-from conj_train.judge import Judge
 from conj_train.tokens import load_tokenizer
 from conj_train.verdicts import parse_verdict
 
@@ -252,7 +252,7 @@ def test_a_vllm_server_is_asked_for_the_digits_and_read_by_token_id(tiny_model_d
 
 
 def test_a_server_without_log_probabilities_gives_no_probability(tiny_model_dir: Path) -> None:
-    from conj_train.probability import EngineVerdictScorer
+    from conj_train.inference.probability import EngineVerdictScorer
 
     tok = load_tokenizer(str(tiny_model_dir))
     with _flaky_server(fail=0) as url:  # answers without logprobs, as transformers serve does

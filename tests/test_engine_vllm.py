@@ -384,7 +384,7 @@ def test_token_logprobs_without_logprob_token_ids_names_the_vllm_version(make_en
 def test_engine_verdict_scorer_turns_two_logprobs_into_a_read(make_engine) -> None:
     import math
 
-    from conj_train.probability import EngineVerdictScorer
+    from conj_train.inference.probability import EngineVerdictScorer
 
     engine = make_engine()
     scorer = EngineVerdictScorer(engine, engine._tokenizer)
@@ -399,7 +399,7 @@ def test_engine_verdict_scorer_turns_two_logprobs_into_a_read(make_engine) -> No
 
 
 def test_judge_on_vllm_reads_verdicts_and_runs_the_transfer_probe(fake_vllm, tiny_model_dir: Path) -> None:
-    from conj_train.judge import Judge
+    from conj_train.inference.judge import Judge
 
     judge = Judge.from_pretrained(str(tiny_model_dir), "vllm", max_new_tokens=8)
     assert judge.scorer is not None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conj_train.evaluate.scoring import score_records
-from conj_train.prompts import chosen_slot
+from conj_train.prompts.build import chosen_slot
 from conj_train.verdicts import parse_verdict
 
 ALWAYS_ONE = '{"原因": "x", "更好的回答": 1}'
@@ -93,7 +93,7 @@ def test_llmbar_folder_prints_natural_and_the_unweighted_adversarial_mean() -> N
 
 
 def test_llmbar_adversarial_mean_needs_all_four_subsets() -> None:
-    from conj_train.official_metrics import llmbar_subset, llmbar_table
+    from conj_train.evaluate.official_metrics import llmbar_subset, llmbar_table
 
     assert [llmbar_subset(n) for n in ("Adversarial/GPTInst/dataset", "natural", "adversarial-gptout", "x")] == [
         "gptinst", "natural", "gptout", None]

@@ -11,7 +11,7 @@ from conj_train.cli import main as conj_main
 from conj_train.errors import ConjError
 from conj_train.evaluate.run import EvalConfig, run_eval
 from conj_train.io import iter_jsonl, read_json
-from conj_train.prompts import chosen_slot
+from conj_train.prompts.build import chosen_slot
 from conj_train.verdicts import parse_verdict
 
 
@@ -124,7 +124,7 @@ def test_a_changed_config_is_refused_without_overwrite(tiny_model_dir: Path, tmp
 
 
 def test_judge_and_reward_model_side_by_side(tiny_model_dir: Path, tiny_rm_dir: Path, tmp_path: Path) -> None:
-    from conj_train.reward_model import RewardModel
+    from conj_train.inference.reward_model import RewardModel
 
     data = _pairs(tmp_path / "pairs.jsonl", 3)
     out = tmp_path / "out"
@@ -296,7 +296,7 @@ def test_eval_ingestion_keeps_position_swapped_copies_and_train_mode_drops_them(
 def test_dataset_options_choose_a_split_per_data_set(tmp_path: Path) -> None:
     import datasets
 
-    from conj_train.benchmarks import default_split
+    from conj_train.evaluate.benchmarks import default_split
 
     assert default_split("allenai/reward-bench") == "filtered" and default_split("ScalerLab/JudgeBench") == "gpt"
     assert default_split("some/other") is None
@@ -315,8 +315,8 @@ def test_dataset_options_choose_a_split_per_data_set(tmp_path: Path) -> None:
 
 
 def test_con_j_paper_recipe_sets_its_protocol() -> None:
-    from conj_train.config_parser import build_config
-    from conj_train.config_values import read_yaml
+    from conj_train.config.parser import build_config
+    from conj_train.config.values import read_yaml
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "con-j-qwen2-7b" / "eval_paper.yaml"
     cfg = build_config(EvalConfig, read_yaml(recipe))
@@ -366,10 +366,10 @@ def test_rewardbench2_rows_scored_best_of_4_and_written_in_rewardbench_format(ti
 
 
 def test_rewardbench_leaderboard_recipe_sets_its_protocol(tiny_model_dir: Path) -> None:
-    from conj_train.config_parser import build_config
-    from conj_train.config_values import read_yaml
+    from conj_train.config.parser import build_config
+    from conj_train.config.values import read_yaml
     from conj_train.evaluate.records import make_judge
-    from conj_train.prompt_templates import get_template
+    from conj_train.prompts.templates import get_template
 
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "con-j-qwen2-7b" / "eval_rewardbench.yaml"
     cfg = build_config(EvalConfig, read_yaml(recipe))
@@ -395,7 +395,7 @@ def test_rewardbench_leaderboard_recipe_sets_its_protocol(tiny_model_dir: Path) 
 
 
 def test_an_empty_system_prompt_and_prefill_on_the_command_line_stay_empty() -> None:
-    from conj_train.config_parser import load_config
+    from conj_train.config.parser import load_config
 
     cfg = load_config(EvalConfig, None, ["--system_prompt", "", "--prefill=", "--output", "o", "--model", "m",
                                          "--dataset", "d"])

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conj_train.chat import chat_messages
-from conj_train.config_parser import build_config
+from conj_train.config.parser import build_config
 from conj_train.errors import ConjError
 from conj_train.filter.run import FilterConfig, run_filter
 from conj_train.io import iter_jsonl, read_json
+from conj_train.prompts.chat import chat_messages
 
 N_PAIRS = 40
 # Pattern of pair i (i % 5): what its judgments look like and what it must yield.

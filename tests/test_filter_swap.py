@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from conj_train.chat import chat_messages
 from conj_train.filter.run import FilterConfig, run_filter
 from conj_train.filter.swap import swap_judgment, swap_slot_references, swapped_prompt
 from conj_train.io import iter_jsonl
-from conj_train.prompt_templates import get_template
+from conj_train.prompts.chat import chat_messages
+from conj_train.prompts.templates import get_template
 from conj_train.verdicts import parse_verdict
 
 CONTEXT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! Answer 1: is here"}]

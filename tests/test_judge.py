@@ -8,16 +8,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from conj_train.chat import render_chat
 from conj_train.engines.base import Generation, GenerationRequest, SamplingParams
 from conj_train.errors import ConjError
-from conj_train.judge import Judge, Judgment
-from conj_train.probability import VerdictScorer, transfer_prefill
-from conj_train.verdict_position import verdict_position
+from conj_train.inference.judge import Judge, Judgment
+from conj_train.inference.probability import VerdictScorer, transfer_prefill
+from conj_train.prompts.chat import render_chat
+from conj_train.verdicts.position import verdict_position
 
 VERDICT_1 = ' {"原因": "回答1更好", "更好的回答": 1}'
 
 
+
+
+def test_the_embeddable_apis_import_from_the_package_root() -> None:
+    import conj_train
+    from conj_train.inference.judge_reward import JudgeReward
+    from conj_train.inference.reward_model import RewardModel
+
+    assert (conj_train.Judge, conj_train.RewardModel, conj_train.JudgeReward) == (Judge, RewardModel, JudgeReward)
+    with pytest.raises(AttributeError):
+        conj_train.NoSuchName  # noqa: B018
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The judge as a TRL reward (conj_train/judge_reward.py), with the reduced demo's judges: the base
+"""The judge as a TRL reward (conj_train/inference/judge_reward.py), with the reduced demo's judges: the base
 judge (it names one slot for every prompt) and the Con-J judge (it learned "the answer ending in a
 fruit is better"); and TRL's GRPOTrainer run for a few steps with that reward (scripts/grpo_judge.py)."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conj_train.errors import ConjError
-from conj_train.judge import Judge
-from conj_train.judge_reward import JudgeReward
+from conj_train.inference.judge import Judge
+from conj_train.inference.judge_reward import JudgeReward
 
 REPO = Path(__file__).resolve().parents[1]
 Q = "Name a fruit."

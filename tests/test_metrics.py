@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conj_train.metrics import (
+from conj_train.evaluate.metrics import (
     OrderResult,
     PairResult,
     brier,
@@ -12,7 +12,7 @@ from conj_train.metrics import (
     pair_metrics,
     reliability_bins,
 )
-from conj_train.prompts import chosen_slot
+from conj_train.prompts.build import chosen_slot
 
 
 def _pair(
@@ -116,7 +116,7 @@ def test_faithfulness_counts_transferred_verdicts_that_match() -> None:
 
 
 def test_wilson_interval_matches_the_textbook_values() -> None:
-    from conj_train.metrics import wilson_interval
+    from conj_train.evaluate.metrics import wilson_interval
 
     lo, hi = wilson_interval(50, 100)
     assert (round(lo, 4), round(hi, 4)) == (0.4038, 0.5962)

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from conj_train.metrics import OrderResult, PairResult, pair_metrics
-from conj_train.official_metrics import rewardbench_sections
+from conj_train.evaluate.metrics import OrderResult, PairResult, pair_metrics
+from conj_train.evaluate.official_metrics import rewardbench_sections
 
 
 def test_rewardbench_sections_weight_subsets_by_example_counts() -> None:
@@ -44,7 +44,7 @@ def _order(label: int, verdict: int | None, tie: bool = False) -> OrderResult:
 
 
 def test_llmbar_metrics_follow_llmbar_statistics() -> None:
-    from conj_train.official_metrics import llmbar_metrics
+    from conj_train.evaluate.official_metrics import llmbar_metrics
 
     # LLMBar instances: gold label, winner with swap=False and with swap=True (already mapped back to
     # the original order by LLMBar's reverse_label), None = unparsed.
@@ -78,7 +78,7 @@ def _autoj_exchange(label: int) -> int:
 
 
 def test_autoj_agreement_counts_ties_as_pairwise_eval_does() -> None:
-    from conj_train.official_metrics import autoj_metrics
+    from conj_train.evaluate.official_metrics import autoj_metrics
 
     # (gold, prediction, prediction on the exchanged order) in Auto-J's labels: 0 = response 1, 1 =
     # response 2, 2 = tie; the exchanged prediction is read in the exchanged order.
@@ -128,7 +128,7 @@ def _flip(decision: str | None) -> str | None:
 
 
 def test_judgebench_scores_both_orders_by_right_minus_wrong() -> None:
-    from conj_train.official_metrics import judgebench_metrics
+    from conj_train.evaluate.official_metrics import judgebench_metrics
 
     # (source, label, decision in the original order, decision in the reversed order as the judge
     # wrote it); None = no decision.
@@ -181,7 +181,7 @@ def _rmbench_official(prompts: list[tuple[list[float], list[float]]]) -> dict[st
 
 
 def test_rmbench_matrix_triangles_and_domain_average() -> None:
-    from conj_train.official_metrics import rmbench_metrics
+    from conj_train.evaluate.official_metrics import rmbench_metrics
 
     # Reward-model scores per prompt: chosen and rejected answers in styles concise, plain, markdown.
     data = {
@@ -216,7 +216,7 @@ def test_rmbench_matrix_triangles_and_domain_average() -> None:
 
 
 def test_rewardbench_rule_scores_reward_model_ties_zero() -> None:
-    from conj_train.official_metrics import rewardbench_accuracy
+    from conj_train.evaluate.official_metrics import rewardbench_accuracy
 
     # A reward model: right, wrong, tie (equal rewards). RewardBench: 1 if chosen > rejected -> 1/3.
     rm = [PairResult("r1", _order(1, 1), scalar=True), PairResult("r2", _order(2, 1), scalar=True),
@@ -229,7 +229,7 @@ def test_rewardbench_rule_scores_reward_model_ties_zero() -> None:
 
 
 def test_rewardbench_filtered_counts_and_count_check() -> None:
-    from conj_train.official_metrics import REWARDBENCH_FILTERED_COUNTS, rewardbench_count_check
+    from conj_train.evaluate.official_metrics import REWARDBENCH_FILTERED_COUNTS, rewardbench_count_check
 
     assert sum(REWARDBENCH_FILTERED_COUNTS.values()) == 2985 and REWARDBENCH_FILTERED_COUNTS["math-prm"] == 447
     exact = rewardbench_count_check(dict(REWARDBENCH_FILTERED_COUNTS))
@@ -280,7 +280,7 @@ def _rb2_rm_pairs(row: str, subset: str, scores: list[float], num_correct: int) 
 
 
 def test_rewardbench2_reward_model_rows_follow_reroll_and_score() -> None:
-    from conj_train.official_metrics import rewardbench2_metrics
+    from conj_train.evaluate.official_metrics import rewardbench2_metrics
 
     rows = {  # row id -> scores [chosen, rejected x3]
         "a": [3.0, 1.0, 2.0, 0.0],  # chosen on top: 1
@@ -298,7 +298,7 @@ def test_rewardbench2_reward_model_rows_follow_reroll_and_score() -> None:
 
 
 def test_rewardbench2_judge_row_is_right_only_when_chosen_beats_every_rejected() -> None:
-    from conj_train.official_metrics import rewardbench2_metrics
+    from conj_train.evaluate.official_metrics import rewardbench2_metrics
 
     def row(name: str, verdicts: list[tuple[int | None, int | None]]) -> list[PairResult]:
         # Each pair judged in both orders: (first-order verdict, swapped-order verdict); chosen is slot 1
@@ -340,7 +340,7 @@ def _official_ties(samples: dict[str, list[tuple[bool, float]]]) -> float:
 
 
 def test_rewardbench2_ties_score_follows_process_single_model() -> None:
-    from conj_train.official_metrics import rewardbench2_metrics, rewardbench2_ties_score
+    from conj_train.evaluate.official_metrics import rewardbench2_metrics, rewardbench2_ties_score
 
     rows = {  # id -> (scores, num_correct): correct answers first
         "ref:1": ([5.0, 1.0, 2.0], 1),

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conj_train.errors import ConjError
-from conj_train.pair_building import Pair, balance_by_label, build_pairs, split_of
-from conj_train.pairs import (
+from conj_train.filter.pairs import Pair, balance_by_label, build_pairs, split_of
+from conj_train.filter.rules import (
     CUT,
     FORCED_NEGATIVE,
     LengthRule,
@@ -291,7 +291,7 @@ def test_length_rule_reads_only_the_sampling_templates_rationale_key(tokenizer) 
 
 
 def test_batched_classification_equals_one_at_a_time(tokenizer) -> None:
-    from conj_train.pairs import classify_judgments
+    from conj_train.filter.rules import classify_judgments
 
     cut = json.dumps({"原因": "回答1是错的，回答2是对的。" * 60 + "所以", "更好的回答": 2}, ensure_ascii=False)
     forced = json.dumps({"原因": "回答2更好，" * 200, "更好的回答": 2}, ensure_ascii=False)

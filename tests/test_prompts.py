@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from conj_train.errors import ConjError
-from conj_train.prompt_templates import get_template
-from conj_train.prompts import (
+from conj_train.prompts.build import (
     build_hint_prompt,
     build_hint_prompts,
     build_judge_prompts,
@@ -18,6 +17,7 @@ from conj_train.prompts import (
     label_balance,
     wrap_hint_output,
 )
+from conj_train.prompts.templates import get_template
 
 # Pieces copied from the released strings (docs/method.md#judge-prompt, #hint-readings) independently
 # of the module under test.

@@ -21,7 +21,7 @@ import pytest
 from test_filter import make_sample_dir
 from wandb_runs import offline_run
 
-from conj_train.config_parser import build_config
+from conj_train.config.parser import build_config
 from conj_train.errors import ConjError
 from conj_train.io import iter_jsonl, read_json
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conj_train.cli import main
-from conj_train.real_model import MARKER
+from conj_train.model_builders.real import MARKER
 
 
 def test_real_model_is_a_plain_hf_folder_that_answers(real_model_dir: Path) -> None:

@@ -103,7 +103,7 @@ def test_lora_trains_on_the_real_model(real_run: dict, real_model_dir: Path, tmp
 
 
 def test_judge_compare_on_the_trained_real_judge(real_run: dict) -> None:
-    from conj_train.judge import Judge
+    from conj_train.inference.judge import Judge
 
     judge = Judge.from_pretrained(str(real_run["out"] / "train"), template="conj-en", max_new_tokens=24,
                                   dtype=DTYPE, threads=2, probability=False)

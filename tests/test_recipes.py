@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from conj_train.config_parser import build_config
-from conj_train.config_values import read_yaml
+from conj_train.config.parser import build_config
+from conj_train.config.values import read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -51,7 +51,7 @@ def _parse_training(stage: str, recipe: Path) -> tuple[Any, ...]:
 
         return parse_train_args(["--config", str(recipe)])
     if stage == "grpo":
-        from conj_train.judge_reward import parse_grpo_args
+        from conj_train.inference.judge_reward import parse_grpo_args
 
         return parse_grpo_args(["--config", str(recipe)])
     from conj_train.train.reward import parse_reward_args

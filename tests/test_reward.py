@@ -21,7 +21,7 @@ def _argv(model: Path, data: Path, out: Path, **overrides: object) -> list[str]:
 
 
 def test_reward_model_trains_and_scores(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from conj_train.reward_model import RewardModel
+    from conj_train.inference.reward_model import RewardModel
     from conj_train.train.reward import parse_reward_args, run_train_rm
 
     data = write_demo_data(tmp_path / "fruit.jsonl", n=40)

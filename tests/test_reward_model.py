@@ -1,4 +1,4 @@
-"""The scalar reward model as a scorer and a pairwise judge (conj_train/reward_model.py) on a tiny model."""
+"""The scalar reward model as a scorer and a pairwise judge (conj_train/inference/reward_model.py) on a tiny model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conj_train.reward_model import RewardModel, detect_model_kind, sigmoid
+from conj_train.inference.reward_model import RewardModel, detect_model_kind, sigmoid
 
 
 def test_reward_model_compares_by_score(tiny_rm_dir: Path) -> None:
@@ -27,11 +27,11 @@ def test_causal_lm_is_detected_as_judge(tiny_model_dir: Path) -> None:
 
 
 def test_one_loader_for_both_scorers(tiny_model_dir: Path, tiny_rm_dir: Path, tmp_path: Path) -> None:
-    """RewardModel and VerdictScorer load through conj_train.models.load_model: eval mode, dtype, errors."""
+    """RewardModel and VerdictScorer load through conj_train.inference.loading.load_model: eval mode, dtype, errors."""
     import shutil
 
     from conj_train.errors import ConjError
-    from conj_train.probability import VerdictScorer
+    from conj_train.inference.probability import VerdictScorer
 
     rm = RewardModel.from_pretrained(str(tiny_rm_dir), threads=1, dtype="float32")
     reader = VerdictScorer.from_pretrained(str(tiny_model_dir), dtype="float32", device="cpu")

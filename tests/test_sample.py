@@ -131,7 +131,7 @@ def test_fallback_hints_only_for_one_sided_pairs(tiny_model_dir: Path, tmp_path:
 
 
 def test_over_long_prompts_are_skipped_and_counted(tmp_path: Path) -> None:
-    from conj_train.tiny import build_tiny_model
+    from conj_train.model_builders.tiny import build_tiny_model
 
     model = build_tiny_model(tmp_path / "short", max_positions=160)
     rows = [{"prompt": "Name a fruit.", "chosen": "apple", "rejected": "hammer"},

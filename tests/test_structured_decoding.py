@@ -16,8 +16,8 @@ import pytest
 
 from conj_train.engines.base import GenerationRequest, SamplingParams
 from conj_train.errors import ConjError
-from conj_train.judge import Judge
-from conj_train.structured_decoding import judgment_regex
+from conj_train.inference.judge import Judge
+from conj_train.inference.structured_decoding import judgment_regex
 from conj_train.verdicts import parse_verdict
 
 ZH_PREFILL = ' {"原因":'

@@ -56,7 +56,7 @@ def test_forward_pass_runs(tiny_model_dir: Path) -> None:
 
 
 def test_deterministic_for_a_seed(tmp_path: Path) -> None:
-    from conj_train.tiny import build_tiny_model
+    from conj_train.model_builders.tiny import build_tiny_model
 
     a = build_tiny_model(tmp_path / "a", seed=3)
     b = build_tiny_model(tmp_path / "b", seed=3)

@@ -7,7 +7,6 @@ import time
 import pytest
 
 from conj_train.errors import ConjError
-from conj_train.verdict_position import verdict_position
 from conj_train.verdicts import (
     LENIENT_CASCADE,
     ParsedVerdict,
@@ -16,6 +15,7 @@ from conj_train.verdicts import (
     score,
     unparseable_reason,
 )
+from conj_train.verdicts.position import verdict_position
 
 HINT_RAW = '{"原因":"他说"好"\n回答2更完整。\n","更好的回答": 2}'  # reshape_output, no escaping
 TRUNCATED = ' {"原因": "回答1的推理'

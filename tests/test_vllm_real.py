@@ -31,8 +31,8 @@ from servers import free_port, openai_server
 
 from conj_train.engines.base import GenerationRequest, SamplingParams
 from conj_train.engines.vllm import VLLMEngine
+from conj_train.inference.probability import EngineVerdictScorer, VerdictScorer
 from conj_train.io import iter_jsonl
-from conj_train.probability import EngineVerdictScorer, VerdictScorer
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def test_token_logprobs_and_verdict_reads_match_the_hf_scorer(engine: VLLMEngine
 
 
 def test_judge_on_vllm_reads_probabilities_and_runs_the_transfer_probe(engine: VLLMEngine, hf) -> None:
-    from conj_train.judge import Judge
+    from conj_train.inference.judge import Judge
 
     on_vllm = Judge(engine, hf.tokenizer, max_new_tokens=48, scorer=EngineVerdictScorer(engine, hf.tokenizer))
     on_hf = Judge(hf, hf.tokenizer, max_new_tokens=48, scorer=VerdictScorer(hf.model, hf.tokenizer))
@@ -237,7 +237,7 @@ def served(real_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def test_vllm_serve_judges_with_the_in_process_verdicts_and_probabilities(served: str, real_model_dir: Path,
                                                                           hf) -> None:
-    from conj_train.judge import Judge
+    from conj_train.inference.judge import Judge
 
     on_server = Judge.from_pretrained(str(real_model_dir), "openai", max_new_tokens=48,
                                       engine_options={"base_url": served})
@@ -258,7 +258,7 @@ def test_structured_output_makes_every_finished_judgment_parse(where: str, engin
                                                                 real_model_dir: Path, hf) -> None:
     import re
 
-    from conj_train.judge import Judge
+    from conj_train.inference.judge import Judge
     from conj_train.verdicts import parse_verdict
 
     opts = {"template": "conj-en", "max_new_tokens": 160, "structured": True}

@@ -30,7 +30,7 @@ def warmed(tiny_model_dir: Path, toy_data: Path, tmp_path_factory: pytest.TempPa
 
 
 def test_targets_parse_to_a_verdict_blind_to_the_label(toy_data: Path) -> None:
-    from conj_train.prompt_templates import get_template
+    from conj_train.prompts.templates import get_template
     from conj_train.verdicts import parse_verdict
 
     rows, counts = warmup_rows(WarmupConfig(model_name_or_path="m", dataset_name=str(toy_data), output_dir="o"))
@@ -63,7 +63,7 @@ def test_english_template_and_custom_rationale() -> None:
 
 
 def _parse_rate(model_dir: str, prompts: list[str]) -> float:
-    from conj_train.judge import Judge
+    from conj_train.inference.judge import Judge
 
     judge = Judge.from_pretrained(model_dir, probability=False, max_new_tokens=24, threads=1)
     judged = judge.judge_prompts(prompts)
@@ -73,7 +73,7 @@ def _parse_rate(model_dir: str, prompts: list[str]) -> float:
 def test_warmed_model_writes_parseable_judgments(warmed: WarmupConfig, tiny_model_dir: Path) -> None:
     from conj_train.io import read_json
     from conj_train.pipeline.demo import demo_rows
-    from conj_train.prompt_templates import get_template
+    from conj_train.prompts.templates import get_template
 
     out = Path(warmed.output_dir)
     assert (out / "chat_template.jinja").is_file() or "chat_template" in (out / "tokenizer_config.json").read_text()

@@ -38,10 +38,10 @@ def add_settings_help(p: argparse.ArgumentParser, config: str) -> None:
 def settings_help(config: str) -> str:
     """The settings of stage config ``"module:Class"`` as ``--help`` sections, one per part.
 
-    Declared by :func:`conj_train.config_values.add_settings`, as the stage's parser declares them,
+    Declared by :func:`conj_train.config.values.add_settings`, as the stage's parser declares them,
     on a plain argparse parser: no transformers import for a help text.
     """
-    from conj_train.config_values import add_settings
+    from conj_train.config.values import add_settings
 
     module, _, name = config.partition(":")
     cls = getattr(importlib.import_module(module), name)
@@ -63,8 +63,8 @@ def load_stage_config(cls: type[T], path: str | None, overrides: Sequence[str], 
 
     ``fixed`` values (named command-line options) win over both.
     """
-    from conj_train.config_parser import load_config
-    from conj_train.config_values import read_yaml
+    from conj_train.config.parser import load_config
+    from conj_train.config.values import read_yaml
 
     use_section = None
     if path is not None and Path(path).is_file() and section in read_yaml(path):

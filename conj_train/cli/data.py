@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         result = _load(args)
         info = {**result.report.to_dict(), "lengths": length_stats(result.records, tokenizer)}
         if args.mode == "eval":
-            from conj_train.benchmarks import benchmark_for
+            from conj_train.evaluate.benchmarks import benchmark_for
 
             bench = benchmark_for(result.report.format)
             info["benchmark"] = bench.name if bench else None

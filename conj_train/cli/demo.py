@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo stages one after the other, printing what each produced."""
-    from conj_train.config_values import parse_overrides
+    from conj_train.config.values import parse_overrides
     from conj_train.pipeline.demo import run_demo
 
     print(run_demo(args.output, config=args.config, seed=args.seed, overrides=parse_overrides(args.overrides)))

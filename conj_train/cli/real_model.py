@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the model (or find it built) and print where it is."""
-    from conj_train.real_model import build_real_model
+    from conj_train.model_builders.real import build_real_model
     from conj_train.runs import check_output_dir
 
     check_output_dir(args.out_dir, what="out_dir")

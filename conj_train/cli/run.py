@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse the overrides, run the pipeline, print what ran and what was cached."""
-    from conj_train.config_values import parse_overrides
+    from conj_train.config.values import parse_overrides
     from conj_train.pipeline.run import run_pipeline
 
     overrides = parse_overrides(args.overrides)

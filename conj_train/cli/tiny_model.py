@@ -26,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build the model and print where it went."""
     from conj_train.errors import ConjError
+    from conj_train.model_builders.tiny import build_tiny_model
     from conj_train.runs import check_output_dir
-    from conj_train.tiny import build_tiny_model
 
     check_output_dir(args.out_dir, what="out_dir")
     try:

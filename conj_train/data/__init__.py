@@ -16,12 +16,12 @@ from conj_train.data.records import (
     build_record,
     kept_in_eval,
     read_records,
-    record_id,
     write_records,
 )
 from conj_train.data.report import IngestReport, IngestResult, length_stats
 from conj_train.data.sources import read_source
 from conj_train.errors import ConjError
+from conj_train.ids import record_id
 
 __all__ = [
     "FORMATS",

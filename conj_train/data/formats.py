@@ -195,7 +195,7 @@ def rewardbench2(row: dict, opts: Options) -> list[Draft]:
     correct answers (one, except in Ties), ``rejected`` the wrong ones (three, except in Ties).
 
     One pair per (correct answer i, wrong answer j), ``cell`` = [i, j]; the official best-of-4 metric
-    (:func:`conj_train.official_metrics.rewardbench2_metrics`) regroups a row's pairs by its ``id``
+    (:func:`conj_train.evaluate.official_metrics.rewardbench2_metrics`) regroups a row's pairs by its ``id``
     (``original_id``) and needs all ``row_pairs`` of them. The source is the row's ``subset``.
     """
     _need(row, "prompt", "chosen", "rejected", "num_correct")

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from conj_train.errors import ConjError
-from conj_train.io import iter_jsonl, stable_hash, write_jsonl
+from conj_train.ids import record_id
+from conj_train.io import iter_jsonl, write_jsonl
 
 # Each skipped row is counted under exactly one reason: the first check (in this order) it fails.
 SKIP_REASONS: dict[str, str] = {
@@ -69,11 +70,6 @@ class Draft:
     source: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
     tie: bool = False
-
-
-def record_id(context: list[dict], question: str, chosen: str, rejected: str) -> str:
-    """Content hash of a pair: independent of row position, so ids survive added/removed rows."""
-    return stable_hash([context, question, chosen, rejected])
 
 
 def _messages(prompt: Any) -> list[Any]:

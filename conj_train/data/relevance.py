@@ -28,7 +28,6 @@ Every input record ends in exactly one place: a training pair, a held-out pair, 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -36,8 +35,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from conj_train.data.records import record_id
 from conj_train.errors import ConjError
+from conj_train.ids import id_int, record_id
 from conj_train.io import stable_hash
 
 NEGATIVES = ("random", "neighbor")
@@ -107,7 +106,7 @@ def _normalise(text: str) -> str:
 def side_of(rec: dict, heldout_percent: int) -> str:
     """``"heldout"`` when sha256 of the question with its context, mod 100, is under the share."""
     blob = json.dumps([rec.get("context") or [], rec["question"]], ensure_ascii=False, sort_keys=True)
-    bucket = int(hashlib.sha256(blob.encode("utf-8")).hexdigest(), 16) % 100
+    bucket = id_int(blob, bits=256) % 100
     return "heldout" if bucket < heldout_percent else "train"
 
 

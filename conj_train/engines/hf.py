@@ -8,7 +8,7 @@ a preallocated buffer instead of ``DynamicLayer``'s per-step ``torch.cat``. The 
 ``generate``'s (repetition penalty, then temperature, top-k, top-p, with transformers' semantics);
 greedy is the penalized argmax. Structured decoding (``SamplingParams.regex``, opt-in) masks each
 row's logits to the tokens its llguidance matcher allows before that pipeline
-(:class:`conj_train.structured_decoding.TokenGuide`). ``bench/sample.py`` measures this loop against ``generate``. The
+(:class:`conj_train.inference.structured_decoding.TokenGuide`). ``bench/sample.py`` measures this loop against ``generate``. The
 logits pipeline lives in :mod:`conj_train.engines.sampling`, the cached decoder in
 :mod:`conj_train.engines.kv_decoder`; this module holds the engine (requests, packing, seeds, texts).
 
@@ -36,7 +36,7 @@ from conj_train.engines.base import Generation, GenerationRequest, SamplingParam
 from conj_train.engines.kv_decoder import KVDecoder
 from conj_train.engines.sampling import check_params, next_tokens
 from conj_train.errors import ConjError, loading_errors
-from conj_train.models import check_model_size
+from conj_train.inference.loading import check_model_size
 from conj_train.tokens import load_tokenizer
 
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -224,7 +224,7 @@ class HFEngine:
         live = list(range(len(owner)))
         guide = None
         if params.regex is not None:
-            from conj_train.structured_decoding import TokenGuide
+            from conj_train.inference.structured_decoding import TokenGuide
 
             guide = TokenGuide(self.tokenizer, vocab, sorted(self.stop_token_ids), params.regex, len(owner))
         out_tokens: list[list[int]] = [[] for _ in owner]

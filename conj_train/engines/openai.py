@@ -13,7 +13,7 @@ the engine needs. Concurrency is a thread pool, retries are a loop with exponent
 Choices, and why:
 
 * **The prefill continues.** ``api="completions"`` (default) sends the judge prompt rendered by the
-  judge's own chat template (:func:`conj_train.chat.render_chat`) followed by the prefill
+  judge's own chat template (:func:`conj_train.prompts.chat.render_chat`) followed by the prefill
   (``' {"原因":'``) as one completion prompt, so the server continues the judgment exactly as the
   in-process engines do, whatever chat template the server would apply. ``api="chat"`` sends the chat
   turns; with a prefill, it is sent as a final assistant turn with ``continue_final_message: true``
@@ -30,7 +30,7 @@ Choices, and why:
   silently ignoring it.
 * **Texts.** From a vLLM server, the completion's token ids (``return_token_ids``) decoded with
   ``skip_special_tokens=True``, as the vllm engine does; from other servers, their text.
-* **Log-probabilities** (verdict probabilities, :class:`conj_train.probability.EngineVerdictScorer`):
+* **Log-probabilities** (verdict probabilities, :class:`conj_train.inference.probability.EngineVerdictScorer`):
   :meth:`OpenAIEngine.token_logprobs` asks for one greedy token after the prefix with ``logprobs``.
   A vLLM server (found from ``GET /models``, whose cards vLLM marks ``owned_by: vllm``) also gets
   ``logprob_token_ids`` (vLLM >= 0.32) and ``return_tokens_as_token_ids``: it then returns exactly the

@@ -49,7 +49,7 @@ Choices, and why:
 * **Token counts.** ``prompt_tokens = len(prompt_token_ids)`` (prefill included);
   ``completion_tokens = len(token_ids)``, which includes the EOS token when the sample stopped on it.
 * **Log-probabilities.** :meth:`VLLMEngine.token_logprobs` (verdict probabilities,
-  :class:`conj_train.probability.EngineVerdictScorer`) sends each prefix as a one-token greedy request
+  :class:`conj_train.inference.probability.EngineVerdictScorer`) sends each prefix as a one-token greedy request
   with ``SamplingParams(logprob_token_ids=[...])``: vLLM then returns exactly those tokens' log-softmax
   over the raw logits (``logprobs_mode="raw_logprobs"``, its default: no temperature or penalty
   applied), whatever their rank, and prefix caching stays on (``prompt_logprobs`` would turn it off

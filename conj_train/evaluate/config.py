@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from conj_train.benchmarks import default_split
 from conj_train.config import (
     DTYPES,
     INPUT_OLD_NAMES,
@@ -24,7 +23,8 @@ from conj_train.config import (
 )
 from conj_train.data.records import INGEST_MODES
 from conj_train.errors import ConjError
-from conj_train.judge import MODEL_KINDS
+from conj_train.evaluate.benchmarks import default_split
+from conj_train.inference.judge import MODEL_KINDS
 from conj_train.runs import parse_shard
 
 ORDERS = ("both", "random")

@@ -2,8 +2,8 @@
 
 Apart from :mod:`conj_train.evaluate.run` (config, shards, merge) because this is the one place that
 turns a model's output into the record format that :mod:`conj_train.evaluate.scoring` re-scores, for
-both model kinds: a generative judge (:class:`conj_train.judge.Judge`, one record per order) and a
-scalar reward model (:class:`conj_train.reward_model.RewardModel`, one record per pair).
+both model kinds: a generative judge (:class:`conj_train.inference.judge.Judge`, one record per order) and a
+scalar reward model (:class:`conj_train.inference.reward_model.RewardModel`, one record per pair).
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from __future__ import annotations
 import gc
 from typing import TYPE_CHECKING, Any
 
+from conj_train.inference.judge import Judge, Judgment
+from conj_train.inference.reward_model import RewardModel, sigmoid
 from conj_train.io import JsonlAppender
-from conj_train.judge import Judge, Judgment
-from conj_train.reward_model import RewardModel, sigmoid
 from conj_train.runs import derive_seed
+from conj_train.verdicts import score as verdict_score
 
 if TYPE_CHECKING:
     from conj_train.evaluate.config import EvalConfig
@@ -46,7 +47,7 @@ def score_of(verdict: int | None, label: int, tie: bool = False) -> float | None
     """The project's per-order score; None on a tie-labelled row (no answer is the right one)."""
     if tie:
         return None
-    return 0.5 if verdict is None else float(verdict == label)
+    return verdict_score(verdict, label)
 
 
 def judge_record(it: dict, j: Judgment) -> dict:
@@ -98,7 +99,7 @@ def device_for(cfg: EvalConfig) -> str | None:
 
 
 def make_judge(cfg: EvalConfig, path: str) -> Judge:
-    """The :class:`~conj_train.judge.Judge` of model ``path`` with this run's decoding and engine."""
+    """The :class:`~conj_train.inference.judge.Judge` of model ``path`` with this run's decoding and engine."""
     opts = {
         "template": cfg.template,
         "parser": cfg.parser,

@@ -14,7 +14,7 @@ leaderboard and results repositories read:
 They are written under ``rewardbench/<data set>/`` (RewardBench) and ``rewardbench-2/<data set>/``
 (RewardBench 2) for each model, named by the model's ``conj eval`` name; ``model`` holds its path.
 Kept apart from :mod:`conj_train.evaluate.report` because this is another project's format, and
-from :mod:`conj_train.official_metrics` because it reads records and writes files.
+from :mod:`conj_train.evaluate.official_metrics` because it reads records and writes files.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from conj_train.evaluate.official_metrics import rewardbench2_metrics, rewardbench_score
 from conj_train.evaluate.scoring import pairs_from_records
-from conj_train.official_metrics import rewardbench2_metrics, rewardbench_score
 
 # RewardBench's ``model_type`` of each model kind (run_generative*.py / run_rm.py, run_v2.py).
 MODEL_TYPES = {"judge": "Generative RM", "rm": "Seq. Classifier"}

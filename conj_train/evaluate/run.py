@@ -1,7 +1,7 @@
 """Stage 4: evaluate judges (and scalar reward models) on preference sets, resumable and data-parallel.
 
-Each model is a generative judge (run through :class:`conj_train.judge.Judge`: Con-J prompt,
-``' {"原因":'`` prefill, lenient parser) or a scalar reward model (:class:`conj_train.reward_model.RewardModel`),
+Each model is a generative judge (run through :class:`conj_train.inference.judge.Judge`: Con-J prompt,
+``' {"原因":'`` prefill, lenient parser) or a scalar reward model (:class:`conj_train.inference.reward_model.RewardModel`),
 detected from ``config.architectures`` unless ``model_kind`` says. Every pair is judged in its seeded
 random order (``chosen_slot(pair id, swap_seed)``, the one order RewardBench and Con-J run) and, with
 ``orders: both``, again with the answers swapped. A reward model scores each answer once; its swapped
@@ -13,7 +13,7 @@ Layout of ``output_dir``::
     models/<name>/manifests/shard-00000-of-00001.json    per-shard config hash and counts
     metrics.json     per data set the row accounting (``datasets``); per model, data set and subset
                      the project's metrics, the benchmark's official ones (``official``,
-                     :mod:`conj_train.benchmarks`), RewardBench sections; the comparison table
+                     :mod:`conj_train.evaluate.benchmarks`), RewardBench sections; the comparison table
     summary.md       the tables; accuracy.png, reliability.png the charts
     rewardbench/<data set>/eval-set/<model>.json (and eval-set-scores/; rewardbench-2/ for
                      RewardBench 2)  the results in RewardBench's own format
@@ -28,7 +28,7 @@ style pair; RewardBench 2's correct / wrong answer), ``row`` and ``row_pairs`` (
 id and how many pairs it has), ``swapped``, ``label`` (slot of the chosen answer), the
 judge's text (prefill included, as parsed), verdict, ``correct`` (1 / 0 / 0.5; None on a tie row), ``probability``
 (P(slot 1 better)), ``p_chosen``, and the rationale-transfer verdict. Metrics are computed from the
-records alone (:mod:`conj_train.metrics`), so a merged run can be re-scored without a model.
+records alone (:mod:`conj_train.evaluate.metrics`), so a merged run can be re-scored without a model.
 
 This module holds the config, the items, the shard runs and the merge; the records themselves are
 written by :mod:`conj_train.evaluate.records`, re-scored by :mod:`conj_train.evaluate.scoring` and reported
@@ -66,6 +66,8 @@ from conj_train.evaluate.report import (
 )
 from conj_train.evaluate.rewardbench_results import rewardbench_result_files
 from conj_train.evaluate.scoring import row_accounting, score_records
+from conj_train.inference.loading import check_model_size
+from conj_train.inference.reward_model import RewardModel, detect_model_kind
 from conj_train.io import (
     JsonlAppender,
     atomic_write_json,
@@ -73,8 +75,6 @@ from conj_train.io import (
     library_versions,
     read_json,
 )
-from conj_train.models import check_model_size
-from conj_train.reward_model import RewardModel, detect_model_kind
 from conj_train.runs import (
     ShardRun,
     all_shards_complete,
@@ -106,7 +106,7 @@ class EvalResult:
 
 def _load_items(cfg: EvalConfig) -> tuple[list[dict], dict[str, Any]]:
     """Judge-prompt items of every data set, tagged with data set, subset and answer lengths."""
-    from conj_train.prompts import build_judge_prompts
+    from conj_train.prompts.build import build_judge_prompts
 
     items: list[dict] = []
     info: dict[str, Any] = {}

@@ -15,9 +15,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from conj_train.benchmarks import benchmark_for
-from conj_train.metrics import OrderResult, PairResult, pair_metrics
-from conj_train.official_metrics import (
+from conj_train.evaluate.benchmarks import benchmark_for
+from conj_train.evaluate.metrics import OrderResult, PairResult, pair_metrics
+from conj_train.evaluate.official_metrics import (
     REWARDBENCH_PRIOR_SETS,
     rewardbench_accuracy,
     rewardbench_count_check,

@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conj_train.pair_building import PROFILES, Pair, PairOutcome
-from conj_train.pairs import CATEGORIES, JUDGMENT_KINDS, PAIR_TYPES
+from conj_train.filter.pairs import PROFILES, Pair, PairOutcome
+from conj_train.filter.rules import CATEGORIES, JUDGMENT_KINDS, PAIR_TYPES
 
 
 def _share(n: int, total: int) -> float:

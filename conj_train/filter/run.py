@@ -2,7 +2,7 @@
 
 Reads a finished sampling run (``manifest.json``, ``prompts/shard-*.jsonl``,
 ``judgments/shard-*.jsonl``), classifies every judgment against its pair's label, builds
-contrastive pairs per pair id (:mod:`conj_train.pairs`), splits them by pair id and writes
+contrastive pairs per pair id (:mod:`conj_train.filter.rules`), splits them by pair id and writes
 ``output_dir``::
 
     dataset/            datasets.DatasetDict (train, validation), TRL's conversational preference format
@@ -38,6 +38,7 @@ from typing import Any
 
 from conj_train.config import PUBLISH_FIELDS, PublishOptions, config_to_dict, settings_hash
 from conj_train.errors import ConjError
+from conj_train.filter.pairs import Pair, balance_by_label, build_pairs, split_of
 from conj_train.filter.report import (
     build_report,
     format_summary,
@@ -45,6 +46,7 @@ from conj_train.filter.report import (
     tracker_metrics,
     write_report_png,
 )
+from conj_train.filter.rules import LengthRule, PairRules, SampledJudgment
 from conj_train.filter.swap import swapped_row
 from conj_train.io import (
     atomic_write_json,
@@ -54,9 +56,7 @@ from conj_train.io import (
     read_json,
     write_jsonl,
 )
-from conj_train.pair_building import Pair, balance_by_label, build_pairs, split_of
-from conj_train.pairs import LengthRule, PairRules, SampledJudgment
-from conj_train.prompt_templates import get_template
+from conj_train.prompts.templates import get_template
 from conj_train.runs import (
     check_output_dir,
     check_separate,

@@ -26,9 +26,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from conj_train.prompt_templates import JudgeTemplate
-from conj_train.verdict_fallbacks import DIGITS
-from conj_train.verdict_position import verdict_position
+from conj_train.prompts.templates import JudgeTemplate
+from conj_train.verdicts.fallbacks import DIGITS
+from conj_train.verdicts.position import verdict_position
 
 _SENTINELS = ("\x00Q\x00", "\x00A1\x00", "\x00A2\x00", "\x00C\x00")
 _OTHER_DIGIT = {"1": "2", "2": "1", "１": "２", "２": "１"}

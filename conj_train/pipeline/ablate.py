@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conj_train.config_values import read_yaml
+from conj_train.config.values import read_yaml
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, atomic_write_text, read_json
 

@@ -5,7 +5,7 @@ chosen answer ends in a fruit and the rejected one in something else (an animal,
 exists to show the stages working end to end, not to produce a useful judge.
 
 :func:`demo_splits` (the data of ``conj demo``) draws its final words from lists the tiny model's
-tokenizer (:mod:`conj_train.tiny`) holds as single tokens, so that the rule is one a 2-layer model
+tokenizer (:mod:`conj_train.model_builders.tiny`) holds as single tokens, so that the rule is one a 2-layer model
 reads off one token per answer; names it splits into characters ("cherry" -> c|her|r|y) were learned
 later and less reliably (docs/demo.md).
 """
@@ -145,12 +145,12 @@ def run_demo(output: str | Path | None = None, *, config: str | Path | None = No
     ``min_gain``: the demo fails (ConjError) when the Con-J judge is not at least that far above the
     base judge in accuracy averaged over both orders on the held-out pairs. Returns the table.
     """
-    from conj_train.config_values import read_yaml
+    from conj_train.config.values import read_yaml
     from conj_train.errors import ConjError
     from conj_train.io import read_json
+    from conj_train.model_builders.tiny import build_tiny_model
     from conj_train.pipeline.recipes import shipped_dir
     from conj_train.pipeline.run import run_pipeline
-    from conj_train.tiny import build_tiny_model
 
     config = config or shipped_dir("recipes") / "demo" / "pipeline.yaml"
     spec = read_yaml(config)

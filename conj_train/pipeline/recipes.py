@@ -65,7 +65,7 @@ def copy_recipe(name: str, dest: str | Path) -> list[Path]:
     """
     names = recipe_names()
     if name not in names:
-        from conj_train.config_values import did_you_mean
+        from conj_train.config.values import did_you_mean
 
         raise ConjError(f"no shipped recipe {name!r}{did_you_mean(name, names)} ({', '.join(names)})")
     source = shipped_dir("recipes") / name

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from conj_train.config import PUBLISH_FIELDS
-from conj_train.config_parser import build_config
-from conj_train.config_values import did_you_mean, read_yaml
+from conj_train.config.parser import build_config
+from conj_train.config.values import did_you_mean, read_yaml
 from conj_train.errors import ConjError
 from conj_train.io import atomic_write_json, read_json, stable_hash
 from conj_train.pipeline.stages import (
@@ -445,7 +445,7 @@ def _check_train_section(section: Any, name: str, path: str | Path) -> None:
     """Unknown keys and wrongly typed values of a train / train_rm section (TRL's fields + ours)."""
     import dataclasses
 
-    from conj_train.config_values import check_types, unknown_key_error
+    from conj_train.config.values import check_types, unknown_key_error
 
     if not isinstance(section, dict):
         raise ConjError(f"{path}: section {name!r} must be a mapping")

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from conj_train.config_parser import build_config
+from conj_train.config.parser import build_config
 from conj_train.errors import ConjError
 
 # The one line a stage prints when it refuses (conj_train.cli.main): "conj sample: error: ...".

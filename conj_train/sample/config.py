@@ -29,7 +29,7 @@ from conj_train.runs import parse_shard
 @functools.lru_cache(maxsize=8)
 def _template(name: str) -> Any:
     """The judge template, read once per run (a user template file is not re-read per pair)."""
-    from conj_train.prompt_templates import get_template
+    from conj_train.prompts.templates import get_template
 
     return get_template(name)
 

@@ -3,7 +3,7 @@
 Apart from :mod:`conj_train.filter.run` (which builds and writes the dataset) because these functions
 define what a sampling folder must hold: the merged manifest, one prompt record per pair (with the
 DPO prompt ``messages`` sampling wrote) and the judgment records, each row checked as it is read
-and every judgment classified on the fly (:func:`conj_train.pairs.classify_judgments`), so texts are
+and every judgment classified on the fly (:func:`conj_train.filter.rules.classify_judgments`), so texts are
 only held in classified form.
 """
 
@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from conj_train.errors import ConjError
-from conj_train.io import iter_jsonl, read_json
-from conj_train.pairs import (
+from conj_train.filter.rules import (
     JUDGMENT_KINDS,
-    ZH_RATIONALE_KEY,
     LengthRule,
     SampledJudgment,
     classify_judgments,
 )
+from conj_train.io import iter_jsonl, read_json
 from conj_train.runs import shard_files
+from conj_train.verdicts import ZH_RATIONALE_KEY
 
 _JUDGMENT_FIELDS = ("judgment_id", "pair_id", "kind", "index", "text")
 CLASSIFY_BATCH = 2048  # judgments classified together (one tokenizer call for their long hint outputs)

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conj_train.chat import chat_messages
 from conj_train.config import (
     config_to_dict,
 )
@@ -42,6 +41,7 @@ from conj_train.engines.base import (
 )
 from conj_train.errors import ConjError
 from conj_train.io import JsonlAppender, atomic_write_json, library_versions, stable_hash, write_jsonl
+from conj_train.prompts.chat import chat_messages
 from conj_train.runs import (
     ShardRun,
     all_shards_complete,
@@ -98,7 +98,7 @@ def _kind_count(cfg: SampleConfig, kind: str) -> int:
 
 
 def _load_items(cfg: SampleConfig) -> tuple[list[dict], dict]:
-    from conj_train.prompts import build_judge_prompts, label_balance
+    from conj_train.prompts.build import build_judge_prompts, label_balance
 
     records, report = cfg.load_records(cfg.dataset_name)
     if not records:  # nothing to sample: a run "done" with 0 pairs would look like success
@@ -110,14 +110,14 @@ def _load_items(cfg: SampleConfig) -> tuple[list[dict], dict]:
 
 
 def _render(tokenizer: Any, cfg: SampleConfig, user_text: str) -> str:
-    from conj_train.chat import render_chat
+    from conj_train.prompts.chat import render_chat
 
     return render_chat(tokenizer, user_text, system=cfg.system_prompt)
 
 
 def _units_for(cfg: SampleConfig, item: dict, kinds: Iterable[str], tokenizer: Any,
                done: set[tuple[str, str, int]]) -> Iterator[_Unit]:
-    from conj_train.prompts import build_hint_prompt
+    from conj_train.prompts.build import build_hint_prompt
 
     pid, label = item["pair_id"], int(item["label"])
     for kind in kinds:
@@ -139,7 +139,7 @@ def _units_for(cfg: SampleConfig, item: dict, kinds: Iterable[str], tokenizer: A
 
 
 def _judgment_record(unit: _Unit, gen: Generation, cfg: SampleConfig) -> dict:
-    from conj_train.prompts import wrap_hint_output
+    from conj_train.prompts.build import wrap_hint_output
 
     text = (wrap_hint_output(gen.text, unit.hint_verdict, template=_template(cfg.template))
             if unit.wrap else unit.prefill + gen.text)

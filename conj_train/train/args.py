@@ -3,7 +3,7 @@
 A recipe is TRL's format: a YAML of the dataclasses' fields (``--config recipe.yaml``), or the same
 keys as a mapping (``values=``: what ``conj run`` passes), any of them overridden as ``--key value``.
 An unknown key is the one-line "did you mean" error of every other stage
-(:func:`conj_train.config_values.unknown_key_error`). Building the arguments changes nothing
+(:func:`conj_train.config.values.unknown_key_error`). Building the arguments changes nothing
 outside them but the environment (a recipe's ``env:`` mapping, as in TRL; a token moved by
 :func:`keep_secrets_out`); the machine set-up that must come first is
 :func:`conj_train.train.machine.set_up_machine`, called by the entry points. The scalar reward model's arguments (:mod:`conj_train.train.reward`) reuse the parser and
@@ -22,7 +22,7 @@ from typing import Any
 
 from trl import DPOConfig, ModelConfig, ScriptArguments, TrlParser
 
-from conj_train.config_values import read_yaml, reject_leftover_args, unknown_key_error
+from conj_train.config.values import read_yaml, reject_leftover_args, unknown_key_error
 from conj_train.errors import ConjError
 from conj_train.train.machine import adapt_to_machine
 from conj_train.train.tracking import is_secret, redact
@@ -119,7 +119,7 @@ class ConjDPOConfig(DPOConfig):
 class _OneLineParser(TrlParser):
     """TrlParser whose errors are one ConjError line, not ~150 lines of usage then the error.
 
-    Abbreviations are off, as in :class:`conj_train.config_parser.ConjParser`: a mistyped ``--learning_rat``
+    Abbreviations are off, as in :class:`conj_train.config.parser.ConjParser`: a mistyped ``--learning_rat``
     must be an unknown key, not quietly another one.
     """
 

@@ -140,7 +140,7 @@ def usage_snippet(card: dict[str, Any]) -> str:
     model_id = card.get("model_id") or "PATH"
     if card["kind"] != "judge":
         return "\n".join([
-            "from conj_train.reward_model import RewardModel", "",
+            "from conj_train.inference.reward_model import RewardModel", "",
             f"rm = RewardModel.from_pretrained({model_id!r})",
             'r1, r2 = rm.score_pair("What is the capital of France?", "Paris.", "Lyon.")',
             "print(r1, r2)  # the higher reward is the better answer",
@@ -150,7 +150,7 @@ def usage_snippet(card: dict[str, Any]) -> str:
     if setup.get("system_prompt") is not None:
         options.append(f"system_prompt={setup['system_prompt']!r}")
     return "\n".join([
-        "from conj_train.judge import Judge", "",
+        "from conj_train.inference.judge import Judge", "",
         f"judge = Judge.from_pretrained({model_id!r}, {', '.join(options)})",
         'verdict = judge.compare("What is the capital of France?", "Paris.", "Lyon.")',
         "print(verdict.better)  # 1 or 2: the better answer (None: no verdict could be read)",

@@ -75,7 +75,7 @@ def asks_for_deepspeed(argv: Sequence[str]) -> bool:
     if "--config" in argv and argv.index("--config") + 1 < len(argv):
         recipe = Path(argv[argv.index("--config") + 1])
         if recipe.is_file():
-            from conj_train.config_values import read_yaml
+            from conj_train.config.values import read_yaml
 
             return bool(read_yaml(recipe).get("deepspeed"))
     return False

@@ -9,7 +9,7 @@ from typing import Any
 from trl import ModelConfig
 
 from conj_train.errors import ConjError, loading_errors
-from conj_train.models import check_model_size
+from conj_train.inference.loading import check_model_size
 
 
 def check_model_source(name: str, trust_remote_code: bool, revision: str | None = None) -> None:

@@ -76,10 +76,10 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 def pair_lengths(example: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
-    """The pair's turns as data (special-token strings made plain, :func:`conj_train.chat.plain_messages`)
+    """The pair's turns as data (special-token strings made plain, :func:`conj_train.prompts.chat.plain_messages`)
     and their token lengths as TRL computes them: prompt (shared prefix) and prompt+chosen /
     prompt+rejected."""
-    from conj_train.chat import plain_messages
+    from conj_train.prompts.chat import plain_messages
 
     turns = {k: plain_messages(tokenizer, example[k]) for k in ("prompt", "chosen", "rejected")}
     prompt = _ids(tokenizer, turns["prompt"], add_generation_prompt=True)

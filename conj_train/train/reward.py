@@ -11,7 +11,7 @@ validation by a hash of the pair id (``validation_share``, the filter stage's ru
 ``pairs_from`` set to a filter output folder, only the pair ids of its train split are trained on
 and those of its validation split are held out, so judge and scalar model see the same questions.
 
-A trained model scores answers with :class:`conj_train.reward_model.RewardModel` (the one scorer, also
+A trained model scores answers with :class:`conj_train.inference.reward_model.RewardModel` (the one scorer, also
 used by the evaluation stage to compare judge and scalar model on the same test sets).
 """
 
@@ -129,7 +129,7 @@ def _filter_ids(pairs_from: str) -> dict[str, set[str]]:
 def split_records(records: Sequence[Mapping[str, Any]], script_args: RewardScriptArguments
                   ) -> tuple[dict[str, list[Mapping[str, Any]]], int]:
     """Records per split (train / validation) and how many belong to neither (not in pairs_from)."""
-    from conj_train.pair_building import split_of
+    from conj_train.filter.pairs import split_of
 
     out: dict[str, list[Mapping[str, Any]]] = {"train": [], "validation": []}
     outside = 0
@@ -164,7 +164,7 @@ def prepare_rows(rows: list[dict[str, Any]], tokenizer: Any, max_length: int | N
     if cap is not None and len(rows) > cap:
         counts.over_cap = len(rows) - cap
         rows = rows[:cap]
-    from conj_train.chat import plain_messages
+    from conj_train.prompts.chat import plain_messages
 
     kept, lens = [], []
     for row in rows:

@@ -23,7 +23,6 @@ the same config and input is a no-op; a different one is refused unless ``overwr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from conj_train.config import (
     settings_hash,
 )
 from conj_train.errors import ConjError
+from conj_train.ids import id_slot
 from conj_train.io import atomic_write_json, file_hash, library_versions
 from conj_train.runs import check_output_dir, check_separate, finished_output, folder_lock, remove_layout
 
@@ -120,12 +120,12 @@ class WarmupResult:
 
 def random_verdict(pair_id: str, seed: int) -> int:
     """The target verdict of one pair: 1 or 2 from SHA-256 of (seed, pair id), blind to the label."""
-    return 1 + (hashlib.sha256(f"warmup:{seed}:{pair_id}".encode()).digest()[0] & 1)
+    return id_slot("warmup", seed, pair_id)
 
 
 def target_text(verdict: int, *, template: Any = "conj-zh", rationale: str | None = None) -> str:
     """The judgment the warm-up teaches: the template's eval prefill, a fixed rationale, the verdict."""
-    from conj_train.prompt_templates import get_template
+    from conj_train.prompts.templates import get_template
 
     tpl = get_template(template)
     why = (rationale or DEFAULT_RATIONALES[tpl.language.code]).replace("{verdict}", str(verdict))
@@ -135,10 +135,10 @@ def target_text(verdict: int, *, template: Any = "conj-zh", rationale: str | Non
 
 def warmup_rows(cfg: WarmupConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Conversational prompt/completion rows for TRL's SFTTrainer, and their counts."""
-    from conj_train.chat import chat_messages
     from conj_train.data import load_preferences
-    from conj_train.prompt_templates import get_template
-    from conj_train.prompts import build_judge_prompts, label_balance
+    from conj_train.prompts.build import build_judge_prompts, label_balance
+    from conj_train.prompts.chat import chat_messages
+    from conj_train.prompts.templates import get_template
 
     res = load_preferences(cfg.dataset_name, format=cfg.dataset_format, field_map=cfg.field_map,
                            multi_turn=cfg.multi_turn)
@@ -248,7 +248,7 @@ def _train(cfg: WarmupConfig, rows: list[dict[str, Any]], out: Path) -> dict[str
         completion_only_loss=True, gradient_checkpointing=False, save_strategy="no", report_to="none",
         logging_steps=cfg.logging_steps, disable_tqdm=True, use_cpu=not cuda, bf16=cuda,
     )
-    from conj_train.chat import plain_messages
+    from conj_train.prompts.chat import plain_messages
 
     # The judge prompts are data: their special-token strings tokenize as text (chat.plain_text).
     rows = [{**r, "prompt": plain_messages(tokenizer, r["prompt"])} for r in rows]

@@ -1,13 +1,13 @@
 """Where the verdict digit is in a judge output: the position verdict probabilities are read at
-(:mod:`conj_train.probability`).
+(:mod:`conj_train.inference.probability`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conj_train.verdict_fallbacks import COLON_SET, DIGITS, QUOTE_SET, SPACES_RE
-from conj_train.verdicts import DEFAULT_VERDICT_KEYS, as_keys, dedup_keys
+from conj_train.verdicts.fallbacks import COLON_SET, DIGITS, QUOTE_SET, SPACES_RE
+from conj_train.verdicts.parse import DEFAULT_VERDICT_KEYS, as_keys, dedup_keys
 
 
 def verdict_position(text: str, verdict: int | None, verdict_keys: Sequence[str] | None = None) -> int | None:
@@ -17,7 +17,7 @@ def verdict_position(text: str, verdict: int | None, verdict_keys: Sequence[str]
     opening quote, then the digit (ASCII or full-width); the first such digit equal to ``verdict``
     counts. ``None`` when the verdict is None or the text has no such place (e.g. a verdict the
     lenient parser found in free text). Verdict probabilities are read at this position
-    (:mod:`conj_train.probability`).
+    (:mod:`conj_train.inference.probability`).
     """
     if verdict not in (1, 2):
         return None

@@ -5,15 +5,15 @@ regular expressions over model output (``str.find``/``rfind`` plus two anchored 
 bounded number of JSON decodes, never ``eval``.
 
 This module holds the parser's entry, the verdict classes and the rules below; the JSON stage is
-:mod:`conj_train.verdict_json`, the fallbacks :mod:`conj_train.verdict_fallbacks`, and where the
-verdict digit sits (for verdict probabilities) :mod:`conj_train.verdict_position`.
+:mod:`conj_train.verdicts.json_stage`, the fallbacks :mod:`conj_train.verdicts.fallbacks`, and where the
+verdict digit sits (for verdict probabilities) :mod:`conj_train.verdicts.position`.
 
 JSON stage (both modes); the first object that holds a verdict key wins:
 
 1. the first ```` ```json ```` fenced block, then the last one;
 2. objects decoded in place (``JSONDecoder.raw_decode``) at ``{`` positions: from the left (the first
    is the whole text when it starts with ``{``; after an object, the next ``{`` after its end), then
-   from the right. At most ``_OBJECT_ATTEMPTS`` (:mod:`conj_train.verdict_json`) attempts per side, so an adversarial text costs a
+   from the right. At most ``_OBJECT_ATTEMPTS`` (:mod:`conj_train.verdicts.json_stage`) attempts per side, so an adversarial text costs a
    fixed number of linear decodes. A candidate is thus always a balanced, valid JSON object.
 
 If an object holds a verdict key, its value decides and nothing else is tried: the integer 1 or 2
@@ -58,14 +58,18 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from conj_train.errors import ConjError
-from conj_train.verdict_fallbacks import DIGITS, cascade, find_quoted_key, find_strict_digit, loose_rationale
-from conj_train.verdict_json import dict_rationale, json_stage, value_verdict, whole_object
+from conj_train.verdicts.fallbacks import DIGITS, cascade, find_quoted_key, find_strict_digit, loose_rationale
+from conj_train.verdicts.json_stage import dict_rationale, json_stage, value_verdict, whole_object
 
-# "rewardbench": RewardBench's port of the evaluation parser (conj_train.verdict_rewardbench), for
+# "rewardbench": RewardBench's port of the evaluation parser (conj_train.verdicts.rewardbench), for
 # its leaderboard protocol.
 MODES = ("strict", "lenient", "rewardbench")
-DEFAULT_VERDICT_KEYS = ("更好的回答", "better_answer", "better answer", "betterAnswer")
-DEFAULT_RATIONALE_KEYS = ("原因", "reason")
+# The JSON keys Con-J's prompts ask for, Chinese and English; the prompt templates
+# (conj_train.prompts.templates) take their keys from here, so the parser and the prompts agree.
+ZH_VERDICT_KEY, EN_VERDICT_KEY = "更好的回答", "better_answer"
+ZH_RATIONALE_KEY, EN_RATIONALE_KEY = "原因", "reason"
+DEFAULT_VERDICT_KEYS = (ZH_VERDICT_KEY, EN_VERDICT_KEY, "better answer", "betterAnswer")
+DEFAULT_RATIONALE_KEYS = (ZH_RATIONALE_KEY, EN_RATIONALE_KEY)
 # The original evaluator's cascade (docs/method.md#lenient-parser), in its order; spaces inside keys
 # are part of the keys.
 LENIENT_CASCADE = (
@@ -75,7 +79,7 @@ LENIENT_CASCADE = (
 )  # fmt: skip
 
 POSITIVE, NEGATIVE, UNPARSEABLE = "positive", "negative", "unparseable"
-# Unparseable reasons beyond the JSON stage's (conj_train.verdict_json: no_json, invalid_json,
+# Unparseable reasons beyond the JSON stage's (conj_train.verdicts.json_stage: no_json, invalid_json,
 # no_verdict_key); "truncated" comes from the generation's finish reason, not from the text.
 EMPTY, BAD_VALUE, TRUNCATED = "empty", "bad_value", "truncated"
 
@@ -101,7 +105,7 @@ def parse_verdict(
     rationale_keys: Sequence[str] | None = None,
 ) -> ParsedVerdict:
     """Parse one judge output in ``strict`` (training data), ``lenient`` (evaluation) or
-    ``rewardbench`` (RewardBench's reading, :mod:`conj_train.verdict_rewardbench`) mode."""
+    ``rewardbench`` (RewardBench's reading, :mod:`conj_train.verdicts.rewardbench`) mode."""
     if mode not in MODES:
         raise ConjError(f"unknown verdict parser mode {mode!r} (expected one of {', '.join(MODES)})")
     vkeys = as_keys(verdict_keys, DEFAULT_VERDICT_KEYS)
@@ -110,7 +114,7 @@ def parse_verdict(
     if not text:
         return ParsedVerdict(None, None, EMPTY)
     if mode == "rewardbench":
-        from conj_train.verdict_rewardbench import parse_rewardbench
+        from conj_train.verdicts.rewardbench import parse_rewardbench
 
         verdict, rationale, how = parse_rewardbench(text)
         if verdict is None:

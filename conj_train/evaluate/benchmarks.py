@@ -2,7 +2,7 @@
 
 A data set's benchmark is found from its ingestion format (``llmbar``, ``autoj``, ...), so a local
 copy of the official files and the Hub copy are scored alike. Each entry names the paper its metric
-comes from; the metric functions live in :mod:`conj_train.official_metrics` and follow each
+comes from; the metric functions live in :mod:`conj_train.evaluate.official_metrics` and follow each
 benchmark's own scoring code (docs/benchmarks.md lists the files read and the row counts checked).
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from conj_train.metrics import PairResult
-from conj_train.official_metrics import (
+from conj_train.evaluate.metrics import PairResult
+from conj_train.evaluate.official_metrics import (
     autoj_metrics,
     judgebench_metrics,
     llmbar_metrics,

@@ -1,5 +1,5 @@
 """The JSON stage of the verdict parser: fenced blocks and ``{...}`` objects decoded in place, in
-linear time (the rules are in :mod:`conj_train.verdicts`, which runs this stage in both modes).
+linear time (the rules are in :mod:`conj_train.verdicts.parse`, which runs this stage in both modes).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-# Unparseable reasons of the JSON stage (the others are in conj_train.verdicts).
+# Unparseable reasons of the JSON stage (the others are in conj_train.verdicts.parse).
 NO_JSON, INVALID_JSON, NO_VERDICT_KEY = "no_json", "invalid_json", "no_verdict_key"
 _FENCE = "```json"
 _DECODER = json.JSONDecoder()

@@ -12,9 +12,9 @@ dataclass made of parts, parsed together from the same flat keys, one name per s
   ``length: LengthRule``): their fields are recipe keys of their own, next to the stage's.
 
 The config system is three modules: this one (the parts, :func:`settings_hash`,
-:func:`config_to_dict`), :mod:`conj_train.config_values` (reading and checking values, the settings
+:func:`config_to_dict`), :mod:`conj_train.config.values` (reading and checking values, the settings
 as command-line options; no third-party import, so ``conj CMD --help`` stays light) and
-:mod:`conj_train.config_parser` (``ConjParser``, transformers' ``HfArgumentParser`` for a stage
+:mod:`conj_train.config.parser` (``ConjParser``, transformers' ``HfArgumentParser`` for a stage
 config, as TRL's ``TrlParser`` is for training).
 """
 

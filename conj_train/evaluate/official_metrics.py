@@ -1,7 +1,7 @@
-"""Each benchmark's official metric, by its own code's definition, over :mod:`conj_train.metrics`'s
+"""Each benchmark's official metric, by its own code's definition, over :mod:`conj_train.evaluate.metrics`'s
 pair tables; no model, no files.
 
-The benchmarks that use them are :data:`conj_train.benchmarks.BENCHMARKS`: LLMBar
+The benchmarks that use them are :data:`conj_train.evaluate.benchmarks.BENCHMARKS`: LLMBar
 (:func:`llmbar_metrics`), Auto-J (:func:`autoj_metrics`), JudgeBench (:func:`judgebench_metrics`),
 RM-Bench (:func:`rmbench_metrics`), RewardBench (:func:`rewardbench_accuracy` per subset, then
 :func:`rewardbench_sections`) and RewardBench 2 (:func:`rewardbench2_metrics`).
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from conj_train.metrics import CHOSEN, REJECTED, OrderResult, PairResult, mean_or_none
+from conj_train.evaluate.metrics import CHOSEN, REJECTED, OrderResult, PairResult, mean_or_none
 
 # RewardBench v1 ``EXAMPLE_COUNTS`` and ``SUBSET_MAPPING``
 # (docs/benchmarks.md#where-each-definition-comes-from).

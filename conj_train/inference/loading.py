@@ -1,7 +1,7 @@
 """Loading a model for inference: the one loader of the scorers (reward models, verdict readers).
 
-A sequence-classification reward model (:class:`conj_train.reward_model.RewardModel`) and a causal LM
-read only for verdict probabilities (:class:`conj_train.probability.VerdictScorer`) load the same
+A sequence-classification reward model (:class:`conj_train.inference.reward_model.RewardModel`) and a causal LM
+read only for verdict probabilities (:class:`conj_train.inference.probability.VerdictScorer`) load the same
 way: on a device (CUDA when there is one), in a named dtype, in eval mode, and a folder that is not
 such a model is a one-line ConjError.
 """

@@ -4,7 +4,7 @@ Built on transformers' :class:`~transformers.HfArgumentParser`, as TRL's ``TrlPa
 train-rm, :mod:`conj_train.train.args`) is. Every value, from YAML or from the command line, is typed
 the YAML way (``--n 4`` is an integer, ``--hint_reading=code`` a string, ``[a, b]`` a list, ``null``
 None) and then checked against the field's annotation and the bounds of
-:mod:`conj_train.config_values`: argparse cannot type ``Any``, ``dict`` or union fields, and one check
+:mod:`conj_train.config.values`: argparse cannot type ``Any``, ``dict`` or union fields, and one check
 for both sources keeps their errors alike. Unknown keys are errors, not silently ignored (a typo in
 an ablation must not quietly run the default); the error suggests the closest key, or the new name
 of a renamed one.
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from transformers import HfArgumentParser
 
-from conj_train.config_values import (
+from conj_train.config.values import (
     add_settings,
     check_types,
     read_yaml,

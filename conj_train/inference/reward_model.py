@@ -4,7 +4,7 @@ The one place answers are scored with a reward model: the evaluation stage compa
 generative judge through :meth:`RewardModel.compare`, and a model trained by ``conj train-rm``
 (:mod:`conj_train.train.reward`) scores its preference records with :meth:`RewardModel.score_records`.
 
-    from conj_train.reward_model import RewardModel
+    from conj_train.inference.reward_model import RewardModel
 
     rm = RewardModel.from_pretrained("path/to/rm")
     r1, r2 = rm.score_pair("What is 2+2?", "4", "5")            # higher is better
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from conj_train.errors import ConjError
-from conj_train.judge import Verdict
+from conj_train.inference.judge import Verdict
 
 
 def detect_model_kind(path: str, trust_remote_code: bool = False) -> str:
@@ -80,7 +80,7 @@ class RewardModel:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        from conj_train.models import load_model
+        from conj_train.inference.loading import load_model
         from conj_train.tokens import load_tokenizer
 
         path = str(path)
@@ -95,8 +95,8 @@ class RewardModel:
 
     def encode_messages(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         """Token ids of one scored conversation (ending with the assistant answer); its texts are data
-        (special-token strings tokenize as text, :func:`conj_train.chat.plain_messages`)."""
-        from conj_train.chat import plain_messages
+        (special-token strings tokenize as text, :func:`conj_train.prompts.chat.plain_messages`)."""
+        from conj_train.prompts.chat import plain_messages
 
         out = self.tokenizer.apply_chat_template(plain_messages(self.tokenizer, messages), tokenize=True,
                                                  return_dict=True)

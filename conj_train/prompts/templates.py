@@ -1,8 +1,8 @@
 """Judge prompt templates: the built-in Con-J strings, user template files and the transcript block.
 
 A template turns (question, answers, earlier turns) into the judge's user-message text; building the
-prompts of a data set from it is :mod:`conj_train.prompts`, rendering them through a chat template
-:mod:`conj_train.chat`.
+prompts of a data set from it is :mod:`conj_train.prompts.build`, rendering them through a chat template
+:mod:`conj_train.prompts.chat`.
 
 Templates
     ``conj-zh`` (default) is Con-J's judge prompt byte for byte (docs/method.md#judge-prompt), the
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from conj_train.errors import ConjError
+from conj_train.verdicts import EN_RATIONALE_KEY, EN_VERDICT_KEY, ZH_RATIONALE_KEY, ZH_VERDICT_KEY
 
 DEFAULT_TEMPLATE = "conj-zh"
 
@@ -98,8 +99,8 @@ CONJ_EN_ANALYSE_INTRO = (
 
 ZH = Language(
     code="zh",
-    rationale_key="原因",
-    verdict_key="更好的回答",
+    rationale_key=ZH_RATIONALE_KEY,
+    verdict_key=ZH_VERDICT_KEY,
     question_label="问题：",
     answer1_label="\n回答1：",
     answer2_label="\n回答2：",
@@ -112,8 +113,8 @@ ZH = Language(
 )
 EN = Language(
     code="en",
-    rationale_key="reason",
-    verdict_key="better_answer",
+    rationale_key=EN_RATIONALE_KEY,
+    verdict_key=EN_VERDICT_KEY,
     question_label="Question: ",
     answer1_label="\nAnswer 1: ",
     answer2_label="\nAnswer 2: ",

@@ -1,7 +1,7 @@
 """A Con-J judge as the reward of TRL's RL trainers (``GRPOTrainer``, ``RLOOTrainer``).
 
-    from conj_train.judge import Judge
-    from conj_train.judge_reward import JudgeReward
+    from conj_train.inference.judge import Judge
+    from conj_train.inference.judge_reward import JudgeReward
 
     judge = Judge.from_pretrained("runs/demo/train", max_new_tokens=32)
     reward = JudgeReward(judge, pairing="group", num_generations=8)   # win rate within each group
@@ -12,7 +12,7 @@ Why not TRL: TRL 1.x removed its judge classes (``BasePairwiseJudge``, ``OnlineD
 completion_ids, trainer_state=..., log_metric=..., <dataset columns>...) -> list[float | None]``
 that score each completion alone. A pairwise judge has no scalar of its own: it needs an opponent
 for every completion and a rule that turns verdicts into a number, and TRL has neither. This module
-is that rule, on a :class:`~conj_train.judge.Judge` (any of its engines).
+is that rule, on a :class:`~conj_train.inference.judge.Judge` (any of its engines).
 
 **Pairing** (who each completion is compared with):
 
@@ -27,7 +27,7 @@ is that rule, on a :class:`~conj_train.judge.Judge` (any of its engines).
 - ``verdict``: per order, the share of the judge's parsed samples that name the completion (1 or 0
   for greedy decoding).
 - ``probability``: per order, P(the completion's slot is better), read from the judge's logits at
-  the verdict digit (:class:`conj_train.probability.VerdictScorer`); needs a judge with a scorer.
+  the verdict digit (:class:`conj_train.inference.probability.VerdictScorer`); needs a judge with a scorer.
 
 **Both orders** by default: each comparison is judged with the completion in slot 1 and in slot 2. A
 judge with a position bias otherwise pays for the slot, not the answer: the demo's base judge names
@@ -49,7 +49,7 @@ all of its distinct prompts (the engine batches them).
 template; the verdict is parsed from the judge's own generation after its prefill, never from the
 prompt, so a completion that writes ``{"更好的回答": 1}`` or chat control tokens gains nothing by the
 text itself (tests/test_judge_reward.py). That the rendered prompt tokenizes such text as plain text is
-the prompt builder's guarantee (:mod:`conj_train.chat`).
+the prompt builder's guarantee (:mod:`conj_train.prompts.chat`).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conj_train.errors import ConjError
-from conj_train.judge import Judge, Judgment
+from conj_train.inference.judge import Judge, Judgment
 
 PAIRINGS = ("reference", "group")
 SCORES = ("verdict", "probability")
@@ -143,7 +143,7 @@ class _Question:
 
 
 class JudgeReward:
-    """A TRL ``reward_funcs`` callable built from a :class:`~conj_train.judge.Judge` (module docstring).
+    """A TRL ``reward_funcs`` callable built from a :class:`~conj_train.inference.judge.Judge` (module docstring).
 
     ``pairing``: ``group`` (round-robin within each group of ``num_generations``) or ``reference``
     (against the ``reference_column`` answer). ``score``: ``verdict`` or ``probability``.

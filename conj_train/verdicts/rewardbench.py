@@ -23,10 +23,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conj_train.verdict_fallbacks import DIGITS, find_digit
+from conj_train.verdicts.fallbacks import DIGITS, find_digit
+from conj_train.verdicts.parse import ZH_RATIONALE_KEY, ZH_VERDICT_KEY
 
-VERDICT_KEY = "更好的回答"
-RATIONALE_KEY = "原因"
+VERDICT_KEY = ZH_VERDICT_KEY
+RATIONALE_KEY = ZH_RATIONALE_KEY
 # rewardbench/generative.py con_j_evaluate's keywords, in its order.
 KEYWORDS = (
     "更好的回答", "更好回答", "更好得回答", "更好地回答", "better_answer", "better answer", "更好答案",

@@ -2,7 +2,7 @@
 
 Verdict probability
     A Con-J judgment is ``{"原因": "...", "更好的回答": 1}``: the rationale, the verdict key, then
-    one digit. :func:`conj_train.verdict_position.verdict_position` finds that digit in the parsed text (prefill + generation);
+    one digit. :func:`conj_train.verdicts.position.verdict_position` finds that digit in the parsed text (prefill + generation);
     :class:`VerdictScorer` runs one forward pass over ``prompt + text up to the digit`` and reads
     the next-token distribution there, normalised over the two verdict tokens:
     ``P(1) = p('1') / (p('1') + p('2'))``. Nothing is sampled; the pass only re-reads the positions
@@ -161,7 +161,7 @@ class VerdictScorer(_DigitReader):
         """Load a causal LM (e.g. a rationale-transfer reader) only for reading verdict probabilities."""
         from transformers import AutoModelForCausalLM
 
-        from conj_train.models import load_model
+        from conj_train.inference.loading import load_model
 
         tok = load_tokenizer(path, trust_remote_code, chat_template=False)
         model = load_model(AutoModelForCausalLM, path, what="a causal LM", dtype=dtype, device=device,

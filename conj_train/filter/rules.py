@@ -2,7 +2,7 @@
 (docs/method.md#pair-construction); pure functions, no I/O.
 
 :class:`PairRules` and :class:`LengthRule` are parsed directly from the filter recipe; the pairs
-they lead to are built by :mod:`conj_train.pair_building`.
+they lead to are built by :mod:`conj_train.filter.pairs`.
 
 Each judgment is classified against its pair's label with the strict parser
 (:func:`conj_train.verdicts.parse_verdict`): ``positive`` (verdict == label), ``negative`` (the other
@@ -33,10 +33,10 @@ from typing import Any, NamedTuple
 from conj_train.errors import ConjError
 from conj_train.tokens import decode_ids, encode_ids, encode_many
 from conj_train.verdicts import (
-    DEFAULT_RATIONALE_KEYS,
     NEGATIVE,
     POSITIVE,
     UNPARSEABLE,
+    ZH_RATIONALE_KEY,
     classify,
     parse_verdict,
     unparseable_reason,
@@ -50,15 +50,13 @@ JUDGMENT_KINDS = (REPEATED, HINT_CORRECT, HINT_WRONG)
 # Length-rule outcomes recorded on a judgment (None: the rule did not apply).
 CHECKED, CUT, FORCED_NEGATIVE = "checked", "cut", "forced_negative"
 _PERIODS = ("。", ".")
-# The length rule's rationale key under Con-J's template (the English template's is "reason").
-ZH_RATIONALE_KEY = DEFAULT_RATIONALE_KEYS[0]
 
 
 @dataclass(frozen=True)
 class LengthRule:
     """The 400-token rationale cut on hint outputs (the length rule above); defaults are the original's.
 
-    The field names are the filter recipe's keys (one name per setting, see conj_train.config_parser).
+    The field names are the filter recipe's keys (one name per setting, see conj_train.config.parser).
     """
 
     length_rule: bool = field(default=True, metadata={
@@ -113,7 +111,7 @@ class PairRules:
     @property
     def keeps_unparseable_chosen(self) -> bool:
         """Whether pairs whose chosen judgment has no verdict are kept (see
-        :mod:`conj_train.pair_building`)."""
+        :mod:`conj_train.filter.pairs`)."""
         if self.allow_unparseable_chosen is None:
             return self.preset == "code"
         return self.allow_unparseable_chosen
@@ -133,7 +131,7 @@ class PairRules:
 
 class SampledJudgment(NamedTuple):
     """One classified judgment of a sampling run; ``text`` is after the length rule, ``reason`` only if
-    unparseable. (Not :class:`conj_train.judge.Judgment`, what the judge API returns per prompt.)"""
+    unparseable. (Not :class:`conj_train.inference.judge.Judgment`, what the judge API returns per prompt.)"""
 
     judgment_id: str
     kind: str

@@ -1,13 +1,13 @@
 """Contrastive pair building per pair id, label balancing and train/validation splits
 (docs/method.md#pair-construction, #splits); pure functions, no I/O.
 
-The judgments come classified by :mod:`conj_train.pairs` (label agreement, the length rule), which
-also holds the settings (:class:`~conj_train.pairs.PairRules`).
+The judgments come classified by :mod:`conj_train.filter.rules` (label agreement, the length rule), which
+also holds the settings (:class:`~conj_train.filter.rules.PairRules`).
 
 Pair building per pair id (the ``code`` preset)
     1. Repeated samples are split into positives, negatives and unparseables in sample-index order;
        positives and negatives are then shuffled (positives first) with draws seeded by SHA-256 of
-       ``f"{seed}:{pair_id}"`` (:class:`SeededDraws`), so the result does not depend on file order,
+       ``f"{seed}:{pair_id}"`` (:class:`conj_train.ids.SeededDraws`), so the result does not depend on file order,
        sharding or other pairs (the original shuffled with one global ``random.seed(2021)``).
     2. ``best_of_n``: (pos[i], neg[i]) for i < min(#pos, #neg, ``max_best_of_n``); no sample reused.
     3. ``best_of_n_positive2unknown``: (pos[i], unparseable[i]) for i < min(#pos, #unp,
@@ -43,14 +43,14 @@ the hint status one of ``no_hint``, ``hint_failed``, ``hint_skipped`` (paper pre
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from conj_train.errors import ConjError
-from conj_train.pairs import HINT_CORRECT, HINT_WRONG, REPEATED, PairRules, SampledJudgment
+from conj_train.filter.rules import HINT_CORRECT, HINT_WRONG, REPEATED, PairRules, SampledJudgment
+from conj_train.ids import SeededDraws, id_int
 from conj_train.verdicts import NEGATIVE, POSITIVE
 
 # Profile of a pair id's repeated samples; "all_right"/"all_wrong" may include unparseables.
@@ -123,33 +123,6 @@ def _hint_pairs(good: list[SampledJudgment], bad: list[SampledJudgment], limit: 
     if good and bad and not g_neg and not b_pos:
         return "preamble2unknown", (g_pos or g_unp)[:limit], (b_neg or b_unp)[:limit]
     return "", [], []
-
-
-class SeededDraws:
-    """Deterministic draws from SHA-256 of a key, extended by hashing the previous block.
-
-    A per-pair ``random.Random`` costs ~13 µs to seed, as much as the rest of a pair's work; short
-    shuffles need only a few draws, so a hash stream is used instead.
-    """
-
-    def __init__(self, key: str) -> None:
-        self._block = hashlib.sha256(key.encode()).digest()
-        self._pos = 0
-
-    def below(self, n: int) -> int:
-        """An integer in [0, n) (64-bit draws, so the modulo bias is negligible)."""
-        if self._pos + 8 > len(self._block):
-            self._block = hashlib.sha256(self._block).digest()
-            self._pos = 0
-        value = int.from_bytes(self._block[self._pos : self._pos + 8], "big")
-        self._pos += 8
-        return value % n
-
-    def shuffle(self, items: list) -> None:
-        """Fisher-Yates shuffle of ``items`` in place."""
-        for i in range(len(items) - 1, 0, -1):
-            k = self.below(i + 1)
-            items[i], items[k] = items[k], items[i]
 
 
 def _by_index(j: SampledJudgment) -> int:
@@ -255,5 +228,4 @@ def balance_by_label(pairs: Sequence[Pair], seed: int) -> tuple[list[Pair], list
 def split_of(pair_id: str, validation_share: float) -> str:
     """``"validation"`` or ``"train"`` from a hash of the pair id alone, so a pair's split is stable
     across runs and settings and no pair id can be in both splits."""
-    digest = hashlib.sha256(f"split:{pair_id}".encode()).digest()
-    return "validation" if int.from_bytes(digest[:8], "big") / 2**64 < validation_share else "train"
+    return "validation" if id_int("split", pair_id, bits=64) / 2**64 < validation_share else "train"

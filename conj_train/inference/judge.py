@@ -1,6 +1,6 @@
 """The `Judge` API for people who embed a pairwise judge (the scalar counterpart: `reward_model`).
 
-    from conj_train.judge import Judge
+    from conj_train.inference.judge import Judge
 
     judge = Judge.from_pretrained("path/or/hub-id")            # engine="hf" (default), "vllm" or "openai"
     v = judge.compare("What is 2+2?", "4", "5")                  # Verdict(better=1, rationale=..., ...)
@@ -11,13 +11,13 @@ A judge prompt is the template's user text (``conj-zh`` by default) through the 
 template, with the assistant turn pre-filled with ``' {"原因":'`` as Con-J evaluates
 (docs/method.md#evaluation-protocol); the prefill is put back in front of the generation before
 parsing. ``Verdict.probability`` is
-P(answer 1 better) read from the logits at the verdict digit (:mod:`conj_train.probability`), usable as
+P(answer 1 better) read from the logits at the verdict digit (:mod:`conj_train.inference.probability`), usable as
 a reward signal; the ``hf`` engine reads it from its model's logits, the ``vllm`` engine from vLLM's
-log-probabilities of the two digit tokens (:class:`conj_train.probability.EngineVerdictScorer`), the
+log-probabilities of the two digit tokens (:class:`conj_train.inference.probability.EngineVerdictScorer`), the
 ``openai`` engine from a server's log-probabilities when it returns them
 (:mod:`conj_train.engines.openai`; ``docs/serving.md``). ``structured=True`` constrains the judge's
-output to a parseable judgment where the engine can (:mod:`conj_train.structured_decoding`).
-:class:`conj_train.reward_model.RewardModel` gives a sequence-classification reward model (TRL
+output to a parseable judgment where the engine can (:mod:`conj_train.inference.structured_decoding`).
+:class:`conj_train.inference.reward_model.RewardModel` gives a sequence-classification reward model (TRL
 ``RewardTrainer``) the same ``compare`` call.
 
 The evaluation stage (:mod:`conj_train.evaluate.run`) runs its judgments through :meth:`Judge.judge_prompts`, so
@@ -32,17 +32,17 @@ from typing import Any
 
 from conj_train.engines.base import PROMPT_TOO_LONG, GenerationRequest, SamplingParams, prompt_too_long
 from conj_train.errors import ConjError
-from conj_train.io import stable_hash
-from conj_train.probability import (
+from conj_train.inference.probability import (
     DigitRead,
     EngineVerdictScorer,
     VerdictScorer,
     digit_pair,
     transfer_prefill,
 )
+from conj_train.io import stable_hash
 from conj_train.runs import derive_seed
 from conj_train.tokens import load_tokenizer
-from conj_train.verdict_position import verdict_position
+from conj_train.verdicts.position import verdict_position
 
 DECODINGS = ("greedy", "sample")
 MODEL_KINDS = ("judge", "rm")
@@ -145,8 +145,8 @@ class Judge:
         transfer_reader: VerdictScorer | EngineVerdictScorer | None = None,
         structured: bool = False,
     ) -> None:
-        from conj_train.prompt_templates import get_template
-        from conj_train.structured_decoding import judgment_regex
+        from conj_train.inference.structured_decoding import judgment_regex
+        from conj_train.prompts.templates import get_template
         from conj_train.verdicts import MODES
 
         if decoding not in DECODINGS:
@@ -262,7 +262,7 @@ class Judge:
 
     def render(self, prompt: str) -> str:
         """``prompt`` through the chat template, ready for the prefill."""
-        from conj_train.chat import render_chat
+        from conj_train.prompts.chat import render_chat
 
         return render_chat(self.tokenizer, prompt, system=self.system_prompt)
 
@@ -276,7 +276,7 @@ class Judge:
         ``skipped="prompt_too_long"`` and no verdict. ``transfer`` also runs the rationale-transfer
         probe on each judgment's first sample.
         """
-        from conj_train.chat import chat_messages
+        from conj_train.prompts.chat import chat_messages
         from conj_train.verdicts import parse_verdict
 
         prefill = self.prefill
@@ -344,7 +344,7 @@ class Judge:
         reader = self.transfer_reader or self.scorer
         if reader is None:
             raise ConjError("the rationale-transfer probe needs verdict probabilities: set probability or a transfer_model")
-        from conj_train.chat import plain_text, render_chat
+        from conj_train.prompts.chat import plain_text, render_chat
 
         key_r, key_v = self.template.rationale_key, self.template.verdict_key
         prefixes = [  # a rationale is generated text: data, as the prompt's answers are

@@ -1,8 +1,8 @@
 """Judge and hint prompts of a data set, and slot order (docs/method.md#judge-prompt, #slot-order).
 
 Every prompt the pipeline shows a judge is built here, from the templates of
-:mod:`conj_train.prompt_templates`, so sampling, filtering, training and evaluation all agree on the
-bytes; :mod:`conj_train.chat` renders them through the tokenizer's chat template.
+:mod:`conj_train.prompts.templates`, so sampling, filtering, training and evaluation all agree on the
+bytes; :mod:`conj_train.prompts.chat` renders them through the tokenizer's chat template.
 
 Slot order
     :func:`chosen_slot` draws the chosen answer's slot (1 or 2) from SHA-256 of ``(seed, pair id)``,
@@ -22,13 +22,13 @@ Hint-driven prompts, two readings (docs/method.md#hint-readings)
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from conj_train.errors import ConjError
-from conj_train.prompt_templates import DEFAULT_TEMPLATE, JudgeTemplate, check_verdict, get_template
+from conj_train.ids import id_slot
+from conj_train.prompts.templates import DEFAULT_TEMPLATE, JudgeTemplate, check_verdict, get_template
 
 DEFAULT_SEED = 2021
 Hint = Literal["correct", "wrong"]
@@ -39,8 +39,7 @@ READINGS: tuple[str, ...] = ("paper", "code")
 
 def chosen_slot(pair_id: str, seed: int = DEFAULT_SEED) -> int:
     """The slot (1 or 2) of the chosen answer: SHA-256 of (seed, id), independent of row order."""
-    digest = hashlib.sha256(f"{seed}:{pair_id}".encode()).digest()
-    return 1 + (digest[0] & 1)
+    return id_slot(seed, pair_id)
 
 
 def _record_fields(rec: Mapping[str, Any], row: int) -> tuple[str, str, str, str, list]:

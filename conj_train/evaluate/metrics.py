@@ -33,7 +33,7 @@ The project's metrics, on the pairs whose label names a better answer (tie-label
 =======================  =====================================================================
 
 Each benchmark's official metric, computed from the same :class:`PairResult` tables, is in
-:mod:`conj_train.official_metrics`.
+:mod:`conj_train.evaluate.official_metrics`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from conj_train.verdicts import score as verdict_score
 
 CHOSEN, REJECTED = "chosen", "rejected"
 
@@ -68,8 +70,8 @@ class OrderResult:
 
     @property
     def score(self) -> float:
-        """1 right, 0 wrong, 0.5 no verdict."""
-        return {CHOSEN: 1.0, REJECTED: 0.0, None: 0.5}[self.pick]
+        """1 right, 0 wrong, 0.5 no verdict (the verdicts' score rule)."""
+        return verdict_score(self.verdict, self.label)
 
     @property
     def p_chosen(self) -> float:

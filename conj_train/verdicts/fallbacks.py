@@ -1,6 +1,6 @@
 """The text fallbacks of the verdict parser, for outputs with no verdict object: strict mode's
 quoted verdict key, lenient mode's key cascade, and the loose rationale; each a linear scan (the rules
-are in :mod:`conj_train.verdicts`).
+are in :mod:`conj_train.verdicts.parse`).
 """
 
 from __future__ import annotations

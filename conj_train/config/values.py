@@ -4,7 +4,7 @@
 YAML way, :func:`check_types` checks a value against a field's annotation and :data:`BOUNDS`,
 :func:`unknown_key_error` words an unknown key with :func:`did_you_mean`'s hint, and
 :func:`add_settings` declares a stage config's settings as command-line options. The parser
-(:mod:`conj_train.config_parser`), the training stages (TRL's parser, :mod:`conj_train.train.args`),
+(:mod:`conj_train.config.parser`), the training stages (TRL's parser, :mod:`conj_train.train.args`),
 the pipeline runner and ``conj CMD --help`` use them, so every stage words a bad key or value alike.
 Only the standard library (and PyYAML) is imported here: ``--help`` must not load transformers.
 """
