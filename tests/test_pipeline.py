@@ -209,14 +209,25 @@ def test_a_launched_stages_refusal_is_its_one_line_without_the_launchers_report(
 def test_a_progress_bar_reaches_the_terminal_before_its_newline(tmp_path: Path) -> None:
     import io
     import os
+    import threading
+    import time
 
     from conj_train.pipeline.stages import forward_until_stage_error
 
     read, write = os.pipe()
+    sink = io.StringIO()
+    found: list[list[str]] = []
+    reader = threading.Thread(target=lambda: found.append(forward_until_stage_error(read, sink)))
+    reader.start()
     os.write(write, "log line\n\rsample: 50%|█".encode() + b"\xe2\x96")  # a bar, cut inside a character
+    deadline = time.monotonic() + 30
+    while "50%|█" not in sink.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Shown while the launcher is still running, before the line's newline: the half character held back.
+    assert sink.getvalue() == "log line\n\rsample: 50%|█"
     os.write(write, b"\x88\rsample: 100%\nconj sample: error: stop\nTraceback: launcher noise\n")
     os.close(write)
-    sink = io.StringIO()
-    assert forward_until_stage_error(read, sink) == ["conj sample: error: stop"]
+    reader.join(timeout=30)
     os.close(read)
+    assert found == [["conj sample: error: stop"]]
     assert sink.getvalue() == "log line\n\rsample: 50%|██\rsample: 100%\n"
