@@ -144,6 +144,30 @@ def test_warpers_match_transformers() -> None:
                 torch.testing.assert_close(ours.sort().values, expected.sort().values, atol=1e-6, rtol=1e-5)
 
 
+def test_ties_at_the_kth_score_draw_what_the_whole_vocabulary_path_draws() -> None:
+    from conj_train.engines.sampling import sample
+
+    gen = torch.Generator().manual_seed(1)
+    # bf16 logits over a real-sized vocabulary: ties at the 50th score are frequent.
+    raw = (torch.randn((64, 49152), generator=gen) * 2).bfloat16().float()
+    seen = torch.zeros_like(raw, dtype=torch.bool)
+    uniforms = torch.rand((256, 64), generator=gen)
+    for top_p in (0.95, 1.0):
+        params = SamplingParams(temperature=1.2, top_k=50, top_p=top_p, repetition_penalty=1.0)
+        scores = penalize(raw, seen, 1.0)
+        window = token_distribution(scores, params)
+        whole = token_distribution(scores, params, tie_window=0)  # any tie: the whole-vocabulary path
+        # The rows tie, and the window held every run; the other call took the whole vocabulary.
+        assert window[0].shape[-1] == 50 + 1 + 64
+        assert whole[0] is None or whole[0].shape[-1] == raw.shape[-1]
+        for u in uniforms:
+            assert torch.equal(sample(*window, u), sample(*whole, u))
+    # A tie run longer than the window (a flat row) still keeps every tied token.
+    flat = torch.zeros((1, 500))
+    ids, probs = token_distribution(flat, SamplingParams(top_k=50, top_p=1.0))
+    assert ids is None and int((probs > 0).sum()) == 500
+
+
 def test_same_seeds_give_same_texts(engine: HFEngine) -> None:
     params = SamplingParams(max_new_tokens=16)
     first = engine.generate(requests(engine, [11, 12, 13]), params)

@@ -13,6 +13,9 @@ from typing import Any
 from conj_train.engines.base import SamplingParams
 from conj_train.errors import ConjError
 
+# Extra scores top-k reads so that a run of ties at the k-th score usually ends inside them.
+TIE_WINDOW = 64
+
 
 def check_params(params: SamplingParams) -> None:
     """Reject decoding settings that transformers' processors would reject (or silently misuse)."""
@@ -40,14 +43,20 @@ def penalize(logits: Any, seen: Any, penalty: float) -> Any:
     return torch.where(seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
 
 
-def token_distribution(scores: Any, params: SamplingParams) -> tuple[Any, Any]:
+def token_distribution(scores: Any, params: SamplingParams, tie_window: int = TIE_WINDOW) -> tuple[Any, Any]:
     """Temperature, top-k and top-p as ``generate`` applies them, in that order, to penalized scores.
 
     Returns ``(ids, weights)``: the candidate token ids ``[rows, m]`` (None: the whole vocabulary in id
     order) and weights proportional to their probabilities, zero for candidates top-p removed. With
-    top-k on, only the k best scores are softmaxed and sorted, which makes top-p cheap on large
-    vocabularies; the distribution is that of transformers' warpers up to float rounding (and, for
-    tied scores at the top-p boundary, up to which tie is dropped).
+    top-k on, only the best ``k + tie_window`` scores are softmaxed and sorted, which makes top-p cheap
+    on large vocabularies; the distribution is that of transformers' warpers up to float rounding (and,
+    for tied scores at the top-p boundary, up to which tie is dropped).
+
+    Ties at the k-th score (common with bf16 logits): transformers keeps every tied token. When the
+    whole run of ties fits in the window, the candidates are the window's, laid out in the order the
+    full-vocabulary path gives them (ascending score, ties by token id; id order without top-p), so a
+    draw picks the same token as that path; only a tie run longer than the window takes the sort over
+    the whole vocabulary.
     """
     import torch
 
@@ -57,22 +66,37 @@ def token_distribution(scores: Any, params: SamplingParams) -> tuple[Any, Any]:
     ids = None
     k = min(params.top_k, vocab)
     if 0 < k < vocab:
-        vals, ids = torch.topk(scores, k + 1)
-        # transformers keeps every score equal to the k-th one: a (k+1)-th equal to it is a tie that
-        # needs the full-vocab path.
-        if bool((vals[:, k] == vals[:, k - 1]).any()):
-            scores = scores.masked_fill(scores < vals[:, k - 1 : k], -float("inf"))
+        vals, ids = torch.topk(scores, min(k + 1 + tie_window, vocab))
+        kth = vals[:, k - 1 : k]
+        if not bool((vals[:, k : k + 1] == kth).any()):
+            scores, ids = vals[:, :k].flip(-1), ids[:, :k].flip(-1)
+        elif vals.shape[-1] < vocab and bool((vals[:, -1:] == kth).any()):
+            # A tie run may go on past the window: mask the whole vocabulary.
+            scores = scores.masked_fill(scores < kth, -float("inf"))
             ids = None
         else:
-            scores, ids = vals[:, :k].flip(-1), ids[:, :k].flip(-1)
+            # Every tie is in the window: lay it out as the whole-vocabulary path would (id order, then
+            # a stable ascending sort when top-p follows), masked tokens carrying zero weight.
+            ids, by_id = ids.sort(dim=-1)
+            vals = vals.gather(1, by_id)
+            scores = vals.masked_fill(vals < kth, -float("inf"))
+            if params.top_p < 1.0:
+                scores, by_score = torch.sort(scores, descending=False, stable=True)
+                ids = ids.gather(1, by_score)
+                return ids, _top_p_weights(scores, params.top_p)
     if params.top_p < 1.0:
         if ids is None:
             scores, ids = torch.sort(scores, descending=False, stable=True)
-        probs = scores.softmax(dim=-1)
-        drop = probs.cumsum(dim=-1) <= (1 - params.top_p)
-        drop[..., -1:] = False
-        return ids, probs.masked_fill(drop, 0.0)
+        return ids, _top_p_weights(scores, params.top_p)
     return ids, scores.softmax(dim=-1)
+
+
+def _top_p_weights(ascending: Any, top_p: float) -> Any:
+    """Softmax of scores sorted ascending, with the tokens outside the top-p nucleus set to zero."""
+    probs = ascending.softmax(dim=-1)
+    drop = probs.cumsum(dim=-1) <= (1 - top_p)
+    drop[..., -1:] = False
+    return probs.masked_fill(drop, 0.0)
 
 
 def sample(ids: Any, probs: Any, uniforms: Any) -> Any:
