@@ -27,6 +27,7 @@ def sdpa_cpu_decode(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
 
     half = query.dtype in (torch.bfloat16, torch.float16)
     if not (half and query.device.type == "cpu" and query.shape[-2] <= MAX_UPCAST_QUERY):
+        key, value = key.to(query.dtype), value.to(query.dtype)
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     if attention_mask is not None and attention_mask.dtype != torch.bool:
         attention_mask = attention_mask.float()

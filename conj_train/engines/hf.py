@@ -91,10 +91,12 @@ class HFEngine:
         except loading_errors() as err:
             raise ConjError(f"cannot load a causal LM from {model_path}: {_first_line(err)}") from err
         self.model = model.eval()
+        self._kv_dtype = None
         if not attn_implementation:
             from conj_train.engines.cpu_attention import use_for
 
-            use_for(self.model)
+            if use_for(self.model):
+                self._kv_dtype = torch.float32
         self.batch_tokens = batch_tokens
         # Public so that benchmarks can force full-length generations on both sides.
         self.stop_token_ids: set[int] = _stop_ids(self.tokenizer, self.model)
@@ -206,7 +208,7 @@ class HFEngine:
 
         rows = [_rows(r, params) for r in reqs]
         capacity = max(len(p) for p in prompts) + params.max_new_tokens
-        dec = KVDecoder(self.model, prompts, rows, capacity=capacity)
+        dec = KVDecoder(self.model, prompts, rows, capacity=capacity, kv_dtype=self._kv_dtype)
         vocab = dec.logits.shape[-1]
         device = dec.logits.device
         owner = [(k, j) for k, n in enumerate(rows) for j in range(n)]

@@ -29,7 +29,8 @@ class KVDecoder:
     """
 
     def __init__(
-        self, model: Any, prompts: Sequence[Sequence[int]], rows: Sequence[int], capacity: int = 0
+        self, model: Any, prompts: Sequence[Sequence[int]], rows: Sequence[int], capacity: int = 0,
+        kv_dtype: Any = None,
     ) -> None:
         import torch
         from transformers import DynamicCache
@@ -43,7 +44,7 @@ class KVDecoder:
             raise ValueError("KVDecoder packs prompts of different lengths only into a full-attention buffer")
         if capacity:
             # Sliding-window and other special layers keep their own class.
-            self._cache.layers = [_buffer_layer_class()(capacity) if type(layer) is DynamicLayer else layer
+            self._cache.layers = [_buffer_layer_class()(capacity, kv_dtype) if type(layer) is DynamicLayer else layer
                                   for layer in self._cache.layers]
         forward_args = inspect.signature(model.forward).parameters
         # transformers 5.24 renamed ``past_key_values`` to ``cache``; older 5.x only knows the old name.
@@ -63,10 +64,10 @@ class KVDecoder:
                 owners = torch.repeat_interleave(torch.arange(len(prompts), device=device), fan_out)
                 self._cache.batch_select_indices(owners)
         else:
-            logits = self._prefill_each(prompts, fan_out, capacity)
+            logits = self._prefill_each(prompts, fan_out, capacity, kv_dtype)
         self.logits = torch.repeat_interleave(logits, fan_out, dim=0)
 
-    def _prefill_each(self, prompts: Sequence[Sequence[int]], fan_out: Any, capacity: int) -> Any:
+    def _prefill_each(self, prompts: Sequence[Sequence[int]], fan_out: Any, capacity: int, kv_dtype: Any) -> Any:
         """Prefill prompt by prompt into one left-aligned buffer; returns the prompts' last logits."""
         import torch
         from transformers import DynamicCache
@@ -84,8 +85,8 @@ class KVDecoder:
         row_len = torch.repeat_interleave(lengths, fan_out)
         for i, layer in enumerate(self._cache.layers):
             k0, v0 = caches[0].layers[i].keys, caches[0].layers[i].values
-            keys = k0.new_zeros((len(row_len), k0.shape[1], capacity, k0.shape[-1]))
-            values = v0.new_zeros((len(row_len), v0.shape[1], capacity, v0.shape[-1]))
+            keys = k0.new_zeros((len(row_len), k0.shape[1], capacity, k0.shape[-1]), dtype=kv_dtype or k0.dtype)
+            values = v0.new_zeros((len(row_len), v0.shape[1], capacity, v0.shape[-1]), dtype=kv_dtype or v0.dtype)
             first = 0
             for cache, n in zip(caches, fan_out.tolist(), strict=True):
                 k, v = cache.layers[i].keys, cache.layers[i].values
@@ -131,9 +132,10 @@ def _buffer_layer_class() -> type:
         attention a view of the filled part, which gives bitwise the same attention inputs.
         """
 
-        def __init__(self, capacity: int) -> None:
+        def __init__(self, capacity: int, dtype: Any = None) -> None:
             super().__init__()
             self.capacity = capacity
+            self.dtype = dtype
             self.filled = 0
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
@@ -141,8 +143,9 @@ def _buffer_layer_class() -> type:
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
                 shape = (*key_states.shape[:2], max(self.capacity, new), key_states.shape[-1])
-                self._k = key_states.new_empty(shape)
-                self._v = value_states.new_empty((*shape[:3], value_states.shape[-1]))
+                self._k = key_states.new_empty(shape, dtype=self.dtype or key_states.dtype)
+                self._v = value_states.new_empty((*shape[:3], value_states.shape[-1]),
+                                                 dtype=self.dtype or value_states.dtype)
             if self.filled + new > self._k.shape[-2]:  # outgrown: double, like a list would
                 grow = max(self.filled + new, 2 * self._k.shape[-2]) - self._k.shape[-2]
                 self._k = torch.nn.functional.pad(self._k, (0, 0, 0, grow))
