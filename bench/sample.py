@@ -30,7 +30,8 @@ same requests and settings with end-of-sequence ignored (``ignore_eos``), its pr
 before each call (a prompt's ``n`` copies still share one prefill within the call, as in HFEngine),
 its worker's OpenMP threads bound to ``--threads`` cores (``VLLM_CPU_OMP_THREADS_BIND``; a value
 already in the environment is kept). Its CPU time counts its engine processes; its memory is not
-measured (it runs in other processes). Without ``vllm`` installed the script never imports it.
+measured (it runs in other processes). vLLM's CPU attention needs heads of 32+, so with ``--vllm``
+the tiny model has ``hidden / 32`` heads (``--heads``). Without ``--vllm`` the script never imports vllm.
 
 Last lines: each engine mode's share of the decode bound (:func:`decode_bound`: weights + KV bytes
 per step at the copy bandwidth measured in this process), with ``--vllm`` vLLM's ratios, then
