@@ -232,9 +232,10 @@ def set_up(args: argparse.Namespace, model_dir: str | Path) -> Bench:
         with torch.inference_mode(), stock_attention():
             for q, a1, a2 in work.items:
                 prompt = judge.prompt_text(q, a1, a2)
-                ids = tok(judge.render(prompt) + judge.prefill, add_special_tokens=False,
-                          return_tensors="pt")["input_ids"].to(args.device)
-                out = model.generate(ids, generation_config=gen_cfg)[0, ids.shape[1]:]
+                enc = tok(judge.render(prompt) + judge.prefill, add_special_tokens=False,
+                          return_tensors="pt").to(args.device)
+                ids = enc["input_ids"]
+                out = model.generate(**enc, generation_config=gen_cfg)[0, ids.shape[1]:]
                 text = judge.prefill + tok.decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=False)
                 run.texts[prompt] = text
                 run.verdicts[prompt] = parse_verdict(text, judge.parser).verdict
