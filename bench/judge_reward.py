@@ -336,7 +336,9 @@ def main() -> None:
           f"{args.max_new_tokens}; packed batch_tokens {args.batch_tokens}; {args.threads} thread(s), "
           f"{measured} rounds after warm-up; load average {os.getloadavg()}")
     print(_device.describe(args.device))
-    print(f"same-process GEMM {GEMM_SIZE[args.device]}^3 {args.dtype}: {gemm / 1e9:.0f} GFLOP/s; clock {args.clock}")
+    print(f"same-process GEMM {GEMM_SIZE[args.device]}^3 {args.dtype}: {gemm / 1e9:.0f} GFLOP/s; clock "
+          f"{args.clock} (judgments/s, min, max, spread, gen tok/s, s/judgment and the ratios; CPU j/s: "
+          f"process CPU time)")
     print(f"{'method':36s} {'judgments/s':>11s} {'min':>7s} {'max':>7s} {'spread':>7s} {'CPU j/s':>8s} "
           f"{'gen tok/s':>9s} {'s/judgment':>10s} {'GEMM share':>10s}")
     rate: dict[str, float] = {}
@@ -345,11 +347,11 @@ def main() -> None:
         seconds[name] = [c if args.clock == "cpu" else w for w, c in times[name]]
         med = statistics.median(seconds[name])
         rate[name] = n / med
-        walls = [n / w for w, _ in times[name]]
-        spread = (max(walls) - min(walls)) / statistics.median(walls)
+        rates = [n / t for t in seconds[name]]  # per round, on the chosen clock
+        spread = (max(rates) - min(rates)) / statistics.median(rates)
         cpu_rate = statistics.median(n / c for _, c in times[name])
         share = judging_flops(first[name].shapes, body, head, model.config) / med / gemm
-        print(f"{name:36s} {rate[name]:11.2f} {min(walls):7.2f} {max(walls):7.2f} {spread:7.0%} {cpu_rate:8.2f} "
+        print(f"{name:36s} {rate[name]:11.2f} {min(rates):7.2f} {max(rates):7.2f} {spread:7.0%} {cpu_rate:8.2f} "
               f"{first[name].generated / med:9.0f} {med / n:10.4f} {share:10.1%}")
     print("(GEMM share: judging FLOPs (prefill, decode steps, causal attention; the probability read's "
           "forward not counted) per second over the same-process GEMM rate)")
