@@ -5,7 +5,9 @@
 
 The recipe holds the fields of :class:`conj_train.inference.judge_reward.JudgeRewardArguments` (prompts, judge,
 pairing), TRL's ``GRPOConfig`` and ``ModelConfig`` (the policy). The reward is
-:class:`conj_train.inference.judge_reward.JudgeReward` on ``Judge.from_pretrained(judge_model)``; its
+:class:`conj_train.inference.judge_reward.JudgeReward` on the recipe's judge
+(:func:`conj_train.inference.judge_reward.judge_from_arguments`: ``Judge.from_pretrained(judge_model)``
+with the ``judge_*`` fields; ``judge_batch_tokens: 65536`` packs the hf judge's prompts); its
 ``num_generations`` is the trainer's. The judge runs in every training process, on the policy's device
 when there is one.
 """
@@ -37,8 +39,7 @@ def run(argv: list[str] | None = None) -> tuple[Any, Any]:
     """Parse the recipe, train the policy with the judge's reward, save it; returns (trainer, reward)."""
     from trl import GRPOTrainer
 
-    from conj_train.inference.judge import Judge
-    from conj_train.inference.judge_reward import JudgeReward, parse_grpo_args
+    from conj_train.inference.judge_reward import JudgeReward, judge_from_arguments, parse_grpo_args
 
     script_args, training_args, model_args = parse_grpo_args(argv)
     if not script_args.judge_model or not script_args.dataset_name:
@@ -47,14 +48,7 @@ def run(argv: list[str] | None = None) -> tuple[Any, Any]:
         raise ConjError("the recipe needs model_name_or_path (the policy)")
     prompts = load_prompts(script_args.dataset_name, script_args.dataset_config,
                            script_args.dataset_train_split)
-    judge = Judge.from_pretrained(
-        script_args.judge_model,
-        engine=script_args.judge_engine,
-        threads=script_args.judge_threads,
-        probability=script_args.score == "probability",
-        template=script_args.judge_template,
-        max_new_tokens=script_args.judge_max_new_tokens,
-    )
+    judge = judge_from_arguments(script_args)
     reward = JudgeReward(
         judge,
         pairing=script_args.pairing,

@@ -12,7 +12,7 @@ import pytest
 
 from conj_train.errors import ConjError
 from conj_train.inference.judge import Judge
-from conj_train.inference.judge_reward import JudgeReward
+from conj_train.inference.judge_reward import JudgeReward, JudgeRewardArguments, judge_from_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 Q = "Name a fruit."
@@ -138,6 +138,20 @@ def test_bad_calls_are_user_errors(conj_judge: Judge) -> None:
     no_p = Judge(conj_judge.engine, conj_judge.tokenizer)
     with pytest.raises(ConjError, match="probabilit"):
         JudgeReward(no_p, pairing="reference", score="probability")
+
+
+def test_recipe_judge_packs_its_prompts_and_rewards_as_unpacked(reduced_demo: tuple[Path, Path, str],
+                                                                conj_judge: Judge) -> None:
+    """The GRPO recipe's ``judge_batch_tokens`` reaches the hf engine (all of a call's judge prompts in
+    one pack), and the packed judge gives the rewards of the one-prompt-per-forward judge."""
+    args = JudgeRewardArguments(judge_model=str(reduced_demo[0] / "train"), judge_threads=1,
+                                judge_max_new_tokens=32, judge_batch_tokens=65536)
+    packed = judge_from_arguments(args)
+    assert packed.engine.batch_tokens == 65536 and conj_judge.engine.batch_tokens == 0
+    assert packed.scorer is None  # score 'verdict': no probability read
+    answers = [FRUIT, OTHER, "I think: pear.", "Sure: code."]
+    want = JudgeReward(conj_judge, pairing="group", num_generations=4)([Q] * 4, answers)
+    assert JudgeReward(packed, pairing="group", num_generations=4)([Q] * 4, answers) == want
 
 
 def test_grpo_trains_a_tiny_policy_on_the_demo_judge(reduced_demo: tuple[Path, Path, str],

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,8 @@ from conj_train.verdicts import (
     unparseable_reason,
 )
 from conj_train.verdicts.position import verdict_position
+
+REPO = Path(__file__).resolve().parents[1]
 
 HINT_RAW = '{"原因":"他说"好"\n回答2更完整。\n","更好的回答": 2}'  # reshape_output, no escaping
 TRUNCATED = ' {"原因": "回答1的推理'
@@ -179,40 +182,26 @@ def test_truncated_outputs_get_their_own_reason() -> None:
 
 # --- running time ----------------------------------------------------------------------------------
 
-ADVERSARIAL = {
-    "deep braces": lambda n: "{" * n + "}",
-    "brace after closer": lambda n: "}" + "{" * n,
-    "spaced braces": lambda n: "{ " * (n // 2) + "}",
-    "repeated keys, no digit": lambda n: '"更好的回答":' * (n // 8),
-    "unquoted keys": lambda n: "更好的回答" * (n // 5) + "1",
-    "unclosed quote": lambda n: '{"原因": "' + "他说" * (n // 2) + "}",
-    "many objects": lambda n: '{"a": 0}' * (n // 8),
-    "nested valid prefix": lambda n: '{"a": ' * (n // 6) + '"x',
-    "raw quotes": lambda n: '{"原因":"' + '他"说"\n' * (n // 5) + "}",
-    "fences": lambda n: "```json" * (n // 7),
-    "digits before key": lambda n: "1" * n + "回答",
-    "escapes": lambda n: '{"原因": "' + "\\n" * (n // 2) + "}",
-    # Every '{' starts a valid prefix that runs to the end: quadratic without the decode caps.
-    "nested prefixes, long array": lambda n: '{"a":' * (n // 40) + "[" + "1," * (n * 7 // 16),
-}
+def _adversarial_shapes() -> dict:
+    """The adversarial text shapes of bench/parse_scaling.py (which times them)."""
+    spec = importlib.util.spec_from_file_location("parse_scaling", REPO / "bench" / "parse_scaling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ADVERSARIAL
 
 
-def _best_time(text: str, mode: str, repeats: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        parse_verdict(text, mode)
-        best = min(best, time.perf_counter() - t0)
-    return best
+ADVERSARIAL = _adversarial_shapes()
+# What each shape parses to (strict, lenient): a digit after a key the lenient parser reads, nothing
+# else. The time the parse takes grows linearly with the text: bench/parse_scaling.py measures it.
+ADVERSARIAL_VERDICTS = {"digits before key": (None, 1), "unquoted keys": (None, 1)}
 
 
-@pytest.mark.parametrize("mode", ["strict", "lenient"])
 @pytest.mark.parametrize("shape", sorted(ADVERSARIAL))
-def test_parsing_time_is_linear(shape: str, mode: str) -> None:
+def test_adversarial_text_parses_to_the_same_verdict_at_every_length(shape: str) -> None:
     make = ADVERSARIAL[shape]
-    small, large = make(10_000), make(100_000)
-    t_small, t_large = _best_time(small, mode), _best_time(large, mode)
-    assert t_large <= 20 * t_small + 1e-3, f"{shape}: {t_small * 1e3:.2f} ms -> {t_large * 1e3:.2f} ms"
+    want = ADVERSARIAL_VERDICTS.get(shape, (None, None))
+    for size in (1_000, 10_000, 100_000):
+        assert tuple(parse_verdict(make(size), mode).verdict for mode in ("strict", "lenient")) == want
 
 
 # --- where the strict parser matches the original script, and where it documents a difference ------

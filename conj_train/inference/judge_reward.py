@@ -90,6 +90,13 @@ class JudgeRewardArguments:
     judge_threads: int | None = field(
         default=None, metadata={"help": "CPU threads of the judge's hf engine (None: torch's default)."}
     )
+    judge_batch_tokens: int = field(
+        default=0,
+        metadata={"help": "The hf engine's batch_tokens: 0 judges one prompt per forward (texts independent "
+                  "of the batch); e.g. 65536 packs a call's judge prompts into few forwards, several "
+                  "times the judgments/s (bench/judge_reward.py), texts then depending on the pack up to "
+                  "rounding. Ignored by the vllm engine, which batches on its own."},
+    )
     pairing: str = field(
         default="group",
         metadata={"help": "Who each completion is judged against: 'group' (round-robin within its "
@@ -122,6 +129,23 @@ def parse_grpo_args(argv: Sequence[str] | None = None) -> tuple[Any, Any, Any]:
 
     parser = TrlParser((JudgeRewardArguments, GRPOConfig, ModelConfig))
     return tuple(parser.parse_args_and_config(None if argv is None else list(argv)))  # type: ignore[return-value]
+
+
+def judge_from_arguments(args: JudgeRewardArguments) -> Judge:
+    """The recipe's judge: ``Judge.from_pretrained`` on ``args.judge_model`` with its ``judge_*``
+    fields; reads verdict probabilities only for ``score='probability'``."""
+    if not args.judge_model:
+        raise ConjError("the recipe needs judge_model")
+    options = {"batch_tokens": args.judge_batch_tokens} if args.judge_engine == "hf" else {}
+    return Judge.from_pretrained(
+        args.judge_model,
+        engine=args.judge_engine,
+        threads=args.judge_threads,
+        probability=args.score == "probability",
+        engine_options=options,
+        template=args.judge_template,
+        max_new_tokens=args.judge_max_new_tokens,
+    )
 
 
 @dataclass
