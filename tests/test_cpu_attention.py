@@ -57,3 +57,31 @@ def test_bf16_engine_uses_it_and_decodes_close_to_float32(tiny_model_dir: Path) 
             torch.testing.assert_close(low, high, atol=0.1, rtol=0)
     explicit = HFEngine(str(tiny_model_dir), dtype="bfloat16", device="cpu", attn_implementation="eager")
     assert explicit.model.config._attn_implementation == "eager"
+
+
+def test_a_float32_kv_buffer_gives_bitwise_the_logits_of_the_model_dtype_buffer(tiny_model_dir: Path) -> None:
+    from conj_train.engines.base import GenerationRequest, SamplingParams
+    from conj_train.engines.hf import HFEngine
+    from conj_train.engines.kv_decoder import KVDecoder
+
+    engine = HFEngine(str(tiny_model_dir), dtype="bfloat16", device="cpu")
+    assert engine._kv_dtype == torch.float32  # the engine's choice for bf16 decode attention on CPU
+    first = engine.tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True)["input_ids"]
+    second = first[:-3]
+    with torch.inference_mode():
+        # One prompt fanned out to 2 rows, and two prompts of different lengths packed with holes.
+        for prompts, rows in (([first], [2]), ([first, second], [2, 1])):
+            half, full = (KVDecoder(engine.model, prompts, rows, capacity=len(first) + 8, kv_dtype=d)
+                          for d in (None, torch.float32))
+            assert full._cache.layers[0].keys.dtype == torch.float32
+            assert half._cache.layers[0].keys.dtype == torch.bfloat16
+            assert torch.equal(half.logits, full.logits)
+            tokens = torch.tensor([5, 9, 11][: sum(rows)])
+            for _ in range(4):
+                assert torch.equal(half.step(tokens), full.step(tokens))
+    # The engine's sampled texts through its float32 cache equal those through a bf16 cache.
+    request = [GenerationRequest(key="q", prompt=engine.tokenizer.decode(first), seeds=[0, 1])]
+    params = SamplingParams(max_new_tokens=12)
+    with_fp32 = [g.text for g in engine.generate(request, params)]
+    engine._kv_dtype = None
+    assert [g.text for g in engine.generate(request, params)] == with_fp32

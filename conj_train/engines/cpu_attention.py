@@ -4,7 +4,9 @@ torch's CPU flash-attention kernel is several times slower in bf16 than in float
 is a single token (measured, torch 2.13, one thread, 9 heads x 64, 650 keys: 0.58 ms bf16 vs
 0.09 ms with the inputs upcast), and a decode step is exactly that call, once per layer: on
 SmolLM2-135M it took two thirds of the sampling time. From about 8 query tokens on, bf16 is as
-fast, so prefill and training keep the model dtype. Registered with transformers'
+fast, so prefill and training keep the model dtype. The hf engine keeps such a model's KV cache in
+float32 (:class:`~conj_train.engines.kv_decoder.KVDecoder`): the decode step's ``.float()`` is then
+free, and a prefill casts the cached keys and values back to the model dtype, exactly. Registered with transformers'
 ``AttentionInterface``, so the model code is unchanged; the HF engine selects it for CPU
 half-precision models unless the user names an attention implementation.
 """
@@ -27,6 +29,7 @@ def sdpa_cpu_decode(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
 
     half = query.dtype in (torch.bfloat16, torch.float16)
     if not (half and query.device.type == "cpu" and query.shape[-2] <= MAX_UPCAST_QUERY):
+        # Keys and values from a float32 cache hold half-precision values: the cast back is exact.
         key, value = key.to(query.dtype), value.to(query.dtype)
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     if attention_mask is not None and attention_mask.dtype != torch.bool:

@@ -91,6 +91,8 @@ class HFEngine:
         except loading_errors() as err:
             raise ConjError(f"cannot load a causal LM from {model_path}: {_first_line(err)}") from err
         self.model = model.eval()
+        # The KV cache's dtype when it differs from the model's: float32 where decode attention runs
+        # in float32 (KVDecoder's kv_dtype).
         self._kv_dtype = None
         if not attn_implementation:
             from conj_train.engines.cpu_attention import use_for
