@@ -142,7 +142,7 @@ def _buffer_layer_class() -> type:
         def __init__(self, capacity: int, dtype: Any = None) -> None:
             super().__init__()
             self.capacity = capacity
-            self.dtype = dtype
+            self.buffer_dtype = dtype  # not `dtype`: DynamicLayer sets that to the incoming keys'
             self.filled = 0
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
@@ -150,9 +150,9 @@ def _buffer_layer_class() -> type:
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
                 shape = (*key_states.shape[:2], max(self.capacity, new), key_states.shape[-1])
-                self._k = key_states.new_empty(shape, dtype=self.dtype or key_states.dtype)
+                self._k = key_states.new_empty(shape, dtype=self.buffer_dtype or key_states.dtype)
                 self._v = value_states.new_empty((*shape[:3], value_states.shape[-1]),
-                                                 dtype=self.dtype or value_states.dtype)
+                                                 dtype=self.buffer_dtype or value_states.dtype)
             if self.filled + new > self._k.shape[-2]:  # outgrown: double, like a list would
                 grow = max(self.filled + new, 2 * self._k.shape[-2]) - self._k.shape[-2]
                 self._k = torch.nn.functional.pad(self._k, (0, 0, 0, grow))
