@@ -6,6 +6,8 @@ shape), ``tiny`` is for smoke tests of the real-shape code paths on CPU.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +55,18 @@ def save_random_model(out_dir: Path, shape: str, *, dtype: Any, device: str, see
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+@contextlib.contextmanager
+def stock_attention(model: Any) -> Iterator[None]:
+    """Run ``model`` on transformers' own SDPA inside the block, then give back its attention.
+
+    A ``generate`` baseline is what a user gets: stock SDPA, not the hf engine's decode-step kernel
+    choice (conj_train/engines/cpu_attention.py), which the engine sets on the same model object.
+    """
+    chosen = model.config._attn_implementation
+    model.set_attn_implementation("sdpa")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(chosen)

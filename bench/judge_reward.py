@@ -40,7 +40,6 @@ probability read's extra forward not counted). Last line: ``ratio vs generate pe
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import os
 import statistics
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import _device  # bench/ is on sys.path when run as a script
+from _models import stock_attention
 
 # Answers and questions are slices of this text, at different offsets and lengths.
 FILLER = (
@@ -215,21 +215,10 @@ def set_up(args: argparse.Namespace, model_dir: str | Path) -> Bench:
     gen_cfg = GenerationConfig(do_sample=False, max_new_tokens=args.max_new_tokens,
                                eos_token_id=sorted(engine.stop_token_ids),
                                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-    engine_attn = model.config._attn_implementation
-
-    @contextlib.contextmanager
-    def stock_attention():
-        # The baseline is what `generate` gives a user: transformers' own SDPA, not the engine's
-        # decode-step kernel choice (conj_train/engines/cpu_attention.py).
-        model.set_attn_implementation("sdpa")
-        try:
-            yield
-        finally:
-            model.set_attn_implementation(engine_attn)
 
     def run_generate() -> Run:
         run = Run()
-        with torch.inference_mode(), stock_attention():
+        with torch.inference_mode(), stock_attention(model):
             for q, a1, a2 in work.items:
                 prompt = judge.prompt_text(q, a1, a2)
                 enc = tok(judge.render(prompt) + judge.prefill, add_special_tokens=False,

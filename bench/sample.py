@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import _device  # bench/ is on sys.path when run as a script
-from _models import SHAPES, save_random_model
+from _models import SHAPES, save_random_model, stock_attention
 
 FILLER = (
     "As an evaluation expert, given a question and two possible answers to it, please select which "
@@ -199,28 +199,17 @@ def set_up(args: argparse.Namespace, model_dir: str | Path) -> Bench:
         engine.batch_tokens = args.batch_tokens
         return sum(g.completion_tokens for g in engine.generate(requests, params))
 
-    engine_attn = model.config._attn_implementation
-
-    @contextlib.contextmanager
-    def stock_attention():
-        # The baseline is what `generate` gives a user: transformers' own SDPA, not the engine's
-        # decode-step kernel choice (conj_train/engines/cpu_attention.py).
-        model.set_attn_implementation("sdpa")
-        try:
-            yield
-        finally:
-            model.set_attn_implementation(engine_attn)
 
     def run_generate_each() -> int:
         total = 0
-        with torch.inference_mode(), stock_attention():
+        with torch.inference_mode(), stock_attention(model):
             for ids in single:
                 out = model.generate(ids, generation_config=gen_cfg)
                 total += out[:, ids.shape[1]:].numel()
         return total
 
     def run_generate_batched() -> int:
-        with torch.inference_mode(), stock_attention():
+        with torch.inference_mode(), stock_attention(model):
             out = model.generate(**padded, generation_config=gen_cfg)
         return out[:, padded["input_ids"].shape[1]:].numel()
 
