@@ -12,7 +12,8 @@ prompt keys/values are kept, and the rejected tokens run on top of them ("split"
 
 The first rejected token is predicted from the prompt's last hidden state, which pass 1 already
 holds. Only judgment positions go through the LM head (TRL's chunked log-prob kernel, so the
-per-token fields and the ZeRO-3 head gather are TRL's own). Gradients flow through the kept K/V.
+per-token fields and the ZeRO-3 head gather are TRL's own; on CPU the same computation in CPU-sized
+passes, :mod:`conj_train.train.cpu_log_probs`). Gradients flow through the kept K/V.
 
 Exactness: pass 1 is TRL's chosen computation; in pass 2 a query sees exactly the keys it sees in
 TRL's rejected row (its prompt + its own causal prefix), at the same RoPE positions; other slots
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from conj_train.train.cpu_log_probs import cpu_chunked_log_probs
 from conj_train.train.prefix_cache import (
     ExtendCache,
     PrefixStore,
@@ -199,7 +201,8 @@ def head_token_outputs(
     """LM head + log-softmax on ``[N, H]`` states only; returns TOKEN_FIELDS -> ``[N]`` (or None).
 
     ``head="chunked"`` is TRL's kernel (fp32 statistics, ZeRO-3 head gather, entropy and metric
-    fields). ``head="torch"`` is a plain projection + log_softmax in the model dtype, for float64
+    fields); on CPU its counterpart with CPU-sized passes (:mod:`conj_train.train.cpu_log_probs`,
+    same fields and precision). ``head="torch"`` is a plain projection + log_softmax in the model dtype, for float64
     checks; it yields only ``log_probs``.
     """
     lm_head = model.get_output_embeddings()
@@ -217,8 +220,11 @@ def head_token_outputs(
     from trl.trainer.utils import maybe_gather_lm_head_ctx
 
     with maybe_gather_lm_head_ctx(weight, bias):
-        fields = ChunkedLogProbFunction.apply(hidden, weight, bias, targets, 1.0, _VOCAB_CHUNK, None, 1.0,
-                                              tuple(outputs))
+        if hidden.device.type == "cpu":
+            fields = cpu_chunked_log_probs(hidden, weight, bias, targets, tuple(outputs))
+        else:
+            fields = ChunkedLogProbFunction.apply(hidden, weight, bias, targets, 1.0, _VOCAB_CHUNK, None, 1.0,
+                                                  tuple(outputs))
     return dict(zip(TOKEN_FIELDS, fields, strict=True))
 
 
