@@ -159,3 +159,51 @@ def test_sampled_judge_draws_one_text_per_seed(tiny_model_dir: Path, judge: Judg
     sampled = Judge(judge.engine, judge.tokenizer, decoding="sample", samples=3, max_new_tokens=4)
     (j,) = sampled.judge_prompts(["Name a fruit."])
     assert len(j.texts) == len(set(j.seeds)) == 3
+
+
+def test_reads_recorded_while_generating_equal_the_forwards_reads(judge: Judge,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hf engine records the digits' log-probabilities as it generates them; the judge reads the
+    verdict from there, and the read equals a second forward's over the same prefix."""
+    import dataclasses
+
+    engine = judge.engine
+    # A judgment forced to its verdict: the random model writes ' ' + digit (or one merged token) + '}'.
+    sampled = Judge(engine, judge.tokenizer, scorer=judge.scorer, prefill=' {"原因": "x", "更好的回答":',
+                    decoding="sample", samples=6, temperature=1.0, top_p=1.0, max_new_tokens=4)
+    sampled.params = dataclasses.replace(sampled.params, regex=r" ?[12]\}")
+    assert engine.watch_token_ids == judge.scorer.digit_token_ids() != ()
+    forwards: list[str] = []
+    real_read = VerdictScorer.read
+
+    def counting_read(self: VerdictScorer, prefixes: Sequence[str], digits: object = None) -> list:
+        forwards.extend(prefixes)
+        return real_read(self, prefixes, digits)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(VerdictScorer, "read", counting_read)
+    prompts = ["Which is a fruit?", "问题：哪个更好？ " * 5]
+    judged = sampled.judge_prompts(prompts)
+    prefixes = [render_chat(judge.tokenizer, p) + t[: verdict_position(t, v)]
+                for p, j in zip(prompts, judged, strict=True) for t, v in zip(j.texts, j.verdicts, strict=True)]
+    assert all(v in (1, 2) for j in judged for v in j.verdicts), [j.texts for j in judged]
+    assert forwards == []  # every read came from the decode loop
+    by_forward = real_read(judge.scorer, prefixes)
+    recorded = [r for j in judged for r in j.reads]
+    for got, want in zip(recorded, by_forward, strict=True):
+        assert got is not None and want is not None
+        assert got.p_first == pytest.approx(want.p_first, abs=1e-5)
+        assert got.mass == pytest.approx(want.mass, rel=1e-4)
+
+
+def test_a_recorded_read_stands_in_only_for_the_prefixs_own_tokens() -> None:
+    from conj_train.inference.probability import generated_read, read_from_logprobs
+
+    extra = {"prompt_token_ids": [5, 6], "token_ids": [7, 11, 3], "watch_token_ids": [11, 12],
+             "watched_logprobs": [[-1.0, -2.0], [-0.5, -3.0], [-9.0, -9.0]]}
+    # Prefix = prompt + the first generated token; the digits (11 vs 12) were watched at step 1.
+    assert generated_read(extra, ([5, 6, 7], 11, 12)) == read_from_logprobs(-0.5, -3.0)
+    assert generated_read(extra, ([5, 6, 8], 11, 12)) is None  # generated ids differ from the prefix's
+    assert generated_read(extra, ([5, 9, 7], 11, 12)) is None  # the prompt differs
+    assert generated_read(extra, ([5, 6, 7], 11, 13)) is None  # a digit that was not watched
+    assert generated_read(extra, ([5, 6, 7, 11, 3], 11, 12)) is None  # past the last generated position
+    assert generated_read(extra, ([5], 11, 12)) is None  # inside the prompt

@@ -102,6 +102,10 @@ class HFEngine:
         self.batch_tokens = batch_tokens
         # Public so that benchmarks can force full-length generations on both sides.
         self.stop_token_ids: set[int] = _stop_ids(self.tokenizer, self.model)
+        # Tokens whose log-probabilities (softmax of the raw logits) every generated position records:
+        # a judge's verdict digits, read where they were generated instead of by a second forward
+        # (conj_train.inference.probability.generated_read). Empty: nothing recorded.
+        self.watch_token_ids: tuple[int, ...] = ()
 
     def count_tokens(self, text: str) -> int:
         """Number of tokens of ``text`` (no special tokens added: the chat template already has them)."""
@@ -233,8 +237,15 @@ class HFEngine:
             guide = TokenGuide(self.tokenizer, vocab, sorted(self.stop_token_ids), params.regex, len(owner))
         out_tokens: list[list[int]] = [[] for _ in owner]
         stopped = [False] * len(owner)
+        watch = torch.tensor(self.watch_token_ids, dtype=torch.long, device=device) if self.watch_token_ids else None
+        watched: list[list[list[float]]] = [[] for _ in owner]
         logits = dec.logits
         for step in range(params.max_new_tokens):
+            if watch is not None:
+                # Before any masking or penalty: the model's own distribution at this position.
+                values = (logits[:, watch] - logits.logsumexp(-1, keepdim=True)).tolist()
+                for row, lp in zip(live, values, strict=True):
+                    watched[row].append(lp)
             if guide is not None:
                 logits = guide.mask(logits, live)
             tokens = next_tokens(logits, seen, params, None if uniforms is None else uniforms[:, step])
@@ -256,7 +267,7 @@ class HFEngine:
                 if uniforms is not None:
                     uniforms = uniforms[idx]
             logits = dec.step(tokens)
-        return self._package(reqs, rows, prompts, out_tokens, stopped, params)
+        return self._package(reqs, rows, prompts, out_tokens, stopped, params, watched if watch is not None else None)
 
     def _package(
         self,
@@ -266,6 +277,7 @@ class HFEngine:
         out_tokens: list[list[int]],
         stopped: list[bool],
         params: SamplingParams,
+        watched: list[list[list[float]]] | None = None,
     ) -> list[list[Generation]]:
         results: list[list[Generation]] = []
         first = 0
@@ -278,10 +290,13 @@ class HFEngine:
                 # Special tokens are skipped as vLLM does by default (Con-J's outputs came from vLLM).
                 text = self.tokenizer.decode(toks[:-1] if stopped[row] else toks, skip_special_tokens=True,
                                              clean_up_tokenization_spaces=False)
+                extra = {} if watched is None else {
+                    "prompt_token_ids": prompt, "token_ids": toks, "watch_token_ids": list(self.watch_token_ids),
+                    "watched_logprobs": watched[row]}
                 gens.append(Generation(
                     key=req.key, index=j, seed=int(seed), text=text,
                     finish_reason="stop" if stopped[row] else "length",
-                    prompt_tokens=len(prompt), completion_tokens=len(toks),
+                    prompt_tokens=len(prompt), completion_tokens=len(toks), extra=extra,
                 ))
             results.append(gens)
             first += n

@@ -37,6 +37,7 @@ from conj_train.inference.probability import (
     EngineVerdictScorer,
     VerdictScorer,
     digit_pair,
+    generated_read,
     transfer_prefill,
 )
 from conj_train.io import stable_hash
@@ -178,6 +179,12 @@ class Judge:
         )
         self.scorer = scorer
         self.transfer_reader = transfer_reader
+        # A scorer over the engine's own model: the engine records the digits' log-probabilities while
+        # generating, and most reads need no second forward (probability.generated_read).
+        self._reads_while_generating = (isinstance(scorer, VerdictScorer) and hasattr(engine, "watch_token_ids")
+                                        and getattr(engine, "model", None) is scorer.model)
+        if self._reads_while_generating:
+            engine.watch_token_ids = scorer.digit_token_ids()
 
     @classmethod
     def from_pretrained(
@@ -295,8 +302,11 @@ class Judge:
                     GenerationRequest(key=str(i), prompt=text, seeds=list(seeds[i]), prefill=prefill,
                                       messages=chat_messages(prompts[i], system=self.system_prompt))
                 )
+        recorded: dict[tuple[int, int], dict[str, Any]] = {}
         for gen in self.engine.generate(requests, self.params) if requests else []:
             j = out[int(gen.key)]
+            if "watched_logprobs" in gen.extra:
+                recorded[(int(gen.key), len(j.texts))] = gen.extra
             full = prefill + gen.text
             parsed = parse_verdict(full, self.parser)
             j.texts.append(full)
@@ -305,12 +315,15 @@ class Judge:
             j.parse_reasons.append(parsed.reason)
             j.finish_reasons.append(gen.finish_reason)
             j.completion_tokens.append(gen.completion_tokens)
-        self._read_probabilities(rendered, out)
+        self._read_probabilities(rendered, out, recorded)
         if transfer:
             self._transfer_all(prompts, out)
         return out
 
-    def _read_probabilities(self, rendered: Sequence[str], out: list[Judgment]) -> None:
+    def _read_probabilities(self, rendered: Sequence[str], out: list[Judgment],
+                            recorded: Mapping[tuple[int, int], dict[str, Any]]) -> None:
+        """Each sample's verdict read: from the log-probabilities ``recorded`` while generating (keyed by
+        (prompt, sample)) where they stand in for the forward, by the scorer's forward elsewhere."""
         for j in out:
             j.reads = [None] * len(j.texts)
         if self.scorer is None:
@@ -319,11 +332,19 @@ class Judge:
         for i, j in enumerate(out):
             for s, (text, verdict) in enumerate(zip(j.texts, j.verdicts, strict=True)):
                 pos = verdict_position(text, verdict)
-                if pos is not None:
-                    prefixes.append(rendered[i] + text[:pos])
-                    digits.append(digit_pair(text, pos))
-                    where.append((i, s))
-        for (i, s), read in zip(where, self.scorer.read(prefixes, digits), strict=True):
+                if pos is None:
+                    continue
+                prefix, pair = rendered[i] + text[:pos], digit_pair(text, pos)
+                if (i, s) in recorded:
+                    encoded = self.scorer.encode(prefix, pair)
+                    read = None if encoded is None else generated_read(recorded[(i, s)], encoded)
+                    if encoded is None or read is not None:
+                        out[i].reads[s] = read
+                        continue
+                prefixes.append(prefix)
+                digits.append(pair)
+                where.append((i, s))
+        for (i, s), read in zip(where, self.scorer.read(prefixes, digits) if where else [], strict=True):
             out[i].reads[s] = read
 
     def _transfer_all(self, prompts: Sequence[str], out: list[Judgment]) -> None:

@@ -16,6 +16,12 @@ Verdict probability
     always the canonical tokenization of the text (which can differ from the generated ids in rare
     non-canonical cases; the probability is then that of the canonical reading).
 
+    The ``hf`` engine can record the two digits' log-probabilities while it generates
+    (``HFEngine.watch_token_ids``, set by :class:`conj_train.inference.judge.Judge` when its scorer
+    reads the engine's own model): where the generated ids are the prefix's canonical ids,
+    :func:`generated_read` takes the read from there and the forward is skipped; elsewhere the
+    forward runs, so the definition above holds either way.
+
     Two readers share that encoding: :class:`VerdictScorer` runs a transformers model's forward
     (engine ``hf``, or a separate transfer-probe model), and :class:`EngineVerdictScorer` asks an
     engine for the two tokens' log-probabilities (engine ``vllm``:
@@ -99,6 +105,17 @@ class _DigitReader:
             return None
         return ids_a[:common], ids_a[common], ids_b[common]
 
+    def digit_token_ids(self) -> tuple[int, ...]:
+        """The tokens a verdict digit can be read as (ASCII and full-width, after the separators a Con-J
+        judgment writes): what an engine records while generating (:func:`generated_read`)."""
+        ids: set[int] = set()
+        for digits in (("1", "2"), ("１", "２")):
+            for before in ('"更好的回答": ', '"更好的回答":', ": ", ":", " ", "\n"):
+                encoded = self.encode(before, digits)
+                if encoded is not None:
+                    ids.update(encoded[1:])
+        return tuple(sorted(ids))
+
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -106,6 +123,28 @@ class _DigitReader:
         self, prefixes: Sequence[str], digits: Sequence[tuple[str, str]] | None
     ) -> list[tuple[list[int], int, int] | None]:
         return [self.encode(p, digits[i] if digits else ("1", "2")) for i, p in enumerate(prefixes)]
+
+
+def generated_read(extra: dict[str, Any], encoded: tuple[list[int], int, int]) -> DigitRead | None:
+    """The verdict read recorded while the judgment was generated, or None where it cannot stand in.
+
+    ``extra``: a generation's record from an engine that watched the digit tokens (the ``hf`` engine's
+    ``prompt_token_ids``, ``token_ids``, ``watch_token_ids``, ``watched_logprobs``: per generated
+    position, the watched tokens' log-probabilities). ``encoded``: :meth:`_DigitReader.encode` of the
+    prefix. The read is the one a second forward over the prefix would give when the model's input
+    and generated tokens *are* that prefix's canonical ids and both digits were watched; then the
+    position's logits are the same next-token distribution (computed in the decode step, so equal up
+    to the rounding of another batch shape). Otherwise None: the caller reads by a forward.
+    """
+    ids, token_a, token_b = encoded
+    prompt, generated, watch = extra["prompt_token_ids"], extra["token_ids"], extra["watch_token_ids"]
+    step = len(ids) - len(prompt)
+    if not 0 <= step < len(extra["watched_logprobs"]) or token_a not in watch or token_b not in watch:
+        return None
+    if ids[: len(prompt)] != list(prompt) or ids[len(prompt):] != list(generated[:step]):
+        return None
+    logprobs = extra["watched_logprobs"][step]
+    return read_from_logprobs(logprobs[watch.index(token_a)], logprobs[watch.index(token_b)])
 
 
 class EngineVerdictScorer(_DigitReader):
