@@ -172,7 +172,7 @@ def test_reads_recorded_while_generating_equal_the_forwards_reads(judge: Judge,
     sampled = Judge(engine, judge.tokenizer, scorer=judge.scorer, prefill=' {"原因": "x", "更好的回答":',
                     decoding="sample", samples=6, temperature=1.0, top_p=1.0, max_new_tokens=4)
     sampled.params = dataclasses.replace(sampled.params, regex=r" ?[12]\}")
-    assert engine.watch_token_ids == judge.scorer.digit_token_ids() != ()
+    assert judge.scorer.digit_token_ids() != () and engine.watch_token_ids == ()  # set only while generating
     forwards: list[str] = []
     real_read = VerdictScorer.read
 

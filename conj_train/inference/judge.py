@@ -179,12 +179,6 @@ class Judge:
         )
         self.scorer = scorer
         self.transfer_reader = transfer_reader
-        # A scorer over the engine's own model: the engine records the digits' log-probabilities while
-        # generating, and most reads need no second forward (probability.generated_read).
-        self._reads_while_generating = (isinstance(scorer, VerdictScorer) and hasattr(engine, "watch_token_ids")
-                                        and getattr(engine, "model", None) is scorer.model)
-        if self._reads_while_generating:
-            engine.watch_token_ids = scorer.digit_token_ids()
 
     @classmethod
     def from_pretrained(
@@ -303,7 +297,7 @@ class Judge:
                                       messages=chat_messages(prompts[i], system=self.system_prompt))
                 )
         recorded: dict[tuple[int, int], dict[str, Any]] = {}
-        for gen in self.engine.generate(requests, self.params) if requests else []:
+        for gen in self._generate(requests):
             j = out[int(gen.key)]
             if "watched_logprobs" in gen.extra:
                 recorded[(int(gen.key), len(j.texts))] = gen.extra
@@ -319,6 +313,23 @@ class Judge:
         if transfer:
             self._transfer_all(prompts, out)
         return out
+
+    def _generate(self, requests: list[GenerationRequest]) -> list[Any]:
+        """The engine's generations. When the scorer reads the engine's own model, the engine records the
+        digits' log-probabilities while generating, so most reads need no second forward
+        (:func:`~conj_train.inference.probability.generated_read`); only during this call, as the engine
+        may serve other judges (a copy without a scorer)."""
+        if not requests:
+            return []
+        scorer = self.scorer
+        if not (isinstance(scorer, VerdictScorer) and hasattr(self.engine, "watch_token_ids")
+                and getattr(self.engine, "model", None) is scorer.model):
+            return self.engine.generate(requests, self.params)
+        self.engine.watch_token_ids = scorer.digit_token_ids()
+        try:
+            return self.engine.generate(requests, self.params)
+        finally:
+            self.engine.watch_token_ids = ()
 
     def _read_probabilities(self, rendered: Sequence[str], out: list[Judgment],
                             recorded: Mapping[tuple[int, int], dict[str, Any]]) -> None:
