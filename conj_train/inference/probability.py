@@ -6,7 +6,8 @@ Verdict probability
     :class:`VerdictScorer` runs one forward pass over ``prompt + text up to the digit`` and reads
     the next-token distribution there, normalised over the two verdict tokens:
     ``P(1) = p('1') / (p('1') + p('2'))``. Nothing is sampled; the pass only re-reads the positions
-    the model already generated, so it costs about one prefill per judgment. The full-vocabulary
+    the model already generated, so it costs about one prefill per judgment (nothing, where the
+    ``hf`` engine recorded the read while generating: see below). The full-vocabulary
     mass ``p('1') + p('2')`` is kept as well: a low mass means the model wanted to write something
     else at that position.
 
