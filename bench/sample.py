@@ -114,14 +114,19 @@ def parse_args() -> argparse.Namespace:
 
 
 def make_prompts(tokenizer, count: int, target: int) -> list[str]:
-    """Chat-rendered judge-like prompts of roughly ``target`` tokens, all of different lengths."""
+    """Chat-rendered judge-like prompts of roughly ``target`` tokens, all of different lengths.
+
+    Each starts at another offset of the text, so they share nothing beyond the chat template: the
+    packed engine takes a prefix shared with an earlier prompt from its cache, and prompts that were
+    prefixes of each other (as before 2026-12-06's later session) would credit it with work a real
+    sampling pass does not skip."""
     ids = tokenizer(FILLER * (target // 20 + 10), add_special_tokens=False)["input_ids"]
     overhead = len(tokenizer.apply_chat_template([{"role": "user", "content": ""}], tokenize=True,
                                                  add_generation_prompt=True)["input_ids"])
     prompts = []
     for i in range(count):
         body = target - overhead - 32 + (64 * i) // max(count, 1)
-        text = tokenizer.decode(ids[:body])
+        text = tokenizer.decode(ids[97 * i : 97 * i + body])
         prompts.append(tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
                                                      add_generation_prompt=True))
     return prompts

@@ -100,6 +100,39 @@ def test_prompts_of_different_lengths_pack_with_masked_holes(engine: HFEngine) -
             torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
 
 
+def test_a_packed_prompt_runs_only_what_it_does_not_share_with_an_earlier_one(
+        engine: HFEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+
+    from conj_train.engines.kv_decoder import MIN_SHARED_PREFIX
+
+    model = engine.model
+    a = engine.prompt_ids(requests(engine, [0])[2])
+    assert len(a) > MIN_SHARED_PREFIX + 8
+    other = 7 if a[-5] != 7 else 8
+    b = [*a[:-5], other, 9]  # shares all but a's last 5 tokens; shorter than a
+    c = [a[0] + 1, *a[1:-2]]  # shares nothing: its first token differs
+    calls: list[int] = []
+    forward = model.forward
+
+    @functools.wraps(forward)
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs["input_ids"].shape[1])  # type: ignore[union-attr]
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counting)
+    with torch.inference_mode():
+        dec = KVDecoder(model, [a, b, c], [1, 2, 1], capacity=len(a) + 4)
+        assert calls == [len(a), 2, len(c)]  # b ran only the 2 tokens after the shared prefix
+        monkeypatch.setattr(model, "forward", forward)
+        alone = [model(input_ids=torch.tensor([p])).logits[0, -1].float() for p in (a, b, b, c)]
+        torch.testing.assert_close(dec.logits, torch.stack(alone), atol=1e-4, rtol=0)
+        seqs = [[*a, 5], [*b, 6], [*b, 7], [*c, 8]]
+        got = dec.step(torch.tensor([5, 6, 7, 8]))
+        want = torch.stack([model(input_ids=torch.tensor([q])).logits[0, -1].float() for q in seqs])
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
 def test_packing_prompts_of_different_lengths_gives_the_greedy_texts_of_one_by_one(
         engine: HFEngine, tiny_model_dir: Path) -> None:
     packed = HFEngine(str(tiny_model_dir), device="cpu", batch_tokens=100_000)

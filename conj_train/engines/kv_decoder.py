@@ -13,6 +13,9 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+# Shortest common prefix (tokens) worth taking from another prompt's cache in a packed prefill.
+MIN_SHARED_PREFIX = 16
+
 
 class KVDecoder:
     """Prefill prompts once, fan each cache out to its rows, then feed one token per row per step.
@@ -25,7 +28,8 @@ class KVDecoder:
     are all full attention) are prefilled one by one and laid out left-aligned in one buffer: the
     holes between a short prompt and the first generated position are masked out of attention and
     each row keeps its own positions, so every row computes what it would alone, up to the rounding
-    of a different batch shape.
+    of a different batch shape. Such a prompt that starts like an earlier one of the same call takes
+    the shared prefix's keys and values from it instead of computing them again.
 
     ``kv_dtype`` (with ``capacity``): the buffer's dtype when it should differ from the model's. A
     half-precision model on CPU decodes with float32 attention
@@ -75,16 +79,28 @@ class KVDecoder:
         self.logits = torch.repeat_interleave(logits, fan_out, dim=0)
 
     def _prefill_each(self, prompts: Sequence[Sequence[int]], fan_out: Any, capacity: int, kv_dtype: Any) -> Any:
-        """Prefill prompt by prompt into one left-aligned buffer; returns the prompts' last logits."""
+        """Prefill prompt by prompt into one left-aligned buffer; returns the prompts' last logits.
+
+        A prompt that starts with at least :data:`MIN_SHARED_PREFIX` tokens of an earlier prompt of the
+        unit (judge prompts share their template and often the question and one answer) takes those
+        positions' keys and values from that prompt's cache and runs only the rest: the same causal
+        computation, up to the rounding of a different call shape.
+        """
         import torch
         from transformers import DynamicCache
 
         device = self._model.device
         longest = max(len(p) for p in prompts)
         caches, logits = [], []
-        for prompt in prompts:
+        for index, prompt in enumerate(prompts):
             cache = DynamicCache(config=self._model.config)
-            ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
+            source, shared = _longest_shared_prefix(prompts[:index], prompt)
+            if shared >= MIN_SHARED_PREFIX:
+                for layer_index, layer in enumerate(caches[source].layers):
+                    cache.update(layer.keys[:, :, :shared], layer.values[:, :, :shared], layer_index)
+            else:
+                shared = 0
+            ids = torch.tensor([list(prompt[shared:])], dtype=torch.long, device=device)
             out = self._model(input_ids=ids, use_cache=True, **self._last_only, **{self._cache_kw: cache})
             caches.append(cache)
             logits.append(out.logits[:, -1].float())
@@ -124,6 +140,21 @@ class KVDecoder:
         self.logits = self.logits[index]
         if self._mask is not None:
             self._mask, self._positions = self._mask[index], self._positions[index]
+
+
+def _longest_shared_prefix(earlier: Sequence[Sequence[int]], prompt: Sequence[int]) -> tuple[int, int]:
+    """``(index, length)`` of the earlier prompt sharing the longest prefix with ``prompt``, the length
+    capped so that at least one token of ``prompt`` is left to run (its logits); ``(0, 0)`` if none."""
+    best, best_len = 0, 0
+    for index, other in enumerate(earlier):
+        n = 0
+        for a, b in zip(other, prompt[: len(prompt) - 1], strict=False):
+            if a != b:
+                break
+            n += 1
+        if n > best_len:
+            best, best_len = index, n
+    return best, best_len
 
 
 @functools.cache
