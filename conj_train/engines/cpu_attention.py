@@ -40,10 +40,16 @@ def sdpa_cpu_decode(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
 
 
 def register() -> str:
-    """Register the attention function with transformers (idempotent); returns its name."""
+    """Register the attention function with transformers (idempotent); returns its name.
+
+    Its masks are SDPA's: transformers builds no mask at all for an attention name its mask interface
+    does not know (it takes it for a server backend), which dropped the holes of a packed cache and
+    the causal offset of a prefill on top of a cache."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(NAME, sdpa_cpu_decode)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
     return NAME
 
 
